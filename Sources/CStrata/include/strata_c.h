@@ -1,0 +1,17 @@
+#ifndef STRATA_C_H
+#define STRATA_C_H
+#include <stddef.h>
+#include <stdint.h>
+
+/// Extends a CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) over `length` bytes.
+/// Start with crc = 0; the function applies the standard pre- and post-inversion.
+uint32_t strata_crc32c(uint32_t crc, const void *data, size_t length);
+
+/// 1 when the SSE4.2 crc32 instruction is in use, 0 for the table fallback.
+int strata_crc32c_hardware(void);
+
+/// Punches a hole (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE); returns 0 or an errno.
+/// Glibc's Swift module does not export fallocate(2), which needs _GNU_SOURCE.
+int strata_punch_hole(int fd, uint64_t offset, uint64_t length);
+
+#endif

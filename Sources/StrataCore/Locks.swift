@@ -1,0 +1,89 @@
+// Blocking locks for the engine, which runs on caller threads. `RWLock` guards the pool's
+// metadata (many concurrent lookups, one mutator); `StripedLocks` serialize writers of one
+// logical chunk so a remap never races an in-place write of the same chunk.
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A readers-writer lock (pthread_rwlock), writer-preferring so commits are not starved.
+final class RWLock: @unchecked Sendable {
+    private let lock: UnsafeMutablePointer<pthread_rwlock_t>
+
+    init() {
+        self.lock = .allocate(capacity: 1)
+        var attributes = pthread_rwlockattr_t()
+        pthread_rwlockattr_init(&attributes)
+        #if canImport(Glibc)
+        pthread_rwlockattr_setkind_np(&attributes, Int32(PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP))
+        #endif
+        let result = pthread_rwlock_init(self.lock, &attributes)
+        precondition(result == 0, "pthread_rwlock_init failed: \(result)")
+    }
+
+    deinit {
+        pthread_rwlock_destroy(self.lock)
+        self.lock.deallocate()
+    }
+
+    @inline(__always)
+    func withReadLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        pthread_rwlock_rdlock(self.lock)
+        defer { pthread_rwlock_unlock(self.lock) }
+        return try body()
+    }
+
+    @inline(__always)
+    func withWriteLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        pthread_rwlock_wrlock(self.lock)
+        defer { pthread_rwlock_unlock(self.lock) }
+        return try body()
+    }
+
+    func lockShared() { pthread_rwlock_rdlock(self.lock) }
+    func lockExclusive() { pthread_rwlock_wrlock(self.lock) }
+    func unlock() { pthread_rwlock_unlock(self.lock) }
+}
+
+/// A plain mutex (pthread_mutex) for sections that may block on I/O, such as a commit.
+final class BlockingMutex: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+
+    init() {
+        self.mutex = .allocate(capacity: 1)
+        let result = pthread_mutex_init(self.mutex, nil)
+        precondition(result == 0, "pthread_mutex_init failed: \(result)")
+    }
+
+    deinit {
+        pthread_mutex_destroy(self.mutex)
+        self.mutex.deallocate()
+    }
+
+    @inline(__always)
+    func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        pthread_mutex_lock(self.mutex)
+        defer { pthread_mutex_unlock(self.mutex) }
+        return try body()
+    }
+}
+
+/// A fixed array of mutexes addressed by a hash of (volume id, chunk index).
+final class StripedLocks: @unchecked Sendable {
+    private let stripes: [BlockingMutex]
+
+    init(count: Int) {
+        precondition(count > 0, "striped locks need at least one stripe")
+        self.stripes = (0..<count).map { _ in BlockingMutex() }
+    }
+
+    @inline(__always)
+    func withLock<T, E: Error>(volume: UInt64, chunk: UInt64, _ body: () throws(E) -> T) throws(E) -> T {
+        var hash = volume &* 0x9E37_79B9_7F4A_7C15 ^ chunk
+        hash = (hash ^ (hash >> 29)) &* 0xBF58_476D_1CE4_E5B9
+        let index = Int((hash ^ (hash >> 32)) % UInt64(self.stripes.count))
+        return try self.stripes[index].withLock(body)
+    }
+}

@@ -1,0 +1,204 @@
+// Commits: the only way metadata becomes durable.
+//
+// 1. Under `meta` exclusively: encode every node the open transaction wrote, rewrite the
+//    changed space-map and volume-table pages to new locations, build the next superblock,
+//    and start a new transaction (so writers go on while this one reaches the disk).
+// 2. Without `meta`: write those pages, sync (this also makes every completed data write
+//    durable), write the superblock into slot generation % 2, sync.
+// 3. Wait for reads that may still be copying chunks this transaction freed, then hand the
+//    freed pages and chunks back to the allocators.
+// Nothing the previous superblock references is written in steps 1–2, so a crash anywhere
+// recovers the previous or the new commit whole. A failed write or sync fails the pool: the
+// kernel may have dropped dirty pages, so retrying could report success for lost data.
+// Flushes that arrive while a commit runs wait for it and share the next one (group commit).
+
+import Foundation
+import Synchronization
+
+/// Pool-wide figures for `pool status`.
+public struct PoolStatus: Sendable, Codable, Equatable {
+    public let capacityBytes: UInt64
+    public let dataUsedBytes: UInt64
+    public let dataFreeBytes: UInt64
+    public let metadataBytes: UInt64
+    public let metadataUsedBytes: UInt64
+    public let chunkSize: UInt64
+    public let volumes: Int
+    public let snapshots: Int
+    public let generation: UInt64
+    public let createdAt: String
+    public let uuid: String
+}
+
+extension Pool {
+    /// Makes every write completed before this call durable (NBD FLUSH, FUA, SYNCHRONIZE CACHE).
+    /// - Throws: `.failed` when the device failed; the pool then refuses writes until reopened.
+    public func flush() throws(StrataError) {
+        let ticket = self.flushRequests.add(1, ordering: .sequentiallyConsistent).newValue
+        try self.commitMutex.withLock { () throws(StrataError) in
+            if self.flushesDurable >= ticket { return }
+            let covering = self.flushRequests.load(ordering: .sequentiallyConsistent)
+            try self.commitLocked()
+            self.flushesDurable = covering
+        }
+    }
+
+    /// Commits only if something changed; for timers.
+    public func commitIfNeeded() throws(StrataError) {
+        try self.commitMutex.withLock { () throws(StrataError) in try self.commitLocked() }
+    }
+
+    private func commitLocked() throws(StrataError) {
+        if self.readOnly { return }
+        let writesBefore = self.dataWrites.load(ordering: .sequentiallyConsistent)
+        var pages: [(UInt64, [UInt8])] = []
+        var releasingMeta: [UInt64] = []
+        var releasingData: [UInt64] = []
+        let superblock = try self.meta.withWriteLock { () throws(StrataError) -> Superblock? in
+            if let failure = self.failure {
+                throw StrataError(.failed, "commit: pool failed earlier and is read-only until reopened (\(failure.message))")
+            }
+            guard self.metadataChanged else { return nil }
+            return try self.prepareCommit(pages: &pages, releasingMeta: &releasingMeta, releasingData: &releasingData)
+        }
+        guard let superblock else {
+            if writesBefore != self.dataWritesSynced {
+                try self.failOnError { () throws(StrataError) in try self.device.sync() }
+                self.dataWritesSynced = writesBefore
+            }
+            return
+        }
+        let page = UInt64(Limits.pageSize)
+        try self.failOnError { () throws(StrataError) in
+            for (number, bytes) in pages { try self.device.write(bytes, at: number * page) }
+            try self.device.sync()
+            try self.device.write(superblock.encode(), at: superblock.slot.rawValue * page)
+            try self.device.sync()
+        }
+        self.dataWritesSynced = writesBefore
+        if !releasingData.isEmpty { self.readGuard.waitForEarlierReads() }
+        for chunk in releasingData { self.device.discard(at: self.dataOffset(chunk), length: self.chunkSize) }
+        self.meta.withWriteLock {
+            self.committed = superblock.generation
+            for page in releasingMeta { self.metaInUse.remove(Int(page)) }
+            for chunk in releasingData { self.dataInUse.remove(Int(chunk)) }
+        }
+    }
+
+    /// Step 1 of a commit; runs under `meta` exclusively.
+    private func prepareCommit(
+        pages: inout [(UInt64, [UInt8])], releasingMeta: inout [UInt64], releasingData: inout [UInt64]
+    ) throws(StrataError) -> Superblock {
+        let generation = Generation(self.committed.rawValue + 1)
+        for (number, node) in self.dirtyNodes {
+            pages.append((number, node.encode(page: PageNumber(number), generation: generation)))
+            self.cache.put(number, node)
+        }
+        self.dirtyNodes.removeAll(keepingCapacity: true)
+        let allocate: () throws(StrataError) -> PageNumber = { () throws(StrataError) in
+            guard let page = self.metaInUse.allocate(floor: 2) else {
+                let error = StrataError(.noSpace, "commit: metadata region exhausted inside the reserve")
+                self.failure = error
+                throw error
+            }
+            return PageNumber(UInt64(page))
+        }
+        let free: (PageNumber) -> Void = { self.pendingMeta.append($0.rawValue) }
+        let emit: (PageNumber, [UInt8]) -> Void = { pages.append(($0.rawValue, $1)) }
+        try self.volumes.commit(generation: generation, allocate: allocate, free: free, emit: emit)
+        try self.metaRefs.commit(generation: generation, allocate: allocate, free: free, emit: emit)
+        try self.dataRefs.commit(generation: generation, allocate: allocate, free: free, emit: emit)
+        releasingMeta = self.pendingMeta
+        releasingData = self.pendingData
+        self.pendingMeta.removeAll()
+        self.pendingData.removeAll()
+        self.metadataChanged = false
+        return Superblock(
+            generation: generation, chunkSize: self.chunkSize, metadataPages: self.metadataPages,
+            dataStart: self.dataStart, chunkCount: self.chunkCount, epoch: self.epoch, nextVolumeID: self.nextVolumeID,
+            volumeTableRoot: self.volumes.rootPage, metadataMapRoot: self.metaRefs.rootPage,
+            dataMapRoot: self.dataRefs.rootPage, createdAtNanos: self.createdAtNanos, uuid: self.uuid,
+            dataChunksUsed: self.dataChunksReferenced, metadataReservePages: self.metadataReserve)
+    }
+
+    private func failOnError(_ body: () throws(StrataError) -> Void) throws(StrataError) {
+        do throws(StrataError) {
+            try body()
+        } catch {
+            let failed = StrataError(.failed, "commit: \(error.message); pool is read-only until reopened")
+            self.meta.withWriteLock { self.failure = failed }
+            throw failed
+        }
+    }
+
+    /// The last durable generation.
+    public var committedGeneration: Generation { self.meta.withReadLock { self.committed } }
+
+    /// Capacity and usage.
+    public func status() -> PoolStatus {
+        self.meta.withReadLock {
+            let snapshots = self.snapshotIDs.values.reduce(0) { $0 + $1.count }
+            let used = UInt64(self.dataInUse.setCount)
+            return PoolStatus(
+                capacityBytes: self.chunkCount * self.chunkSize, dataUsedBytes: used * self.chunkSize,
+                dataFreeBytes: (self.chunkCount - used) * self.chunkSize,
+                metadataBytes: self.metadataPages * UInt64(Limits.pageSize),
+                metadataUsedBytes: UInt64(self.metaInUse.setCount) * UInt64(Limits.pageSize), chunkSize: self.chunkSize,
+                volumes: self.volumeIDByName.count, snapshots: snapshots, generation: self.committed.rawValue,
+                createdAt: Self.timestamp(self.createdAtNanos), uuid: Self.guidString(self.uuid))
+        }
+    }
+
+    // MARK: Timer
+
+    /// Commits every `interval` seconds while anything is dirty, until `close`.
+    public func startCommitTimer(interval: Double = Limits.commitIntervalSecondsDefault) {
+        self.commitMutex.withLock {
+            guard self.commitTimer == nil, !self.readOnly else { return }
+            self.commitTimer = CommitTimer(pool: self, interval: interval)
+        }
+    }
+
+    func stopCommitTimer() {
+        let timer = self.commitMutex.withLock { () -> CommitTimer? in
+            defer { self.commitTimer = nil }
+            return self.commitTimer
+        }
+        timer?.stop()
+    }
+}
+
+/// A thread that commits a pool periodically. A commit failure leaves the pool failed, which
+/// later requests report; the timer itself then stops.
+final class CommitTimer: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var stopping = false
+    private var finished = false
+
+    init(pool: Pool, interval: Double) {
+        let thread = Thread { [self] in
+            self.condition.lock()
+            while !self.stopping {
+                _ = self.condition.wait(until: Date(timeIntervalSinceNow: interval))
+                if self.stopping { break }
+                self.condition.unlock()
+                let result: Result<Void, StrataError> = Result { () throws(StrataError) in try pool.commitIfNeeded() }
+                self.condition.lock()
+                if case .failure = result { break }
+            }
+            self.finished = true
+            self.condition.broadcast()
+            self.condition.unlock()
+        }
+        thread.name = "strata-commit"
+        thread.start()
+    }
+
+    func stop() {
+        self.condition.lock()
+        self.stopping = true
+        self.condition.broadcast()
+        while !self.finished { self.condition.wait() }
+        self.condition.unlock()
+    }
+}

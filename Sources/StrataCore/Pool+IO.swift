@@ -1,0 +1,322 @@
+// The data path: read, write, trim, write-zeroes and allocation maps on a volume or snapshot.
+//
+// A request is split at chunk boundaries. Reads resolve every chunk under one shared `meta`
+// section, then copy outside it (holes read as zeros). A write to a chunk the volume owns
+// exclusively (mapped at or after its shared-before epoch) goes in place; any other write
+// builds the whole chunk (old contents or zeros, plus the new bytes), writes it to a fresh
+// chunk, and only then remaps, so a failure or crash at any point leaves the old mapping
+// whole. Writers of one logical chunk serialize on a striped lock; the volume's gate is held
+// shared for the whole request so snapshot, rollback, resize and delete see no half write.
+
+import Synchronization
+
+/// An allocation extent for block status: `mapped` false means a hole that reads as zeros.
+public struct MappingExtent: Sendable, Equatable, Codable {
+    public let offset: UInt64
+    public let length: UInt64
+    public let mapped: Bool
+}
+
+extension Pool {
+    private func checkRange(
+        _ record: VolumeRecord, _ handle: VolumeHandle, operation: String, offset: UInt64, length: UInt64
+    ) throws(StrataError) {
+        let (end, overflow) = offset.addingReportingOverflow(length)
+        guard !overflow, end <= record.size else {
+            throw StrataError(
+                .invalidArgument,
+                "\(operation) \(handle.name): range beyond end of volume (offset=\(offset) length=\(length) size=\(record.size))"
+            )
+        }
+    }
+
+    private func writableRecord(_ handle: VolumeHandle, operation: String, offset: UInt64, length: UInt64)
+        throws(StrataError) -> VolumeRecord
+    {
+        try self.meta.withReadLock { () throws(StrataError) in
+            try self.checkWritable(operation, handle.name)
+            guard let record = self.record(id: handle.id) else {
+                throw StrataError(.notFound, "\(operation) \(handle.name): the volume was deleted")
+            }
+            guard record.kind == .volume, !handle.readOnly else {
+                throw StrataError(
+                    .readOnly,
+                    "\(operation) \(handle.name): snapshots are read-only; clone it to write (`strata clone \(handle.name) NEW`)")
+            }
+            try self.checkRange(record, handle, operation: operation, offset: offset, length: length)
+            return record
+        }
+    }
+
+    // MARK: Read
+
+    /// Reads `buffer.count` bytes at `offset`. Unwritten ranges read as zeros.
+    /// - Throws: `.invalidArgument` past the end, `.notFound` if the volume is gone, `.io`, `.corrupt`.
+    public func read(_ handle: VolumeHandle, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer)
+        throws(StrataError)
+    {
+        let gate = self.gates.gate(handle.id)
+        gate.lockShared()
+        defer { gate.unlock() }
+        let token = self.readGuard.enter()
+        defer { self.readGuard.leave(token) }
+        let length = UInt64(buffer.count)
+        // (buffer offset, byte count, physical chunk + 1, offset inside the chunk)
+        var pieces: [(Int, Int, UInt64, UInt64)] = []
+        try self.meta.withReadLock { () throws(StrataError) in
+            guard let record = self.record(id: handle.id) else {
+                throw StrataError(.notFound, "read \(handle.name): the volume was deleted")
+            }
+            try self.checkRange(record, handle, operation: "read", offset: offset, length: length)
+            var position = offset
+            while position < offset + length {
+                let chunk = position >> self.chunkShift
+                let inside = position & (self.chunkSize - 1)
+                let count = min(self.chunkSize - inside, offset + length - position)
+                let (value, _) = try self.lookup(record, chunk: chunk)
+                pieces.append((Int(position - offset), Int(count), value, inside))
+                position += count
+            }
+        }
+        for (start, count, value, inside) in pieces {
+            let target = UnsafeMutableRawBufferPointer(rebasing: buffer[start..<(start + count)])
+            if value == 0 {
+                target.initializeMemory(as: UInt8.self, repeating: 0)
+            } else {
+                try self.device.read(into: target, at: self.dataOffset(value - 1) + inside)
+            }
+        }
+    }
+
+    /// Reads `count` bytes at `offset` into a new array.
+    public func read(_ handle: VolumeHandle, at offset: UInt64, count: Int) throws(StrataError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var failure: StrataError?
+        bytes.withUnsafeMutableBytes { buffer in
+            do throws(StrataError) { try self.read(handle, at: offset, into: buffer) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return bytes
+    }
+
+    // MARK: Write
+
+    /// Writes `bytes` at `offset`; with `fua`, commits before returning.
+    /// - Throws: `.readOnly` on a snapshot, `.invalidArgument` past the end, `.noSpace` when the
+    ///   pool is full (nothing written is lost), `.io`.
+    public func write(_ handle: VolumeHandle, at offset: UInt64, _ bytes: UnsafeRawBufferPointer, fua: Bool = false)
+        throws(StrataError)
+    {
+        let gate = self.gates.gate(handle.id)
+        gate.lockShared()
+        defer { gate.unlock() }
+        _ = try self.writableRecord(handle, operation: "write", offset: offset, length: UInt64(bytes.count))
+        var position = offset
+        let end = offset + UInt64(bytes.count)
+        while position < end {
+            let chunk = position >> self.chunkShift
+            let inside = position & (self.chunkSize - 1)
+            let count = min(self.chunkSize - inside, end - position)
+            let start = Int(position - offset)
+            let piece = UnsafeRawBufferPointer(rebasing: bytes[start..<(start + Int(count))])
+            try self.writePiece(id: handle.id, name: handle.name, chunk: chunk, inside: inside, piece)
+            position += count
+        }
+        if fua { try self.flush() }
+    }
+
+    /// Writes an array of bytes at `offset`.
+    public func write(_ handle: VolumeHandle, at offset: UInt64, _ bytes: [UInt8], fua: Bool = false)
+        throws(StrataError)
+    {
+        var failure: StrataError?
+        bytes.withUnsafeBytes { buffer in
+            do throws(StrataError) { try self.write(handle, at: offset, buffer, fua: fua) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Writes part of one chunk. The caller holds the volume's gate and has checked the range.
+    func writePiece(id: UInt64, name: String, chunk: UInt64, inside: UInt64, _ bytes: UnsafeRawBufferPointer)
+        throws(StrataError)
+    {
+        try self.chunkLocks.withLock(volume: id, chunk: chunk) { () throws(StrataError) in
+            let (value, exclusive) = try self.meta.withReadLock { () throws(StrataError) in
+                guard let record = self.record(id: id) else {
+                    throw StrataError(.notFound, "write \(name): the volume was deleted")
+                }
+                let (value, time) = try self.lookup(record, chunk: chunk)
+                return (value, value != 0 && UInt64(time) >= record.sharedBefore)
+            }
+            if exclusive {
+                try self.device.write(bytes, at: self.dataOffset(value - 1) + inside)
+                self.dataWrites.add(1, ordering: .relaxed)
+                return
+            }
+            var whole: [UInt8]
+            if value != 0 && !(inside == 0 && UInt64(bytes.count) == self.chunkSize) {
+                whole = try self.device.read(count: Int(self.chunkSize), at: self.dataOffset(value - 1))
+            } else {
+                whole = [UInt8](repeating: 0, count: Int(self.chunkSize))
+            }
+            whole.withUnsafeMutableBytes { buffer in
+                UnsafeMutableRawBufferPointer(rebasing: buffer[Int(inside)..<(Int(inside) + bytes.count)])
+                    .copyMemory(from: bytes)
+            }
+            try self.remap(id: id, name: name, chunk: chunk, contents: whole)
+        }
+    }
+
+    /// Writes `contents` to a fresh chunk and points `chunk` at it, releasing the old one.
+    private func remap(id: UInt64, name: String, chunk: UInt64, contents: [UInt8]) throws(StrataError) {
+        let fresh = try self.allocateData(operation: "write \(name)")
+        do throws(StrataError) {
+            try self.device.write(contents, at: self.dataOffset(fresh))
+        } catch {
+            self.meta.withWriteLock { self.dataInUse.remove(Int(fresh)) }
+            throw error
+        }
+        self.dataWrites.add(1, ordering: .relaxed)
+        try self.meta.withWriteLock { () throws(StrataError) in
+            guard var record = self.record(id: id) else {
+                self.dataInUse.remove(Int(fresh))
+                throw StrataError(.notFound, "write \(name): the volume was deleted")
+            }
+            do throws(StrataError) {
+                try self.requireNodePages(Int(record.depth) + 2, forRelease: false, operation: "write \(name)")
+            } catch {
+                self.dataInUse.remove(Int(fresh))
+                throw error
+            }
+            do throws(StrataError) {
+                let old = try self.setEntry(&record, chunk: chunk, value: fresh + 1, time: UInt32(self.epoch))
+                self.retainChunk(fresh)
+                if old != 0 { self.releaseChunk(old - 1) }
+                self.store(record)
+            } catch {
+                // Corruption met half way through a tree update: stop writing (STYLE §4).
+                self.failure = error
+                throw error
+            }
+        }
+    }
+
+    /// A free data chunk; when the pool is full but chunks await a commit, commits and retries.
+    private func allocateData(operation: String) throws(StrataError) -> UInt64 {
+        for attempt in 0..<2 {
+            let (chunk, pending) = self.meta.withWriteLock { (self.allocateDataChunk(), !self.pendingData.isEmpty) }
+            if let chunk { return chunk }
+            if attempt == 0 && pending {
+                try self.flush()
+                continue
+            }
+            break
+        }
+        throw StrataError(
+            .noSpace,
+            "\(operation): pool full (chunks=\(self.chunkCount) chunk size=\(SizeParser.format(self.chunkSize))); free space by deleting snapshots or volumes, or trimming"
+        )
+    }
+
+    // MARK: Trim and zeroes
+
+    /// Unmaps a range: whole chunks return to the pool; partial chunks are zeroed.
+    public func trim(_ handle: VolumeHandle, at offset: UInt64, length: UInt64) throws(StrataError) {
+        try self.writeZeroes(handle, at: offset, length: length, allowTrim: true)
+    }
+
+    /// Makes a range read as zeros. With `allowTrim`, whole chunks are unmapped (thin); without
+    /// it (NBD's NO_HOLE), zeros are written and space stays allocated.
+    public func writeZeroes(_ handle: VolumeHandle, at offset: UInt64, length: UInt64, allowTrim: Bool, fua: Bool = false)
+        throws(StrataError)
+    {
+        let gate = self.gates.gate(handle.id)
+        gate.lockShared()
+        defer { gate.unlock() }
+        _ = try self.writableRecord(handle, operation: allowTrim ? "trim" : "write zeroes", offset: offset, length: length)
+        try self.zeroUnlocked(id: handle.id, name: handle.name, from: offset, to: offset + length, allowTrim: allowTrim)
+        if fua { try self.flush() }
+    }
+
+    /// Zeroes [from, to) of a volume. The caller holds the gate and checked the range.
+    func zeroUnlocked(id: UInt64, name: String, from start: UInt64, to end: UInt64, allowTrim: Bool) throws(StrataError) {
+        let zeros = [UInt8](repeating: 0, count: Int(self.chunkSize))
+        var position = start
+        while position < end {
+            let chunk = position >> self.chunkShift
+            let inside = position & (self.chunkSize - 1)
+            let count = min(self.chunkSize - inside, end - position)
+            if allowTrim && count == self.chunkSize {
+                try self.unmap(id: id, name: name, chunk: chunk)
+            } else {
+                let mapped = try self.meta.withReadLock { () throws(StrataError) in
+                    guard let record = self.record(id: id) else { return false }
+                    return try self.lookup(record, chunk: chunk).value != 0
+                }
+                // A hole already reads as zeros; only NO_HOLE must allocate it.
+                if mapped || !allowTrim {
+                    try zeros.withUnsafeBufferPointer { buffer throws(StrataError) in
+                        try self.writePiece(
+                            id: id, name: name, chunk: chunk, inside: inside,
+                            UnsafeRawBufferPointer(start: buffer.baseAddress, count: Int(count)))
+                    }
+                }
+            }
+            position += count
+        }
+    }
+
+    private func unmap(id: UInt64, name: String, chunk: UInt64) throws(StrataError) {
+        try self.chunkLocks.withLock(volume: id, chunk: chunk) { () throws(StrataError) in
+            try self.meta.withWriteLock { () throws(StrataError) in
+                guard var record = self.record(id: id) else {
+                    throw StrataError(.notFound, "trim \(name): the volume was deleted")
+                }
+                guard try self.lookup(record, chunk: chunk).value != 0 else { return }
+                try self.requireNodePages(Int(record.depth) + 2, forRelease: true, operation: "trim \(name)")
+                do throws(StrataError) {
+                    let old = try self.setEntry(&record, chunk: chunk, value: 0, time: 0, forRelease: true)
+                    if old != 0 { self.releaseChunk(old - 1) }
+                    self.store(record)
+                } catch {
+                    self.failure = error
+                    throw error
+                }
+            }
+        }
+    }
+
+    // MARK: Allocation map
+
+    /// Mapped and unmapped extents covering [offset, offset + length), merged, in order.
+    public func mapping(_ handle: VolumeHandle, at offset: UInt64, length: UInt64) throws(StrataError) -> [MappingExtent] {
+        try self.meta.withReadLock { () throws(StrataError) in
+            guard let record = self.record(id: handle.id) else {
+                throw StrataError(.notFound, "block status \(handle.name): the volume was deleted")
+            }
+            try self.checkRange(record, handle, operation: "block status", offset: offset, length: length)
+            var extents: [MappingExtent] = []
+            var cursor = offset
+            let end = offset + length
+            func add(_ start: UInt64, _ stop: UInt64, _ mapped: Bool) {
+                guard stop > start else { return }
+                if let last = extents.last, last.mapped == mapped, last.offset + last.length == start {
+                    extents[extents.count - 1] = MappingExtent(offset: last.offset, length: stop - last.offset, mapped: mapped)
+                } else {
+                    extents.append(MappingExtent(offset: start, length: stop - start, mapped: mapped))
+                }
+            }
+            let first = offset >> self.chunkShift
+            let last = (end + self.chunkSize - 1) >> self.chunkShift
+            try self.forEachMapping(record, from: first, to: last) { chunk, _, _ in
+                let start = max(chunk << self.chunkShift, offset)
+                let stop = min((chunk + 1) << self.chunkShift, end)
+                add(cursor, start, false)
+                add(start, stop, true)
+                cursor = stop
+            }
+            add(cursor, end, false)
+            return extents
+        }
+    }
+}

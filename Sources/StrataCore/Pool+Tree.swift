@@ -1,0 +1,177 @@
+// Mapping-tree operations on one volume record: lookup, set and clear an entry, truncate,
+// free, and walks. All run under `meta` (mutators exclusively) and touch only the open
+// transaction's nodes, shadowing committed or shared ones first.
+
+extension Pool {
+    /// Chunks addressable by a tree of `depth` levels.
+    @inline(__always)
+    static func span(depth: UInt8) -> UInt64 {
+        depth >= 8 ? UInt64.max : UInt64(1) << (8 * UInt64(depth))
+    }
+
+    /// Depth needed to address `chunks` chunks (at least 1).
+    static func depth(forChunks chunks: UInt64) -> UInt8 {
+        var depth: UInt8 = 1
+        while depth < 8, Self.span(depth: depth) < chunks { depth += 1 }
+        return depth
+    }
+
+    /// The leaf entry for `chunk`: physical chunk + 1 (0 = hole) and its epoch.
+    func lookup(_ record: VolumeRecord, chunk: UInt64) throws(StrataError) -> (value: UInt64, time: UInt32) {
+        guard chunk < Self.span(depth: record.depth) else { return (0, 0) }
+        var page = record.root.rawValue
+        var level = record.depth - 1
+        while page != 0 {
+            let node = try self.node(page, level: level)
+            let index = Int((chunk >> (8 * UInt64(level))) & 0xFF)
+            if level == 0 { return (node.slots[index], node.times[index]) }
+            page = node.slots[index]
+            level -= 1
+        }
+        return (0, 0)
+    }
+
+    /// Grows the tree until it addresses `chunk`, adding root levels above the old root.
+    func ensureDepth(_ record: inout VolumeRecord, chunk: UInt64) throws(StrataError) {
+        while chunk >= Self.span(depth: record.depth) {
+            precondition(Int(record.depth) < Limits.treeDepthMax, "volume \(record.name): tree deeper than 8")
+            if record.root != .none {
+                let (page, node) = try self.newNode(level: record.depth)
+                node.slots[0] = record.root.rawValue
+                record.root = PageNumber(page)
+            }
+            record.depth += 1
+        }
+    }
+
+    /// Throws `.noSpace` unless `count` node pages can be allocated, so a tree update never
+    /// fails half done.
+    func requireNodePages(_ count: Int, forRelease: Bool, operation: String) throws(StrataError) {
+        let keep = forRelease ? self.metadataReserve / 2 : self.metadataReserve
+        guard self.metadataPagesFree > keep + UInt64(count) else {
+            throw StrataError(
+                .noSpace,
+                "\(operation): pool metadata full (free pages=\(self.metadataPagesFree) reserve=\(keep)); delete snapshots or volumes to free space"
+            )
+        }
+    }
+
+    /// Sets the leaf entry for `chunk`, shadowing the path; returns the entry it replaced.
+    /// The caller owns the old value's reference and the new value's reference.
+    @discardableResult
+    func setEntry(
+        _ record: inout VolumeRecord, chunk: UInt64, value: UInt64, time: UInt32, forRelease: Bool = false
+    ) throws(StrataError) -> UInt64 {
+        try self.ensureDepth(&record, chunk: chunk)
+        var level = record.depth - 1
+        var (page, node) =
+            record.root == .none
+            ? try self.newNode(level: level, forRelease: forRelease)
+            : try self.shadow(record.root.rawValue, level: level, forRelease: forRelease)
+        record.root = PageNumber(page)
+        while level > 0 {
+            let index = Int((chunk >> (8 * UInt64(level))) & 0xFF)
+            let child = node.slots[index]
+            let (childPage, childNode) =
+                child == 0
+                ? try self.newNode(level: level - 1, forRelease: forRelease)
+                : try self.shadow(child, level: level - 1, forRelease: forRelease)
+            node.slots[index] = childPage
+            node = childNode
+            page = childPage
+            level -= 1
+        }
+        let index = Int(chunk & 0xFF)
+        let old = node.slots[index]
+        node.slots[index] = value
+        node.times[index] = value == 0 ? 0 : time
+        self.metadataChanged = true
+        return old
+    }
+
+    /// Drops every entry at or past `keepBelow` chunks, freeing what nothing else references.
+    func truncate(_ record: inout VolumeRecord, keepBelow: UInt64) throws(StrataError) {
+        guard record.root != .none else { return }
+        let root = try self.truncate(page: record.root.rawValue, level: record.depth - 1, base: 0, keepBelow: keepBelow)
+        record.root = PageNumber(root)
+    }
+
+    private func truncate(page: UInt64, level: UInt8, base: UInt64, keepBelow: UInt64) throws(StrataError) -> UInt64 {
+        let childSpan = Self.span(depth: level)
+        let (span, overflow) = childSpan.multipliedReportingOverflow(by: 256)
+        if base >= keepBelow {
+            try self.releaseNode(page, level: level)
+            return 0
+        }
+        if !overflow, base + span <= keepBelow { return page }
+        let (copyPage, node) = try self.shadow(page, level: level, forRelease: true)
+        for index in 0..<256 where node.slots[index] != 0 {
+            let childBase = base + UInt64(index) * childSpan
+            if level == 0 {
+                if childBase >= keepBelow {
+                    self.releaseChunk(node.slots[index] - 1)
+                    node.slots[index] = 0
+                    node.times[index] = 0
+                }
+            } else {
+                node.slots[index] = try self.truncate(
+                    page: node.slots[index], level: level - 1, base: childBase, keepBelow: keepBelow)
+            }
+        }
+        if node.isEmpty {
+            try self.releaseNode(copyPage, level: level)
+            return 0
+        }
+        return copyPage
+    }
+
+    /// Calls `body(chunk, physical+1, time)` for every mapped entry in [first, end).
+    func forEachMapping(
+        _ record: VolumeRecord, from first: UInt64 = 0, to end: UInt64 = .max,
+        _ body: (UInt64, UInt64, UInt32) throws(StrataError) -> Void
+    ) throws(StrataError) {
+        guard record.root != .none else { return }
+        try self.walk(
+            page: record.root.rawValue, level: record.depth - 1, base: 0, first: first, end: end, body)
+    }
+
+    private func walk(
+        page: UInt64, level: UInt8, base: UInt64, first: UInt64, end: UInt64,
+        _ body: (UInt64, UInt64, UInt32) throws(StrataError) -> Void
+    ) throws(StrataError) {
+        let node = try self.node(page, level: level)
+        let childSpan = Self.span(depth: level)
+        for index in 0..<256 where node.slots[index] != 0 {
+            let childBase = base + UInt64(index) * childSpan
+            if childBase >= end { return }
+            if level == 0 {
+                if childBase >= first { try body(childBase, node.slots[index], node.times[index]) }
+            } else {
+                let (childEnd, overflow) = childBase.addingReportingOverflow(childSpan)
+                if !overflow && childEnd <= first { continue }
+                try self.walk(page: node.slots[index], level: level - 1, base: childBase, first: first, end: end, body)
+            }
+        }
+    }
+
+    /// Bytes deleting this tree would free: chunks reachable only through nodes of reference
+    /// count 1 and themselves referenced once. Cost: the tree's exclusive part only.
+    func exclusiveChunks(_ record: VolumeRecord) throws(StrataError) -> UInt64 {
+        guard record.root != .none else { return 0 }
+        return try self.exclusiveChunks(page: record.root.rawValue, level: record.depth - 1)
+    }
+
+    private func exclusiveChunks(page: UInt64, level: UInt8) throws(StrataError) -> UInt64 {
+        guard self.metaRefs[Int(page)] == 1 else { return 0 }
+        let node = try self.node(page, level: level)
+        var count: UInt64 = 0
+        for slot in node.slots where slot != 0 {
+            if level == 0 {
+                if self.dataRefs[Int(slot - 1)] == 1 { count += 1 }
+            } else {
+                count += try self.exclusiveChunks(page: slot, level: level - 1)
+            }
+        }
+        return count
+    }
+}

@@ -1,0 +1,396 @@
+// The control plane: create, list, resize, rename and delete volumes; create, list, delete
+// and roll back snapshots; clone. Each operation validates everything before it changes
+// anything, so a refused request leaves the pool as it was. None commits by itself: the
+// caller (CLI or daemon) flushes when the change must be durable.
+//
+// A snapshot is a new record pointing at the volume's root with one more reference on it, and
+// the volume's shared-before epoch moves past every mapping it has: O(1) whatever the volume
+// size or the number of snapshots. Rollback and clone are the same move in the other direction.
+
+import Foundation
+
+/// A volume as `volume list` shows it.
+public struct VolumeInfo: Sendable, Codable, Equatable {
+    public let name: String
+    public let sizeBytes: UInt64
+    public let allocatedBytes: UInt64
+    public let snapshots: Int
+    public let createdAt: String
+    /// `VOLUME@SNAPSHOT` this volume was cloned from, if any (and if it still exists).
+    public let origin: String?
+    public let guid: String
+}
+
+/// A snapshot as `snapshot list` shows it.
+public struct SnapshotInfo: Sendable, Codable, Equatable {
+    public let volume: String
+    public let name: String
+    public let sizeBytes: UInt64
+    public let createdAt: String
+    /// Bytes only this snapshot references: what deleting it frees.
+    public let exclusiveBytes: UInt64
+    public let guid: String
+}
+
+/// A reference to a volume or snapshot for I/O; stays valid across renames.
+public struct VolumeHandle: Sendable, Hashable {
+    public let id: UInt64
+    public let name: String
+    public let readOnly: Bool
+}
+
+extension Pool {
+    // MARK: Lookup (under `meta`)
+
+    func record(id: UInt64) -> VolumeRecord? {
+        guard let slot = self.slotByID[id] else { return nil }
+        return self.volumes[slot]
+    }
+
+    func store(_ record: VolumeRecord) {
+        guard let slot = self.slotByID[record.id] else { preconditionFailure("record \(record.id) has no slot") }
+        if self.volumes[slot] != record {
+            self.volumes[slot] = record
+            self.metadataChanged = true
+        }
+    }
+
+    func volumeRecord(_ name: String, operation: String) throws(StrataError) -> VolumeRecord {
+        guard let id = self.volumeIDByName[name], let record = self.record(id: id) else {
+            try Names.validate(name, kind: "volume", operation: operation)
+            throw StrataError(.notFound, "\(operation) volume \(name): no such volume; see `strata volume list`")
+        }
+        return record
+    }
+
+    func snapshotRecord(_ volume: String, _ snapshot: String, operation: String) throws(StrataError) -> VolumeRecord {
+        let parent = try self.volumeRecord(volume, operation: operation)
+        guard let id = self.snapshotIDs[parent.id]?[snapshot], let record = self.record(id: id) else {
+            try Names.validate(snapshot, kind: "snapshot", operation: operation)
+            throw StrataError(
+                .notFound, "\(operation) snapshot \(volume)@\(snapshot): no such snapshot; see `strata snapshot list \(volume)`")
+        }
+        return record
+    }
+
+    /// The record a `VOLUME` or `VOLUME@SNAPSHOT` name refers to.
+    func resolve(_ target: String, operation: String) throws(StrataError) -> VolumeRecord {
+        let (volume, snapshot) = Names.split(target)
+        if let snapshot { return try self.snapshotRecord(volume, snapshot, operation: operation) }
+        return try self.volumeRecord(volume, operation: operation)
+    }
+
+    func fullName(_ record: VolumeRecord) -> String {
+        guard record.kind == .snapshot else { return record.name }
+        let volume = self.record(id: record.parent)?.name ?? "?"
+        return "\(volume)@\(record.name)"
+    }
+
+    private func insert(_ record: VolumeRecord) {
+        var slot = (0..<self.volumes.count).first { self.volumes[$0].isZero }
+        if slot == nil {
+            slot = self.volumes.count
+            self.volumes.grow(to: self.volumes.count + PagedArray<VolumeRecord>.perLeaf)
+        }
+        self.volumes[slot!] = record
+        self.slotByID[record.id] = slot!
+        switch record.kind {
+        case .volume: self.volumeIDByName[record.name] = record.id
+        case .snapshot: self.snapshotIDs[record.parent, default: [:]][record.name] = record.id
+        }
+        self.metadataChanged = true
+    }
+
+    private func remove(_ record: VolumeRecord) throws(StrataError) {
+        if record.root != .none { try self.releaseNode(record.root.rawValue, level: record.depth - 1) }
+        guard let slot = self.slotByID.removeValue(forKey: record.id) else { return }
+        self.volumes[slot] = .zero
+        switch record.kind {
+        case .volume:
+            self.volumeIDByName[record.name] = nil
+            self.snapshotIDs[record.id] = nil
+        case .snapshot:
+            self.snapshotIDs[record.parent]?[record.name] = nil
+        }
+        self.metadataChanged = true
+    }
+
+    private func newRecord(kind: RecordKind, name: String, parent: UInt64, size: UInt64) -> VolumeRecord {
+        defer { self.nextVolumeID += 1 }
+        return VolumeRecord(
+            id: self.nextVolumeID, kind: kind, depth: Self.depth(forChunks: self.chunks(for: size)), parent: parent,
+            size: size, root: .none, sharedBefore: self.epoch, createdAtNanos: Int64(Date().timeIntervalSince1970 * 1e9),
+            guid: (UInt64.random(in: 1...UInt64.max), UInt64.random(in: 1...UInt64.max)), name: name)
+    }
+
+    func chunks(for size: UInt64) -> UInt64 { (size + self.chunkSize - 1) >> self.chunkShift }
+
+    static func validateSize(_ size: UInt64, operation: String, object: String) throws(StrataError) {
+        guard size > 0, size % Limits.sectorSize == 0, size <= Limits.volumeSizeMax else {
+            throw StrataError(
+                .invalidArgument,
+                "\(operation) \(object): invalid size \(size); use a positive multiple of 512 bytes, such as 10G")
+        }
+    }
+
+    /// Takes the sharing epoch forward: every existing mapping of `record` becomes shared.
+    private func markShared(_ record: inout VolumeRecord) {
+        self.epoch += 1
+        precondition(self.epoch < UInt64(UInt32.max), "pool epoch exhausted")
+        record.sharedBefore = self.epoch
+    }
+
+    // MARK: Volumes
+
+    /// Creates an empty thin volume.
+    /// - Throws: `.invalidArgument` for a bad name or size, `.alreadyExists` on a collision.
+    public func createVolume(_ name: String, size: UInt64) throws(StrataError) {
+        try Names.validate(name, kind: "volume", operation: "create")
+        try Self.validateSize(size, operation: "create volume", object: name)
+        try self.meta.withWriteLock { () throws(StrataError) in
+            try self.checkWritable("create volume", name)
+            guard self.volumeIDByName[name] == nil else {
+                throw StrataError(.alreadyExists, "create volume \(name): a volume with that name exists; choose another name")
+            }
+            self.insert(self.newRecord(kind: .volume, name: name, parent: 0, size: size))
+        }
+    }
+
+    /// Lists volumes sorted by name.
+    public func listVolumes() throws(StrataError) -> [VolumeInfo] {
+        try self.meta.withReadLock { () throws(StrataError) in
+            var result: [VolumeInfo] = []
+            for (name, id) in self.volumeIDByName.sorted(by: { $0.key < $1.key }) {
+                guard let record = self.record(id: id) else { continue }
+                var mapped: UInt64 = 0
+                try self.forEachMapping(record) { _, _, _ in mapped += 1 }
+                var origin: String?
+                if record.parent != 0, let snapshot = self.record(id: record.parent) { origin = self.fullName(snapshot) }
+                result.append(
+                    VolumeInfo(
+                        name: name, sizeBytes: record.size, allocatedBytes: mapped * self.chunkSize,
+                        snapshots: self.snapshotIDs[id]?.count ?? 0, createdAt: Self.timestamp(record.createdAtNanos),
+                        origin: origin, guid: Self.guidString(record.guid)))
+            }
+            return result
+        }
+    }
+
+    /// Changes a volume's size. Shrinking frees every chunk past the new end and needs `allowShrink`.
+    public func resizeVolume(_ name: String, size: UInt64, allowShrink: Bool = false) throws(StrataError) {
+        try Self.validateSize(size, operation: "resize volume", object: name)
+        let (id, oldSize) = try self.meta.withReadLock { () throws(StrataError) in
+            let record = try self.volumeRecord(name, operation: "resize")
+            return (record.id, record.size)
+        }
+        if size < oldSize && !allowShrink {
+            throw StrataError(
+                .invalidArgument,
+                "resize volume \(name): \(SizeParser.format(size)) is smaller than \(SizeParser.format(oldSize)) and would discard data; pass --allow-shrink to shrink"
+            )
+        }
+        let gate = self.gates.gate(id)
+        gate.lockExclusive()
+        defer { gate.unlock() }
+        let current = try self.meta.withReadLock { () throws(StrataError) in
+            guard let record = self.record(id: id) else {
+                throw StrataError(.notFound, "resize volume \(name): no such volume; see `strata volume list`")
+            }
+            return record.size
+        }
+        if size < current, size % self.chunkSize != 0 {
+            // The new last chunk keeps bytes past the new end: zero them now, so growing the
+            // volume again reads zeros there, as it does everywhere else past the old end.
+            let end = min(current, (size / self.chunkSize + 1) * self.chunkSize)
+            try self.zeroUnlocked(id: id, name: name, from: size, to: end, allowTrim: true)
+        }
+        try self.meta.withWriteLock { () throws(StrataError) in
+            try self.checkWritable("resize volume", name)
+            guard var record = self.record(id: id) else {
+                throw StrataError(.notFound, "resize volume \(name): no such volume; see `strata volume list`")
+            }
+            let keep = self.chunks(for: size)
+            if size < record.size {
+                try self.requireNodePages(Int(record.depth) * 2, forRelease: true, operation: "resize volume \(name)")
+                try self.truncate(&record, keepBelow: keep)
+            }
+            try self.requireNodePages(Int(Limits.treeDepthMax), forRelease: false, operation: "resize volume \(name)")
+            try self.ensureDepth(&record, chunk: keep - 1)
+            record.size = size
+            self.store(record)
+        }
+    }
+
+    /// Renames a volume; its snapshots follow it.
+    public func renameVolume(_ name: String, to newName: String) throws(StrataError) {
+        try Names.validate(newName, kind: "volume", operation: "rename")
+        try self.meta.withWriteLock { () throws(StrataError) in
+            try self.checkWritable("rename volume", name)
+            var record = try self.volumeRecord(name, operation: "rename")
+            guard self.volumeIDByName[newName] == nil else {
+                throw StrataError(.alreadyExists, "rename volume \(name): \(newName) exists; choose another name")
+            }
+            self.volumeIDByName[name] = nil
+            self.volumeIDByName[newName] = record.id
+            record.name = newName
+            self.store(record)
+        }
+    }
+
+    /// Deletes a volume. With snapshots it needs `recursive`, which deletes them too.
+    public func deleteVolume(_ name: String, recursive: Bool = false) throws(StrataError) {
+        let id = try self.meta.withReadLock { () throws(StrataError) in try self.volumeRecord(name, operation: "delete").id }
+        let gate = self.gates.gate(id)
+        gate.lockExclusive()
+        defer { gate.unlock() }
+        try self.meta.withWriteLock { () throws(StrataError) in
+            try self.checkWritable("delete volume", name)
+            guard let record = self.record(id: id) else {
+                throw StrataError(.notFound, "delete volume \(name): no such volume; see `strata volume list`")
+            }
+            let snapshots = self.snapshotIDs[id] ?? [:]
+            if !snapshots.isEmpty && !recursive {
+                throw StrataError(
+                    .busy,
+                    "delete volume \(name): it has \(snapshots.count) snapshot(s) (\(snapshots.keys.sorted().prefix(5).joined(separator: ", "))); delete them first or pass --recursive"
+                )
+            }
+            for snapshotID in snapshots.values {
+                if let snapshot = self.record(id: snapshotID) { try self.remove(snapshot) }
+            }
+            try self.remove(record)
+        }
+    }
+
+    // MARK: Snapshots and clones
+
+    /// Takes a read-only, point-in-time snapshot of a volume in O(1).
+    public func createSnapshot(_ volume: String, _ snapshot: String) throws(StrataError) {
+        try Names.validate(snapshot, kind: "snapshot", operation: "create")
+        let id = try self.meta.withReadLock { () throws(StrataError) in try self.volumeRecord(volume, operation: "snapshot").id }
+        let gate = self.gates.gate(id)
+        gate.lockExclusive()
+        defer { gate.unlock() }
+        try self.meta.withWriteLock { () throws(StrataError) in
+            try self.checkWritable("create snapshot", "\(volume)@\(snapshot)")
+            guard var record = self.record(id: id) else {
+                throw StrataError(.notFound, "create snapshot \(volume)@\(snapshot): no such volume; see `strata volume list`")
+            }
+            guard self.snapshotIDs[id]?[snapshot] == nil else {
+                throw StrataError(
+                    .alreadyExists, "create snapshot \(volume)@\(snapshot): a snapshot with that name exists; choose another name")
+            }
+            var copy = self.newRecord(kind: .snapshot, name: snapshot, parent: id, size: record.size)
+            copy.depth = record.depth
+            copy.root = record.root
+            if record.root != .none { try self.retainNode(record.root.rawValue) }
+            self.markShared(&record)
+            copy.sharedBefore = record.sharedBefore
+            self.store(record)
+            self.insert(copy)
+        }
+    }
+
+    /// Lists snapshots of one volume (or all), oldest first within each volume.
+    public func listSnapshots(of volume: String? = nil) throws(StrataError) -> [SnapshotInfo] {
+        try self.meta.withReadLock { () throws(StrataError) in
+            var parents: [VolumeRecord] = []
+            if let volume {
+                parents = [try self.volumeRecord(volume, operation: "list snapshots of")]
+            } else {
+                parents = self.volumeIDByName.values.compactMap { self.record(id: $0) }.sorted { $0.name < $1.name }
+            }
+            var result: [SnapshotInfo] = []
+            for parent in parents {
+                let snapshots = (self.snapshotIDs[parent.id] ?? [:]).values.compactMap { self.record(id: $0) }
+                for snapshot in snapshots.sorted(by: { ($0.createdAtNanos, $0.id) < ($1.createdAtNanos, $1.id) }) {
+                    result.append(
+                        SnapshotInfo(
+                            volume: parent.name, name: snapshot.name, sizeBytes: snapshot.size,
+                            createdAt: Self.timestamp(snapshot.createdAtNanos),
+                            exclusiveBytes: try self.exclusiveChunks(snapshot) * self.chunkSize,
+                            guid: Self.guidString(snapshot.guid)))
+                }
+            }
+            return result
+        }
+    }
+
+    /// Deletes a snapshot, freeing every chunk nothing else references.
+    public func deleteSnapshot(_ volume: String, _ snapshot: String) throws(StrataError) {
+        try self.meta.withWriteLock { () throws(StrataError) in
+            try self.checkWritable("delete snapshot", "\(volume)@\(snapshot)")
+            let record = try self.snapshotRecord(volume, snapshot, operation: "delete")
+            try self.remove(record)
+        }
+    }
+
+    /// Makes a volume's content (and size) that of one of its snapshots, in O(1) plus freeing
+    /// what only the volume held. The snapshot and every other snapshot stay.
+    public func rollback(_ volume: String, _ snapshot: String) throws(StrataError) {
+        let id = try self.meta.withReadLock { () throws(StrataError) in try self.volumeRecord(volume, operation: "rollback").id }
+        let gate = self.gates.gate(id)
+        gate.lockExclusive()
+        defer { gate.unlock() }
+        try self.meta.withWriteLock { () throws(StrataError) in
+            try self.checkWritable("rollback", "\(volume)@\(snapshot)")
+            let source = try self.snapshotRecord(volume, snapshot, operation: "rollback to")
+            guard var record = self.record(id: id) else {
+                throw StrataError(.notFound, "rollback volume \(volume): no such volume")
+            }
+            if source.root != .none { try self.retainNode(source.root.rawValue) }
+            if record.root != .none { try self.releaseNode(record.root.rawValue, level: record.depth - 1) }
+            record.root = source.root
+            record.depth = source.depth
+            record.size = source.size
+            self.markShared(&record)
+            self.store(record)
+        }
+    }
+
+    /// Creates a writable volume sharing every chunk with a snapshot.
+    public func clone(_ volume: String, _ snapshot: String, to newName: String) throws(StrataError) {
+        try Names.validate(newName, kind: "volume", operation: "clone to")
+        try self.meta.withWriteLock { () throws(StrataError) in
+            try self.checkWritable("clone", "\(volume)@\(snapshot)")
+            let source = try self.snapshotRecord(volume, snapshot, operation: "clone")
+            guard self.volumeIDByName[newName] == nil else {
+                throw StrataError(.alreadyExists, "clone \(volume)@\(snapshot): volume \(newName) exists; choose another name")
+            }
+            var record = self.newRecord(kind: .volume, name: newName, parent: source.id, size: source.size)
+            record.depth = source.depth
+            record.root = source.root
+            if source.root != .none { try self.retainNode(source.root.rawValue) }
+            self.markShared(&record)
+            self.insert(record)
+        }
+    }
+
+    /// A handle for I/O on `VOLUME` (read-write) or `VOLUME@SNAPSHOT` (read-only).
+    public func handle(_ target: String) throws(StrataError) -> VolumeHandle {
+        try self.meta.withReadLock { () throws(StrataError) in
+            let record = try self.resolve(target, operation: "open")
+            return VolumeHandle(id: record.id, name: target, readOnly: record.kind == .snapshot || self.readOnly)
+        }
+    }
+
+    /// The current size of the volume or snapshot behind a handle.
+    public func size(of handle: VolumeHandle) throws(StrataError) -> UInt64 {
+        try self.meta.withReadLock { () throws(StrataError) in
+            guard let record = self.record(id: handle.id) else {
+                throw StrataError(.notFound, "size \(handle.name): the volume was deleted")
+            }
+            return record.size
+        }
+    }
+
+    static func timestamp(_ nanos: Int64) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: Date(timeIntervalSince1970: Double(nanos) / 1e9))
+    }
+
+    static func guidString(_ guid: (UInt64, UInt64)) -> String {
+        String(format: "%016llx%016llx", guid.0, guid.1)
+    }
+}

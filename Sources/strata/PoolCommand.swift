@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+import StrataCore
+
+struct PoolCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pool", abstract: "Create a pool and show its state.",
+        subcommands: [PoolInit.self, PoolStatusCommand.self])
+}
+
+struct PoolInit: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "init", abstract: "Create a thin pool: a sparse file in the pool directory.")
+
+    @OptionGroup var options: PoolOptions
+    @Option(help: "Capacity of the pool file (sparse; default 64G).") var size: String = "64G"
+    @Option(name: .customLong("chunk-size"), help: "Allocation unit, a power of two from 4K to 1M (default 64K).")
+    var chunkSize: String = "64K"
+
+    func run() throws {
+        let bytes = try parseSize(self.size, option: "--size")
+        let chunk = try parseSize(self.chunkSize, option: "--chunk-size")
+        let directory = self.options.directory
+        try failing { () throws(StrataError) in try Pool.create(directory: directory, size: bytes, chunkSize: chunk) }
+        let status = try self.options.withPool(readOnly: true) { pool in pool.status() }
+        print(
+            "created pool \(directory): capacity \(SizeParser.format(status.capacityBytes)), chunk size \(SizeParser.format(status.chunkSize)), metadata \(SizeParser.format(status.metadataBytes))"
+        )
+    }
+}
+
+struct PoolStatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Capacity, usage, chunk size, counts and committed generation.")
+
+    @OptionGroup var options: PoolOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let status = try self.options.withPool(readOnly: true) { pool in pool.status() }
+        if self.json { return printJSON(status) }
+        let percent = status.capacityBytes == 0 ? 0 : Double(status.dataUsedBytes) * 100 / Double(status.capacityBytes)
+        print("pool:        \(self.options.directory)")
+        print("capacity:    \(SizeParser.format(status.capacityBytes)) (\(status.capacityBytes) bytes)")
+        print("data used:   \(SizeParser.format(status.dataUsedBytes)) (\(String(format: "%.1f", percent))%)")
+        print("data free:   \(SizeParser.format(status.dataFreeBytes))")
+        print("metadata:    \(SizeParser.format(status.metadataUsedBytes)) used of \(SizeParser.format(status.metadataBytes))")
+        print("chunk size:  \(SizeParser.format(status.chunkSize))")
+        print("volumes:     \(status.volumes)")
+        print("snapshots:   \(status.snapshots)")
+        print("generation:  \(status.generation)")
+        print("created:     \(status.createdAt)")
+        print("uuid:        \(status.uuid)")
+    }
+}

@@ -1,0 +1,130 @@
+import ArgumentParser
+import Foundation
+import StrataCore
+
+struct SnapshotCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapshot", abstract: "Create, list, delete and roll back snapshots.",
+        subcommands: [SnapshotCreate.self, SnapshotList.self, SnapshotDelete.self, SnapshotRollback.self])
+}
+
+/// Splits `VOLUME@SNAPSHOT`, refusing anything else with a usage error.
+func splitSnapshot(_ target: String) throws -> (String, String) {
+    let (volume, snapshot) = Names.split(target)
+    guard let snapshot, !volume.isEmpty, !snapshot.isEmpty else {
+        throw ValidationError("'\(target)' is not a snapshot name; write VOLUME@SNAPSHOT, such as vm1@before-upgrade")
+    }
+    return (volume, snapshot)
+}
+
+struct SnapshotCreate: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "create", abstract: "Take a snapshot in O(1).")
+    @OptionGroup var options: PoolOptions
+    @Argument(help: "VOLUME@SNAPSHOT") var target: String
+
+    func run() throws {
+        let (volume, snapshot) = try splitSnapshot(self.target)
+        try self.options.withPool { pool throws(StrataError) in try pool.createSnapshot(volume, snapshot) }
+        print("created snapshot \(self.target)")
+    }
+}
+
+struct SnapshotList: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "List snapshots, with the bytes each holds exclusively.")
+    @OptionGroup var options: PoolOptions
+    @Argument(help: "Only this volume's snapshots.") var volume: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let snapshots = try self.options.withPool(readOnly: true) { pool throws(StrataError) in
+            try pool.listSnapshots(of: self.volume)
+        }
+        if self.json { return printJSON(snapshots) }
+        printTable(
+            ["NAME", "SIZE", "EXCLUSIVE", "CREATED"],
+            snapshots.map {
+                ["\($0.volume)@\($0.name)", SizeParser.format($0.sizeBytes), SizeParser.format($0.exclusiveBytes), $0.createdAt]
+            })
+    }
+}
+
+struct SnapshotDelete: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "delete", abstract: "Delete a snapshot and free what only it referenced.")
+    @OptionGroup var options: PoolOptions
+    @Argument(help: "VOLUME@SNAPSHOT") var target: String
+
+    func run() throws {
+        let (volume, snapshot) = try splitSnapshot(self.target)
+        try self.options.withPool { pool throws(StrataError) in try pool.deleteSnapshot(volume, snapshot) }
+        print("deleted snapshot \(self.target)")
+    }
+}
+
+struct SnapshotRollback: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rollback", abstract: "Make a volume's content its snapshot's, in O(1).")
+    @OptionGroup var options: PoolOptions
+    @Argument(help: "VOLUME@SNAPSHOT") var target: String
+
+    func run() throws {
+        let (volume, snapshot) = try splitSnapshot(self.target)
+        try self.options.withPool { pool throws(StrataError) in try pool.rollback(volume, snapshot) }
+        print("rolled back \(volume) to \(self.target)")
+    }
+}
+
+struct CloneCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "clone", abstract: "Create a writable volume sharing every chunk with a snapshot.")
+    @OptionGroup var options: PoolOptions
+    @Argument(help: "VOLUME@SNAPSHOT") var source: String
+    @Argument(help: "New volume name.") var name: String
+
+    func run() throws {
+        let (volume, snapshot) = try splitSnapshot(self.source)
+        try self.options.withPool { pool throws(StrataError) in try pool.clone(volume, snapshot, to: self.name) }
+        print("cloned \(self.source) to \(self.name)")
+    }
+}
+
+struct DiffCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "diff",
+        abstract: "List the extents that differ between a snapshot and a later snapshot or the live volume.")
+    @OptionGroup var options: PoolOptions
+    @Argument(help: "VOLUME@FROM") var source: String
+    @Argument(help: "VOLUME@TO or VOLUME") var target: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        _ = try splitSnapshot(self.source)
+        let extents = try self.options.withPool(readOnly: true) { pool throws(StrataError) in
+            try pool.diff(from: self.source, to: self.target)
+        }
+        if self.json { return printJSON(extents) }
+        printTable(["OFFSET", "LENGTH", "KIND"], extents.map { ["\($0.offset)", "\($0.length)", $0.kind.rawValue] })
+    }
+}
+
+struct CheckCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Verify checksums, tree invariants, reference counts and free space; exit 1 if damaged.")
+    @OptionGroup var options: PoolOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let report = try failing { () throws(StrataError) in try Pool.check(directory: self.options.directory) }
+        if self.json {
+            printJSON(report)
+        } else {
+            for problem in report.problems { print("damaged: \(problem)") }
+            print(
+                "\(report.clean ? "clean" : "DAMAGED"): generation \(report.generation), \(report.volumes) volumes, \(report.snapshots) snapshots, \(report.treePages) tree pages, \(report.dataChunks) data chunks, \(report.problems.count) problems"
+            )
+        }
+        if !report.clean { throw ExitCode(1) }
+    }
+}

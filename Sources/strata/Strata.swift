@@ -1,0 +1,103 @@
+// The `strata` command line: one executable, one subcommand per verb. Commands only parse,
+// call the engine and print; no engine logic lives here. Until the daemon exists, each
+// command opens the pool itself under its lock and commits before it exits.
+
+import ArgumentParser
+import Foundation
+import StrataCore
+
+@main
+struct Strata: ParsableCommand {
+    static let version = "0.1.0"
+
+    static let configuration = CommandConfiguration(
+        commandName: "strata",
+        abstract: "Thin-provisioned volumes with instant snapshots and clones.",
+        discussion: """
+            Every command takes --pool DIR; without it, $STRATA_POOL, else ./strata-data.
+            Volumes are named [A-Za-z0-9._-]{1,64}; a snapshot is VOLUME@SNAPSHOT.
+            Sizes are bytes or take a K, M, G or T suffix (powers of 1024).
+            """,
+        version: Self.version,
+        subcommands: [
+            PoolCommand.self, VolumeCommand.self, SnapshotCommand.self, CloneCommand.self, ImportCommand.self,
+            ExportCommand.self, DiffCommand.self, CheckCommand.self,
+        ]
+    )
+}
+
+/// `--pool DIR`, shared by every command.
+struct PoolOptions: ParsableArguments {
+    @Option(name: .long, help: "Pool directory (default: $STRATA_POOL, else ./strata-data).")
+    var pool: String?
+
+    var directory: String {
+        if let pool { return pool }
+        if let environment = ProcessInfo.processInfo.environment["STRATA_POOL"], !environment.isEmpty {
+            return environment
+        }
+        return "./strata-data"
+    }
+
+    /// Opens the pool, runs `body`, commits and closes. Engine errors exit non-zero with the message.
+    func withPool<T>(readOnly: Bool = false, _ body: (Pool) throws(StrataError) -> T) throws -> T {
+        try failing { () throws(StrataError) in
+            let pool = try Pool.open(directory: self.directory, readOnly: readOnly)
+            do throws(StrataError) {
+                let result = try body(pool)
+                try pool.close()
+                return result
+            } catch {
+                // Keep what succeeded before the failure durable; the failure is what we report.
+                _ = Result { () throws(StrataError) in try pool.close() }
+                throw error
+            }
+        }
+    }
+}
+
+/// Runs `body`; a `StrataError` is printed as `strata: MESSAGE` on stderr and exits 1.
+func failing<T>(_ body: () throws(StrataError) -> T) throws -> T {
+    do throws(StrataError) {
+        return try body()
+    } catch {
+        printError(error.message)
+        throw ExitCode(1)
+    }
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data("strata: \(message)\n".utf8))
+}
+
+/// Parses a size argument (bytes or K/M/G/T suffix).
+func parseSize(_ text: String, option: String) throws -> UInt64 {
+    guard let value = SizeParser.parse(text) else {
+        throw ValidationError("invalid size '\(text)' for \(option); use bytes or a K, M, G or T suffix, such as 10G")
+    }
+    return value
+}
+
+/// Prints a value as pretty, key-sorted JSON on stdout.
+func printJSON<T: Encodable>(_ value: T) {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    let data = (try? encoder.encode(value)) ?? Data("null".utf8)
+    FileHandle.standardOutput.write(data)
+    FileHandle.standardOutput.write(Data("\n".utf8))
+}
+
+/// Prints rows as aligned columns under a header.
+func printTable(_ header: [String], _ rows: [[String]]) {
+    var widths = header.map(\.count)
+    for row in rows {
+        for (column, cell) in row.enumerated() { widths[column] = max(widths[column], cell.count) }
+    }
+    func line(_ cells: [String]) -> String {
+        cells.enumerated().map { column, cell in
+            column == cells.count - 1 ? cell : cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
+        }.joined(separator: "  ")
+    }
+    print(line(header))
+    for row in rows { print(line(row)) }
+}
