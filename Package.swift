@@ -1,5 +1,6 @@
 // swift-tools-version: 6.1
 // Strata: a user-space block-storage target. See README.md and docs/.
+import Foundation
 import PackageDescription
 
 // Every target turns on `ExistentialAny` so an existential is always spelled `any P`.
@@ -39,12 +40,6 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
-        .executableTarget(
-            name: "StrataBench",
-            dependencies: ["StrataCore"],
-            path: "bench/StrataBench",
-            swiftSettings: strictSettings
-        ),
         .testTarget(
             name: "StrataCoreTests",
             dependencies: ["StrataCore", "StrataTesting"],
@@ -60,3 +55,15 @@ let package = Package(
     // SE-0337/SE-0414: https://github.com/swiftlang/swift-evolution/blob/main/proposals/0414-region-based-isolation.md
     swiftLanguageModes: [.v6]
 )
+
+// The engine benchmark (bench/run-engine.sh builds it in release mode). STRATA_NO_BENCH=1
+// leaves it out of a build that only needs the tests.
+if ProcessInfo.processInfo.environment["STRATA_NO_BENCH"] == nil {
+    package.targets.append(
+        .executableTarget(
+            name: "StrataBench",
+            dependencies: ["StrataCore"],
+            path: "bench/StrataBench",
+            swiftSettings: strictSettings
+        ))
+}

@@ -1,0 +1,264 @@
+// Shared machinery for the engine benchmarks: a monotonic clock, a seeded PRNG, order
+// statistics, a thread runner that samples an operation counter once per interval, pool
+// directories under BENCH_DIR, and markdown tables on stdout (progress goes to stderr).
+//
+// Every measurement calls the engine directly on plain threads (the engine blocks its caller;
+// no async, no event loop), so the numbers are the engine's own cost with no front end.
+// Nothing here asserts on timings: the benchmarks report medians and ratios only.
+
+import Foundation
+import StrataCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// MARK: Clock and statistics
+
+/// Monotonic nanoseconds.
+@inline(__always)
+func nowNanos() -> UInt64 {
+    var spec = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &spec)
+    return UInt64(spec.tv_sec) * 1_000_000_000 + UInt64(spec.tv_nsec)
+}
+
+/// Seconds elapsed since `start` (from `nowNanos`).
+func secondsSince(_ start: UInt64) -> Double { Double(nowNanos() - start) / 1e9 }
+
+enum Stats {
+    /// The value at quantile `q` (0...1) by nearest rank; `values` need not be sorted.
+    static func quantile(_ values: [Double], _ q: Double) -> Double {
+        precondition(!values.isEmpty, "quantile of no values")
+        let sorted = values.sorted()
+        let rank = Int((q * Double(sorted.count)).rounded(.up)) - 1
+        return sorted[min(max(rank, 0), sorted.count - 1)]
+    }
+
+    /// The median; the mean of the middle two for an even count.
+    static func median(_ values: [Double]) -> Double {
+        precondition(!values.isEmpty, "median of no values")
+        let sorted = values.sorted()
+        let middle = sorted.count / 2
+        return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+    }
+}
+
+// MARK: Seeded PRNG
+
+/// SplitMix64: small, fast and seedable, so every run issues the same offsets.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+
+    init(seed: UInt64) { self.state = seed }
+
+    mutating func next() -> UInt64 {
+        self.state &+= 0x9E37_79B9_7F4A_7C15
+        var z = self.state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A value in 0..<bound.
+    mutating func next(below bound: UInt64) -> UInt64 {
+        precondition(bound > 0, "empty range")
+        return self.next() % bound
+    }
+}
+
+/// 0..<count in a seeded random order.
+func permutation(_ count: Int, seed: UInt64) -> [UInt64] {
+    var rng = SplitMix64(seed: seed)
+    var values = (0..<UInt64(count)).map { $0 }
+    values.shuffle(using: &rng)
+    return values
+}
+
+// MARK: Threads
+
+/// Collects the first error any worker thread throws.
+final class FailureBox: Sendable {
+    private let first = Mutex<(any Error)?>(nil)
+
+    func record(_ error: any Error) { self.first.withLock { if $0 == nil { $0 = error } } }
+    var error: (any Error)? { self.first.withLock { $0 } }
+}
+
+/// Shared state of one timed run: an operation counter and a stop flag.
+final class RunControl: Sendable {
+    let operations = Atomic<Int>(0)
+    let stopping = Atomic<Bool>(false)
+    let failures = FailureBox()
+
+    var shouldStop: Bool { self.stopping.load(ordering: .relaxed) }
+    func completed(_ count: Int = 1) { self.operations.add(count, ordering: .relaxed) }
+}
+
+/// Starts `count` threads running `body(index)` and waits for them all.
+func runThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    let group = DispatchGroup()
+    for index in 0..<count {
+        group.enter()
+        let thread = Thread {
+            body(index)
+            group.leave()
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+    group.wait()
+}
+
+/// Runs `body(thread, control)` on `threads` threads for `intervals` × `interval` seconds and
+/// returns the operations per second of each interval. `body` loops until `control.shouldStop`,
+/// calling `control.completed()` after each operation.
+func timedRun(
+    threads: Int, intervals: Int, interval: Double = 1.0,
+    _ body: @escaping @Sendable (Int, RunControl) throws -> Void
+) throws -> [Double] {
+    let control = RunControl()
+    let group = DispatchGroup()
+    for index in 0..<threads {
+        group.enter()
+        let thread = Thread {
+            do { try body(index, control) } catch { control.failures.record(error) }
+            group.leave()
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+    var rates: [Double] = []
+    var last = control.operations.load(ordering: .relaxed)
+    var lastTime = nowNanos()
+    for _ in 0..<intervals {
+        usleep(UInt32(interval * 1e6))
+        let count = control.operations.load(ordering: .relaxed)
+        let time = nowNanos()
+        rates.append(Double(count - last) / (Double(time - lastTime) / 1e9))
+        last = count
+        lastTime = time
+    }
+    control.stopping.store(true, ordering: .relaxed)
+    group.wait()
+    if let error = control.failures.error { throw error }
+    return rates
+}
+
+/// Runs `work[i]` split evenly over `threads` threads and returns the wall-clock seconds.
+func fixedRun(
+    threads: Int, items: [UInt64], _ body: @escaping @Sendable (Int, ArraySlice<UInt64>) throws -> Void
+) throws -> Double {
+    let failures = FailureBox()
+    let per = (items.count + threads - 1) / threads
+    let start = nowNanos()
+    runThreads(threads) { index in
+        let lower = min(index * per, items.count)
+        let upper = min(lower + per, items.count)
+        do { try body(index, items[lower..<upper]) } catch { failures.record(error) }
+    }
+    let seconds = secondsSince(start)
+    if let error = failures.error { throw error }
+    return seconds
+}
+
+// MARK: I/O buffers
+
+/// A page-aligned buffer filled with a non-zero pattern, freed by the caller.
+func patternBuffer(_ count: Int, seed: UInt8 = 0xA5) -> UnsafeMutableRawBufferPointer {
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
+    for index in 0..<count { buffer[index] = seed &+ UInt8(truncatingIfNeeded: index &* 31) }
+    return buffer
+}
+
+/// Writes the whole volume with `blockSize` writes, in order; returns the seconds taken.
+func fill(_ pool: Pool, _ handle: VolumeHandle, size: UInt64, blockSize: Int = 1 << 20) throws -> Double {
+    let buffer = patternBuffer(blockSize)
+    defer { buffer.deallocate() }
+    let start = nowNanos()
+    var offset: UInt64 = 0
+    while offset < size {
+        let count = Int(min(UInt64(blockSize), size - offset))
+        try pool.write(handle, at: offset, UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+        offset += UInt64(count)
+    }
+    return secondsSince(start)
+}
+
+// MARK: Pools on disk
+
+/// Where pools live: `BENCH_DIR` (default /work/bench-tmp), never inside the repository.
+enum BenchDirectory {
+    static var root: String { ProcessInfo.processInfo.environment["BENCH_DIR"] ?? "/work/bench-tmp" }
+
+    /// A fresh pool directory `root/name` holding a sparse pool of `size` bytes; removes any old one.
+    static func freshPool(_ name: String, size: UInt64, chunkSize: UInt64 = 64 << 10) throws -> Pool {
+        let directory = Self.root + "/" + name
+        Self.remove(name)
+        try Pool.create(directory: directory, size: size, chunkSize: chunkSize)
+        return try Pool.open(directory: directory)
+    }
+
+    static func remove(_ name: String) {
+        let directory = Self.root + "/" + name
+        if FileManager.default.fileExists(atPath: directory) {
+            do { try FileManager.default.removeItem(atPath: directory) } catch {
+                log("warning: cannot remove \(directory): \(error)")
+            }
+        }
+    }
+}
+
+/// Flushes the kernel's dirty pages so one measurement's write-back does not land in the next.
+func syncFilesystems() { sync() }
+
+// MARK: Output
+
+/// Progress for the person watching; tables go to stdout.
+func log(_ message: String) {
+    FileHandle.standardError.write(Data("[bench] \(message)\n".utf8))
+}
+
+/// A markdown table printed to stdout.
+struct Table {
+    let title: String
+    let header: [String]
+    var rows: [[String]] = []
+    var notes: [String] = []
+
+    init(_ title: String, _ header: [String]) {
+        self.title = title
+        self.header = header
+    }
+
+    mutating func add(_ row: [String]) {
+        precondition(row.count == self.header.count, "row has \(row.count) cells, header \(self.header.count)")
+        self.rows.append(row)
+    }
+
+    func print() {
+        var text = "### \(self.title)\n\n"
+        text += "| " + self.header.joined(separator: " | ") + " |\n"
+        text += "|" + self.header.map { _ in "---" }.joined(separator: "|") + "|\n"
+        for row in self.rows { text += "| " + row.joined(separator: " | ") + " |\n" }
+        if !self.notes.isEmpty { text += "\n" + self.notes.map { "- \($0)" }.joined(separator: "\n") + "\n" }
+        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    }
+}
+
+enum Format {
+    static func count(_ value: Double) -> String {
+        if value >= 100 { return String(format: "%.0f", value) }
+        return String(format: "%.1f", value)
+    }
+
+    static func ratio(_ value: Double) -> String { String(format: "%.2f", value) }
+    static func percent(_ value: Double) -> String { String(format: "%.0f%%", value * 100) }
+    static func millis(_ seconds: Double) -> String { String(format: "%.2f", seconds * 1e3) }
+    static func micros(_ seconds: Double) -> String { String(format: "%.1f", seconds * 1e6) }
+    static func seconds(_ value: Double) -> String { String(format: "%.1f", value) }
+    static func mibPerSecond(_ bytes: Double, _ seconds: Double) -> String {
+        String(format: "%.0f", bytes / seconds / 1_048_576)
+    }
+}
