@@ -11,9 +11,9 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 // MARK: Locating the executable
@@ -40,6 +40,16 @@ enum StrataExecutable {
             starts.append(executable.resolvingSymlinksInPath().deletingLastPathComponent())
         }
         starts.append(Bundle.main.bundleURL)
+        // macOS: a helper (xctest, swiftpm-testing-helper) loads `X.xctest`, named in the
+        // arguments and among the loaded bundles; the products are that bundle's siblings.
+        let bundlePaths =
+            ProcessInfo.processInfo.arguments.filter { $0.contains(".xctest") }
+            + Bundle.allBundles.map(\.bundlePath).filter { $0.contains(".xctest") }
+        for path in bundlePaths {
+            guard let range = path.range(of: ".xctest") else { continue }
+            let bundle = URL(fileURLWithPath: String(path[..<range.upperBound]))
+            starts.append(bundle.deletingLastPathComponent())
+        }
         var directories: [URL] = []
         for start in starts {
             var directory = start.standardizedFileURL
@@ -71,11 +81,10 @@ enum StrataExecutable {
 
     /// The executable; records a failure naming the fix when it is missing.
     static func require(sourceLocation: SourceLocation = #_sourceLocation) throws -> URL {
-        try #require(
-            Self.url != nil,
-            "the `strata` executable was not found (looked in \(Self.searched.joined(separator: ", "))); run `swift build` first",
+        let places = Self.searched.joined(separator: ", ")
+        return try #require(
+            Self.url, "the `strata` executable was not found (looked in \(places)); run `swift build` first",
             sourceLocation: sourceLocation)
-        return Self.url!
     }
 }
 
@@ -174,7 +183,8 @@ func expectRefused(
         #expect(result.status == status, "expected exit \(status): \(result)", sourceLocation: sourceLocation)
     }
     #expect(
-        !result.stderr.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "expected a message on stderr: \(result)",
+        !result.stderr.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty,
+        "expected a message on stderr: \(result)",
         sourceLocation: sourceLocation)
 }
 
@@ -204,15 +214,27 @@ final class Sandbox {
         return sandbox
     }
 
+    /// The state of the shared fixture, when this sandbox is a copy of it and nothing has run yet.
+    private(set) var fixtureBaseline: PoolState?
+
     /// The common fixture: a pool with `vm1` (1 MiB, its first 64 KiB written), its snapshot
-    /// `vm1@s1`, and an image file `image.img` in the sandbox.
+    /// `vm1@s1`, an empty `vm2` (2 MiB), and an image file `image.img` (64 KiB) in the sandbox.
+    /// Built once by the CLI, then copied (sparsely) into each test's own directory, which is
+    /// much cheaper than four more child processes per test case.
     static func prepared(sourceLocation: SourceLocation = #_sourceLocation) throws -> Sandbox {
-        let sandbox = try Sandbox.withPool(sourceLocation: sourceLocation)
-        try sandbox.ok(["volume", "create", "vm1", "--size", "1M"], sourceLocation: sourceLocation)
-        let image = try sandbox.writeFile("image.img", randomBytes(64 * KiB, seed: 11))
-        try sandbox.ok(["import", image, "vm1"], sourceLocation: sourceLocation)
-        try sandbox.ok(["snapshot", "create", "vm1@s1"], sourceLocation: sourceLocation)
+        let fixture = try Fixture.shared.get()
+        let sandbox = try Sandbox()
+        try FileManager.default.createDirectory(atPath: sandbox.pool, withIntermediateDirectories: true)
+        try sparseCopy(from: fixture.root + "/pool/pool.strata", to: sandbox.poolFile)
+        try sparseCopy(from: fixture.root + "/image.img", to: sandbox.path("image.img"))
+        sandbox.fixtureBaseline = fixture.state
         return sandbox
+    }
+
+    /// The state before a refused command: the fixture's, or else read now.
+    func baseline(sourceLocation: SourceLocation = #_sourceLocation) throws -> PoolState {
+        if let baseline = self.fixtureBaseline { return baseline }
+        return try self.state(sourceLocation: sourceLocation)
     }
 
     deinit { try? FileManager.default.removeItem(at: self.root) }
@@ -270,20 +292,21 @@ final class Sandbox {
         try self.volumes(sourceLocation: sourceLocation).first { $0["name"] as? String == name }
     }
 
-    func snapshots(_ volume: String? = nil, sourceLocation: SourceLocation = #_sourceLocation) throws -> [[String: Any]] {
+    func snapshots(_ volume: String? = nil, sourceLocation: SourceLocation = #_sourceLocation) throws -> [[String: Any]]
+    {
         try #require(
             try self.json(["snapshot", "list"] + (volume.map { [$0] } ?? []), sourceLocation: sourceLocation)
                 as? [[String: Any]],
             "snapshot list --json is not an array of objects", sourceLocation: sourceLocation)
     }
 
-    /// Everything a refused command must leave as it was: the volume and snapshot listings and
-    /// the committed generation (a refused command commits nothing).
-    func state(sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+    /// Everything a refused command must leave as it was: the volume and snapshot listings, and
+    /// both superblock pages byte for byte (a refused command commits nothing).
+    func state(sourceLocation: SourceLocation = #_sourceLocation) throws -> PoolState {
         let volumes = try self.ok(["volume", "list", "--json"], sourceLocation: sourceLocation)
         let snapshots = try self.ok(["snapshot", "list", "--json"], sourceLocation: sourceLocation)
-        let generation = uint(try self.poolStatus(sourceLocation: sourceLocation)["generation"]) ?? 0
-        return "volumes=\(volumes)\nsnapshots=\(snapshots)\ngeneration=\(generation)"
+        let superblocks = try readBytes(self.poolFile, at: 0, count: 2 * pagesize)
+        return PoolState(volumes: volumes, snapshots: snapshots, superblocks: superblocks)
     }
 
     /// Writes `bytes` to a file in the sandbox and returns its path.
@@ -303,6 +326,175 @@ final class Sandbox {
         let path = self.path("export-\(UUID().uuidString).img")
         try self.ok(["export", source, path], sourceLocation: sourceLocation)
         return try self.readFile(path)
+    }
+}
+
+/// What a refused command must not change.
+struct PoolState: Equatable, CustomStringConvertible {
+    let volumes: String
+    let snapshots: String
+    let superblocks: [UInt8]
+
+    var description: String {
+        let generations = [0, 1].map { slot -> UInt64 in
+            let offset = slot * pagesize + 24
+            guard self.superblocks.count >= offset + 8 else { return 0 }
+            return (0..<8).reduce(UInt64(0)) { $0 | UInt64(self.superblocks[offset + $1]) << (8 * UInt64($1)) }
+        }
+        return "superblock generations \(generations)\nvolumes: \(self.volumes)\nsnapshots: \(self.snapshots)"
+    }
+}
+
+/// The size of a metadata page in the pool file.
+let pagesize = 4096
+
+// MARK: The shared fixture
+
+struct FixtureError: Error, CustomStringConvertible, Sendable {
+    let description: String
+}
+
+/// A pool built once per test process by the CLI; `Sandbox.prepared()` copies it.
+struct Fixture: Sendable {
+    let root: String
+    let state: PoolState
+
+    static let shared: Result<Fixture, FixtureError> = Result { () throws(FixtureError) in
+        do {
+            return try Self.build()
+        } catch let error as FixtureError {
+            throw error
+        } catch {
+            throw FixtureError(description: "building the fixture failed: \(error)")
+        }
+    }
+
+    private static func build() throws -> Fixture {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("strata-cli-fixture-\(getpid())").path
+        try? FileManager.default.removeItem(atPath: root)
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        atexit { try? FileManager.default.removeItem(atPath: fixtureRoot()) }
+        let image = root + "/image.img"
+        try Data(randomBytes(64 * KiB, seed: 11)).write(to: URL(fileURLWithPath: image))
+        let pool = ["--pool", root + "/pool"]
+        for args in [
+            ["pool", "init", "--size", "256M"], ["volume", "create", "vm1", "--size", "1M"], ["import", image, "vm1"],
+            ["snapshot", "create", "vm1@s1"], ["volume", "create", "vm2", "--size", "2M"],
+        ] {
+            let result = try run(args + pool, cwd: URL(fileURLWithPath: root))
+            guard result.status == 0, !result.signaled else { throw FixtureError(description: "fixture: \(result)") }
+        }
+        func listing(_ args: [String]) throws -> String {
+            let result = try run(args + pool, cwd: URL(fileURLWithPath: root))
+            guard result.status == 0, !result.signaled else { throw FixtureError(description: "fixture: \(result)") }
+            return result.stdout
+        }
+        let state = PoolState(
+            volumes: try listing(["volume", "list", "--json"]), snapshots: try listing(["snapshot", "list", "--json"]),
+            superblocks: try readBytes(root + "/pool/pool.strata", at: 0, count: 2 * pagesize))
+        return Fixture(root: root, state: state)
+    }
+}
+
+/// Where the fixture lives (a function, so the `atexit` handler captures nothing).
+func fixtureRoot() -> String {
+    FileManager.default.temporaryDirectory.appendingPathComponent("strata-cli-fixture-\(getpid())").path
+}
+
+// MARK: Files
+
+/// Reads `count` bytes at `offset` of a file.
+func readBytes(_ path: String, at offset: Int, count: Int) throws -> [UInt8] {
+    let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+    defer { try? handle.close() }
+    try handle.seek(toOffset: UInt64(offset))
+    return [UInt8](try handle.read(upToCount: count) ?? Data())
+}
+
+/// Writes `bytes` at `offset` of an existing file, in place.
+func writeBytes(_ path: String, at offset: Int, _ bytes: [UInt8]) throws {
+    let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+    defer { try? handle.close() }
+    try handle.seek(toOffset: UInt64(offset))
+    try handle.write(contentsOf: Data(bytes))
+    try handle.synchronize()
+}
+
+#if os(Linux)
+    private let seekData: Int32 = 3
+    private let seekHole: Int32 = 4
+#else
+    private let seekHole: Int32 = 3
+    private let seekData: Int32 = 4
+#endif
+
+/// Copies a file keeping its holes: only the data extents are read and written, so copying a
+/// 256 MiB pool that holds a few MiB costs a few MiB.
+func sparseCopy(from source: String, to target: String) throws {
+    let input = open(source, O_RDONLY)
+    guard input >= 0 else { throw FixtureError(description: "open \(source): errno \(errno)") }
+    defer { close(input) }
+    let output = open(target, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    guard output >= 0 else { throw FixtureError(description: "create \(target): errno \(errno)") }
+    defer { close(output) }
+    var info = stat()
+    guard fstat(input, &info) == 0, ftruncate(output, info.st_size) == 0 else {
+        throw FixtureError(description: "size \(target): errno \(errno)")
+    }
+    let size = info.st_size
+    var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    var offset: off_t = 0
+    while offset < size {
+        var start = lseek(input, offset, seekData)
+        if start < 0 {
+            if errno == ENXIO { break }  // only a hole remains
+            start = offset  // no SEEK_DATA here: copy densely
+        }
+        var end = lseek(input, start, seekHole)
+        if end < 0 { end = size }
+        var position = start
+        while position < end {
+            let want = Int(min(off_t(buffer.count), end - position))
+            let got = buffer.withUnsafeMutableBytes { pread(input, $0.baseAddress, want, position) }
+            guard got > 0 else { throw FixtureError(description: "read \(source): errno \(errno)") }
+            let put = buffer.withUnsafeBytes { pwrite(output, $0.baseAddress, got, position) }
+            guard put == got else { throw FixtureError(description: "write \(target): errno \(errno)") }
+            position += off_t(got)
+        }
+        offset = end
+    }
+}
+
+// MARK: Common checks
+
+/// Bytes of the 64 KiB chunks of `image` that hold anything but zeros.
+func nonZeroChunkBytes(_ image: [UInt8], chunk: Int = 64 * KiB) -> UInt64 {
+    stride(from: 0, to: image.count, by: chunk).reduce(UInt64(0)) { total, start in
+        let end = min(start + chunk, image.count)
+        return total + (image[start..<end].contains { $0 != 0 } ? UInt64(chunk) : 0)
+    }
+}
+
+extension Sandbox {
+    /// Expects `strata check` to exit 0 and report no problems.
+    func expectClean(sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let result = try self.strata(["check", "--json"], sourceLocation: sourceLocation)
+        #expect(!result.signaled && result.status == 0, "check is not clean: \(result)", sourceLocation: sourceLocation)
+        let report = try parseJSON(result.stdout, sourceLocation: sourceLocation) as? [String: Any]
+        #expect((report?["problems"] as? [Any])?.isEmpty == true, "\(result)", sourceLocation: sourceLocation)
+    }
+
+    func dataUsedBytes(sourceLocation: SourceLocation = #_sourceLocation) throws -> UInt64 {
+        try #require(
+            uint(try self.poolStatus(sourceLocation: sourceLocation)["dataUsedBytes"]), sourceLocation: sourceLocation)
+    }
+
+    /// Writes `bytes` to a new image file and imports it (creating the volume when `create`).
+    func importImage(
+        _ bytes: [UInt8], into volume: String, create: Bool = false, sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
+        let path = try self.writeFile("import-\(UUID().uuidString).img", bytes)
+        try self.ok(["import", path, volume] + (create ? ["--create"] : []), sourceLocation: sourceLocation)
     }
 }
 
@@ -328,7 +520,8 @@ func expectKeys(
     _ object: [String: Any], _ keys: [String], _ what: String, sourceLocation: SourceLocation = #_sourceLocation
 ) {
     let missing = keys.filter { object[$0] == nil }
-    #expect(missing.isEmpty, "\(what) lacks keys \(missing); has \(object.keys.sorted())", sourceLocation: sourceLocation)
+    #expect(
+        missing.isEmpty, "\(what) lacks keys \(missing); has \(object.keys.sorted())", sourceLocation: sourceLocation)
 }
 
 // MARK: Images
@@ -382,14 +575,24 @@ func expectImage(
     _ exported: [UInt8], equals expected: [UInt8], size: Int, _ what: String,
     sourceLocation: SourceLocation = #_sourceLocation
 ) {
-    #expect(exported.count == size, "\(what): export is \(exported.count) bytes, expected \(size)", sourceLocation: sourceLocation)
+    #expect(
+        exported.count == size, "\(what): export is \(exported.count) bytes, expected \(size)",
+        sourceLocation: sourceLocation)
     let prefix = min(expected.count, exported.count)
-    if let first = (0..<prefix).first(where: { exported[$0] != expected[$0] }) {
+    let same = exported.withUnsafeBytes { left in
+        expected.withUnsafeBytes { right in prefix == 0 || memcmp(left.baseAddress!, right.baseAddress!, prefix) == 0 }
+    }
+    if !same, let first = (0..<prefix).first(where: { exported[$0] != expected[$0] }) {
         Issue.record("\(what): first differing byte at offset \(first)", sourceLocation: sourceLocation)
     }
-    if exported.count > expected.count,
-        let nonZero = (expected.count..<exported.count).first(where: { exported[$0] != 0 })
-    {
-        Issue.record("\(what): byte at offset \(nonZero), past the data, is not zero", sourceLocation: sourceLocation)
+    if exported.count > expected.count {
+        let zeros = [UInt8](repeating: 0, count: exported.count - expected.count)
+        let clean = exported.withUnsafeBytes { left in
+            zeros.withUnsafeBytes { memcmp(left.baseAddress! + expected.count, $0.baseAddress!, zeros.count) == 0 }
+        }
+        if !clean, let nonZero = (expected.count..<exported.count).first(where: { exported[$0] != 0 }) {
+            Issue.record(
+                "\(what): byte at offset \(nonZero), past the data, is not zero", sourceLocation: sourceLocation)
+        }
     }
 }

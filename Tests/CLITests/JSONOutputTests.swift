@@ -68,7 +68,8 @@ struct JSONOutputTests {
         #expect(uint(status["snapshots"]) == 3)
         #expect(uint(status["dataUsedBytes"]) == 256 * 1024, "the image's 4 chunks, shared by snapshot and clone")
         #expect(
-            (uint(status["dataUsedBytes"]) ?? 0) + (uint(status["dataFreeBytes"]) ?? 0) == uint(status["capacityBytes"]))
+            (uint(status["dataUsedBytes"]) ?? 0) + (uint(status["dataFreeBytes"]) ?? 0) == uint(status["capacityBytes"])
+        )
 
         let volumes = try sandbox.volumes()
         #expect(volumes.compactMap { $0["name"] as? String } == ["alpha", "beta", "gamma"], "sorted by name")

@@ -48,7 +48,9 @@ struct UsageTests {
         expectSuccess(result)
         #expect(result.stdout.contains("USAGE: strata \(command.path.joined(separator: " "))"), "\(result)")
         for word in command.mentions {
-            #expect(result.stdout.contains(word), "help of `\(command.testDescription)` does not mention \(word): \(result)")
+            #expect(
+                result.stdout.contains(word), "help of `\(command.testDescription)` does not mention \(word): \(result)"
+            )
         }
         #expect(result.stderr.isEmpty, "\(result)")
     }
@@ -106,7 +108,7 @@ struct UsageTests {
     @Test("a bad option is a usage error (64) on stderr and changes nothing", arguments: Self.validInvocations)
     func badOption(_ invocation: Invocation) throws {
         let sandbox = try Sandbox.prepared()
-        let before = try sandbox.state()
+        let before = try sandbox.baseline()
         let result = try sandbox.strata(sandbox.substitute(invocation.args) + ["--no-such-option"])
         expectRefused(result, status: usageErrorStatus)
         #expect(result.stderr.contains("--no-such-option"), "\(result)")
@@ -115,7 +117,9 @@ struct UsageTests {
         #expect(!FileManager.default.fileExists(atPath: sandbox.path("out.img")))
     }
 
-    @Test("the same invocations, without the bad option, succeed (the fixture is valid)", arguments: Self.validInvocations)
+    @Test(
+        "the same invocations, without the bad option, succeed (the fixture is valid)", arguments: Self.validInvocations
+    )
     func validInvocation(_ invocation: Invocation) throws {
         let sandbox = try Sandbox.prepared()
         let args = sandbox.substitute(invocation.args)
@@ -125,6 +129,31 @@ struct UsageTests {
             expectRefused(result)
         } else {
             expectSuccess(result)
+        }
+    }
+
+    static let usageErrors: [Invocation] = [
+        Invocation(args: ["volume", "list", "--no-such-option"]),
+        Invocation(args: ["volume", "create", "vm9", "--size", "12X"]),
+        Invocation(args: ["snapshot", "create", "vm1"]),
+        Invocation(args: ["pool", "init", "--size", "256M", "--chunk-size", "big"]),
+    ]
+
+    @Test("a usage error shows the usage of the subcommand at fault", arguments: Self.usageErrors)
+    func usageOfTheSubcommand(_ invocation: Invocation) throws {
+        let sandbox = try Sandbox()
+        let result = try sandbox.strata(invocation.args)
+        expectRefused(result, status: usageErrorStatus)
+        let path = invocation.args.prefix { !$0.hasPrefix("-") && $0 != "vm9" && $0 != "vm1" }.joined(separator: " ")
+        let verify = {
+            #expect(result.stderr.contains("Usage: strata \(path)"), "usage is not that of `strata \(path)`: \(result)")
+        }
+        if invocation.args.contains("--no-such-option") {
+            verify()
+        } else {
+            // Checks made in run() (sizes, VOLUME@SNAPSHOT) throw ValidationError there, and
+            // ArgumentParser then prints the root usage, "Usage: strata <subcommand>".
+            withKnownIssue("validation in run() prints the root command's usage") { verify() }
         }
     }
 
@@ -154,7 +183,7 @@ struct UsageTests {
     @Test("a missing argument is a usage error naming what is missing", arguments: Self.missingArguments)
     func missingArgument(_ invocation: Invocation) throws {
         let sandbox = try Sandbox.prepared()
-        let before = try sandbox.state()
+        let before = try sandbox.baseline()
         let result = try sandbox.strata(sandbox.substitute(invocation.args))
         expectRefused(result, status: usageErrorStatus)
         #expect(result.stderr.lowercased().contains("missing"), "\(result)")
@@ -171,10 +200,12 @@ struct UsageTests {
         Invocation(args: ["diff", "vm1", "vm1"]),
     ]
 
-    @Test("a snapshot argument without VOLUME@SNAPSHOT is refused with the expected form", arguments: Self.malformedTargets)
+    @Test(
+        "a snapshot argument without VOLUME@SNAPSHOT is refused with the expected form",
+        arguments: Self.malformedTargets)
     func malformedSnapshotTarget(_ invocation: Invocation) throws {
         let sandbox = try Sandbox.prepared()
-        let before = try sandbox.state()
+        let before = try sandbox.baseline()
         let result = try sandbox.strata(invocation.args)
         expectRefused(result, status: usageErrorStatus)
         #expect(result.stderr.contains("VOLUME@SNAPSHOT"), "\(result)")

@@ -18,17 +18,21 @@ struct Refusal: Sendable, CustomTestStringConvertible {
     /// A known CLI bug makes this case fail today (see the final report); nil when none.
     var knownBug: String? = nil
 
-    var testDescription: String { self.args.map { $0.count > 20 ? String($0.prefix(8)) + "…" : $0 }.joined(separator: " ") }
+    var testDescription: String {
+        self.args.map { $0.count > 20 ? String($0.prefix(8)) + "…" : $0 }.joined(separator: " ")
+    }
 }
 
 /// Checks a refusal's message.
 func expectMessage(_ result: CLIResult, _ refusal: Refusal, sourceLocation: SourceLocation = #_sourceLocation) {
     for name in refusal.names {
-        #expect(result.stderr.contains(name), "message does not name \(name): \(result)", sourceLocation: sourceLocation)
+        #expect(
+            result.stderr.contains(name), "message does not name \(name): \(result)", sourceLocation: sourceLocation)
     }
     if !refusal.hints.isEmpty {
         #expect(
-            refusal.hints.contains { result.stderr.contains($0) }, "message gives no hint (\(refusal.hints)): \(result)",
+            refusal.hints.contains { result.stderr.contains($0) },
+            "message gives no hint (\(refusal.hints)): \(result)",
             sourceLocation: sourceLocation)
     }
 }
@@ -50,7 +54,8 @@ struct ValidationTests {
         Refusal(args: ["snapshot", "list", "ghost", "--json"], names: ["ghost"], hints: ["strata volume list"]),
         Refusal(args: ["snapshot", "delete", "vm1@ghost"], names: ["vm1@ghost"], hints: ["strata snapshot list vm1"]),
         Refusal(args: ["snapshot", "delete", "ghost@s1"], names: ["ghost"], hints: ["strata volume list"]),
-        Refusal(args: ["snapshot", "rollback", "vm1@ghost"], names: ["vm1@ghost"], hints: ["strata snapshot list vm1"]),
+        Refusal(
+            args: ["snapshot", "rollback", "vm1@ghost"], names: ["vm1@ghost"], hints: ["strata snapshot list vm1"]),
         Refusal(args: ["snapshot", "rollback", "ghost@s1"], names: ["ghost"], hints: ["strata volume list"]),
         Refusal(args: ["clone", "vm1@ghost", "copy"], names: ["vm1@ghost"], hints: ["strata snapshot list vm1"]),
         Refusal(args: ["clone", "ghost@s1", "copy"], names: ["ghost"], hints: ["strata volume list"]),
@@ -67,7 +72,7 @@ struct ValidationTests {
     @Test("an unknown object is refused, named, with a hint, and nothing changes", arguments: Self.unknownObjects)
     func unknownObject(_ refusal: Refusal) throws {
         let sandbox = try Sandbox.prepared()
-        let before = try sandbox.state()
+        let before = try sandbox.baseline()
         let result = try sandbox.strata(sandbox.substitute(refusal.args))
         expectRefused(result, status: 1)
         expectMessage(result, refusal)
@@ -105,12 +110,15 @@ struct ValidationTests {
     func noPoolInDirectory(_ refusal: Refusal, directoryExists: Bool) throws {
         let sandbox = try Sandbox()
         try sandbox.writeFile("image.img", randomBytes(4 * KiB, seed: 3))
-        if directoryExists { try FileManager.default.createDirectory(atPath: sandbox.pool, withIntermediateDirectories: true) }
+        if directoryExists {
+            try FileManager.default.createDirectory(atPath: sandbox.pool, withIntermediateDirectories: true)
+        }
         let result = try sandbox.strata(sandbox.substitute(refusal.args))
         expectRefused(result, status: 1)
         let verify = {
             #expect(result.stderr.contains(sandbox.pool), "message does not name the pool directory: \(result)")
-            #expect(result.stderr.contains("strata pool init"), "message does not suggest `strata pool init`: \(result)")
+            #expect(
+                result.stderr.contains("strata pool init"), "message does not suggest `strata pool init`: \(result)")
             // A refused command must not leave anything behind (not even a lock file).
             let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: sandbox.pool)) ?? []
             #expect(leftovers.isEmpty, "refused `\(refusal.testDescription)` left \(leftovers) in the pool directory")
@@ -142,7 +150,7 @@ struct ValidationTests {
     @Test("an invalid name is refused and nothing changes", arguments: Self.invalidNames)
     func invalidName(_ refusal: Refusal) throws {
         let sandbox = try Sandbox.prepared()
-        let before = try sandbox.state()
+        let before = try sandbox.baseline()
         let result = try sandbox.strata(sandbox.substitute(refusal.args))
         expectRefused(result)
         expectMessage(result, refusal)
@@ -169,18 +177,23 @@ struct ValidationTests {
         Refusal(args: ["volume", "create", "vm2", "--size", "0"], names: ["0"], hints: ["multiple of 512"]),
         Refusal(args: ["volume", "create", "vm2", "--size", "1000"], names: ["1000"], hints: ["multiple of 512"]),
         Refusal(args: ["volume", "create", "vm2", "--size", "1M5"], names: ["1M5"], hints: ["suffix"], status: 64),
-        Refusal(args: ["volume", "create", "vm2", "--size", "99999999999T"], names: ["99999999999T"], hints: ["suffix"]),
+        Refusal(
+            args: ["volume", "create", "vm2", "--size", "99999999999T"], names: ["99999999999T"], hints: ["suffix"]),
         Refusal(args: ["volume", "resize", "vm1", "--size", "12X"], names: ["12X"], hints: ["suffix"], status: 64),
         Refusal(args: ["volume", "resize", "vm1", "--size", "0"], names: ["0"], hints: ["multiple of 512"]),
         Refusal(args: ["volume", "resize", "vm1", "--size", "1000"], names: ["1000"], hints: ["multiple of 512"]),
-        Refusal(args: ["volume", "resize", "vm1", "--size", "0", "--allow-shrink"], names: ["0"], hints: ["multiple of 512"]),
-        Refusal(args: ["volume", "resize", "vm1", "--size", "1000", "--allow-shrink"], names: ["1000"], hints: ["multiple of 512"]),
+        Refusal(
+            args: ["volume", "resize", "vm1", "--size", "0", "--allow-shrink"], names: ["0"], hints: ["multiple of 512"]
+        ),
+        Refusal(
+            args: ["volume", "resize", "vm1", "--size", "1000", "--allow-shrink"], names: ["1000"],
+            hints: ["multiple of 512"]),
     ]
 
     @Test("an invalid size is refused and nothing changes", arguments: Self.invalidSizes)
     func invalidSize(_ refusal: Refusal) throws {
         let sandbox = try Sandbox.prepared()
-        let before = try sandbox.state()
+        let before = try sandbox.baseline()
         let result = try sandbox.strata(refusal.args)
         expectRefused(result, status: refusal.status)
         expectMessage(result, refusal)
@@ -188,12 +201,50 @@ struct ValidationTests {
         #expect(try sandbox.state() == before, "a refused `\(refusal.testDescription)` changed the pool")
     }
 
+    @Test("a size past the largest volume is refused with a message that states the limit")
+    func sizePastTheLimit() throws {
+        let sandbox = try Sandbox.prepared()
+        let before = try sandbox.baseline()
+        // 2^62 + 512: a positive multiple of 512, one sector past the largest volume (2^62 bytes).
+        let result = try sandbox.strata(["volume", "create", "huge", "--size", "4611686018427388416"])
+        expectRefused(result, status: 1)
+        #expect(result.stderr.contains("huge"), "\(result)")
+        #expect(try sandbox.state() == before)
+        withKnownIssue("the message asks for a positive multiple of 512, which the size already is; it omits the limit")
+        {
+            let text = result.stderr.lowercased()
+            #expect(text.contains("max") || text.contains("largest") || text.contains("at most"), "\(result)")
+        }
+        // The largest size itself is accepted (the volume is thin).
+        expectSuccess(try sandbox.strata(["volume", "create", "huge", "--size", "4611686018427387904"]))
+    }
+
+    @Test("a full pool refuses the write that does not fit, keeps the pool consistent, and frees on delete")
+    func poolFull() throws {
+        let sandbox = try Sandbox()
+        try sandbox.ok(["pool", "init", "--size", "16M"])  // 8 MiB of metadata, 8 MiB of data
+        let capacity = try #require(uint(try sandbox.poolStatus()["capacityBytes"]))
+        #expect(capacity == 8 * UInt64(MiB))
+        let image = try sandbox.writeFile("big.img", randomBytes(9 * MiB, seed: 41))
+        let result = try sandbox.strata(["import", image, "big", "--create"])
+        expectRefused(result, status: 1)
+        #expect(result.stderr.contains("big"), "\(result)")
+        #expect(result.stderr.contains("full"), "\(result)")
+        #expect(result.stderr.contains("delet"), "suggests freeing space: \(result)")
+        try sandbox.expectClean()
+        expectSuccess(try sandbox.strata(["volume", "delete", "big"]))
+        #expect(try sandbox.dataUsedBytes() == 0)
+        try sandbox.expectClean()
+    }
+
     static let invalidPoolGeometry: [[String]] = [
         ["--size", "12X"], ["--size", "0"], ["--size", "1M"], ["--chunk-size", "3K"], ["--chunk-size", "2M"],
         ["--chunk-size", "12X"], ["--chunk-size", "0"],
     ]
 
-    @Test("pool init refuses an invalid size or chunk size and leaves no pool behind", arguments: Self.invalidPoolGeometry)
+    @Test(
+        "pool init refuses an invalid size or chunk size and leaves no pool behind", arguments: Self.invalidPoolGeometry
+    )
     func invalidPoolInit(_ options: [String]) throws {
         let sandbox = try Sandbox()
         let args = ["pool", "init"] + (options.first == "--size" ? options : ["--size", "256M"] + options)
@@ -229,8 +280,7 @@ struct ValidationTests {
     @Test("a name collision is refused and nothing changes", arguments: Self.collisions)
     func collision(_ refusal: Refusal) throws {
         let sandbox = try Sandbox.prepared()
-        try sandbox.ok(["volume", "create", "vm2", "--size", "2M"])
-        let before = try sandbox.state()
+        let before = try sandbox.baseline()
         let image = try sandbox.readFile(sandbox.path("image.img"))
         let result = try sandbox.strata(sandbox.substitute(refusal.args))
         expectRefused(result, status: 1)
@@ -245,7 +295,7 @@ struct ValidationTests {
     @Test("import of an image larger than the volume is refused with the resize hint, writing nothing")
     func importTooLarge() throws {
         let sandbox = try Sandbox.prepared()
-        let before = try sandbox.state()
+        let before = try sandbox.baseline()
         let big = try sandbox.writeFile("big.img", randomBytes(MiB + 4 * KiB, seed: 5))
         let result = try sandbox.strata(["import", big, "vm1"])
         expectRefused(result, status: 1)
@@ -281,7 +331,8 @@ struct ValidationTests {
         #expect(!FileManager.default.fileExists(atPath: elsewhere))
     }
 
-    @Test("without --pool or STRATA_POOL (or with it empty) the pool is ./strata-data", arguments: [nil, ""] as [String?])
+    @Test(
+        "without --pool or STRATA_POOL (or with it empty) the pool is ./strata-data", arguments: [nil, ""] as [String?])
     func defaultPool(_ environmentValue: String?) throws {
         let sandbox = try Sandbox()
         let env = environmentValue.map { ["STRATA_POOL": $0] }

@@ -42,8 +42,8 @@ final class ModelRun {
     init(seed: UInt64) throws {
         self.seed = seed
         self.random = SeededRandom(seed: seed)
-        // 512 metadata pages and ~1500 data chunks of 4 KiB: small enough to fill.
-        self.device = SimDevice(size: 512 * 4096 + 1500 * Self.chunk)
+        // 512 metadata pages and 48 data chunks of 4 KiB: small enough to fill.
+        self.device = SimDevice(size: 512 * 4096 + 48 * Self.chunk)
         try Pool.format(device: self.device, chunkSize: Self.chunk, metadataPages: 512)
         self.pool = try Pool(device: self.device)
     }
@@ -116,7 +116,8 @@ final class ModelRun {
         // Cluster offsets in a few windows so writes collide.
         let window = UInt64(self.random.next(below: 4)) * (sectors / 4)
         let start = min(window + UInt64(self.random.next(below: 24)), sectors - 1)
-        let length = min(UInt64(1 + self.random.next(below: 20)), sectors - start)
+        let longest = self.random.next(below: 8) == 0 ? 96 : 20
+        let length = min(UInt64(1 + self.random.next(below: longest)), sectors - start)
         return (start * 512, Int(length * 512))
     }
 
@@ -134,6 +135,19 @@ final class ModelRun {
     /// Runs one random step against engine and model.
     func step(_ index: Int) throws {
         self.step = index
+        let generation = self.pool.committedGeneration
+        try self.randomStep()
+        // A write that finds the pool full commits to reuse freed chunks. Make that commit's
+        // point the model's durable state (crashes in the middle of one write are the crash
+        // simulation's job).
+        if self.pool.committedGeneration != generation && self.log.last != "flush" && self.log.last != "crash" {
+            self.counts["commit on full", default: 0] += 1
+            try self.pool.flush()
+            self.durable = self.model
+        }
+    }
+
+    func randomStep() throws {
         let choice = self.random.next(below: 100)
         switch choice {
         case 0..<30: try self.doWrite()
@@ -194,7 +208,7 @@ final class ModelRun {
             ? [UInt8](repeating: UInt8(self.random.next(below: 256)), count: count) : self.random.bytes(count)
         self.log.append("write \(name) \(offset)+\(count)")
         let fua = self.random.next(below: 30) == 0
-        self.log.append(fua ? "(fua)" : "")
+        if fua { self.log.append("(fua)") }
         let result = Result { () throws(StrataError) in try self.pool.write(handle, at: offset, bytes, fua: fua) }
         try self.settle(result, name: name, handle: handle, offset: offset, bytes: bytes)
         // A FUA write commits the whole pool, as a flush does.
@@ -452,16 +466,17 @@ final class ModelRun {
         var totals: [String: Int] = [:]
         defer {
             // The run must have reached every outcome it exists to test (unless replaying one seed).
+            print("model totals:", totals.sorted { $0.key < $1.key })
             if seeds.count > 1 {
-                for outcome in ["pool full", "crash", "clone", "rollback"] {
-                    #expect(totals[outcome, default: 0] > 0, "no sequence reached \(outcome)")
+                for outcome in ["pool full", "commit on full", "crash", "clone", "rollback"] {
+                    #expect(totals[outcome, default: 0] > 0, "no sequence reached '\(outcome)'")
                 }
             }
         }
         for seed in seeds {
             let run = try ModelRun(seed: seed)
             do {
-                for index in 0..<60 {
+                for index in 0..<64 {
                     try run.step(index)
                     if index % 10 == 9 { try run.verifyAll() }
                 }
