@@ -18,6 +18,20 @@ public struct MappingExtent: Sendable, Equatable, Codable {
 }
 
 extension Pool {
+    /// Runs `body`, prefixing corruption and I/O errors with the operation and object, so a
+    /// damaged page met while reading vm1 is reported as `read vm1: metadata page 7: …`.
+    public func withContext<T>(_ operation: String, _ object: String, _ body: () throws(StrataError) -> T)
+        throws(StrataError) -> T
+    {
+        do throws(StrataError) {
+            return try body()
+        } catch where error.code == .corrupt || error.code == .io {
+            if error.message.hasPrefix("\(operation) \(object)") { throw error }
+            let hint = error.code == .corrupt && !error.message.contains("strata check") ? "; run `strata check` for a full report" : ""
+            throw StrataError(error.code, "\(operation) \(object): \(error.message)\(hint)")
+        }
+    }
+
     private func checkRange(
         _ record: VolumeRecord, _ handle: VolumeHandle, operation: String, offset: UInt64, length: UInt64
     ) throws(StrataError) {
@@ -53,6 +67,14 @@ extension Pool {
     /// Reads `buffer.count` bytes at `offset`. Unwritten ranges read as zeros.
     /// - Throws: `.invalidArgument` past the end, `.notFound` if the volume is gone, `.io`, `.corrupt`.
     public func read(_ handle: VolumeHandle, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer)
+        throws(StrataError)
+    {
+        try self.withContext("read", handle.name) { () throws(StrataError) in
+            try self.readUnchecked(handle, at: offset, into: buffer)
+        }
+    }
+
+    private func readUnchecked(_ handle: VolumeHandle, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer)
         throws(StrataError)
     {
         let gate = self.gates.gate(handle.id)
@@ -105,6 +127,14 @@ extension Pool {
     /// - Throws: `.readOnly` on a snapshot, `.invalidArgument` past the end, `.noSpace` when the
     ///   pool is full (nothing written is lost), `.io`.
     public func write(_ handle: VolumeHandle, at offset: UInt64, _ bytes: UnsafeRawBufferPointer, fua: Bool = false)
+        throws(StrataError)
+    {
+        try self.withContext("write", handle.name) { () throws(StrataError) in
+            try self.writeUnchecked(handle, at: offset, bytes, fua: fua)
+        }
+    }
+
+    private func writeUnchecked(_ handle: VolumeHandle, at offset: UInt64, _ bytes: UnsafeRawBufferPointer, fua: Bool)
         throws(StrataError)
     {
         let gate = self.gates.gate(handle.id)
@@ -290,6 +320,14 @@ extension Pool {
 
     /// Mapped and unmapped extents covering [offset, offset + length), merged, in order.
     public func mapping(_ handle: VolumeHandle, at offset: UInt64, length: UInt64) throws(StrataError) -> [MappingExtent] {
+        try self.withContext("block status", handle.name) { () throws(StrataError) in
+            try self.mappingUnchecked(handle, at: offset, length: length)
+        }
+    }
+
+    private func mappingUnchecked(_ handle: VolumeHandle, at offset: UInt64, length: UInt64) throws(StrataError)
+        -> [MappingExtent]
+    {
         try self.meta.withReadLock { () throws(StrataError) in
             guard let record = self.record(id: handle.id) else {
                 throw StrataError(.notFound, "block status \(handle.name): the volume was deleted")

@@ -19,6 +19,8 @@ public struct VolumeInfo: Sendable, Codable, Equatable {
     /// `VOLUME@SNAPSHOT` this volume was cloned from, if any (and if it still exists).
     public let origin: String?
     public let guid: String
+    /// Set when the volume's mapping tree could not be read; `strata check` names the damage.
+    public var damaged: String? = nil
 }
 
 /// A snapshot as `snapshot list` shows it.
@@ -129,7 +131,7 @@ extension Pool {
         guard size > 0, size % Limits.sectorSize == 0, size <= Limits.volumeSizeMax else {
             throw StrataError(
                 .invalidArgument,
-                "\(operation) \(object): invalid size \(size); use a positive multiple of 512 bytes, such as 10G")
+                "\(operation) \(object): invalid size \(size); use a positive multiple of 512 bytes up to \(SizeParser.format(Limits.volumeSizeMax)) (the largest volume), such as 10G")
         }
     }
 
@@ -163,14 +165,20 @@ extension Pool {
             for (name, id) in self.volumeIDByName.sorted(by: { $0.key < $1.key }) {
                 guard let record = self.record(id: id) else { continue }
                 var mapped: UInt64 = 0
-                try self.forEachMapping(record) { _, _, _ in mapped += 1 }
+                var damage: String?
+                do throws(StrataError) {
+                    try self.forEachMapping(record) { _, _, _ in mapped += 1 }
+                } catch {
+                    // One damaged tree must not hide every other volume from the listing.
+                    damage = error.message
+                }
                 var origin: String?
                 if record.parent != 0, let snapshot = self.record(id: record.parent) { origin = self.fullName(snapshot) }
                 result.append(
                     VolumeInfo(
                         name: name, sizeBytes: record.size, allocatedBytes: mapped * self.chunkSize,
                         snapshots: self.snapshotIDs[id]?.count ?? 0, createdAt: Self.timestamp(record.createdAtNanos),
-                        origin: origin, guid: Self.guidString(record.guid)))
+                        origin: origin, guid: Self.guidString(record.guid), damaged: damage))
             }
             return result
         }

@@ -81,14 +81,24 @@ public final class Pool: @unchecked Sendable {
     /// - Throws: `.notFound` when there is no pool, `.busy` naming the holder's PID when locked,
     ///   `.corrupt` naming the page when the metadata is damaged.
     public static func open(directory: String, readOnly: Bool = false) throws(StrataError) -> Pool {
+        try Self.requirePool(directory)
+        let lock = try PoolLock.acquire(directory: directory, exclusive: !readOnly)
+        let device = try FileDevice(path: directory + "/" + Self.fileName, readOnly: readOnly)
+        do throws(StrataError) {
+            return try Pool(device: device, readOnly: readOnly, lock: lock, directory: directory)
+        } catch where error.code == .corrupt {
+            throw StrataError(
+                .corrupt, "open pool \(directory): \(error.message); run `strata check --pool \(directory)` for a full report")
+        }
+    }
+
+    /// Throws `.notFound` with the fix unless `directory` holds a pool file.
+    static func requirePool(_ directory: String) throws(StrataError) {
         guard FileManager.default.fileExists(atPath: directory + "/" + Self.fileName) else {
             throw StrataError(
                 .notFound,
                 "open pool \(directory): no pool there; create one with `strata pool init --pool \(directory)`")
         }
-        let lock = try PoolLock.acquire(directory: directory, exclusive: !readOnly)
-        let device = try FileDevice(path: directory + "/" + Self.fileName, readOnly: readOnly)
-        return try Pool(device: device, readOnly: readOnly, lock: lock, directory: directory)
     }
 
     /// Opens a pool on any device (simulation and tests).
@@ -149,7 +159,7 @@ public final class Pool: @unchecked Sendable {
         }
         guard let best else {
             throw StrataError(
-                .corrupt, "open pool: no valid superblock (\(problems.joined(separator: "; "))); not a Strata pool or damaged")
+                .corrupt, "no valid superblock (\(problems.joined(separator: "; "))); not a Strata pool, or damaged")
         }
         return best
     }
@@ -175,7 +185,7 @@ public final class Pool: @unchecked Sendable {
             let record = self.volumes[slot]
             guard !record.isZero else { continue }
             if let problem = record.decodeProblem {
-                throw StrataError(.corrupt, "open pool: volume table: \(problem); run `strata check`")
+                throw StrataError(.corrupt, "volume table: \(problem)")
             }
             self.slotByID[record.id] = slot
         }

@@ -26,21 +26,20 @@ public final class PoolLock: @unchecked Sendable {
         if fd < 0 { throw StrataError.io("open lock file", path, errno: Glibc.errno) }
         if flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
             let code = Glibc.errno
-            var bytes = [UInt8](repeating: 0, count: 32)
-            let count = pread(fd, &bytes, 32, 0)
+            let holder = Self.recordedHolder(fd)
             Glibc.close(fd)
-            let holder = count > 0
-                ? String(decoding: bytes[0..<count], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-                : "unknown"
             if code == EWOULDBLOCK {
+                let who = Self.isAlive(holder) ? "process \(holder!)" : "another process"
                 throw StrataError(
                     .busy,
-                    "open pool \(directory): locked by process \(holder); stop that process (or use its control socket) and retry"
+                    "open pool \(directory): locked by \(who); stop that process (or use its control socket) and retry"
                 )
             }
             throw StrataError.io("lock pool", directory, errno: code)
         }
-        if exclusive {
+        // Record who holds the lock so a refused opener can name it. A shared holder replaces
+        // the PID only when the recorded process is gone, so a live writer is never hidden.
+        if exclusive || !Self.isAlive(Self.recordedHolder(fd)) {
             let text = Array("\(getpid())\n".utf8)
             _ = ftruncate(fd, 0)
             _ = pwrite(fd, text, text.count, 0)
@@ -49,4 +48,16 @@ public final class PoolLock: @unchecked Sendable {
     }
 
     deinit { Glibc.close(self.fd) }
+
+    private static func recordedHolder(_ fd: Int32) -> Int32? {
+        var bytes = [UInt8](repeating: 0, count: 32)
+        let count = pread(fd, &bytes, 32, 0)
+        guard count > 0 else { return nil }
+        return Int32(String(decoding: bytes[0..<count], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    private static func isAlive(_ pid: Int32?) -> Bool {
+        guard let pid, pid > 0 else { return false }
+        return kill(pid, 0) == 0 || errno == EPERM
+    }
 }

@@ -46,7 +46,7 @@ public struct StrataError: Error, CustomStringConvertible, Sendable, Equatable {
     static func corrupt(page: PageNumber, _ what: String) -> StrataError {
         StrataError(
             .corrupt,
-            "read metadata page \(page): \(what); run `strata check` to see the damage"
+            "metadata page \(page): \(what)"
         )
     }
 }

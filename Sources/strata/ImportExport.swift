@@ -135,48 +135,73 @@ struct ExportCommand: ParsableCommand {
     @Argument(help: "Output file (created or replaced).") var file: String
 
     func run() throws {
-        let size = try self.options.withPool(readOnly: true) { pool throws(StrataError) -> UInt64 in
-            let handle = try pool.handle(self.source)
-            let size = try pool.size(of: handle)
-            let fd = open(self.file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            guard fd >= 0 else {
-                throw StrataError(.io, "export \(self.source): cannot create \(self.file) (\(String(cString: strerror(errno))))")
+        // Write beside the target and rename on success: a failed export never leaves a
+        // plausible-looking image behind, nor destroys a file that was there.
+        let partial = self.file + ".strata-partial-\(getpid())"
+        let size: UInt64
+        do {
+            size = try self.options.withPool(readOnly: true) { pool throws(StrataError) -> UInt64 in
+                try self.export(pool: pool, to: partial)
             }
-            defer { close(fd) }
-            guard ftruncate(fd, off_t(size)) == 0 else {
-                throw StrataError(.io, "export \(self.source): cannot size \(self.file) (\(String(cString: strerror(errno))))")
-            }
-            var progress = Progress(total: size, label: "export")
-            let step = max(pool.chunkSize, 4 << 20)
-            for extent in try pool.mapping(handle, at: 0, length: size) where extent.mapped {
-                var offset = extent.offset
-                while offset < extent.offset + extent.length {
-                    let count = Int(min(step, extent.offset + extent.length - offset))
-                    let bytes = try pool.read(handle, at: offset, count: count)
-                    var piece = 0
-                    let chunk = Int(pool.chunkSize)
-                    while piece < count {
-                        let length = min(chunk, count - piece)
-                        if !bytes[piece..<(piece + length)].allSatisfy({ $0 == 0 }) {
-                            let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + piece, length, off_t(offset) + off_t(piece)) }
-                            guard n == length else {
-                                throw StrataError(.io, "export \(self.source): write to \(self.file) failed at offset \(offset + UInt64(piece))")
-                            }
-                        }
-                        piece += length
-                    }
-                    offset += UInt64(count)
-                    progress.update(offset)
-                }
-            }
-            guard fsync(fd) == 0 else {
-                throw StrataError(.io, "export \(self.source): sync of \(self.file) failed")
-            }
-            progress.update(size, force: true)
-            progress.finish()
-            return size
+        } catch {
+            unlink(partial)
+            throw error
+        }
+        guard rename(partial, self.file) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(partial)
+            printError("export \(self.source): cannot move the image into place at \(self.file) (\(reason))")
+            throw ExitCode(1)
         }
         print("exported \(self.source) to \(self.file) (\(SizeParser.format(size)))")
+    }
+
+    private func export(pool: Pool, to path: String) throws(StrataError) -> UInt64 {
+        let handle = try pool.handle(self.source)
+        let size = try pool.size(of: handle)
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            throw StrataError(.io, "export \(self.source): cannot create \(self.file) (\(String(cString: strerror(errno))))")
+        }
+        defer { close(fd) }
+        guard ftruncate(fd, off_t(size)) == 0 else {
+            throw StrataError(.io, "export \(self.source): cannot size \(self.file) (\(String(cString: strerror(errno))))")
+        }
+        var progress = Progress(total: size, label: "export")
+        let step = max(pool.chunkSize, 4 << 20)
+        let chunk = Int(pool.chunkSize)
+        let extents = try pool.withContext("export", self.source) { () throws(StrataError) in
+            try pool.mapping(handle, at: 0, length: size)
+        }
+        for extent in extents where extent.mapped {
+            var offset = extent.offset
+            while offset < extent.offset + extent.length {
+                let count = Int(min(step, extent.offset + extent.length - offset))
+                let bytes = try pool.withContext("export", self.source) { () throws(StrataError) in
+                    try pool.read(handle, at: offset, count: count)
+                }
+                var piece = 0
+                while piece < count {
+                    let length = min(chunk, count - piece)
+                    if !bytes[piece..<(piece + length)].allSatisfy({ $0 == 0 }) {
+                        let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + piece, length, off_t(offset) + off_t(piece)) }
+                        guard n == length else {
+                            throw StrataError(
+                                .io, "export \(self.source): write to \(self.file) failed at offset \(offset + UInt64(piece))")
+                        }
+                    }
+                    piece += length
+                }
+                offset += UInt64(count)
+                progress.update(offset)
+            }
+        }
+        guard fsync(fd) == 0 else {
+            throw StrataError(.io, "export \(self.source): sync of \(self.file) failed")
+        }
+        progress.update(size, force: true)
+        progress.finish()
+        return size
     }
 }
 

@@ -17,6 +17,11 @@ struct PoolInit: ParsableCommand {
     @Option(name: .customLong("chunk-size"), help: "Allocation unit, a power of two from 4K to 1M (default 64K).")
     var chunkSize: String = "64K"
 
+    func validate() throws {
+        _ = try parseSize(self.size, option: "--size")
+        _ = try parseSize(self.chunkSize, option: "--chunk-size")
+    }
+
     func run() throws {
         let bytes = try parseSize(self.size, option: "--size")
         let chunk = try parseSize(self.chunkSize, option: "--chunk-size")

@@ -22,6 +22,8 @@ struct SnapshotCreate: ParsableCommand {
     @OptionGroup var options: PoolOptions
     @Argument(help: "VOLUME@SNAPSHOT") var target: String
 
+    func validate() throws { _ = try splitSnapshot(self.target) }
+
     func run() throws {
         let (volume, snapshot) = try splitSnapshot(self.target)
         try self.options.withPool { pool throws(StrataError) in try pool.createSnapshot(volume, snapshot) }
@@ -55,6 +57,8 @@ struct SnapshotDelete: ParsableCommand {
     @OptionGroup var options: PoolOptions
     @Argument(help: "VOLUME@SNAPSHOT") var target: String
 
+    func validate() throws { _ = try splitSnapshot(self.target) }
+
     func run() throws {
         let (volume, snapshot) = try splitSnapshot(self.target)
         try self.options.withPool { pool throws(StrataError) in try pool.deleteSnapshot(volume, snapshot) }
@@ -67,6 +71,8 @@ struct SnapshotRollback: ParsableCommand {
         commandName: "rollback", abstract: "Make a volume's content its snapshot's, in O(1).")
     @OptionGroup var options: PoolOptions
     @Argument(help: "VOLUME@SNAPSHOT") var target: String
+
+    func validate() throws { _ = try splitSnapshot(self.target) }
 
     func run() throws {
         let (volume, snapshot) = try splitSnapshot(self.target)
@@ -81,6 +87,8 @@ struct CloneCommand: ParsableCommand {
     @OptionGroup var options: PoolOptions
     @Argument(help: "VOLUME@SNAPSHOT") var source: String
     @Argument(help: "New volume name.") var name: String
+
+    func validate() throws { _ = try splitSnapshot(self.source) }
 
     func run() throws {
         let (volume, snapshot) = try splitSnapshot(self.source)
@@ -98,8 +106,9 @@ struct DiffCommand: ParsableCommand {
     @Argument(help: "VOLUME@TO or VOLUME") var target: String
     @Flag(help: "Print JSON.") var json = false
 
+    func validate() throws { _ = try splitSnapshot(self.source) }
+
     func run() throws {
-        _ = try splitSnapshot(self.source)
         let extents = try self.options.withPool(readOnly: true) { pool throws(StrataError) in
             try pool.diff(from: self.source, to: self.target)
         }

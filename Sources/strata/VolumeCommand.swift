@@ -14,6 +14,8 @@ struct VolumeCreate: ParsableCommand {
     @Argument(help: "Volume name.") var name: String
     @Option(help: "Size (bytes or K/M/G/T).") var size: String
 
+    func validate() throws { _ = try parseSize(self.size, option: "--size") }
+
     func run() throws {
         let bytes = try parseSize(self.size, option: "--size")
         try self.options.withPool { pool throws(StrataError) in try pool.createVolume(self.name, size: bytes) }
@@ -48,6 +50,8 @@ struct VolumeResize: ParsableCommand {
     @Option(help: "New size (bytes or K/M/G/T).") var size: String
     @Flag(name: .customLong("allow-shrink"), help: "Allow a smaller size; data past it is discarded.")
     var allowShrink = false
+
+    func validate() throws { _ = try parseSize(self.size, option: "--size") }
 
     func run() throws {
         let bytes = try parseSize(self.size, option: "--size")

@@ -84,9 +84,7 @@ struct PoolLockTests {
         let result = try sandbox.strata(["volume", "create", "vm2", "--size", "1M"])
         withExtendedLifetime(lock) {}
         expectRefused(result, status: 1)
-        withKnownIssue(
-            "the lock file keeps the last exclusive holder's PID; a shared holder is reported as that dead process"
-        ) {
+        do {
             #expect(!result.stderr.contains("locked by process \(stale)"), "names exited process \(stale): \(result)")
         }
     }

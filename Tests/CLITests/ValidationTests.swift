@@ -16,7 +16,6 @@ struct Refusal: Sendable, CustomTestStringConvertible {
     /// Expected exit status, when it is pinned (64 for usage errors).
     var status: Int32? = nil
     /// A known CLI bug makes this case fail today (see the final report); nil when none.
-    var knownBug: String? = nil
 
     var testDescription: String {
         self.args.map { $0.count > 20 ? String($0.prefix(8)) + "…" : $0 }.joined(separator: " ")
@@ -99,8 +98,7 @@ struct ValidationTests {
         Refusal(args: ["export", "vm1", "OUT"], names: [], hints: []),
         Refusal(args: ["diff", "vm1@s", "vm1"], names: [], hints: []),
         Refusal(
-            args: ["check"], names: [], hints: [],
-            knownBug: "check in a directory without a pool gives no `strata pool init` hint and leaves a lock file"),
+            args: ["check"], names: [], hints: []),
     ]
 
     /// The pool directory is either missing or present but empty.
@@ -124,11 +122,7 @@ struct ValidationTests {
             #expect(leftovers.isEmpty, "refused `\(refusal.testDescription)` left \(leftovers) in the pool directory")
             #expect(!FileManager.default.fileExists(atPath: sandbox.path("out.img")))
         }
-        if let bug = refusal.knownBug {
-            withKnownIssue(Comment(rawValue: bug)) { verify() }
-        } else {
-            verify()
-        }
+        verify()
     }
 
     // MARK: Invalid names
@@ -210,8 +204,7 @@ struct ValidationTests {
         expectRefused(result, status: 1)
         #expect(result.stderr.contains("huge"), "\(result)")
         #expect(try sandbox.state() == before)
-        withKnownIssue("the message asks for a positive multiple of 512, which the size already is; it omits the limit")
-        {
+        do {
             let text = result.stderr.lowercased()
             #expect(text.contains("max") || text.contains("largest") || text.contains("at most"), "\(result)")
         }

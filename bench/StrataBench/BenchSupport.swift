@@ -186,6 +186,24 @@ func fill(_ pool: Pool, _ handle: VolumeHandle, size: UInt64, blockSize: Int = 1
     return secondsSince(start)
 }
 
+/// Reads the whole volume twice with 1 MiB reads, untimed, so every page of it is cached and
+/// on the kernel's active list before a timed phase. Without this, the first seconds of a
+/// random-access phase after heavy write-back ran at half speed or less on the reference
+/// machine (page activation on first touch), which swamped the differences being measured.
+func prime(_ pool: Pool, _ handle: VolumeHandle, size: UInt64) throws {
+    let blockSize = 1 << 20
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: blockSize, alignment: 4096)
+    defer { buffer.deallocate() }
+    for _ in 0..<2 {
+        var offset: UInt64 = 0
+        while offset < size {
+            let count = Int(min(UInt64(blockSize), size - offset))
+            try pool.read(handle, at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count]))
+            offset += UInt64(count)
+        }
+    }
+}
+
 // MARK: Pools on disk
 
 /// Where pools live: `BENCH_DIR` (default /work/bench-tmp), never inside the repository.

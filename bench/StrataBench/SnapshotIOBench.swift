@@ -74,6 +74,7 @@ struct SnapshotIOBench {
         let halves = [Array(offsets[0..<(chunks / 2)]), Array(offsets[(chunks / 2)...])]
         for (half, threads) in zip(halves, [1, 4]) where self.threadCounts.contains(threads) {
             syncFilesystems()
+            try prime(pool, handle, size: self.volumeSize)
             log("snapshot-io: \(round.snapshots) snapshots, first touch, \(threads) thread(s)")
             let seconds = try fixedRun(threads: threads, items: half) { _, slice in
                 let buffer = patternBuffer(self.ioSize)
@@ -95,6 +96,7 @@ struct SnapshotIOBench {
         for threads in self.threadCounts {
             try pool.flush()
             syncFilesystems()
+            try prime(pool, handle, size: self.volumeSize)
             log("snapshot-io: \(round.snapshots) snapshots, steady overwrite, \(threads) thread(s)")
             let rates = try timedRun(threads: threads, intervals: self.seconds) { index, control in
                 var rng = SplitMix64(seed: 0xABCD_0000 + UInt64(index))
@@ -106,11 +108,13 @@ struct SnapshotIOBench {
                     control.completed()
                 }
             }
+            log("  per-second IOPS: \(rates.map { Format.count($0) }.joined(separator: " "))")
             round.steadyWrite[threads] = Stats.median(rates)
         }
         try pool.flush()
         for threads in self.threadCounts {
             syncFilesystems()
+            try prime(pool, handle, size: self.volumeSize)
             log("snapshot-io: \(round.snapshots) snapshots, random read, \(threads) thread(s)")
             let rates = try timedRun(threads: threads, intervals: self.seconds) { index, control in
                 var rng = SplitMix64(seed: 0xBEEF_0000 + UInt64(index))
@@ -122,6 +126,7 @@ struct SnapshotIOBench {
                     control.completed()
                 }
             }
+            log("  per-second IOPS: \(rates.map { Format.count($0) }.joined(separator: " "))")
             round.steadyRead[threads] = Stats.median(rates)
         }
     }
