@@ -17,6 +17,22 @@ extension Pool {
     /// Extents in which `target` (`VOLUME[@SNAP]`) differs from `source` (`VOLUME@SNAP`), within
     /// the target's size.
     public func diff(from source: String, to target: String) throws(StrataError) -> [DiffExtent] {
+        var visits = 0
+        return try self.diff(from: source, to: target, nodesVisited: &visits)
+    }
+
+    /// `diff`, also counting the tree nodes it read (tests prove the walk skips shared subtrees).
+    func diff(from source: String, to target: String, nodesVisited visits: inout Int) throws(StrataError)
+        -> [DiffExtent]
+    {
+        try self.withContext("diff", "\(source) \(target)") { () throws(StrataError) in
+            try self.diffUnchecked(from: source, to: target, nodesVisited: &visits)
+        }
+    }
+
+    private func diffUnchecked(from source: String, to target: String, nodesVisited visits: inout Int)
+        throws(StrataError) -> [DiffExtent]
+    {
         try self.meta.withReadLock { () throws(StrataError) in
             let old = try self.resolve(source, operation: "diff")
             let new = try self.resolve(target, operation: "diff")
@@ -25,7 +41,7 @@ extension Pool {
             let depth = max(old.depth, new.depth)
             try self.diffNodes(
                 old: (old.root.rawValue, old.depth - 1), new: (new.root.rawValue, new.depth - 1), level: depth - 1,
-                base: 0, limit: limit
+                base: 0, limit: limit, visits: &visits
             ) { chunk, mapped in
                 let offset = chunk << self.chunkShift
                 let length = min(self.chunkSize, new.size - offset)
@@ -51,7 +67,7 @@ extension Pool {
     }
 
     private func diffNodes(
-        old: SubtreeReference, new: SubtreeReference, level: UInt8, base: UInt64, limit: UInt64,
+        old: SubtreeReference, new: SubtreeReference, level: UInt8, base: UInt64, limit: UInt64, visits: inout Int,
         _ emit: (UInt64, Bool) throws(StrataError) -> Void
     ) throws(StrataError) {
         if base >= limit { return }
@@ -60,6 +76,7 @@ extension Pool {
         if old.page == 0 && new.page == 0 { return }
         let oldSlots = try self.children(of: old, level: level)
         let newSlots = try self.children(of: new, level: level)
+        visits += (oldSlots == nil ? 0 : 1) + (newSlots == nil ? 0 : 1)
         let childSpan = Self.span(depth: level)
         for index in 0..<256 {
             // A virtual level (page deeper than `level`) has one child: the real root, at slot 0.
@@ -77,7 +94,7 @@ extension Pool {
                 let newLevel = (newSlots != nil) ? level - 1 : new.pageLevel
                 try self.diffNodes(
                     old: (oldChild, oldLevel), new: (newChild, newLevel), level: level - 1, base: childBase,
-                    limit: limit, emit)
+                    limit: limit, visits: &visits, emit)
             }
         }
     }

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Builds Strata and runs every test tier, installing what it needs. This is the README's
+# test command and what CI runs. Exits non-zero on any failure.
+#
+#   STRATA_LONG=N  multiplies the seeded model and crash runs (long mode)
+#   STRATA_SEED=S  replays one seed of the model and crash runs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+# The Swift toolchain first on PATH: Debian's python3-swiftclient ships a /usr/bin/swift.
+SWIFTC=$(command -v swiftc || true)
+[ -z "$SWIFTC" ] && [ -x /opt/swift/usr/bin/swiftc ] && SWIFTC=/opt/swift/usr/bin/swiftc
+if [ -z "$SWIFTC" ]; then
+    echo "test: no Swift toolchain found (swiftc); install Swift 6.1 or later" >&2
+    exit 1
+fi
+export PATH="$(dirname "$SWIFTC"):$PATH"
+
+# Debian packages the tiers use; installed when missing (root, or sudo).
+need=()
+for pair in "fio:fio"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "test: installing ${need[*]}"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# The benchmark target is not needed here; leaving it out keeps the build short.
+export STRATA_NO_BENCH=1
+
+echo "== build (debug, with tests)"
+swift build --build-tests
+
+echo "== unit, model, crash, concurrency, corruption and CLI tests"
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+set +e
+swift test --skip-build 2>&1 | tee "$LOG"
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" -ne 0 ]; then
+    echo "test: swift test failed (exit $status)" >&2
+    exit "$status"
+fi
+tests=$(sed -n 's/.*Test run with \([0-9]*\) tests\{0,1\} in .* passed.*/\1/p' "$LOG" | tail -1)
+if [ -z "$tests" ] || [ "$tests" -eq 0 ]; then
+    echo "test: swift test ran no test" >&2
+    exit 1
+fi
+
+echo "== end to end: the README quick start, then strata check"
+WORK=$(mktemp -d)
+trap 'rm -f "$LOG"; rm -rf "$WORK"' EXIT
+STRATA="$ROOT/.build/debug/strata"
+export STRATA_POOL="$WORK/pool"
+"$STRATA" pool init --size 2G
+"$STRATA" volume create vm1 --size 64M
+head -c $((8 << 20)) /dev/urandom > "$WORK/image.raw"
+truncate -s 48M "$WORK/image.raw"
+"$STRATA" import "$WORK/image.raw" vm1
+"$STRATA" snapshot create vm1@imported
+"$STRATA" clone vm1@imported vm2
+"$STRATA" export vm2 "$WORK/out.raw"
+cmp -n $((48 << 20)) "$WORK/image.raw" "$WORK/out.raw"
+"$STRATA" diff vm1@imported vm1 >/dev/null
+"$STRATA" pool status
+"$STRATA" check
+e2e=1
+
+echo "$((tests + e2e)) passed, 0 failed"
