@@ -17,7 +17,9 @@ let package = Package(
         .library(name: "StrataCore", targets: ["StrataCore"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // crc32c with SSE4.2 where the CPU has it, and fallocate(2): Swift cannot reach either.
@@ -32,17 +34,51 @@ let package = Package(
             dependencies: ["StrataCore"],
             swiftSettings: strictSettings
         ),
+        // NBD front end: Wire/ is the pure codec and connection state; Server/ the NIO glue.
+        .target(
+            name: "StrataNBD",
+            dependencies: [
+                "StrataCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The daemon: exports, the control socket, and the service shared with the local CLI.
+        .target(
+            name: "StrataServer",
+            dependencies: [
+                "StrataCore",
+                "StrataNBD",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "strata",
             dependencies: [
                 "StrataCore",
+                "StrataServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "StrataCoreTests",
             dependencies: ["StrataCore", "StrataTesting"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "StrataNBDTests",
+            dependencies: [
+                "StrataNBD", "StrataCore", "StrataTesting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(

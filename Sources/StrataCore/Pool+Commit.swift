@@ -131,6 +131,13 @@ extension Pool {
         }
     }
 
+    /// Commits, then checks the committed state while holding commits off, so the pages it
+    /// reads cannot change under it (reads and writes go on meanwhile).
+    public func checkDurable() -> CheckReport {
+        _ = Result { () throws(StrataError) in try self.flush() }
+        return self.commitMutex.withLock { Pool.check(device: self.device) }
+    }
+
     /// The last durable generation.
     public var committedGeneration: Generation { self.meta.withReadLock { self.committed } }
 

@@ -374,6 +374,26 @@ extension Pool {
         }
     }
 
+    /// Every volume and snapshot name with its size and whether it is read-only, sorted by name.
+    public func targets() -> [(name: String, size: UInt64, readOnly: Bool)] {
+        self.meta.withReadLock {
+            var result: [(name: String, size: UInt64, readOnly: Bool)] = []
+            for slot in self.slotByID.values {
+                let record = self.volumes[slot]
+                result.append((self.fullName(record), record.size, record.kind == .snapshot))
+            }
+            return result.sorted { $0.name < $1.name }
+        }
+    }
+
+    /// Ids of a volume and all its snapshots (for finding their connections).
+    public func ids(ofVolume name: String) throws(StrataError) -> Set<UInt64> {
+        try self.meta.withReadLock { () throws(StrataError) in
+            let record = try self.volumeRecord(name, operation: "find")
+            return Set([record.id] + (self.snapshotIDs[record.id]?.values.map { $0 } ?? []))
+        }
+    }
+
     /// A handle for I/O on `VOLUME` (read-write) or `VOLUME@SNAPSHOT` (read-only).
     public func handle(_ target: String) throws(StrataError) -> VolumeHandle {
         try self.meta.withReadLock { () throws(StrataError) in

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import StrataCore
+import StrataServer
 
 struct PoolCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -27,7 +28,7 @@ struct PoolInit: ParsableCommand {
         let chunk = try parseSize(self.chunkSize, option: "--chunk-size")
         let directory = self.options.directory
         try failing { () throws(StrataError) in try Pool.create(directory: directory, size: bytes, chunkSize: chunk) }
-        let status = try self.options.withPool(readOnly: true) { pool in pool.status() }
+        guard case .status(let status) = try self.options.execute(.poolStatus) else { return }
         print(
             "created pool \(directory): capacity \(SizeParser.format(status.capacityBytes)), chunk size \(SizeParser.format(status.chunkSize)), metadata \(SizeParser.format(status.metadataBytes))"
         )
@@ -42,7 +43,7 @@ struct PoolStatusCommand: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
-        let status = try self.options.withPool(readOnly: true) { pool in pool.status() }
+        guard case .status(let status) = try self.options.execute(.poolStatus) else { return }
         if self.json { return printJSON(status) }
         let percent = status.capacityBytes == 0 ? 0 : Double(status.dataUsedBytes) * 100 / Double(status.capacityBytes)
         print("pool:        \(self.options.directory)")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import StrataCore
+import StrataServer
 
 struct SnapshotCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -26,7 +27,7 @@ struct SnapshotCreate: ParsableCommand {
 
     func run() throws {
         let (volume, snapshot) = try splitSnapshot(self.target)
-        try self.options.withPool { pool throws(StrataError) in try pool.createSnapshot(volume, snapshot) }
+        _ = try self.options.execute(.createSnapshot(volume: volume, snapshot: snapshot))
         print("created snapshot \(self.target)")
     }
 }
@@ -39,9 +40,7 @@ struct SnapshotList: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
-        let snapshots = try self.options.withPool(readOnly: true) { pool throws(StrataError) in
-            try pool.listSnapshots(of: self.volume)
-        }
+        guard case .snapshots(let snapshots) = try self.options.execute(.listSnapshots(volume: self.volume)) else { return }
         if self.json { return printJSON(snapshots) }
         printTable(
             ["NAME", "SIZE", "EXCLUSIVE", "CREATED"],
@@ -56,12 +55,13 @@ struct SnapshotDelete: ParsableCommand {
         commandName: "delete", abstract: "Delete a snapshot and free what only it referenced.")
     @OptionGroup var options: PoolOptions
     @Argument(help: "VOLUME@SNAPSHOT") var target: String
+    @Flag(help: "Disconnect clients using the snapshot first.") var force = false
 
     func validate() throws { _ = try splitSnapshot(self.target) }
 
     func run() throws {
         let (volume, snapshot) = try splitSnapshot(self.target)
-        try self.options.withPool { pool throws(StrataError) in try pool.deleteSnapshot(volume, snapshot) }
+        _ = try self.options.execute(.deleteSnapshot(volume: volume, snapshot: snapshot, force: self.force))
         print("deleted snapshot \(self.target)")
     }
 }
@@ -76,7 +76,7 @@ struct SnapshotRollback: ParsableCommand {
 
     func run() throws {
         let (volume, snapshot) = try splitSnapshot(self.target)
-        try self.options.withPool { pool throws(StrataError) in try pool.rollback(volume, snapshot) }
+        _ = try self.options.execute(.rollback(volume: volume, snapshot: snapshot))
         print("rolled back \(volume) to \(self.target)")
     }
 }
@@ -92,7 +92,7 @@ struct CloneCommand: ParsableCommand {
 
     func run() throws {
         let (volume, snapshot) = try splitSnapshot(self.source)
-        try self.options.withPool { pool throws(StrataError) in try pool.clone(volume, snapshot, to: self.name) }
+        _ = try self.options.execute(.clone(volume: volume, snapshot: snapshot, newName: self.name))
         print("cloned \(self.source) to \(self.name)")
     }
 }
@@ -109,8 +109,8 @@ struct DiffCommand: ParsableCommand {
     func validate() throws { _ = try splitSnapshot(self.source) }
 
     func run() throws {
-        let extents = try self.options.withPool(readOnly: true) { pool throws(StrataError) in
-            try pool.diff(from: self.source, to: self.target)
+        guard case .extents(let extents) = try self.options.execute(.diff(from: self.source, to: self.target)) else {
+            return
         }
         if self.json { return printJSON(extents) }
         printTable(["OFFSET", "LENGTH", "KIND"], extents.map { ["\($0.offset)", "\($0.length)", $0.kind.rawValue] })
@@ -125,7 +125,7 @@ struct CheckCommand: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
-        let report = try failing { () throws(StrataError) in try Pool.check(directory: self.options.directory) }
+        guard case .check(let report) = try self.options.execute(.check) else { return }
         if self.json {
             printJSON(report)
         } else {
@@ -135,5 +135,19 @@ struct CheckCommand: ParsableCommand {
             )
         }
         if !report.clean { throw ExitCode(1) }
+    }
+}
+
+struct ConnectionsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "connections", abstract: "List the clients connected to the running daemon.")
+    @OptionGroup var options: PoolOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        guard case .connections(let connections) = try self.options.execute(.connections) else { return }
+        if self.json { return printJSON(connections) }
+        printTable(
+            ["PROTOCOL", "CLIENT", "EXPORT"], connections.map { [$0.protocolName, $0.remote, $0.export ?? "-"] })
     }
 }

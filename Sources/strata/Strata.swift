@@ -5,6 +5,7 @@
 import ArgumentParser
 import Foundation
 import StrataCore
+import StrataServer
 
 @main
 struct Strata: ParsableCommand {
@@ -14,14 +15,16 @@ struct Strata: ParsableCommand {
         commandName: "strata",
         abstract: "Thin-provisioned volumes with instant snapshots and clones.",
         discussion: """
+            `strata serve` runs the daemon; every other command talks to it through the control
+            socket in the pool directory, or opens the pool itself when no daemon runs.
             Every command takes --pool DIR; without it, $STRATA_POOL, else ./strata-data.
             Volumes are named [A-Za-z0-9._-]{1,64}; a snapshot is VOLUME@SNAPSHOT.
             Sizes are bytes or take a K, M, G or T suffix (powers of 1024).
             """,
         version: Self.version,
         subcommands: [
-            PoolCommand.self, VolumeCommand.self, SnapshotCommand.self, CloneCommand.self, ImportCommand.self,
-            ExportCommand.self, DiffCommand.self, CheckCommand.self,
+            ServeCommand.self, PoolCommand.self, VolumeCommand.self, SnapshotCommand.self, CloneCommand.self,
+            ImportCommand.self, ExportCommand.self, DiffCommand.self, CheckCommand.self, ConnectionsCommand.self,
         ]
     )
 }
@@ -39,12 +42,23 @@ struct PoolOptions: ParsableArguments {
         return "./strata-data"
     }
 
-    /// Opens the pool, runs `body`, commits and closes. Engine errors exit non-zero with the message.
-    func withPool<T>(readOnly: Bool = false, _ body: (Pool) throws(StrataError) -> T) throws -> T {
-        try failing { () throws(StrataError) in
-            let pool = try Pool.open(directory: self.directory, readOnly: readOnly)
+    /// Runs a control request on the running daemon, or on the pool opened here when no daemon
+    /// runs; the result is the same either way. Engine errors exit 1 with the message.
+    func execute(_ request: ControlRequest, progressLabel: String? = nil) throws -> ControlResult {
+        var progress = progressLabel.map { Progress(total: 0, label: $0) }
+        let report: (UInt64, UInt64) -> Void = { done, total in
+            if progress?.total != total, let label = progressLabel { progress = Progress(total: total, label: label) }
+            progress?.update(done, force: done == total)
+        }
+        defer { progress?.finish() }
+        return try failing { () throws(StrataError) in
+            if let client = ControlClient.connect(directory: self.directory) {
+                return try client.send(request, progress: report)
+            }
+            if request == .check { return .check(try Pool.check(directory: self.directory)) }
+            let pool = try Pool.open(directory: self.directory, readOnly: request.isReadOnly)
             do throws(StrataError) {
-                let result = try body(pool)
+                let result = try PoolService(pool: pool, registry: nil).execute(request, progress: report)
                 try pool.close()
                 return result
             } catch {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import StrataCore
+import StrataServer
 
 struct VolumeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -18,7 +19,7 @@ struct VolumeCreate: ParsableCommand {
 
     func run() throws {
         let bytes = try parseSize(self.size, option: "--size")
-        try self.options.withPool { pool throws(StrataError) in try pool.createVolume(self.name, size: bytes) }
+        _ = try self.options.execute(.createVolume(name: self.name, size: bytes))
         print("created volume \(self.name) (\(SizeParser.format(bytes)))")
     }
 }
@@ -29,7 +30,7 @@ struct VolumeList: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
-        let volumes = try self.options.withPool(readOnly: true) { pool throws(StrataError) in try pool.listVolumes() }
+        guard case .volumes(let volumes) = try self.options.execute(.listVolumes) else { return }
         if self.json { return printJSON(volumes) }
         printTable(
             ["NAME", "SIZE", "ALLOCATED", "SNAPSHOTS", "ORIGIN", "CREATED"],
@@ -55,9 +56,7 @@ struct VolumeResize: ParsableCommand {
 
     func run() throws {
         let bytes = try parseSize(self.size, option: "--size")
-        try self.options.withPool { pool throws(StrataError) in
-            try pool.resizeVolume(self.name, size: bytes, allowShrink: self.allowShrink)
-        }
+        _ = try self.options.execute(.resizeVolume(name: self.name, size: bytes, allowShrink: self.allowShrink))
         print("resized volume \(self.name) to \(SizeParser.format(bytes))")
     }
 }
@@ -69,7 +68,7 @@ struct VolumeRename: ParsableCommand {
     @Argument(help: "New name.") var new: String
 
     func run() throws {
-        try self.options.withPool { pool throws(StrataError) in try pool.renameVolume(self.old, to: self.new) }
+        _ = try self.options.execute(.renameVolume(name: self.old, newName: self.new))
         print("renamed volume \(self.old) to \(self.new)")
     }
 }
@@ -79,9 +78,10 @@ struct VolumeDelete: ParsableCommand {
     @OptionGroup var options: PoolOptions
     @Argument(help: "Volume name.") var name: String
     @Flag(name: [.customShort("r"), .long], help: "Delete its snapshots too.") var recursive = false
+    @Flag(help: "Disconnect clients using the volume or its snapshots first.") var force = false
 
     func run() throws {
-        try self.options.withPool { pool throws(StrataError) in try pool.deleteVolume(self.name, recursive: self.recursive) }
+        _ = try self.options.execute(.deleteVolume(name: self.name, recursive: self.recursive, force: self.force))
         print("deleted volume \(self.name)")
     }
 }

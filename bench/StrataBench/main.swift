@@ -68,7 +68,7 @@ func runBenchmarks(_ options: Options) throws {
         switch name {
         case "snapshot-io":
             try SnapshotIOBench(
-                volumeSize: quick ? 256 * mib : 4 * gib, snapshotCounts: [0, 1, 10, 100, 1000], threadCounts: [1, 4],
+                volumeSize: quick ? 256 * mib : 4 * gib, snapshotCounts: [0, 1, 10, 100, 1000, 0], threadCounts: [1, 4],
                 seconds: quick ? 1 : options.seconds
             ).run()
         case "snapshot-create":

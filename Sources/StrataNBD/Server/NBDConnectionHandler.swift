@@ -1,0 +1,206 @@
+// One NBD connection: negotiation through `NBDNegotiation`, then the transmission phase.
+//
+// Requests run on a thread pool (the engine blocks on disk I/O and must never run on the event
+// loop); their replies are written as each completes, in any order (proto.md allows it). The
+// connection keeps at most `inflightRequestsMax` requests and `inflightBytesMax` bytes in
+// flight: past either, it stops reading from the socket until replies drain (backpressure),
+// so a client can never make the daemon buffer more than that for it.
+
+import Logging
+import NIOCore
+import NIOPosix
+import StrataCore
+
+final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
+    // @unchecked: all state is touched on the channel's event loop only.
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    static let inflightRequestsMax = 64
+    static let inflightBytesMax = 64 << 20
+    static let handshakeSeconds: Int64 = 60
+
+    enum Phase {
+        case clientFlags
+        case negotiating
+        case transmission(NBDExport)
+        case draining
+        case closed
+    }
+
+    let pool: Pool
+    let catalog: any NBDExportCatalog
+    let threadPool: NIOThreadPool
+    let registry: ConnectionRegistry
+    var logger: Logger
+    var phase = Phase.clientFlags
+    var negotiation = NBDNegotiation()
+    var cumulation = ByteBuffer()
+    var inflight = 0
+    var inflightBytes = 0
+    var reading = false
+    var handshakeTimer: Scheduled<Void>?
+    var context: ChannelHandlerContext?
+
+    init(pool: Pool, catalog: any NBDExportCatalog, threadPool: NIOThreadPool, registry: ConnectionRegistry, logger: Logger) {
+        self.pool = pool
+        self.catalog = catalog
+        self.threadPool = threadPool
+        self.registry = registry
+        self.logger = logger
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.context = context
+        self.logger[metadataKey: "peer"] = "\(context.remoteAddress?.description ?? "?")"
+        self.registry.add(context.channel, protocolName: "nbd")
+        var greeting = context.channel.allocator.buffer(capacity: 18)
+        NBDWire.writeGreeting(into: &greeting)
+        context.writeAndFlush(self.wrapOutboundOut(greeting), promise: nil)
+        self.handshakeTimer = context.eventLoop.scheduleTask(in: .seconds(Self.handshakeSeconds)) { [weak self] in
+            guard let self, let context = self.context else { return }
+            if case .transmission = self.phase { return }
+            self.logger.info("closing NBD connection: no export chosen within \(Self.handshakeSeconds) s")
+            context.close(promise: nil)
+        }
+        self.readMore(context: context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.phase = .closed
+        self.handshakeTimer?.cancel()
+        self.registry.remove(context.channel)
+        self.context = nil
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = self.unwrapInboundIn(data)
+        self.cumulation.writeBuffer(&bytes)
+        self.reading = false
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.process(context: context)
+        self.readMore(context: context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is DrainEvent {
+            self.phase = .draining
+            self.closeIfDrained(context: context)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.logger.debug("NBD connection error: \(error)")
+        context.close(promise: nil)
+    }
+
+    private var canAcceptMore: Bool {
+        self.inflight < Self.inflightRequestsMax && self.inflightBytes < Self.inflightBytesMax
+    }
+
+    private func readMore(context: ChannelHandlerContext) {
+        guard !self.reading, context.channel.isActive else { return }
+        switch self.phase {
+        case .closed, .draining: return
+        case .transmission where !self.canAcceptMore: return
+        default: break
+        }
+        self.reading = true
+        context.read()
+    }
+
+    /// Decodes and handles every complete message the buffer holds, as far as limits allow.
+    private func process(context: ChannelHandlerContext) {
+        do {
+            loop: while true {
+                switch self.phase {
+                case .clientFlags:
+                    guard let flags = try NBDWire.decodeClientFlags(&self.cumulation) else { break loop }
+                    self.negotiation.clientFlags(flags)
+                    self.phase = .negotiating
+                case .negotiating:
+                    guard let option = try NBDWire.decodeOption(&self.cumulation) else { break loop }
+                    self.negotiate(option, context: context)
+                case .transmission(let export):
+                    guard self.canAcceptMore, let request = try NBDWire.decodeRequest(&self.cumulation) else { break loop }
+                    self.dispatch(request, export: export, context: context)
+                case .draining, .closed:
+                    break loop
+                }
+            }
+        } catch {
+            self.logger.info("closing NBD connection: \(error)")
+            self.phase = .closed
+            context.close(promise: nil)
+        }
+        self.cumulation.discardReadBytes()
+    }
+
+    private func negotiate(_ option: NBDOptionRequest, context: ChannelHandlerContext) {
+        switch self.negotiation.handle(option, catalog: self.catalog) {
+        case .reply(let bytes):
+            context.writeAndFlush(self.wrapOutboundOut(bytes), promise: nil)
+        case .start(let bytes, let export):
+            context.writeAndFlush(self.wrapOutboundOut(bytes), promise: nil)
+            self.handshakeTimer?.cancel()
+            self.phase = .transmission(export)
+            self.registry.attach(context.channel, export: export.name, volumeID: export.handle.id)
+            self.logger.info("NBD client attached to \(export.name)")
+        case .close(let bytes):
+            self.phase = .closed
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.writeAndFlush(self.wrapOutboundOut(bytes)).whenComplete { _ in bound.value.close(promise: nil) }
+        }
+    }
+
+    private func dispatch(_ request: NBDRequest, export: NBDExport, context: ChannelHandlerContext) {
+        if request.type == NBD.Command.disconnect.rawValue {
+            self.phase = .draining
+            self.closeIfDrained(context: context)
+            return
+        }
+        let structured = self.negotiation.structuredReplies
+        let allocation = self.negotiation.allocationContext(for: export.name)
+        let cost = Int(min(request.length, UInt32(NBDWire.requestBytesMax)))
+        self.inflight += 1
+        self.inflightBytes += cost
+        let pool = self.pool
+        let allocator = context.channel.allocator
+        let work = self.threadPool.runIfActive(eventLoop: context.eventLoop) {
+            NBDRequestExecutor(pool: pool, export: export, structured: structured, allocationContext: allocation)
+                .execute(request, allocator: allocator)
+        }
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        work.whenComplete { result in
+            let context = bound.value
+            self.inflight -= 1
+            self.inflightBytes -= cost
+            switch result {
+            case .success(let reply):
+                if case .closed = self.phase { return }
+                context.writeAndFlush(self.wrapOutboundOut(reply), promise: nil)
+            case .failure(let error):
+                self.logger.error("NBD request failed to run: \(error)")
+                context.close(promise: nil)
+                return
+            }
+            if case .draining = self.phase {
+                self.closeIfDrained(context: context)
+                return
+            }
+            self.process(context: context)
+            self.readMore(context: context)
+        }
+    }
+
+    private func closeIfDrained(context: ChannelHandlerContext) {
+        guard self.inflight == 0, context.channel.isActive else { return }
+        self.phase = .closed
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,209 @@
+// The negotiation phase's state machine (proto.md "Option haggling"): a value type that takes
+// one option and returns what to send and what happens next. No sockets, no locks; the
+// connection handler owns it and tests drive it directly.
+//
+// Supported: EXPORT_NAME, ABORT, LIST, INFO, GO (INFO_EXPORT, NAME, DESCRIPTION, BLOCK_SIZE),
+// STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT (`base:allocation`). Anything else
+// gets NBD_REP_ERR_UNSUP, and the client may go on negotiating.
+
+import NIOCore
+import StrataCore
+
+/// An export as the NBD front end sees it.
+public struct NBDExport: Sendable, Equatable {
+    public let name: String
+    public let description: String
+    public let size: UInt64
+    public let readOnly: Bool
+    public let handle: VolumeHandle
+
+    public init(name: String, description: String, size: UInt64, readOnly: Bool, handle: VolumeHandle) {
+        self.name = name
+        self.description = description
+        self.size = size
+        self.readOnly = readOnly
+        self.handle = handle
+    }
+}
+
+/// Where negotiation finds exports.
+public protocol NBDExportCatalog: Sendable {
+    /// Every export, for NBD_OPT_LIST.
+    func exports() -> [NBDExport]
+    /// The export called `name`.
+    /// - Throws: `StrataError` (code `.notFound` or `.invalidArgument`) naming it.
+    func export(named name: String) throws(StrataError) -> NBDExport
+}
+
+/// One connection's negotiation state.
+public struct NBDNegotiation: Sendable {
+    public enum Outcome: Sendable, Equatable {
+        /// Send these bytes and keep negotiating.
+        case reply(ByteBuffer)
+        /// Send these bytes and enter the transmission phase on this export.
+        case start(ByteBuffer, NBDExport)
+        /// Send these bytes (possibly none) and close the connection.
+        case close(ByteBuffer)
+    }
+
+    public private(set) var structuredReplies = false
+    public private(set) var noZeroes = false
+    /// Meta contexts selected by SET_META_CONTEXT, for the export named alongside.
+    public private(set) var metaContexts: (export: String, contexts: Set<String>) = ("", [])
+
+    public init() {}
+
+    /// Records the client's flags.
+    public mutating func clientFlags(_ flags: UInt32) {
+        self.noZeroes = flags & NBD.clientFlagNoZeroes != 0
+    }
+
+    /// True when `base:allocation` was selected for `export`.
+    public func allocationContext(for export: String) -> Bool {
+        self.metaContexts.export == export && self.metaContexts.contexts.contains(NBD.baseAllocation)
+    }
+
+    /// The transmission flags for an export under what was negotiated.
+    public func transmissionFlags(for export: NBDExport) -> NBD.TransmissionFlags {
+        var flags: NBD.TransmissionFlags = [
+            .hasFlags, .sendFlush, .sendFUA, .sendTrim, .sendWriteZeroes, .canMultiConn, .sendCache, .sendFastZero,
+        ]
+        if export.readOnly { flags.insert(.readOnly) }
+        if self.structuredReplies { flags.insert(.sendDF) }
+        return flags
+    }
+
+    /// Handles one option.
+    public mutating func handle(_ request: NBDOptionRequest, catalog: any NBDExportCatalog) -> Outcome {
+        var out = ByteBuffer()
+        let code = request.option
+        var data = request.data
+        guard let option = NBD.Option(rawValue: code) else {
+            NBDWire.writeOptionError(into: &out, option: code, type: .errorUnsupported, message: "option \(code) is not supported")
+            return .reply(out)
+        }
+        switch option {
+        case .exportName:
+            let name = data.readString(length: data.readableBytes) ?? ""
+            // EXPORT_NAME has no error reply: an unknown export can only close the connection.
+            guard let export = try? catalog.export(named: name) else { return .close(out) }
+            NBDWire.writeExportNameReply(
+                into: &out, size: export.size, flags: self.transmissionFlags(for: export), noZeroes: self.noZeroes)
+            return .start(out, export)
+        case .abort:
+            NBDWire.writeOptionReply(into: &out, option: code, type: .ack)
+            return .close(out)
+        case .list:
+            guard data.readableBytes == 0 else { return self.invalid(code, "LIST takes no data") }
+            for export in catalog.exports() {
+                var entry = ByteBuffer()
+                entry.writeInteger(UInt32(export.name.utf8.count))
+                entry.writeString(export.name)
+                entry.writeString(export.description)
+                NBDWire.writeOptionReply(into: &out, option: code, type: .server, data: entry)
+            }
+            NBDWire.writeOptionReply(into: &out, option: code, type: .ack)
+            return .reply(out)
+        case .info, .go:
+            return self.infoOrGo(code, isGo: option == .go, data: &data, catalog: catalog)
+        case .structuredReply:
+            guard data.readableBytes == 0 else { return self.invalid(code, "STRUCTURED_REPLY takes no data") }
+            self.structuredReplies = true
+            NBDWire.writeOptionReply(into: &out, option: code, type: .ack)
+            return .reply(out)
+        case .listMetaContext, .setMetaContext:
+            return self.metaContext(code, set: option == .setMetaContext, data: &data, catalog: catalog)
+        case .peekExport, .startTLS, .extendedHeaders:
+            NBDWire.writeOptionError(into: &out, option: code, type: .errorUnsupported, message: "\(option) is not supported")
+            return .reply(out)
+        }
+    }
+
+    private func invalid(_ code: UInt32, _ message: String) -> Outcome {
+        var out = ByteBuffer()
+        NBDWire.writeOptionError(into: &out, option: code, type: .errorInvalid, message: message)
+        return .reply(out)
+    }
+
+    private func infoOrGo(_ code: UInt32, isGo: Bool, data: inout ByteBuffer, catalog: any NBDExportCatalog) -> Outcome {
+        guard let name = data.readLengthPrefixedString(), let count = data.readInteger(as: UInt16.self),
+            data.readableBytes == Int(count) * 2
+        else { return self.invalid(code, "malformed INFO/GO request") }
+        var requested = Set<UInt16>()
+        for _ in 0..<count { requested.insert(data.readInteger(as: UInt16.self)!) }
+        let export: NBDExport
+        do throws(StrataError) {
+            export = try catalog.export(named: name)
+        } catch {
+            var out = ByteBuffer()
+            NBDWire.writeOptionError(into: &out, option: code, type: .errorUnknown, message: error.message)
+            return .reply(out)
+        }
+        var out = ByteBuffer()
+        var info = ByteBuffer()
+        info.writeInteger(NBD.Info.export.rawValue)
+        info.writeInteger(export.size)
+        info.writeInteger(self.transmissionFlags(for: export).rawValue)
+        NBDWire.writeOptionReply(into: &out, option: code, type: .info, data: info)
+        if requested.contains(NBD.Info.name.rawValue) {
+            var body = ByteBuffer()
+            body.writeInteger(NBD.Info.name.rawValue)
+            body.writeString(export.name)
+            NBDWire.writeOptionReply(into: &out, option: code, type: .info, data: body)
+        }
+        if requested.contains(NBD.Info.description.rawValue) {
+            var body = ByteBuffer()
+            body.writeInteger(NBD.Info.description.rawValue)
+            body.writeString(export.description)
+            NBDWire.writeOptionReply(into: &out, option: code, type: .info, data: body)
+        }
+        // Block sizes: any byte granularity works; 4 KiB is preferred; 32 MiB is the most per request.
+        var sizes = ByteBuffer()
+        sizes.writeInteger(NBD.Info.blockSize.rawValue)
+        sizes.writeInteger(UInt32(1))
+        sizes.writeInteger(UInt32(4096))
+        sizes.writeInteger(UInt32(NBDWire.requestBytesMax))
+        NBDWire.writeOptionReply(into: &out, option: code, type: .info, data: sizes)
+        NBDWire.writeOptionReply(into: &out, option: code, type: .ack)
+        return isGo ? .start(out, export) : .reply(out)
+    }
+
+    private mutating func metaContext(
+        _ code: UInt32, set: Bool, data: inout ByteBuffer, catalog: any NBDExportCatalog
+    ) -> Outcome {
+        guard self.structuredReplies else {
+            return self.invalid(code, "negotiate STRUCTURED_REPLY before meta contexts")
+        }
+        guard let name = data.readLengthPrefixedString(), let count = data.readInteger(as: UInt32.self),
+            count <= 256
+        else { return self.invalid(code, "malformed meta context request") }
+        var queries: [String] = []
+        for _ in 0..<count {
+            guard let query = data.readLengthPrefixedString() else {
+                return self.invalid(code, "malformed meta context query")
+            }
+            queries.append(query)
+        }
+        guard data.readableBytes == 0 else { return self.invalid(code, "trailing bytes in meta context request") }
+        do throws(StrataError) {
+            _ = try catalog.export(named: name)
+        } catch {
+            var out = ByteBuffer()
+            NBDWire.writeOptionError(into: &out, option: code, type: .errorUnknown, message: error.message)
+            return .reply(out)
+        }
+        // `base:allocation` is the one context; "base:" selects all of the base namespace, and
+        // LIST with no queries lists everything.
+        let matches = (!set && queries.isEmpty) || queries.contains(NBD.baseAllocation) || queries.contains("base:")
+        var out = ByteBuffer()
+        if matches {
+            var body = ByteBuffer()
+            body.writeInteger(NBD.baseAllocationID)
+            body.writeString(NBD.baseAllocation)
+            NBDWire.writeOptionReply(into: &out, option: code, type: .metaContext, data: body)
+        }
+        if set { self.metaContexts = (name, matches ? [NBD.baseAllocation] : []) }
+        NBDWire.writeOptionReply(into: &out, option: code, type: .ack)
+        return .reply(out)
+    }
+}

@@ -1,0 +1,88 @@
+// The control socket's protocol: one JSON object per line. The client sends one
+// `ControlRequest`; the daemon answers with zero or more progress lines and then one line
+// holding either a result or an error. The CLI prints results the same way whether they came
+// from the daemon or from a pool it opened itself, because both run `PoolService`.
+
+import StrataCore
+
+/// Everything the control plane can be asked.
+public enum ControlRequest: Codable, Sendable, Equatable {
+    case poolStatus
+    case createVolume(name: String, size: UInt64)
+    case listVolumes
+    case resizeVolume(name: String, size: UInt64, allowShrink: Bool)
+    case renameVolume(name: String, newName: String)
+    case deleteVolume(name: String, recursive: Bool, force: Bool)
+    case createSnapshot(volume: String, snapshot: String)
+    case listSnapshots(volume: String?)
+    case deleteSnapshot(volume: String, snapshot: String, force: Bool)
+    case rollback(volume: String, snapshot: String)
+    case clone(volume: String, snapshot: String, newName: String)
+    case importImage(file: String, volume: String, create: Bool)
+    case exportImage(source: String, file: String)
+    case diff(from: String, to: String)
+    case check
+    case connections
+
+    /// True when the request only reads.
+    public var isReadOnly: Bool {
+        switch self {
+        case .poolStatus, .listVolumes, .listSnapshots, .exportImage, .diff, .check, .connections: return true
+        default: return false
+        }
+    }
+}
+
+/// What a request produced.
+public enum ControlResult: Codable, Sendable {
+    case done
+    case status(PoolStatus)
+    case volumes([VolumeInfo])
+    case snapshots([SnapshotInfo])
+    case extents([DiffExtent])
+    case check(CheckReport)
+    case transfer(TransferSummary)
+    case connections([ConnectionInfo])
+}
+
+/// An image import or export's totals.
+public struct TransferSummary: Codable, Sendable, Equatable {
+    public let bytesRead: UInt64
+    public let bytesWritten: UInt64
+    public let sizeBytes: UInt64
+}
+
+/// One open front-end connection, for `strata connections`.
+public struct ConnectionInfo: Codable, Sendable, Equatable {
+    public let protocolName: String
+    public let remote: String
+    public let export: String?
+}
+
+/// An engine error carried over the socket.
+public struct ControlError: Codable, Sendable {
+    public let code: String
+    public let message: String
+
+    public init(_ error: StrataError) {
+        self.code = error.code.rawValue
+        self.message = error.message
+    }
+
+    public var strataError: StrataError {
+        StrataError(StrataError.Code(rawValue: self.code) ?? .io, self.message)
+    }
+}
+
+/// One line from the daemon.
+public struct ControlMessage: Codable, Sendable {
+    public var progress: [UInt64]?
+    public var result: ControlResult?
+    public var error: ControlError?
+
+    public init(progress: [UInt64]? = nil, result: ControlResult? = nil, error: ControlError? = nil) {
+        self.progress = progress
+        self.result = result
+        self.error = error
+    }
+}

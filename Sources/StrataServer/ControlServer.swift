@@ -1,0 +1,115 @@
+// The control socket: a Unix socket in the pool directory (mode 0600) through which every
+// `strata` command reaches a running daemon. One request per connection, one JSON object per
+// line; requests run on the thread pool through `PoolService`.
+
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import StrataCore
+import StrataNBD
+
+/// The daemon side of the control socket.
+public final class ControlServer: Sendable {
+    public static let socketName = "control.sock"
+    /// Longest request line accepted.
+    static let requestBytesMax = 64 << 10
+
+    let channel: any Channel
+
+    private init(channel: any Channel) { self.channel = channel }
+
+    public static func start(
+        directory: String, service: PoolService, group: any EventLoopGroup, threadPool: NIOThreadPool, logger: Logger
+    ) throws -> ControlServer {
+        let path = directory + "/" + Self.socketName
+        let bootstrap = ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ControlConnectionHandler(service: service, threadPool: threadPool, logger: logger))
+                }
+            }
+        let channel = try bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).wait()
+        chmod(path, 0o600)
+        return ControlServer(channel: channel)
+    }
+
+    public func close() {
+        try? self.channel.close().wait()
+    }
+}
+
+final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
+    // @unchecked: state is touched on the channel's event loop only.
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let service: PoolService
+    let threadPool: NIOThreadPool
+    let logger: Logger
+    var buffer = ByteBuffer()
+    var started = false
+
+    init(service: PoolService, threadPool: NIOThreadPool, logger: Logger) {
+        self.service = service
+        self.threadPool = threadPool
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = self.unwrapInboundIn(data)
+        self.buffer.writeBuffer(&bytes)
+        guard !self.started else { return }
+        guard let newline = self.buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else {
+            if self.buffer.readableBytes > ControlServer.requestBytesMax { context.close(promise: nil) }
+            return
+        }
+        self.started = true
+        let line = self.buffer.getSlice(at: self.buffer.readerIndex, length: newline - self.buffer.readerIndex)!
+        let request: ControlRequest
+        do {
+            request = try JSONDecoder().decode(ControlRequest.self, from: Data(line.readableBytesView))
+        } catch {
+            Self.send(ControlMessage(error: ControlError(StrataError(.invalidArgument, "control: malformed request (\(error))"))), on: context.channel)
+            context.close(promise: nil)
+            return
+        }
+        let channel = context.channel
+        let service = self.service
+        let logger = self.logger
+        self.threadPool.submit { state in
+            guard case .active = state else {
+                channel.close(promise: nil)
+                return
+            }
+            var lastReport = 0.0
+            let message: ControlMessage
+            do throws(StrataError) {
+                let result = try service.execute(request) { done, total in
+                    let now = Date().timeIntervalSince1970
+                    if now - lastReport > 0.1 || done == total {
+                        lastReport = now
+                        Self.send(ControlMessage(progress: [done, total]), on: channel)
+                    }
+                }
+                message = ControlMessage(result: result)
+            } catch {
+                logger.debug("control request failed: \(error.message)")
+                message = ControlMessage(error: ControlError(error))
+            }
+            Self.send(message, on: channel).whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+
+    @discardableResult
+    static func send(_ message: ControlMessage, on channel: any Channel) -> EventLoopFuture<Void> {
+        var data = (try? JSONEncoder().encode(message)) ?? Data("{}".utf8)
+        data.append(UInt8(ascii: "\n"))
+        return channel.writeAndFlush(ByteBuffer(bytes: data))
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}

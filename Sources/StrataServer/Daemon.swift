@@ -1,0 +1,106 @@
+// `strata serve`: opens (or creates) the pool, commits on a timer, serves NBD, answers the
+// control socket, and on SIGINT or SIGTERM shuts down gracefully: stop accepting, let every
+// connection finish what is in flight, commit, exit 0. Nothing acknowledged is lost.
+
+import Dispatch
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import StrataCore
+import StrataNBD
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The daemon's settings.
+public struct DaemonOptions: Sendable {
+    public var directory: String
+    public var nbdHost: String
+    public var nbdPort: Int
+    public var createSize: UInt64
+    public var commitIntervalSeconds: Double
+
+    public init(directory: String, nbdHost: String, nbdPort: Int, createSize: UInt64, commitIntervalSeconds: Double) {
+        self.directory = directory
+        self.nbdHost = nbdHost
+        self.nbdPort = nbdPort
+        self.createSize = createSize
+        self.commitIntervalSeconds = commitIntervalSeconds
+    }
+}
+
+public enum Daemon {
+    /// Runs until SIGINT or SIGTERM. Returns after a clean shutdown.
+    /// - Throws: `StrataError` when the pool cannot be opened, or the bind error.
+    public static func run(_ options: DaemonOptions, logger: Logger) throws {
+        signal(SIGPIPE, SIG_IGN)
+        Self.raiseFileLimit()
+        let directory = options.directory
+        if !FileManager.default.fileExists(atPath: directory + "/" + Pool.fileName) {
+            try Pool.create(directory: directory, size: options.createSize)
+            logger.notice("created pool \(directory) (\(SizeParser.format(options.createSize)), sparse)")
+        }
+        let pool = try Pool.open(directory: directory)
+        pool.startCommitTimer(interval: options.commitIntervalSeconds)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(System.coreCount, 2))
+        let threadPool = NIOThreadPool(numberOfThreads: 16)
+        threadPool.start()
+        let registry = ConnectionRegistry()
+        let service = PoolService(pool: pool, registry: registry)
+
+        let nbd: NBDServer
+        let control: ControlServer
+        do {
+            nbd = try NBDServer.start(
+                host: options.nbdHost, port: options.nbdPort, pool: pool, group: group, threadPool: threadPool,
+                registry: registry, logger: logger)
+            control = try ControlServer.start(
+                directory: directory, service: service, group: group, threadPool: threadPool, logger: logger)
+        } catch {
+            _ = Result { () throws(StrataError) in try pool.close() }
+            try? threadPool.syncShutdownGracefully()
+            try? group.syncShutdownGracefully()
+            throw StrataError(.io, "serve: cannot listen on \(options.nbdHost):\(options.nbdPort) (\(error)); is another server using it?")
+        }
+        logger.notice(
+            "serving pool \(directory): NBD on \(options.nbdHost):\(options.nbdPort), control socket \(directory)/\(ControlServer.socketName)"
+        )
+
+        // Wait for SIGINT or SIGTERM.
+        let stop = DispatchSemaphore(value: 0)
+        var sources: [any DispatchSourceSignal] = []
+        for number in [SIGINT, SIGTERM] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { stop.signal() }
+            source.resume()
+            sources.append(source)
+        }
+        stop.wait()
+        logger.notice("shutting down: finishing requests in flight")
+        control.close()
+        nbd.shutdownAndWait()
+        var exitError: StrataError?
+        do throws(StrataError) {
+            try pool.close()
+        } catch {
+            exitError = error
+        }
+        unlink(directory + "/" + ControlServer.socketName)
+        try? threadPool.syncShutdownGracefully()
+        try? group.syncShutdownGracefully()
+        withExtendedLifetime(sources) {}
+        if let exitError { throw exitError }
+        logger.notice("stopped; pool \(directory) committed at generation \(pool.committedGeneration)")
+    }
+
+    /// Lets the daemon hold as many connections as the hard limit allows.
+    private static func raiseFileLimit() {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+    }
+}

@@ -1,0 +1,94 @@
+// Executes control requests against an open pool: the one place the control plane's
+// behaviour lives, used by the daemon for socket requests and by the CLI when it opens the
+// pool itself. Mutations commit before they return, so a command's effect is durable when it
+// reports success. With a connection registry (in the daemon), deleting a volume or snapshot
+// that clients are using is refused, naming them, unless forced.
+
+import NIOCore
+import StrataCore
+import StrataNBD
+
+/// The control plane over one pool.
+public struct PoolService: Sendable {
+    public let pool: Pool
+    public let registry: ConnectionRegistry?
+
+    public init(pool: Pool, registry: ConnectionRegistry?) {
+        self.pool = pool
+        self.registry = registry
+    }
+
+    /// Runs one request. `progress(done, total)` reports import and export progress.
+    public func execute(_ request: ControlRequest, progress: (UInt64, UInt64) -> Void = { _, _ in })
+        throws(StrataError) -> ControlResult
+    {
+        let result = try self.perform(request, progress: progress)
+        if !request.isReadOnly { try self.pool.flush() }
+        return result
+    }
+
+    private func perform(_ request: ControlRequest, progress: (UInt64, UInt64) -> Void) throws(StrataError)
+        -> ControlResult
+    {
+        switch request {
+        case .poolStatus:
+            return .status(self.pool.status())
+        case .createVolume(let name, let size):
+            try self.pool.createVolume(name, size: size)
+        case .listVolumes:
+            return .volumes(try self.pool.listVolumes())
+        case .resizeVolume(let name, let size, let allowShrink):
+            try self.pool.resizeVolume(name, size: size, allowShrink: allowShrink)
+        case .renameVolume(let name, let newName):
+            try self.pool.renameVolume(name, to: newName)
+        case .deleteVolume(let name, let recursive, let force):
+            try self.releaseConnections(ids: try self.pool.ids(ofVolume: name), object: "volume \(name)", force: force)
+            try self.pool.deleteVolume(name, recursive: recursive)
+        case .createSnapshot(let volume, let snapshot):
+            try self.pool.createSnapshot(volume, snapshot)
+        case .listSnapshots(let volume):
+            return .snapshots(try self.pool.listSnapshots(of: volume))
+        case .deleteSnapshot(let volume, let snapshot, let force):
+            let id = try self.pool.handle("\(volume)@\(snapshot)").id
+            try self.releaseConnections(ids: [id], object: "snapshot \(volume)@\(snapshot)", force: force)
+            try self.pool.deleteSnapshot(volume, snapshot)
+        case .rollback(let volume, let snapshot):
+            try self.pool.rollback(volume, snapshot)
+        case .clone(let volume, let snapshot, let newName):
+            try self.pool.clone(volume, snapshot, to: newName)
+        case .importImage(let file, let volume, let create):
+            return .transfer(
+                try ImageTransfer.importImage(pool: self.pool, file: file, volume: volume, create: create, progress: progress))
+        case .exportImage(let source, let file):
+            return .transfer(try ImageTransfer.exportImage(pool: self.pool, source: source, file: file, progress: progress))
+        case .diff(let from, let to):
+            return .extents(try self.pool.diff(from: from, to: to))
+        case .check:
+            return .check(self.pool.checkDurable())
+        case .connections:
+            return .connections(
+                (self.registry?.all ?? []).map {
+                    ConnectionInfo(protocolName: $0.protocolName, remote: $0.remote, export: $0.export)
+                }.sorted { ($0.export ?? "", $0.remote) < ($1.export ?? "", $1.remote) })
+        }
+        return .done
+    }
+
+    /// Refuses (naming them) or, with `force`, closes the connections using `ids`.
+    private func releaseConnections(ids: Set<UInt64>, object: String, force: Bool) throws(StrataError) {
+        guard let registry = self.registry else { return }
+        let users = registry.connections(volumeIDs: ids)
+        guard !users.isEmpty else { return }
+        if !force {
+            let names = users.prefix(5).map { "\($0.protocolName) \($0.remote) on \($0.export ?? "?")" }
+            throw StrataError(
+                .busy,
+                "delete \(object): in use by \(users.count) connection(s) (\(names.joined(separator: ", "))); disconnect them or pass --force"
+            )
+        }
+        for user in users {
+            // Closing waits on the channel's loop from this thread-pool thread, never from a loop.
+            try? user.channel.close().wait()
+        }
+    }
+}
