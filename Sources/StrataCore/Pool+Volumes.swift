@@ -39,6 +39,12 @@ public struct VolumeHandle: Sendable, Hashable {
     public let id: UInt64
     public let name: String
     public let readOnly: Bool
+
+    public init(id: UInt64, name: String, readOnly: Bool) {
+        self.id = id
+        self.name = name
+        self.readOnly = readOnly
+    }
 }
 
 extension Pool {

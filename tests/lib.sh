@@ -1,0 +1,84 @@
+# Shared helpers for Strata's end-to-end tests (sourced by tests/*/test-*.sh).
+#
+# Every test gets its own pool directory under a temporary directory, starts its own daemon on
+# a free loopback port, and stops exactly what it started, by PID, on exit (nbdkit's habit).
+#
+#   STRATA   path of the strata binary (default: .build/debug/strata)
+#   CI=true  a missing client is a failure, never a skip
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STRATA=${STRATA:-$ROOT/.build/debug/strata}
+TEST_NAME=$(basename "$0" .sh)
+WORKDIR=$(mktemp -d "/tmp/strata-${TEST_NAME}.XXXXXX")
+export STRATA_POOL="$WORKDIR/pool"
+STRATA_PIDS=()
+
+cleanup() {
+    local status=$?
+    for pid in "${STRATA_PIDS[@]:-}"; do
+        [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+    done
+    for pid in "${STRATA_PIDS[@]:-}"; do
+        [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+    done
+    if [ $status -ne 0 ] && [ -f "$WORKDIR/daemon.log" ]; then
+        echo "--- daemon log (last 40 lines) ---" >&2
+        tail -40 "$WORKDIR/daemon.log" >&2 || true
+    fi
+    rm -rf "$WORKDIR"
+    exit $status
+}
+trap cleanup EXIT
+
+fail() {
+    echo "FAIL $TEST_NAME: $*" >&2
+    exit 1
+}
+
+# requires CMD...: the test needs these programs. Missing ones fail under CI=true, else skip (exit 77).
+requires() {
+    local missing=()
+    for cmd in "$@"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "${CI:-}" = "true" ]; then fail "missing ${missing[*]} (the test command installs them)"; fi
+    echo "SKIP $TEST_NAME: missing ${missing[*]}" >&2
+    exit 77
+}
+
+# free_port: prints a free TCP port on 127.0.0.1.
+free_port() {
+    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# start_daemon [ARGS...]: starts `strata serve` on a free port; sets PORT, DAEMON_PID, URI.
+start_daemon() {
+    PORT=$(free_port)
+    "$STRATA" serve --nbd "127.0.0.1:$PORT" --create-size "${POOL_SIZE:-8G}" "$@" >>"$WORKDIR/daemon.log" 2>&1 &
+    DAEMON_PID=$!
+    STRATA_PIDS+=("$DAEMON_PID")
+    URI="nbd://127.0.0.1:$PORT"
+    for _ in $(seq 1 400); do
+        if [ -S "$STRATA_POOL/control.sock" ] && (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
+        kill -0 "$DAEMON_PID" 2>/dev/null || fail "daemon exited at start: $(tail -5 "$WORKDIR/daemon.log")"
+        sleep 0.05
+    done
+    (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || fail "daemon did not listen on $PORT"
+}
+
+# stop_daemon: SIGTERM and wait for a clean exit (status 0).
+stop_daemon() {
+    kill -TERM "$DAEMON_PID"
+    local status=0
+    wait "$DAEMON_PID" || status=$?
+    [ $status -eq 0 ] || fail "daemon exited with $status on SIGTERM"
+}
+
+# kill_daemon: SIGKILL (a crash) and reap it.
+kill_daemon() {
+    kill -9 "$DAEMON_PID"
+    wait "$DAEMON_PID" 2>/dev/null || true
+}
+
+strata() { "$STRATA" "$@"; }
