@@ -96,9 +96,9 @@ public final class FileDevice: PoolDevice, @unchecked Sendable {
         }
     }
 
-    public func discard(at offset: UInt64, length: UInt64) {
-        // Advisory: a filesystem without hole punching keeps the old bytes, which the engine
-        // never reads back while the chunk is unmapped; the result is deliberately ignored.
-        _ = strata_punch_hole(self.fd, offset, length)
+    @discardableResult
+    public func discard(at offset: UInt64, length: UInt64) -> Bool {
+        // A filesystem without hole punching keeps the old bytes; the caller then zero-fills.
+        strata_punch_hole(self.fd, offset, length) == 0
     }
 }

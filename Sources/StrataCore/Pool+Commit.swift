@@ -77,7 +77,9 @@ extension Pool {
         }
         self.dataWritesSynced = writesBefore
         if !releasingData.isEmpty { self.readGuard.waitForEarlierReads() }
-        for chunk in releasingData { self.device.discard(at: self.dataOffset(chunk), length: self.chunkSize) }
+        for chunk in releasingData where !self.device.discard(at: self.dataOffset(chunk), length: self.chunkSize) {
+            self.freeChunksAreZero.store(false, ordering: .sequentiallyConsistent)
+        }
         self.meta.withWriteLock {
             self.committed = superblock.generation
             for page in releasingMeta { self.metaInUse.remove(Int(page)) }

@@ -183,6 +183,11 @@ extension Pool {
                 self.dataWrites.add(1, ordering: .relaxed)
                 return
             }
+            if value == 0 && self.freeChunksAreZero.load(ordering: .relaxed) {
+                // A fresh chunk already reads as zeros: write only the new bytes.
+                try self.remap(id: id, name: name, chunk: chunk, contents: bytes, at: inside)
+                return
+            }
             var whole: [UInt8]
             if value != 0 && !(inside == 0 && UInt64(bytes.count) == self.chunkSize) {
                 whole = try self.device.read(count: Int(self.chunkSize), at: self.dataOffset(value - 1))
@@ -193,29 +198,34 @@ extension Pool {
                 UnsafeMutableRawBufferPointer(rebasing: buffer[Int(inside)..<(Int(inside) + bytes.count)])
                     .copyMemory(from: bytes)
             }
-            try self.remap(id: id, name: name, chunk: chunk, contents: whole)
+            try whole.withUnsafeBufferPointer { buffer throws(StrataError) in
+                try self.remap(id: id, name: name, chunk: chunk, contents: UnsafeRawBufferPointer(buffer), at: 0)
+            }
         }
     }
 
-    /// Writes `contents` to a fresh chunk and points `chunk` at it, releasing the old one.
-    private func remap(id: UInt64, name: String, chunk: UInt64, contents: [UInt8]) throws(StrataError) {
+    /// Writes `contents` at `offset` inside a fresh chunk and points `chunk` at it, releasing
+    /// the old one. The rest of the fresh chunk must already hold what it should (zeros).
+    private func remap(id: UInt64, name: String, chunk: UInt64, contents: UnsafeRawBufferPointer, at offset: UInt64)
+        throws(StrataError)
+    {
         let fresh = try self.allocateData(operation: "write \(name)")
         do throws(StrataError) {
-            try self.device.write(contents, at: self.dataOffset(fresh))
+            try self.device.write(contents, at: self.dataOffset(fresh) + offset)
         } catch {
-            self.meta.withWriteLock { self.dataInUse.remove(Int(fresh)) }
+            self.abandon(fresh)
             throw error
         }
         self.dataWrites.add(1, ordering: .relaxed)
         try self.meta.withWriteLock { () throws(StrataError) in
             guard var record = self.record(id: id) else {
-                self.dataInUse.remove(Int(fresh))
+                self.abandonLocked(fresh)
                 throw StrataError(.notFound, "write \(name): the volume was deleted")
             }
             do throws(StrataError) {
                 try self.requireNodePages(Int(record.depth) + 2, forRelease: false, operation: "write \(name)")
             } catch {
-                self.dataInUse.remove(Int(fresh))
+                self.abandonLocked(fresh)
                 throw error
             }
             do throws(StrataError) {
@@ -229,6 +239,19 @@ extension Pool {
                 throw error
             }
         }
+    }
+
+    /// Returns a chunk that was allocated but never mapped (its write or remap failed). Nothing
+    /// references it, so it is free at once, once it reads as zeros again.
+    private func abandon(_ chunk: UInt64) {
+        self.meta.withWriteLock { self.abandonLocked(chunk) }
+    }
+
+    private func abandonLocked(_ chunk: UInt64) {
+        if !self.device.discard(at: self.dataOffset(chunk), length: self.chunkSize) {
+            self.freeChunksAreZero.store(false, ordering: .sequentiallyConsistent)
+        }
+        self.dataInUse.remove(Int(chunk))
     }
 
     /// A free data chunk; when the pool is full but chunks await a commit, commits and retries.

@@ -68,6 +68,9 @@ public final class Pool: @unchecked Sendable {
 
     /// Counts data writes, so a flush with nothing new to make durable costs nothing.
     let dataWrites = Atomic<UInt64>(0)
+    /// True while every free data chunk reads as zeros (the device punches holes), so a first
+    /// write into a fresh chunk writes only its own bytes instead of zero-filling the chunk.
+    let freeChunksAreZero = Atomic<Bool>(false)
     /// Flush requests; a commit covers every request made before it started.
     let flushRequests = Atomic<UInt64>(0)
     // Guarded by `commitMutex`.
@@ -142,6 +145,30 @@ public final class Pool: @unchecked Sendable {
                 page: superblock.slot,
                 "data chunks in use (expected=\(superblock.dataChunksUsed) actual=\(self.dataChunksReferenced))")
         }
+        if !readOnly { self.punchFreeChunks() }
+    }
+
+    /// Punches every run of free chunks, so free chunks read as zeros whatever a crash left in
+    /// them (a chunk freed by a commit may not have been punched before the crash). One call
+    /// per run: the cost follows the number of allocated extents, not the pool size.
+    private func punchFreeChunks() {
+        var allZero = true
+        var chunk = 0
+        while chunk < self.dataRefs.count {
+            guard self.dataRefs[chunk] == 0 else {
+                chunk += 1
+                continue
+            }
+            let start = chunk
+            while chunk < self.dataRefs.count && self.dataRefs[chunk] == 0 { chunk += 1 }
+            let punched = self.device.discard(
+                at: self.dataOffset(UInt64(start)), length: UInt64(chunk - start) << self.chunkShift)
+            if !punched {
+                allZero = false
+                break
+            }
+        }
+        self.freeChunksAreZero.store(allZero, ordering: .sequentiallyConsistent)
     }
 
     /// Reads both superblock slots and returns the valid one with the higher generation.

@@ -18,9 +18,11 @@ public protocol PoolDevice: AnyObject, Sendable {
     func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(StrataError)
     /// Makes every completed write durable.
     func sync() throws(StrataError)
-    /// Tells the device the range's contents are no longer needed (hole punching). Advisory:
-    /// the range may read back as zeros or as its old bytes.
-    func discard(at offset: UInt64, length: UInt64)
+    /// Tells the device the range's contents are no longer needed (hole punching).
+    /// - Returns: true when the range now reads as zeros (like a write of zeros, durable at the
+    ///   next `sync`); false when the device kept the old bytes.
+    @discardableResult
+    func discard(at offset: UInt64, length: UInt64) -> Bool
 }
 
 extension PoolDevice {

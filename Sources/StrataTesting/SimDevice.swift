@@ -94,8 +94,19 @@ public final class SimDevice: PoolDevice, @unchecked Sendable {
         }
     }
 
-    public func discard(at offset: UInt64, length: UInt64) {
-        // Advisory; keeping the old bytes is a valid outcome and exercises that path.
+    /// When true, `discard` zeroes the range (as a volatile write, like a hole punch before
+    /// the next sync); when false it keeps the old bytes, as a filesystem without punching does.
+    public var discardZeroes = false
+
+    @discardableResult
+    public func discard(at offset: UInt64, length: UInt64) -> Bool {
+        guard self.discardZeroes, !self.crashed else { return false }
+        self.lock.withLock {
+            let zeros = [UInt8](repeating: 0, count: Int(length))
+            Self.apply(zeros, at: offset, to: &self.current)
+            self.pending.append((offset, zeros))
+        }
+        return true
     }
 
     private static func apply(_ bytes: [UInt8], at offset: UInt64, to pages: inout [UInt64: [UInt8]]) {
@@ -124,6 +135,7 @@ public final class SimDevice: PoolDevice, @unchecked Sendable {
     public func crashImage(mode: CrashMode, using random: inout SeededRandom) -> SimDevice {
         self.lock.withLock {
             let image = SimDevice(size: self.size)
+            image.discardZeroes = self.discardZeroes
             image.current = self.durable
             guard case .random = mode else {
                 image.durable = image.current
@@ -155,6 +167,7 @@ public final class SimDevice: PoolDevice, @unchecked Sendable {
     public func copy() -> SimDevice {
         self.lock.withLock {
             let image = SimDevice(size: self.size)
+            image.discardZeroes = self.discardZeroes
             image.current = self.current
             image.durable = self.current
             return image

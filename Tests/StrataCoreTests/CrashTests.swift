@@ -37,7 +37,8 @@ private final class CrashRun {
         self.seed = seed
         self.random = SeededRandom(seed: seed)
         self.device = SimDevice(size: 512 * 4096 + 1024 * 4096)
-        try Pool.format(device: self.device, chunkSize: 4096, metadataPages: 512)
+        self.device.discardZeroes = seed % 2 == 0
+        try Pool.format(device: self.device, chunkSize: 16384, metadataPages: 512)
         self.pool = try Pool(device: self.device)
         for (name, size) in self.sizes {
             try self.pool.createVolume(name, size: size)

@@ -44,6 +44,8 @@ final class ModelRun {
         self.random = SeededRandom(seed: seed)
         // 512 metadata pages and 48 data chunks of 4 KiB: small enough to fill.
         self.device = SimDevice(size: 512 * 4096 + 48 * Self.chunk)
+        // Half the seeds punch holes (fresh chunks read as zeros), half keep old bytes.
+        self.device.discardZeroes = seed % 2 == 0
         try Pool.format(device: self.device, chunkSize: Self.chunk, metadataPages: 512)
         self.pool = try Pool(device: self.device)
     }
