@@ -79,6 +79,8 @@ stop_daemon() {
 kill_daemon() {
     kill -9 "$DAEMON_PID"
     wait "$DAEMON_PID" 2>/dev/null || true
+    # The dead daemon's socket file stays behind; start_daemon must not take it for the new one's.
+    rm -f "$STRATA_POOL/control.sock"
 }
 
 strata() { "$STRATA" "$@"; }

@@ -1,10 +1,12 @@
 // One NBD connection: negotiation through `NBDNegotiation`, then the transmission phase.
 //
 // Requests run on a thread pool (the engine blocks on disk I/O and must never run on the event
-// loop); their replies are written as each completes, in any order (proto.md allows it). The
-// connection keeps at most `inflightRequestsMax` requests and `inflightBytesMax` bytes in
-// flight: past either, it stops reading from the socket until replies drain (backpressure),
-// so a client can never make the daemon buffer more than that for it.
+// loop); their replies are written as each completes, in any order (proto.md allows it). A
+// request counts as in flight from decoding until its reply has been written to the socket,
+// and the connection keeps at most `inflightRequestsMax` requests and `inflightBytesMax` bytes
+// in flight; past either, or while the socket is not writable (a client that does not read its
+// replies), it stops reading from the socket. So a client can never make the daemon buffer
+// more than about those limits for it, in negotiation or in transmission.
 
 import Logging
 import NIOCore
@@ -85,6 +87,14 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         self.readMore(context: context)
     }
 
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            self.process(context: context)
+            self.readMore(context: context)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is DrainEvent {
             self.phase = .draining
@@ -104,7 +114,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func readMore(context: ChannelHandlerContext) {
-        guard !self.reading, context.channel.isActive else { return }
+        guard !self.reading, context.channel.isActive, context.channel.isWritable else { return }
         switch self.phase {
         case .closed, .draining: return
         case .transmission where !self.canAcceptMore: return
@@ -124,10 +134,15 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                     self.negotiation.clientFlags(flags)
                     self.phase = .negotiating
                 case .negotiating:
-                    guard let option = try NBDWire.decodeOption(&self.cumulation) else { break loop }
+                    // Replies the client is not reading stop the negotiation until it does.
+                    guard context.channel.isWritable, let option = try NBDWire.decodeOption(&self.cumulation) else {
+                        break loop
+                    }
                     self.negotiate(option, context: context)
                 case .transmission(let export):
-                    guard self.canAcceptMore, let request = try NBDWire.decodeRequest(&self.cumulation) else { break loop }
+                    guard self.canAcceptMore, context.channel.isWritable,
+                        let request = try NBDWire.decodeRequest(&self.cumulation)
+                    else { break loop }
                     self.dispatch(request, export: export, context: context)
                 case .draining, .closed:
                     break loop
@@ -178,21 +193,33 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         work.whenComplete { result in
             let context = bound.value
-            self.inflight -= 1
-            self.inflightBytes -= cost
             switch result {
             case .success(let reply):
-                if case .closed = self.phase { return }
-                context.writeAndFlush(self.wrapOutboundOut(reply), promise: nil)
+                if case .closed = self.phase {
+                    self.finished(cost: cost, context: context)
+                    return
+                }
+                // The request leaves flight when its reply is on the socket, not when queued.
+                context.writeAndFlush(self.wrapOutboundOut(reply)).whenComplete { _ in
+                    self.finished(cost: cost, context: bound.value)
+                }
             case .failure(let error):
                 self.logger.error("NBD request failed to run: \(error)")
+                self.finished(cost: cost, context: context)
                 context.close(promise: nil)
-                return
             }
-            if case .draining = self.phase {
-                self.closeIfDrained(context: context)
-                return
-            }
+        }
+    }
+
+    private func finished(cost: Int, context: ChannelHandlerContext) {
+        self.inflight -= 1
+        self.inflightBytes -= cost
+        switch self.phase {
+        case .draining:
+            self.closeIfDrained(context: context)
+        case .closed:
+            return
+        default:
             self.process(context: context)
             self.readMore(context: context)
         }

@@ -69,6 +69,11 @@ struct NBDRequestExecutor {
         guard let command = NBD.Command(rawValue: request.type) else {
             throw StrataError(.invalidArgument, "request \(request.type) on \(self.export.name): unknown command")
         }
+        guard NBD.CommandFlags.known.isSuperset(of: flags) else {
+            throw StrataError(
+                .invalidArgument,
+                "\(command) \(self.export.name): unknown command flags 0x\(String(flags.rawValue, radix: 16))")
+        }
         switch command {
         case .read:
             guard Int(request.length) <= NBDWire.requestBytesMax else {
@@ -149,7 +154,13 @@ struct NBDRequestExecutor {
             try readData(request.offset, length, into: &out)
             return
         }
-        if request.flags.contains(.dontFragment) || length == 0 {
+        if length == 0 {
+            // Nothing to describe: a content chunk must cover at least one byte.
+            try self.checkRange(request, operation: "read")
+            self.success(into: &out, cookie: request.cookie)
+            return
+        }
+        if request.flags.contains(.dontFragment) {
             try self.checkRange(request, operation: "read")
             out.reserveCapacity(28 + length)
             NBDWire.writeChunkHeader(into: &out, done: true, type: .offsetData, cookie: request.cookie, length: 8 + length)

@@ -30,6 +30,9 @@ public final class NBDServer: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.autoRead, value: false)
             .childChannelOption(.maxMessagesPerRead, value: 16)
+            // Room for a few 1 MiB read replies before the connection stops reading; together
+            // with the in-flight limits this bounds what one client can make the daemon hold.
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 4 << 20, high: 16 << 20))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(

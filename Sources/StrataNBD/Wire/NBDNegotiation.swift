@@ -171,6 +171,8 @@ public struct NBDNegotiation: Sendable {
     private mutating func metaContext(
         _ code: UInt32, set: Bool, data: inout ByteBuffer, catalog: any NBDExportCatalog
     ) -> Outcome {
+        // proto.md: SET_META_CONTEXT replaces the selection, even when it fails.
+        if set { self.metaContexts = ("", []) }
         guard self.structuredReplies else {
             return self.invalid(code, "negotiate STRUCTURED_REPLY before meta contexts")
         }

@@ -69,6 +69,8 @@ public enum NBD {
         public static let dontFragment = Self(rawValue: 1 << 2)
         public static let requestOne = Self(rawValue: 1 << 3)
         public static let fastZero = Self(rawValue: 1 << 4)
+        /// Every flag this server knows; any other bit is refused with EINVAL.
+        public static let known: Self = [.fua, .noHole, .dontFragment, .requestOne, .fastZero]
     }
 
     /// Structured reply chunk types and flags.

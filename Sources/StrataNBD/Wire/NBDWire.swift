@@ -28,7 +28,8 @@ public enum NBDWireError: Error, Equatable, Sendable, CustomStringConvertible {
         case .badRequestMagic(let magic): return "bad request magic 0x\(String(magic, radix: 16))"
         case .requestTooLarge(let command, let length, let limit):
             return "command \(command) with \(length) bytes of data over the limit \(limit)"
-        case .badClientFlags(let flags): return "client flags 0x\(String(flags, radix: 16)) without FIXED_NEWSTYLE"
+        case .badClientFlags(let flags):
+            return "client flags 0x\(String(flags, radix: 16)): FIXED_NEWSTYLE missing or an unknown flag set"
         }
     }
 }
@@ -68,7 +69,9 @@ public enum NBDWire {
     /// The client's 4-byte flags after the server's greeting.
     public static func decodeClientFlags(_ buffer: inout ByteBuffer) throws(NBDWireError) -> UInt32? {
         guard let flags = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
-        guard flags & NBD.clientFlagFixedNewstyle != 0 else { throw .badClientFlags(flags) }
+        // proto.md: the server MUST drop the connection on an unknown client flag.
+        let known = NBD.clientFlagFixedNewstyle | NBD.clientFlagNoZeroes
+        guard flags & NBD.clientFlagFixedNewstyle != 0, flags & ~known == 0 else { throw .badClientFlags(flags) }
         buffer.moveReaderIndex(forwardBy: 4)
         return flags
     }

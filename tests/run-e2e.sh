@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs every end-to-end test, tests/*/test-*.sh, in sorted order, and prints PASS, FAIL or SKIP
+# for each, then `N passed, M failed` (with `, K skipped` when any were). Exits 1 if any failed.
+#
+# A test exiting 77 is a skip; under CI=true tests/lib.sh turns a missing client into a failure.
+# A failing test's output is printed after its FAIL line.
+#
+#   STRATA=PATH          the strata binary (default: .build/debug/strata, built when missing)
+#   E2E_TIMEOUT=SECONDS  per-test limit (default 240)
+#   E2E_FILTER=WORD      only the tests whose path contains WORD
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export STRATA=${STRATA:-$ROOT/.build/debug/strata}
+TIMEOUT=${E2E_TIMEOUT:-240}
+
+if [ ! -x "$STRATA" ]; then
+    echo "run-e2e: building strata (debug)"
+    [ -x /opt/swift/usr/bin/swift ] && export PATH=/opt/swift/usr/bin:$PATH
+    STRATA_NO_BENCH=1 swift build >/dev/null || { echo "run-e2e: build failed" >&2; exit 1; }
+fi
+
+passed=0
+failed=0
+skipped=0
+failures=()
+LOGDIR=$(mktemp -d /tmp/strata-e2e.XXXXXX)
+trap 'rm -rf "$LOGDIR"' EXIT
+
+mapfile -t tests < <(printf '%s\n' tests/*/test-*.sh | LC_ALL=C sort)
+for test in "${tests[@]}"; do
+    [ -f "$test" ] || continue
+    case "$test" in *"${E2E_FILTER:-}"*) ;; *) continue ;; esac
+    name=${test#tests/}
+    name=${name%.sh}
+    log="$LOGDIR/${name//\//_}.log"
+    start=$SECONDS
+    timeout -k 10 "$TIMEOUT" bash "$test" >"$log" 2>&1
+    status=$?
+    elapsed=$((SECONDS - start))
+    if [ $status -eq 0 ]; then
+        echo "PASS $name (${elapsed}s)"
+        passed=$((passed + 1))
+    elif [ $status -eq 77 ]; then
+        echo "SKIP $name: $(grep -m1 '^SKIP' "$log" | sed 's/^SKIP [^:]*: //')"
+        skipped=$((skipped + 1))
+    else
+        [ $status -eq 124 ] && echo "(timed out after ${TIMEOUT}s)" >>"$log"
+        echo "FAIL $name (exit $status, ${elapsed}s)"
+        sed 's/^/    | /' "$log"
+        failed=$((failed + 1))
+        failures+=("$name")
+    fi
+done
+
+summary="$passed passed, $failed failed"
+[ $skipped -gt 0 ] && summary="$summary, $skipped skipped"
+[ $failed -gt 0 ] && echo "failed: ${failures[*]}"
+echo "$summary"
+[ $failed -eq 0 ]
