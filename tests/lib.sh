@@ -27,7 +27,7 @@ cleanup() {
         echo "--- daemon log (last 40 lines) ---" >&2
         tail -40 "$WORKDIR/daemon.log" >&2 || true
     fi
-    rm -rf "$WORKDIR"
+    [ -n "${KEEP_WORKDIR:-}" ] && echo "kept $WORKDIR" >&2 || rm -rf "$WORKDIR"
     exit $status
 }
 trap cleanup EXIT

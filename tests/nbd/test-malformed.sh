@@ -11,7 +11,7 @@ start_daemon
 strata volume create vm1 --size 16M >/dev/null
 strata snapshot create vm1@s1 >/dev/null
 status=0
-"$PYTHON" "$(dirname "$0")/malformed.py" "$PORT" "$DAEMON_PID" || status=$?
+"$PYTHON" "$(dirname "$0")/malformed.py" "$PORT" "$DAEMON_PID" ${MALFORMED_FILTER:-} || status=$?
 kill -0 "$DAEMON_PID" 2>/dev/null || fail "daemon died during the test"
 stop_daemon
 strata check >/dev/null || fail "check after shutdown"

@@ -40,6 +40,11 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     var cumulation = ByteBuffer()
     var inflight = 0
     var inflightBytes = 0
+    /// Negotiation reply bytes not yet on the socket; options wait while this is high.
+    var negotiationBytesPending = 0
+    static let negotiationBytesMax = 256 << 10
+    var processing = false
+    var processAgain = false
     var reading = false
     var handshakeTimer: Scheduled<Void>?
     var context: ChannelHandlerContext?
@@ -117,6 +122,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         guard !self.reading, context.channel.isActive, context.channel.isWritable else { return }
         switch self.phase {
         case .closed, .draining: return
+        case .negotiating where self.negotiationBytesPending >= Self.negotiationBytesMax: return
         case .transmission where !self.canAcceptMore: return
         default: break
         }
@@ -125,7 +131,22 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     /// Decodes and handles every complete message the buffer holds, as far as limits allow.
+    /// Re-entrant calls (a write that completes at once calls back in) only ask the running
+    /// loop to go round again, so a flood of small messages never deepens the stack.
     private func process(context: ChannelHandlerContext) {
+        if self.processing {
+            self.processAgain = true
+            return
+        }
+        self.processing = true
+        defer { self.processing = false }
+        repeat {
+            self.processAgain = false
+            self.processOnce(context: context)
+        } while self.processAgain
+    }
+
+    private func processOnce(context: ChannelHandlerContext) {
         do {
             loop: while true {
                 switch self.phase {
@@ -135,7 +156,9 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                     self.phase = .negotiating
                 case .negotiating:
                     // Replies the client is not reading stop the negotiation until it does.
-                    guard context.channel.isWritable, let option = try NBDWire.decodeOption(&self.cumulation) else {
+                    guard context.channel.isWritable, self.negotiationBytesPending < Self.negotiationBytesMax,
+                        let option = try NBDWire.decodeOption(&self.cumulation)
+                    else {
                         break loop
                     }
                     self.negotiate(option, context: context)
@@ -159,7 +182,15 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     private func negotiate(_ option: NBDOptionRequest, context: ChannelHandlerContext) {
         switch self.negotiation.handle(option, catalog: self.catalog) {
         case .reply(let bytes):
-            context.writeAndFlush(self.wrapOutboundOut(bytes), promise: nil)
+            let count = bytes.readableBytes
+            self.negotiationBytesPending += count
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.writeAndFlush(self.wrapOutboundOut(bytes)).whenComplete { _ in
+                self.negotiationBytesPending -= count
+                let context = bound.value
+                self.process(context: context)
+                self.readMore(context: context)
+            }
         case .start(let bytes, let export):
             context.writeAndFlush(self.wrapOutboundOut(bytes), promise: nil)
             self.handshakeTimer?.cancel()
