@@ -27,6 +27,10 @@ failures=()
 LOGDIR=$(mktemp -d /tmp/strata-e2e.XXXXXX)
 trap 'rm -rf "$LOGDIR"' EXIT
 
+# Every test runs the same binary: a rebuild during the run ("Text file busy") cannot reach it.
+cp "$STRATA" "$LOGDIR/strata" || { echo "run-e2e: cannot copy $STRATA" >&2; exit 1; }
+export STRATA="$LOGDIR/strata"
+
 mapfile -t tests < <(printf '%s\n' tests/*/test-*.sh | LC_ALL=C sort)
 for test in "${tests[@]}"; do
     [ -f "$test" ] || continue

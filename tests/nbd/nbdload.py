@@ -52,7 +52,12 @@ import struct
 import sys
 import time
 
-import nbd
+try:
+    import nbd
+    NBDError = nbd.Error
+except ImportError:  # mkimage needs no libnbd
+    nbd = None
+    NBDError = ()
 
 MAGIC = b"STRATAE2"
 UNIT = struct.Struct("<8sQQQ")
@@ -526,7 +531,7 @@ def main(argv):
     except CheckFailed as e:
         print(f"nbdload {command}: {e}", file=sys.stderr)
         return 1
-    except nbd.Error as e:
+    except NBDError as e:
         print(f"nbdload {command}: NBD error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -9,7 +9,7 @@
 # `strata check` on the closed pool is clean too.
 source "$(dirname "$0")/../lib.sh"
 requires /usr/bin/python3
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || requires python3-libnbd-module
+/usr/bin/python3 -c 'import nbd' 2>/dev/null || requires "python3-libnbd(import nbd)"
 LOAD="/usr/bin/python3 $(dirname "$0")/nbdload.py"
 
 ROUNDS=${CRASH_ROUNDS:-20}

@@ -21,12 +21,14 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     static let inflightRequestsMax = 64
     static let inflightBytesMax = 64 << 20
     static let handshakeSeconds: Int64 = 60
+    static let drainSeconds: Int64 = 10
 
     enum Phase {
         case clientFlags
         case negotiating
         case transmission(NBDExport)
-        case draining
+        /// Finishing: requests in flight complete and are answered; new ones get ESHUTDOWN.
+        case draining(structured: Bool)
         case closed
     }
 
@@ -44,6 +46,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     var negotiationBytesPending = 0
     static let negotiationBytesMax = 256 << 10
     var processing = false
+    var outputClosed = false
     var processAgain = false
     var reading = false
     var handshakeTimer: Scheduled<Void>?
@@ -102,8 +105,20 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is DrainEvent {
-            self.phase = .draining
-            self.closeIfDrained(context: context)
+            switch self.phase {
+            case .transmission:
+                // proto.md: finish what is in flight, answer new requests with ESHUTDOWN.
+                self.phase = .draining(structured: self.negotiation.structuredReplies)
+                self.closeIfDrained(context: context)
+                // A client that keeps sending is cut off after a grace period.
+                let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+                context.eventLoop.scheduleTask(in: .seconds(Self.drainSeconds)) { bound.value.close(promise: nil) }
+            case .closed:
+                return
+            default:
+                self.phase = .closed
+                context.close(promise: nil)
+            }
         } else {
             context.fireUserInboundEventTriggered(event)
         }
@@ -121,7 +136,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     private func readMore(context: ChannelHandlerContext) {
         guard !self.reading, context.channel.isActive, context.channel.isWritable else { return }
         switch self.phase {
-        case .closed, .draining: return
+        case .closed: return
         case .negotiating where self.negotiationBytesPending >= Self.negotiationBytesMax: return
         case .transmission where !self.canAcceptMore: return
         default: break
@@ -167,7 +182,21 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                         let request = try NBDWire.decodeRequest(&self.cumulation)
                     else { break loop }
                     self.dispatch(request, export: export, context: context)
-                case .draining, .closed:
+                case .draining(let structured):
+                    // Keep reading so the client's queued requests are answered, not reset.
+                    guard context.channel.isWritable, let request = try NBDWire.decodeRequest(&self.cumulation) else {
+                        break loop
+                    }
+                    if request.type == NBD.Command.disconnect.rawValue { continue }
+                    var reply = context.channel.allocator.buffer(capacity: 64)
+                    let message = "the server is shutting down"
+                    if structured {
+                        NBDWire.writeErrorChunk(into: &reply, cookie: request.cookie, error: .shutdown, message: message)
+                    } else {
+                        NBDWire.writeSimpleReply(into: &reply, error: .shutdown, cookie: request.cookie)
+                    }
+                    context.writeAndFlush(self.wrapOutboundOut(reply), promise: nil)
+                case .closed:
                     break loop
                 }
             }
@@ -206,7 +235,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private func dispatch(_ request: NBDRequest, export: NBDExport, context: ChannelHandlerContext) {
         if request.type == NBD.Command.disconnect.rawValue {
-            self.phase = .draining
+            self.phase = .draining(structured: self.negotiation.structuredReplies)
             self.closeIfDrained(context: context)
             return
         }
@@ -256,9 +285,16 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
+    /// Once nothing is in flight, closes the sending side (every reply is out) and keeps
+    /// reading until the client closes, so requests it still had queued are not answered with a
+    /// connection reset that would lose the replies already sent.
     private func closeIfDrained(context: ChannelHandlerContext) {
-        guard self.inflight == 0, context.channel.isActive else { return }
-        self.phase = .closed
-        context.close(promise: nil)
+        guard self.inflight == 0, context.channel.isActive, !self.outputClosed else { return }
+        self.outputClosed = true
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.close(mode: .output).whenComplete { _ in
+            // The client has seen every reply; give it a moment to close its side first.
+            bound.value.eventLoop.scheduleTask(in: .seconds(2)) { bound.value.close(promise: nil) }
+        }
     }
 }
