@@ -47,6 +47,10 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     static let negotiationBytesMax = 256 << 10
     var processing = false
     var outputClosed = false
+    /// Requests decoded in this pass, with their byte cost, not yet sent to the thread pool.
+    var pending: [(NBDRequest, Int)] = []
+    /// Work items a batch is split into, so large requests still run in parallel.
+    static let lanes = 4
     var processAgain = false
     var reading = false
     var handshakeTimer: Scheduled<Void>?
@@ -159,6 +163,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             self.processAgain = false
             self.processOnce(context: context)
         } while self.processAgain
+        self.dispatchPending(context: context)
     }
 
     private func processOnce(context: ChannelHandlerContext) {
@@ -181,7 +186,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                     guard self.canAcceptMore, context.channel.isWritable,
                         let request = try NBDWire.decodeRequest(&self.cumulation)
                     else { break loop }
-                    self.dispatch(request, export: export, context: context)
+                    self.enqueue(request, export: export, context: context)
                 case .draining(let structured):
                     // Keep reading so the client's queued requests are answered, not reset.
                     guard context.channel.isWritable, let request = try NBDWire.decodeRequest(&self.cumulation) else {
@@ -233,46 +238,63 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    private func dispatch(_ request: NBDRequest, export: NBDExport, context: ChannelHandlerContext) {
+    /// Takes a decoded request into the batch that goes to the thread pool when decoding stops.
+    private func enqueue(_ request: NBDRequest, export: NBDExport, context: ChannelHandlerContext) {
         if request.type == NBD.Command.disconnect.rawValue {
+            self.dispatchPending(context: context)
             self.phase = .draining(structured: self.negotiation.structuredReplies)
             self.closeIfDrained(context: context)
             return
         }
-        let structured = self.negotiation.structuredReplies
-        let allocation = self.negotiation.allocationContext(for: export.name)
         let cost = Int(min(request.length, UInt32(NBDWire.requestBytesMax)))
         self.inflight += 1
         self.inflightBytes += cost
-        let pool = self.pool
+        self.pending.append((request, cost))
+    }
+
+    /// Sends the decoded requests to the thread pool in at most `lanes` work items, each run in
+    /// order on one thread, whose replies come back in one hop and go out in one flush. At
+    /// depth 32 this saves two thread wake-ups per request; at depth 1 it changes nothing.
+    private func dispatchPending(context: ChannelHandlerContext) {
+        guard !self.pending.isEmpty, case .transmission(let export) = self.phase else { return }
+        let batch = self.pending
+        self.pending.removeAll(keepingCapacity: true)
+        let lanes = min(batch.count, Self.lanes)
+        let executor = NBDRequestExecutor(
+            pool: self.pool, export: export, structured: self.negotiation.structuredReplies,
+            allocationContext: self.negotiation.allocationContext(for: export.name))
         let allocator = context.channel.allocator
-        let work = self.threadPool.runIfActive(eventLoop: context.eventLoop) {
-            NBDRequestExecutor(pool: pool, export: export, structured: structured, allocationContext: allocation)
-                .execute(request, allocator: allocator)
-        }
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        work.whenComplete { result in
-            let context = bound.value
-            switch result {
-            case .success(let reply):
-                if case .closed = self.phase {
-                    self.finished(cost: cost, context: context)
-                    return
+        for lane in 0..<lanes {
+            let requests = stride(from: lane, to: batch.count, by: lanes).map { batch[$0] }
+            let cost = requests.reduce(0) { $0 + $1.1 }
+            let work = self.threadPool.runIfActive(eventLoop: context.eventLoop) {
+                requests.map { executor.execute($0.0, allocator: allocator) }
+            }
+            work.whenComplete { result in
+                let context = bound.value
+                switch result {
+                case .success(let replies):
+                    if case .closed = self.phase {
+                        self.finished(count: requests.count, cost: cost, context: context)
+                        return
+                    }
+                    for reply in replies.dropLast() { context.write(self.wrapOutboundOut(reply), promise: nil) }
+                    // The requests leave flight when their replies are on the socket, not when queued.
+                    context.writeAndFlush(self.wrapOutboundOut(replies.last!)).whenComplete { _ in
+                        self.finished(count: requests.count, cost: cost, context: bound.value)
+                    }
+                case .failure(let error):
+                    self.logger.error("NBD requests failed to run: \(error)")
+                    self.finished(count: requests.count, cost: cost, context: context)
+                    context.close(promise: nil)
                 }
-                // The request leaves flight when its reply is on the socket, not when queued.
-                context.writeAndFlush(self.wrapOutboundOut(reply)).whenComplete { _ in
-                    self.finished(cost: cost, context: bound.value)
-                }
-            case .failure(let error):
-                self.logger.error("NBD request failed to run: \(error)")
-                self.finished(cost: cost, context: context)
-                context.close(promise: nil)
             }
         }
     }
 
-    private func finished(cost: Int, context: ChannelHandlerContext) {
-        self.inflight -= 1
+    private func finished(count: Int, cost: Int, context: ChannelHandlerContext) {
+        self.inflight -= count
         self.inflightBytes -= cost
         switch self.phase {
         case .draining:

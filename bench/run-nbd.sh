@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# NBD benchmark: fio's nbd engine against Strata, nbdkit's file plugin, qemu-nbd (raw) and
+# qemu-nbd (qcow2), all serving images on the same filesystem, all started by this script in
+# the same run, with a release build of Strata. Prints a markdown table of medians and ratios.
+#
+#   BENCH_DIR  where images live (default /work/bench-tmp; not inside the repository)
+#   SIZE       image size (default 2G)    RUNTIME  seconds per job (default 8)    REPEAT  runs per job (default 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SWIFTC=$(command -v swiftc || true)
+[ -z "$SWIFTC" ] && [ -x /opt/swift/usr/bin/swiftc ] && SWIFTC=/opt/swift/usr/bin/swiftc
+export PATH="$(dirname "$SWIFTC"):$PATH"
+for tool in fio nbdkit qemu-nbd qemu-img nbdinfo; do
+    command -v $tool >/dev/null || { echo "run-nbd: $tool is missing (apt-get install fio nbdkit qemu-utils libnbd-bin)" >&2; exit 1; }
+done
+
+BENCH_DIR=${BENCH_DIR:-/work/bench-tmp}/nbd
+SIZE=${SIZE:-2G}
+RUNTIME=${RUNTIME:-8}
+REPEAT=${REPEAT:-3}
+rm -rf "$BENCH_DIR"
+mkdir -p "$BENCH_DIR"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && wait "$pid" 2>/dev/null || true; done
+    rm -rf "$BENCH_DIR"
+}
+trap cleanup EXIT
+
+echo "building strata (release)" >&2
+STRATA_NO_BENCH=1 swift build -c release --product strata >&2
+STRATA=$ROOT/.build/release/strata
+
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() { for _ in $(seq 1 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+# fio_job URI NAME RW BS DEPTH [extra...]: prints IOPS and MiB/s of one run (JSON parsed).
+fio_job() {
+    local uri=$1 name=$2 rw=$3 bs=$4 depth=$5; shift 5
+    # fio's nbd engine prints a line on stdout, so the JSON goes to a file.
+    local out=$BENCH_DIR/fio.json
+    fio --name="$name" --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" --iodepth="$depth" --size="$SIZE" \
+        --runtime="$RUNTIME" --time_based --ramp_time=1 --randrepeat=0 --group_reporting --output-format=json \
+        --output="$out" "$@" >/dev/null 2>&1
+    /usr/bin/python3 - "$out" <<'PY'
+import json, sys
+job = json.load(open(sys.argv[1]))["jobs"][0]
+side = job["write"] if job["write"]["io_bytes"] > 0 else job["read"]
+print("%.0f %.1f" % (side["iops"], side["bw_bytes"] / 1048576))
+PY
+}
+
+# median of numbers on stdin
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+JOBS=("seqwrite-1M:write:1M:8" "seqread-1M:read:1M:8" "randwrite-4k-qd1:randwrite:4k:1" "randwrite-4k-qd32:randwrite:4k:32"
+      "randread-4k-qd1:randread:4k:1" "randread-4k-qd32:randread:4k:32")
+declare -A RESULT
+
+# run_peer NAME URI: the thin first-touch random write, then every job REPEAT times (medians).
+run_peer() {
+    local peer=$1 uri=$2
+    echo "== $peer" >&2
+    # First touch on the empty image: allocation cost (thin for Strata and qcow2).
+    read -r iops _ < <(fio_job "$uri" fresh randwrite 4k 32 --runtime=5)
+    RESULT[$peer,fresh-randwrite-4k-qd32]=$iops
+    # Fill the whole image so reads read data and random writes overwrite.
+    fio --name=fill --ioengine=nbd --uri="$uri" --rw=write --bs=1M --iodepth=8 --size="$SIZE" >/dev/null 2>&1
+    for spec in "${JOBS[@]}"; do
+        IFS=: read -r job rw bs depth <<<"$spec"
+        local values=()
+        for _ in $(seq 1 "$REPEAT"); do
+            read -r iops mibs < <(fio_job "$uri" "$job" "$rw" "$bs" "$depth")
+            if [ "$bs" = "1M" ]; then values+=("$mibs"); else values+=("$iops"); fi
+        done
+        RESULT[$peer,$job]=$(printf '%s\n' "${values[@]}" | median)
+        echo "   $job: ${RESULT[$peer,$job]} (runs: ${values[*]})" >&2
+    done
+}
+
+# Strata
+export STRATA_POOL=$BENCH_DIR/strata
+PORT=$(free_port)
+"$STRATA" serve --nbd 127.0.0.1:$PORT --create-size 16G --log-level warning &
+PIDS+=($!)
+wait_port $PORT
+"$STRATA" volume create vm1 --size "$SIZE" >/dev/null
+run_peer strata "nbd://127.0.0.1:$PORT/vm1"
+
+# Strata with 100 snapshots taken during the random-write run.
+snapshots_during() {
+    sleep 1
+    for i in $(seq 1 100); do "$STRATA" snapshot create "vm1@bench$i" >/dev/null; sleep "$(awk "BEGIN{print ($RUNTIME-2)/100}")"; done
+}
+values=()
+for r in $(seq 1 "$REPEAT"); do
+    snapshots_during &
+    snapper=$!
+    read -r iops _ < <(fio_job "nbd://127.0.0.1:$PORT/vm1" snap-randwrite randwrite 4k 32)
+    wait $snapper
+    values+=("$iops")
+    for i in $(seq 1 100); do "$STRATA" snapshot delete "vm1@bench$i" >/dev/null; done
+done
+RESULT[strata,randwrite-4k-qd32-100snaps]=$(printf '%s\n' "${values[@]}" | median)
+echo "   randwrite-4k-qd32 with 100 snapshots during the run: ${RESULT[strata,randwrite-4k-qd32-100snaps]} (runs: ${values[*]})" >&2
+"$STRATA" check >/dev/null
+kill ${PIDS[0]}; wait ${PIDS[0]} || true
+
+# nbdkit file plugin
+truncate -s "$SIZE" "$BENCH_DIR/nbdkit.raw"
+PORT=$(free_port)
+nbdkit -f -i 127.0.0.1 -p $PORT file "$BENCH_DIR/nbdkit.raw" &
+PIDS+=($!)
+wait_port $PORT
+run_peer nbdkit-file "nbd://127.0.0.1:$PORT/"
+
+# qemu-nbd raw and qcow2
+truncate -s "$SIZE" "$BENCH_DIR/qemu.raw"
+PORT=$(free_port)
+qemu-nbd -f raw -b 127.0.0.1 -p $PORT -t --shared=8 "$BENCH_DIR/qemu.raw" &
+PIDS+=($!)
+wait_port $PORT
+run_peer qemu-nbd-raw "nbd://127.0.0.1:$PORT/"
+qemu-img create -q -f qcow2 "$BENCH_DIR/qemu.qcow2" "$SIZE"
+PORT=$(free_port)
+qemu-nbd -f qcow2 -b 127.0.0.1 -p $PORT -t --shared=8 "$BENCH_DIR/qemu.qcow2" &
+PIDS+=($!)
+wait_port $PORT
+run_peer qemu-nbd-qcow2 "nbd://127.0.0.1:$PORT/"
+
+ratio() { awk "BEGIN { if ($2 > 0) printf \"%.2f\", $1 / $2; else print \"-\" }"; }
+echo
+echo "| job (unit) | Strata | nbdkit file | qemu-nbd raw | qemu-nbd qcow2 | Strata / nbdkit | Strata / qcow2 |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+for job in fresh-randwrite-4k-qd32 seqwrite-1M seqread-1M randwrite-4k-qd1 randwrite-4k-qd32 randread-4k-qd1 randread-4k-qd32; do
+    unit=IOPS; [[ $job == seq* ]] && unit=MiB/s
+    s=${RESULT[strata,$job]}; k=${RESULT[nbdkit-file,$job]}; r=${RESULT[qemu-nbd-raw,$job]}; q=${RESULT[qemu-nbd-qcow2,$job]}
+    echo "| $job ($unit) | $s | $k | $r | $q | $(ratio "$s" "$k") | $(ratio "$s" "$q") |"
+done
+s=${RESULT[strata,randwrite-4k-qd32]}; n=${RESULT[strata,randwrite-4k-qd32-100snaps]}
+echo
+echo "| Strata randwrite-4k-qd32 (IOPS) | without snapshots | with 100 snapshots during the run | ratio |"
+echo "|---|---:|---:|---:|"
+echo "| median of $REPEAT | $s | $n | $(ratio "$n" "$s") |"
