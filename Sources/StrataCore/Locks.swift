@@ -68,6 +68,9 @@ final class BlockingMutex: @unchecked Sendable {
         defer { pthread_mutex_unlock(self.mutex) }
         return try body()
     }
+
+    func lock() { pthread_mutex_lock(self.mutex) }
+    func unlock() { pthread_mutex_unlock(self.mutex) }
 }
 
 /// A fixed array of mutexes addressed by a hash of (volume id, chunk index).
@@ -80,10 +83,23 @@ final class StripedLocks: @unchecked Sendable {
     }
 
     @inline(__always)
-    func withLock<T, E: Error>(volume: UInt64, chunk: UInt64, _ body: () throws(E) -> T) throws(E) -> T {
+    private func stripe(volume: UInt64, chunk: UInt64) -> Int {
         var hash = volume &* 0x9E37_79B9_7F4A_7C15 ^ chunk
         hash = (hash ^ (hash >> 29)) &* 0xBF58_476D_1CE4_E5B9
-        let index = Int((hash ^ (hash >> 32)) % UInt64(self.stripes.count))
-        return try self.stripes[index].withLock(body)
+        return Int((hash ^ (hash >> 32)) % UInt64(self.stripes.count))
+    }
+
+    @inline(__always)
+    func withLock<T, E: Error>(volume: UInt64, chunk: UInt64, _ body: () throws(E) -> T) throws(E) -> T {
+        try self.stripes[self.stripe(volume: volume, chunk: chunk)].withLock(body)
+    }
+
+    /// Holds the stripes of every chunk in `chunks` at once, taken in ascending stripe order
+    /// (the one order every multi-stripe holder uses, so two never deadlock).
+    func withLocks<T, E: Error>(volume: UInt64, chunks: Range<UInt64>, _ body: () throws(E) -> T) throws(E) -> T {
+        let indexes = Set(chunks.map { self.stripe(volume: volume, chunk: $0) }).sorted()
+        for index in indexes { self.stripes[index].lock() }
+        defer { for index in indexes.reversed() { self.stripes[index].unlock() } }
+        return try body()
     }
 }

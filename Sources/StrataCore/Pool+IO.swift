@@ -100,13 +100,28 @@ extension Pool {
                 position += count
             }
         }
-        for (start, count, value, inside) in pieces {
-            let target = UnsafeMutableRawBufferPointer(rebasing: buffer[start..<(start + count)])
+        // Physically contiguous pieces are read with one call.
+        var index = 0
+        while index < pieces.count {
+            let (start, _, value, inside) = pieces[index]
+            var end = index + 1
+            if value != 0 {
+                while end < pieces.count, pieces[end].2 == pieces[end - 1].2 + 1, pieces[end].3 == 0,
+                    pieces[end - 1].3 + UInt64(pieces[end - 1].1) == self.chunkSize
+                {
+                    end += 1
+                }
+            } else {
+                while end < pieces.count, pieces[end].2 == 0 { end += 1 }
+            }
+            let stop = pieces[end - 1].0 + pieces[end - 1].1
+            let target = UnsafeMutableRawBufferPointer(rebasing: buffer[start..<stop])
             if value == 0 {
                 target.initializeMemory(as: UInt8.self, repeating: 0)
             } else {
                 try self.device.read(into: target, at: self.dataOffset(value - 1) + inside)
             }
+            index = end
         }
     }
 
@@ -141,6 +156,10 @@ extension Pool {
         gate.lockShared()
         defer { gate.unlock() }
         _ = try self.writableRecord(handle, operation: "write", offset: offset, length: UInt64(bytes.count))
+        if try self.writeInPlace(id: handle.id, at: offset, bytes) {
+            if fua { try self.flush() }
+            return
+        }
         var position = offset
         let end = offset + UInt64(bytes.count)
         while position < end {
@@ -164,6 +183,42 @@ extension Pool {
             do throws(StrataError) { try self.write(handle, at: offset, buffer, fua: fua) } catch { failure = error }
         }
         if let failure { throw failure }
+    }
+
+    /// Writes a request spanning several chunks with one call per physically contiguous run,
+    /// when every chunk it touches is the volume's own (no remap needed). Returns false, having
+    /// written nothing, when any chunk needs copy-on-write or allocation.
+    private func writeInPlace(id: UInt64, at offset: UInt64, _ bytes: UnsafeRawBufferPointer) throws(StrataError) -> Bool {
+        let first = offset >> self.chunkShift
+        let last = (offset + UInt64(bytes.count) - 1) >> self.chunkShift
+        guard last > first else { return false }
+        return try self.chunkLocks.withLocks(volume: id, chunks: first..<(last + 1)) { () throws(StrataError) -> Bool in
+            var physical: [UInt64] = []
+            physical.reserveCapacity(Int(last - first + 1))
+            let exclusive = try self.meta.withReadLock { () throws(StrataError) -> Bool in
+                guard let record = self.record(id: id) else { return false }
+                for chunk in first...last {
+                    let (value, time) = try self.lookup(record, chunk: chunk)
+                    guard value != 0, UInt64(time) >= record.sharedBefore else { return false }
+                    physical.append(value - 1)
+                }
+                return true
+            }
+            guard exclusive else { return false }
+            var runStart = 0
+            while runStart < physical.count {
+                var runEnd = runStart + 1
+                while runEnd < physical.count, physical[runEnd] == physical[runEnd - 1] + 1 { runEnd += 1 }
+                let from = max(offset, (first + UInt64(runStart)) << self.chunkShift)
+                let to = min(offset + UInt64(bytes.count), (first + UInt64(runEnd)) << self.chunkShift)
+                let source = UnsafeRawBufferPointer(rebasing: bytes[Int(from - offset)..<Int(to - offset)])
+                let inside = from - ((first + UInt64(runStart)) << self.chunkShift)
+                try self.device.write(source, at: self.dataOffset(physical[runStart]) + inside)
+                runStart = runEnd
+            }
+            self.dataWrites.add(1, ordering: .relaxed)
+            return true
+        }
     }
 
     /// Writes part of one chunk. The caller holds the volume's gate and has checked the range.

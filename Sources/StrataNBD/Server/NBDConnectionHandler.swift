@@ -90,7 +90,12 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = self.unwrapInboundIn(data)
-        self.cumulation.writeBuffer(&bytes)
+        if self.cumulation.readableBytes == 0 {
+            // Nothing buffered: take the read as it is, without copying it.
+            self.cumulation = bytes
+        } else {
+            self.cumulation.writeBuffer(&bytes)
+        }
         self.reading = false
     }
 
@@ -210,7 +215,13 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             self.phase = .closed
             context.close(promise: nil)
         }
-        self.cumulation.discardReadBytes()
+        // Payloads handed out are slices of this buffer: drop it rather than compact it in place
+        // (which would copy), unless a large consumed prefix is worth reclaiming.
+        if self.cumulation.readableBytes == 0 {
+            self.cumulation = ByteBuffer()
+        } else if self.cumulation.readerIndex > 4 << 20 {
+            self.cumulation.discardReadBytes()
+        }
     }
 
     private func negotiate(_ option: NBDOptionRequest, context: ChannelHandlerContext) {
