@@ -30,6 +30,9 @@ public final class NBDServer: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.autoRead, value: false)
             .childChannelOption(.maxMessagesPerRead, value: 16)
+            // Large writes arrive in large reads (up to 1 MiB), not 64 KiB at a time.
+            .childChannelOption(
+                .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 1 << 20))
             // Room for a few 1 MiB read replies before the connection stops reading; together
             // with the in-flight limits this bounds what one client can make the daemon hold.
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 4 << 20, high: 16 << 20))
