@@ -6,9 +6,7 @@
 #   scripts/quickstart.sh [IMAGE.raw]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SWIFTC=$(command -v swiftc || true)
-[ -z "$SWIFTC" ] && [ -x /opt/swift/usr/bin/swiftc ] && SWIFTC=/opt/swift/usr/bin/swiftc
-export PATH="$(dirname "$SWIFTC"):$PATH"
+source scripts/toolchain.sh
 
 STRATA_NO_BENCH=1 swift build -c release --product strata
 STRATA=$PWD/.build/release/strata

@@ -8,14 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-# The Swift toolchain first on PATH: Debian's python3-swiftclient ships a /usr/bin/swift.
-SWIFTC=$(command -v swiftc || true)
-[ -z "$SWIFTC" ] && [ -x /opt/swift/usr/bin/swiftc ] && SWIFTC=/opt/swift/usr/bin/swiftc
-if [ -z "$SWIFTC" ]; then
-    echo "test: no Swift toolchain found (swiftc); install Swift 6.1 or later" >&2
-    exit 1
-fi
-export PATH="$(dirname "$SWIFTC"):$PATH"
+source scripts/toolchain.sh
 
 # Debian packages the tiers use; installed when missing (root, or sudo).
 need=()
