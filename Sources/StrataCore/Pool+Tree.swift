@@ -51,7 +51,7 @@ extension Pool {
         guard self.metadataPagesFree > keep + UInt64(count) else {
             throw StrataError(
                 .noSpace,
-                "\(operation): pool metadata full (free pages=\(self.metadataPagesFree) reserve=\(keep)); delete snapshots or volumes to free space"
+                "\(operation): pool metadata full (free pages=\(self.metadataPagesFree) reserve=\(keep)); delete snapshots or volumes to free space, or create the pool with a larger --metadata-size"
             )
         }
     }

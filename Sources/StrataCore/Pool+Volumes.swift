@@ -95,13 +95,15 @@ extension Pool {
     }
 
     private func insert(_ record: VolumeRecord) {
-        var slot = (0..<self.volumes.count).first { self.volumes[$0].isZero }
-        if slot == nil {
-            slot = self.volumes.count
-            self.volumes.grow(to: self.volumes.count + PagedArray<VolumeRecord>.perLeaf)
+        if self.freeSlots.isEmpty {
+            let start = self.volumes.count
+            self.volumes.grow(to: start + PagedArray<VolumeRecord>.perLeaf)
+            self.freeSlots.append(contentsOf: (start..<self.volumes.count).reversed())
         }
-        self.volumes[slot!] = record
-        self.slotByID[record.id] = slot!
+        let slot = self.freeSlots.removeLast()
+        precondition(self.volumes[slot].isZero, "volume table slot \(slot) is not free")
+        self.volumes[slot] = record
+        self.slotByID[record.id] = slot
         switch record.kind {
         case .volume: self.volumeIDByName[record.name] = record.id
         case .snapshot: self.snapshotIDs[record.parent, default: [:]][record.name] = record.id
@@ -113,6 +115,7 @@ extension Pool {
         if record.root != .none { try self.releaseNode(record.root.rawValue, level: record.depth - 1) }
         guard let slot = self.slotByID.removeValue(forKey: record.id) else { return }
         self.volumes[slot] = .zero
+        self.freeSlots.append(slot)
         switch record.kind {
         case .volume:
             self.volumeIDByName[record.name] = nil

@@ -60,6 +60,8 @@ public final class Pool: @unchecked Sendable {
     var pendingMeta: [UInt64] = []
     var pendingData: [UInt64] = []
     var slotByID: [UInt64: Int] = [:]
+    /// Empty volume-table slots, so creating a record never scans the table.
+    var freeSlots: [Int] = []
     var volumeIDByName: [String: UInt64] = [:]
     var snapshotIDs: [UInt64: [String: UInt64]] = [:]
     var metadataChanged = false
@@ -208,9 +210,12 @@ public final class Pool: @unchecked Sendable {
             self.dataInUse.insert(chunk)
             self.dataChunksReferenced += 1
         }
-        for slot in 0..<self.volumes.count {
+        for slot in (0..<self.volumes.count).reversed() {
             let record = self.volumes[slot]
-            guard !record.isZero else { continue }
+            guard !record.isZero else {
+                self.freeSlots.append(slot)
+                continue
+            }
             if let problem = record.decodeProblem {
                 throw StrataError(.corrupt, "volume table: \(problem)")
             }
@@ -249,11 +254,7 @@ public final class Pool: @unchecked Sendable {
                 "init pool: invalid chunk size \(chunkSize); use a power of two from 4K to 1M (default 64K)")
         }
         let page = UInt64(Limits.pageSize)
-        let roughChunks = device.size / chunkSize
-        // Room for 16 full copies of every leaf (16 bytes of leaf per chunk each), the space
-        // maps, and the reserve.
-        let mapPages = roughChunks / 1000 + 16
-        let pages = metadataPages ?? max(Limits.metadataPagesMin, roughChunks / 16 + 4 * mapPages)
+        let pages = metadataPages ?? Self.defaultMetadataPages(capacity: device.size, chunkSize: chunkSize)
         let dataStart = (pages * page).alignedUp(to: chunkSize)
         guard device.size > dataStart + chunkSize * 16 else {
             throw StrataError(
@@ -295,10 +296,29 @@ public final class Pool: @unchecked Sendable {
         try device.sync()
     }
 
-    /// Creates a pool directory with a sparse pool file of `size` bytes.
+    /// The metadata region for a data capacity. It is sparse like the rest, so sizing it
+    /// generously costs nothing until it is used. Writes scattered over a thin volume can take a
+    /// 4 KiB leaf per chunk, so there is room for a page per chunk, capped at 1/16 of the
+    /// capacity (which small chunks reach first), plus the space maps and their reserve.
+    static func defaultMetadataPages(capacity: UInt64, chunkSize: UInt64) -> UInt64 {
+        let chunks = capacity / chunkSize
+        let mapPages = chunks / 1000 + 16
+        return max(Limits.metadataPagesMin, min(chunks, capacity / 16 / UInt64(Limits.pageSize)) + 4 * mapPages)
+    }
+
+    /// Creates a pool directory with a sparse pool file holding `size` bytes of data capacity
+    /// (the file is larger by its metadata region).
     public static func create(
-        directory: String, size: UInt64, chunkSize: UInt64 = Limits.chunkSizeDefault
+        directory: String, size: UInt64, chunkSize: UInt64 = Limits.chunkSizeDefault, metadataSize: UInt64? = nil
     ) throws(StrataError) {
+        if let metadataSize {
+            guard metadataSize >= Limits.metadataPagesMin * UInt64(Limits.pageSize), metadataSize < size / 2 else {
+                throw StrataError(
+                    .invalidArgument,
+                    "init pool \(directory): invalid metadata size \(SizeParser.format(metadataSize)); use from \(SizeParser.format(Limits.metadataPagesMin * UInt64(Limits.pageSize))) to half the pool size"
+                )
+            }
+        }
         let file = directory + "/" + Self.fileName
         if FileManager.default.fileExists(atPath: file) {
             throw StrataError(
@@ -309,10 +329,18 @@ public final class Pool: @unchecked Sendable {
         } catch {
             throw StrataError(.io, "init pool \(directory): cannot create the directory (\(error.localizedDescription))")
         }
+        guard chunkSize.nonzeroBitCount == 1, chunkSize >= Limits.chunkSizeMin, chunkSize <= Limits.chunkSizeMax else {
+            throw StrataError(
+                .invalidArgument,
+                "init pool \(directory): invalid chunk size \(chunkSize); use a power of two from 4K to 1M (default 64K)")
+        }
+        let pages = metadataSize.map { $0 / UInt64(Limits.pageSize) }
+            ?? Self.defaultMetadataPages(capacity: size, chunkSize: chunkSize)
         let lock = try PoolLock.acquire(directory: directory, exclusive: true)
-        let device = try FileDevice.create(path: file, size: size)
+        let fileSize = (pages * UInt64(Limits.pageSize)).alignedUp(to: chunkSize) + size / chunkSize * chunkSize
+        let device = try FileDevice.create(path: file, size: fileSize)
         do throws(StrataError) {
-            try format(device: device, chunkSize: chunkSize)
+            try format(device: device, chunkSize: chunkSize, metadataPages: pages)
         } catch {
             unlink(file)
             throw error
@@ -338,7 +366,7 @@ public final class Pool: @unchecked Sendable {
         guard self.metadataPagesFree > keep, let page = self.metaInUse.allocate(floor: 2) else {
             throw StrataError(
                 .noSpace,
-                "allocate metadata: pool metadata full (free pages=\(self.metadataPagesFree) reserve=\(keep)); delete snapshots or volumes"
+                "allocate metadata: pool metadata full (free pages=\(self.metadataPagesFree) reserve=\(keep)); delete snapshots or volumes, or create the pool with a larger --metadata-size"
             )
         }
         return UInt64(page)

@@ -17,17 +17,25 @@ struct PoolInit: ParsableCommand {
     @Option(help: "Capacity of the pool file (sparse; default 64G).") var size: String = "64G"
     @Option(name: .customLong("chunk-size"), help: "Allocation unit, a power of two from 4K to 1M (default 64K).")
     var chunkSize: String = "64K"
+    @Option(
+        name: .customLong("metadata-size"),
+        help: "Metadata region (sparse); default: a 4 KiB page per chunk, at most 1/16 of the pool.")
+    var metadataSize: String?
 
     func validate() throws {
         _ = try parseSize(self.size, option: "--size")
         _ = try parseSize(self.chunkSize, option: "--chunk-size")
+        if let metadataSize { _ = try parseSize(metadataSize, option: "--metadata-size") }
     }
 
     func run() throws {
         let bytes = try parseSize(self.size, option: "--size")
         let chunk = try parseSize(self.chunkSize, option: "--chunk-size")
+        let metadata = try self.metadataSize.map { try parseSize($0, option: "--metadata-size") }
         let directory = self.options.directory
-        try failing { () throws(StrataError) in try Pool.create(directory: directory, size: bytes, chunkSize: chunk) }
+        try failing { () throws(StrataError) in
+            try Pool.create(directory: directory, size: bytes, chunkSize: chunk, metadataSize: metadata)
+        }
         guard case .status(let status) = try self.options.execute(.poolStatus) else { return }
         print(
             "created pool \(directory): capacity \(SizeParser.format(status.capacityBytes)), chunk size \(SizeParser.format(status.chunkSize)), metadata \(SizeParser.format(status.metadataBytes))"

@@ -215,7 +215,7 @@ struct ValidationTests {
     @Test("a full pool refuses the write that does not fit, keeps the pool consistent, and frees on delete")
     func poolFull() throws {
         let sandbox = try Sandbox()
-        try sandbox.ok(["pool", "init", "--size", "16M"])  // 8 MiB of metadata, 8 MiB of data
+        try sandbox.ok(["pool", "init", "--size", "8M"])  // --size is the data capacity
         let capacity = try #require(uint(try sandbox.poolStatus()["capacityBytes"]))
         #expect(capacity == 8 * UInt64(MiB))
         let image = try sandbox.writeFile("big.img", randomBytes(9 * MiB, seed: 41))
