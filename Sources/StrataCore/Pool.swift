@@ -99,7 +99,12 @@ public final class Pool: @unchecked Sendable {
 
     /// Throws `.notFound` with the fix unless `directory` holds a pool file.
     static func requirePool(_ directory: String) throws(StrataError) {
-        guard FileManager.default.fileExists(atPath: directory + "/" + Self.fileName) else {
+        var info = stat()
+        guard stat(directory + "/" + Self.fileName, &info) == 0 else {
+            let code = errno
+            guard code == ENOENT || code == ENOTDIR else {
+                throw StrataError.io("open pool", directory, errno: code)
+            }
             throw StrataError(
                 .notFound,
                 "open pool \(directory): no pool there; create one with `strata pool init --pool \(directory)`")

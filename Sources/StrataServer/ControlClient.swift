@@ -28,17 +28,21 @@ public struct ControlClient {
             raw.copyBytes(from: bytes)
             raw[bytes.count] = 0
         }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        // A full listen queue (EAGAIN on a Unix socket) means a busy daemon, not an absent one:
+        // retry for up to five seconds. Only "nobody listens" falls back to opening the pool.
+        for _ in 0..<500 {
+            let result = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
             }
+            if result == 0 { return ControlClient(fd: fd) }
+            guard errno == EAGAIN || errno == EINTR else { break }
+            usleep(10_000)
         }
-        guard result == 0 else {
-            // A stale socket from a daemon that died: no one is listening.
-            close(fd)
-            return nil
-        }
-        return ControlClient(fd: fd)
+        // A stale socket from a daemon that died: no one is listening.
+        close(fd)
+        return nil
     }
 
     /// Sends `request` and returns its result, passing progress lines to `progress`.

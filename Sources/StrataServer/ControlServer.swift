@@ -24,6 +24,7 @@ public final class ControlServer: Sendable {
     ) throws -> ControlServer {
         let path = directory + "/" + Self.socketName
         let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(

@@ -40,6 +40,11 @@ struct UsageTests {
         HelpCase(path: ["export"], mentions: ["--pool", "VOLUME@SNAPSHOT", "<file>"]),
         HelpCase(path: ["diff"], mentions: ["--pool", "--json", "VOLUME@FROM"]),
         HelpCase(path: ["check"], mentions: ["--pool", "--json"]),
+        HelpCase(path: ["serve"], mentions: ["--pool", "--nbd", "--log-level", "10809"]),
+        HelpCase(path: ["connections"], mentions: ["--pool", "--json"]),
+        HelpCase(path: ["pool", "init"], mentions: ["--metadata-size"]),
+        HelpCase(path: ["volume", "delete"], mentions: ["--force"]),
+        HelpCase(path: ["snapshot", "delete"], mentions: ["--force"]),
     ]
 
     @Test("--help exits 0 and describes the command", arguments: Self.helpCases)
@@ -59,11 +64,23 @@ struct UsageTests {
     func topLevelHelp() throws {
         let result = try run(["--help"])
         expectSuccess(result)
-        for command in ["pool", "volume", "snapshot", "clone", "import", "export", "diff", "check"] {
+        for command in ["serve", "pool", "volume", "snapshot", "clone", "import", "export", "diff", "check", "connections"] {
             #expect(result.stdout.contains(command), "top-level help lacks \(command): \(result)")
         }
         #expect(result.stdout.contains("STRATA_POOL"), "\(result)")
         #expect(result.stdout.contains("VOLUME@SNAPSHOT"), "\(result)")
+    }
+
+    @Test(
+        "serve refuses a bad address, log level or commit interval before touching any pool",
+        arguments: [["--nbd", "bogus"], ["--nbd", "127.0.0.1:99999"], ["--log-level", "loud"], ["--commit-interval", "0"]])
+    func serveRefusesBadOptions(_ arguments: [String]) throws {
+        let sandbox = try Sandbox()
+        let result = try run(["serve", "--pool", sandbox.pool] + arguments, cwd: sandbox.root)
+        #expect(!result.signaled, "\(result)")
+        #expect(result.status == 64, "\(result)")
+        #expect(result.stderr.contains("Usage: strata serve"), "\(result)")
+        #expect(!FileManager.default.fileExists(atPath: sandbox.pool), "serve created a pool before refusing")
     }
 
     @Test("`strata` with no subcommand prints usage and does not touch any pool")

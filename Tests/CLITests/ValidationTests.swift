@@ -232,7 +232,7 @@ struct ValidationTests {
 
     static let invalidPoolGeometry: [[String]] = [
         ["--size", "12X"], ["--size", "0"], ["--size", "1M"], ["--chunk-size", "3K"], ["--chunk-size", "2M"],
-        ["--chunk-size", "12X"], ["--chunk-size", "0"],
+        ["--chunk-size", "12X"], ["--chunk-size", "0"], ["--metadata-size", "1K"], ["--metadata-size", "12X"],
     ]
 
     @Test(
