@@ -158,6 +158,9 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Re-entrant calls (a write that completes at once calls back in) only ask the running
     /// loop to go round again, so a flood of small messages never deepens the stack.
     private func process(context: ChannelHandlerContext) {
+        // A closing channel fails its pending writes, and each failure lands here: whatever is
+        // still buffered will never be answered, so it is not decoded.
+        guard context.channel.isActive else { return }
         if self.processing {
             self.processAgain = true
             return
@@ -167,7 +170,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         repeat {
             self.processAgain = false
             self.processOnce(context: context)
-        } while self.processAgain
+        } while self.processAgain && context.channel.isActive
         self.dispatchPending(context: context)
     }
 
@@ -230,8 +233,9 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             let count = bytes.readableBytes
             self.negotiationBytesPending += count
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            context.writeAndFlush(self.wrapOutboundOut(bytes)).whenComplete { _ in
+            context.writeAndFlush(self.wrapOutboundOut(bytes)).whenComplete { result in
                 self.negotiationBytesPending -= count
+                guard case .success = result else { return }
                 let context = bound.value
                 self.process(context: context)
                 self.readMore(context: context)
