@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Engine benchmarks (see bench/README.md). Builds StrataBench in release mode, runs the fio
-# baselines on a plain file in BENCH_DIR, then StrataBench itself, and prints one markdown
-# report on stdout (progress goes to stderr). Reports medians and ratios; never fails on a timing.
+# Engine benchmarks (see bench/README.md). Builds StrataBench in release mode; runs the fio
+# baselines on a plain file in BENCH_DIR interleaved with StrataBench's engine and pwrite-loop
+# runs of the same patterns (goal 4), then StrataBench's other benchmarks (goals 1-3); prints
+# one markdown report on stdout (progress goes to stderr). Reports medians and ratios; never
+# fails on a timing. Takes about 5-6 minutes on a 2-core VM.
 #
 # Environment:
 #   BENCH_DIR       where pools and fio files go (default /work/bench-tmp; must be outside the repo)
@@ -26,6 +28,11 @@ BENCHMARKS=("$@")
 [ ${#BENCHMARKS[@]} -eq 0 ] && BENCHMARKS=(rawfile snapshot-io snapshot-create diff)
 
 say() { echo "[run-engine] $*" >&2; }
+
+if [[ " ${BENCHMARKS[*]} " == *" rawfile "* ]] && ! command -v fio >/dev/null; then
+    say "fio is missing; install it (Debian: apt-get install -y fio)"
+    exit 2
+fi
 
 mkdir -p "$BENCH_DIR"
 BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
@@ -60,33 +67,63 @@ echo "- commit: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --
 echo "- toolchain: $(swift --version 2>/dev/null | head -1)"
 echo "- nproc: $(nproc); memory: $(free -g | awk '/^Mem:/ {print $2 " GiB total, " $7 " GiB available"}')"
 echo "- BENCH_DIR: $BENCH_DIR on $(df -T "$BENCH_DIR" | awk 'NR == 2 {print $2 " (" $1 ")"}')"
-echo "- fio: $(fio --version)"
+echo "- fio: $(fio --version 2>/dev/null || echo 'not installed')"
+echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other processes on the machine add noise; the ratios are paired to limit that)"
 echo
 
-if [[ " ${BENCHMARKS[*]} " == *" rawfile "* ]]; then
-    command -v fio >/dev/null || { say "fio is missing: apt-get install -y fio"; exit 2; }
-    mkdir -p "$FIO_DIR"
-    COMMON=(--ioengine=psync --direct=0 --end_fsync=1 --numjobs=1 --invalidate=0 --output-format=json)
-    say "fio: prefilling ${RAND_MIB} MiB for 4 KiB random writes"
-    fio --name=prefill --filename="$FIO_DIR/rand.dat" --rw=write --bs=1M --size="${RAND_MIB}M" \
-        "${COMMON[@]}" >/dev/null
-    for i in $(seq 1 "$REPS"); do
-        sync
-        say "fio: 4 KiB random writes, run $i"
-        fio --name=rand --filename="$FIO_DIR/rand.dat" --rw=randwrite --bs=4k --size="${RAND_MIB}M" \
-            --randrepeat=1 "${COMMON[@]}" >"$FIO_DIR/rand-$i.json"
-    done
-    rm -f "$FIO_DIR/rand.dat"
-    for i in $(seq 1 "$REPS"); do
+STEP=(--fio "$FIO_DIR" --rand-mib "$RAND_MIB" --seq-mib "$SEQ_MIB")
+REST=()
+for b in "${BENCHMARKS[@]}"; do [ "$b" = rawfile ] || REST+=("$b"); done
+
+# One side of one repetition of goal 4: fio, or StrataBench's engine or pwrite-loop side.
+run_side() { # pattern side repetition
+    local pattern=$1 side=$2 i=$3 prefill
+    if [ "$side" != fio ]; then
+        BENCH_DIR=$BENCH_DIR "$BIN" rawfile-step "$pattern" --side "$side" --rep "$i" "${STEP[@]}"
+        return
+    fi
+    if [ "$pattern" = random ]; then
+        # 64 KiB prefill matches how the engine writes its pool file; 1 MiB for comparison.
+        for prefill in 64k 1m; do
+            local report=$FIO_DIR/random-fio-$i.json
+            [ "$prefill" = 1m ] && report=$FIO_DIR/random1m-fio-$i.json
+            rm -f "$FIO_DIR/rand.dat"
+            say "fio: 4 KiB random writes (file prefilled with ${prefill} writes), run $i"
+            fio --name=prefill --filename="$FIO_DIR/rand.dat" --rw=write --bs="$prefill" --size="${RAND_MIB}M" \
+                "${COMMON[@]}" >/dev/null
+            sync
+            fio --name=rand --filename="$FIO_DIR/rand.dat" --rw=randwrite --bs=4k --size="${RAND_MIB}M" \
+                --randrepeat=1 "${COMMON[@]}" >"$report"
+        done
+        rm -f "$FIO_DIR/rand.dat"
+    else
         rm -f "$FIO_DIR/seq.dat"
         sync
         say "fio: 1 MiB sequential writes into a new file, run $i"
         fio --name=seq --filename="$FIO_DIR/seq.dat" --rw=write --bs=1M --size="${SEQ_MIB}M" \
-            --fallocate=none "${COMMON[@]}" >"$FIO_DIR/seq-$i.json"
+            --fallocate=none "${COMMON[@]}" >"$FIO_DIR/sequential-fio-$i.json"
+        rm -f "$FIO_DIR/seq.dat"
+    fi
+}
+
+if [[ " ${BENCHMARKS[*]} " == *" rawfile "* ]]; then
+    mkdir -p "$FIO_DIR"
+    COMMON=(--ioengine=psync --direct=0 --end_fsync=1 --numjobs=1 --invalidate=0 --output-format=json)
+    # The order of the three sides rotates each repetition, so none always runs first.
+    SIDES=(fio engine pwrite)
+    for i in $(seq 1 "$REPS"); do
+        for pattern in random sequential; do
+            for k in 0 1 2; do
+                run_side "$pattern" "${SIDES[$(((i - 1 + k) % 3))]}" "$i"
+            done
+        done
     done
-    rm -f "$FIO_DIR/seq.dat"
+    BENCH_DIR=$BENCH_DIR "$BIN" rawfile "${STEP[@]}"
 fi
 
-say "StrataBench ${BENCHMARKS[*]}"
-BENCH_DIR=$BENCH_DIR "$BIN" "${BENCHMARKS[@]}" --seconds "$SECONDS_PER" --fio "$FIO_DIR" \
-    --rand-mib "$RAND_MIB" --seq-mib "$SEQ_MIB" --reps "$REPS"
+if [ ${#REST[@]} -gt 0 ]; then
+    say "StrataBench ${REST[*]}"
+    BENCH_DIR=$BENCH_DIR "$BIN" "${REST[@]}" --seconds "$SECONDS_PER"
+fi
+
+echo "- load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

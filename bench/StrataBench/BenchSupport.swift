@@ -1,6 +1,7 @@
 // Shared machinery for the engine benchmarks: a monotonic clock, a seeded PRNG, order
-// statistics, a thread runner that samples an operation counter once per interval, pool
-// directories under BENCH_DIR, and markdown tables on stdout (progress goes to stderr).
+// statistics, thread runners (a fixed list of operations split over threads; and a timed run
+// alternating between two targets slice by slice), pool directories under BENCH_DIR, and
+// markdown tables on stdout (progress goes to stderr).
 //
 // Every measurement calls the engine directly on plain threads (the engine blocks its caller;
 // no async, no event loop), so the numbers are the engine's own cost with no front end.
@@ -86,7 +87,7 @@ final class FailureBox: Sendable {
     var error: (any Error)? { self.first.withLock { $0 } }
 }
 
-/// Shared state of one timed run: an operation counter and a stop flag.
+/// Shared state of a timed run: an operation counter, a stop flag and the first failure.
 final class RunControl: Sendable {
     let operations = Atomic<Int>(0)
     let stopping = Atomic<Bool>(false)
@@ -111,42 +112,79 @@ func runThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
     group.wait()
 }
 
-/// Runs `body(thread, control)` on `threads` threads for `intervals` × `interval` seconds and
-/// returns the operations per second of each interval. `body` loops until `control.shouldStop`,
-/// calling `control.completed()` after each operation.
-func timedRun(
-    threads: Int, intervals: Int, interval: Double = 1.0,
-    _ body: @escaping @Sendable (Int, RunControl) throws -> Void
-) throws -> [Double] {
-    let control = RunControl()
+/// Shared state of an alternating run: the current target (0 or 1; -1 while paused), the
+/// operations started and not yet finished, the completed count and the stop flag.
+final class AlternatingControl: Sendable {
+    static let paused = -1
+    let target = Atomic<Int>(AlternatingControl.paused)
+    let inFlight = Atomic<Int>(0)
+    let run = RunControl()
+}
+
+/// Runs one operation at a time on `threads` threads for `slices` slices of `slice` seconds,
+/// switching the target between 0 and 1 in the order 0 1 1 0 0 1 1 0 … (so a steady drift
+/// affects both alike), and returns the IOPS of each slice with its target. Between slices the
+/// workers pause and `between` runs (untimed; for example a commit, so dirty pages do not pile
+/// up from one slice into the next). `makeWorker(thread)` runs on the worker thread and returns
+/// its operation, `operation(target)`.
+func alternatingRun(
+    threads: Int, slices: Int, slice: Double, between: () throws -> Void = {},
+    _ makeWorker: @escaping @Sendable (Int) -> (Int) throws -> Void
+) throws -> [(target: Int, rate: Double)] {
+    let control = AlternatingControl()
     let group = DispatchGroup()
     for index in 0..<threads {
         group.enter()
         let thread = Thread {
-            do { try body(index, control) } catch { control.failures.record(error) }
+            let operation = makeWorker(index)
+            while !control.run.shouldStop {
+                // Announce the operation before reading the target, so the pause below never
+                // misses one that is about to start (both sides sequentially consistent).
+                control.inFlight.add(1, ordering: .sequentiallyConsistent)
+                let target = control.target.load(ordering: .sequentiallyConsistent)
+                if target == AlternatingControl.paused {
+                    control.inFlight.subtract(1, ordering: .sequentiallyConsistent)
+                    usleep(50)
+                    continue
+                }
+                do { try operation(target) } catch {
+                    control.run.failures.record(error)
+                    control.run.stopping.store(true, ordering: .relaxed)
+                }
+                control.run.completed()
+                control.inFlight.subtract(1, ordering: .sequentiallyConsistent)
+            }
             group.leave()
         }
         thread.stackSize = 1 << 20
         thread.start()
     }
-    var rates: [Double] = []
-    var last = control.operations.load(ordering: .relaxed)
-    var lastTime = nowNanos()
-    for _ in 0..<intervals {
-        usleep(UInt32(interval * 1e6))
-        let count = control.operations.load(ordering: .relaxed)
-        let time = nowNanos()
-        rates.append(Double(count - last) / (Double(time - lastTime) / 1e9))
-        last = count
-        lastTime = time
+    var samples: [(target: Int, rate: Double)] = []
+    var failure: (any Error)?
+    for position in 0..<slices {
+        let target = [0, 1, 1, 0][position % 4]
+        let before = control.run.operations.load(ordering: .sequentiallyConsistent)
+        let start = nowNanos()
+        control.target.store(target, ordering: .sequentiallyConsistent)
+        usleep(UInt32(slice * 1e6))
+        control.target.store(AlternatingControl.paused, ordering: .sequentiallyConsistent)
+        let end = nowNanos()
+        while control.inFlight.load(ordering: .sequentiallyConsistent) > 0 { usleep(20) }
+        let count = control.run.operations.load(ordering: .sequentiallyConsistent) - before
+        samples.append((target, Double(count) / (Double(end - start) / 1e9)))
+        if control.run.shouldStop { break }
+        do { try between() } catch {
+            failure = error
+            break
+        }
     }
-    control.stopping.store(true, ordering: .relaxed)
+    control.run.stopping.store(true, ordering: .relaxed)
     group.wait()
-    if let error = control.failures.error { throw error }
-    return rates
+    if let error = control.run.failures.error ?? failure { throw error }
+    return samples
 }
 
-/// Runs `work[i]` split evenly over `threads` threads and returns the wall-clock seconds.
+/// Runs `body` on `threads` threads, each given an equal slice of `items`; returns the wall-clock seconds.
 func fixedRun(
     threads: Int, items: [UInt64], _ body: @escaping @Sendable (Int, ArraySlice<UInt64>) throws -> Void
 ) throws -> Double {
@@ -170,6 +208,14 @@ func patternBuffer(_ count: Int, seed: UInt8 = 0xA5) -> UnsafeMutableRawBufferPo
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
     for index in 0..<count { buffer[index] = seed &+ UInt8(truncatingIfNeeded: index &* 31) }
     return buffer
+}
+
+/// A page-aligned pattern buffer freed with its owner (for closures that outlive a scope).
+final class IOBuffer {
+    let bytes: UnsafeMutableRawBufferPointer
+
+    init(_ count: Int, seed: UInt8 = 0xA5) { self.bytes = patternBuffer(count, seed: seed) }
+    deinit { self.bytes.deallocate() }
 }
 
 /// Writes the whole volume with `blockSize` writes, in order; returns the seconds taken.
@@ -235,8 +281,12 @@ func syncFilesystems() { sync() }
 
 /// Progress for the person watching; tables go to stdout.
 func log(_ message: String) {
-    FileHandle.standardError.write(Data("[bench] \(message)\n".utf8))
+    let elapsed = String(format: "%7.1f", secondsSince(processStart))
+    FileHandle.standardError.write(Data("[bench \(elapsed)s] \(message)\n".utf8))
 }
+
+/// When the process started, for the elapsed time in progress lines.
+let processStart = nowNanos()
 
 /// A markdown table printed to stdout.
 struct Table {
@@ -276,6 +326,9 @@ enum Format {
     static func millis(_ seconds: Double) -> String { String(format: "%.2f", seconds * 1e3) }
     static func micros(_ seconds: Double) -> String { String(format: "%.1f", seconds * 1e6) }
     static func seconds(_ value: Double) -> String { String(format: "%.1f", value) }
+    static func size(_ bytes: UInt64) -> String {
+        bytes >= 1 << 30 && bytes % (1 << 30) == 0 ? "\(bytes >> 30) GiB" : "\(bytes >> 20) MiB"
+    }
     static func mibPerSecond(_ bytes: Double, _ seconds: Double) -> String {
         String(format: "%.0f", bytes / seconds / 1_048_576)
     }

@@ -31,7 +31,6 @@ struct DiffBench {
         var reopened: [Double] = []
         var extents = 0
         var dataBytes: UInt64 = 0
-        var setupSeconds = 0.0
     }
 
     func run() throws {
@@ -39,8 +38,10 @@ struct DiffBench {
         for item in self.cases { results.append(try self.measure(item)) }
         var table = Table(
             "Goal 3: diff vol@base → vol after \((UInt64(self.changedChunks) * self.chunkSize) >> 20) MiB of changes (\(self.changedChunks) random 64 KiB chunks)",
-            ["volume", "extents", "changed MiB", "warm median (ms)", "warm min (ms)", "warm max (ms)",
-             "after reopen median (ms)", "vs smallest (warm median)"])
+            [
+                "volume", "extents", "changed MiB", "warm median (ms)", "warm min (ms)", "warm max (ms)",
+                "after reopen median (ms)", "vs smallest (warm median)",
+            ])
         let base = Stats.median(results[0].warm)
         for result in results {
             table.add([
@@ -63,7 +64,6 @@ struct DiffBench {
         var pool: Pool! = try BenchDirectory.freshPool(name, size: item.poolSize)
         defer { BenchDirectory.remove(name) }
         var result = Result(label: item.label)
-        let setupStart = nowNanos()
         try pool.createVolume("vol", size: item.volumeSize)
         let handle = try pool.handle("vol")
         let chunks = item.volumeSize / self.chunkSize
@@ -85,7 +85,6 @@ struct DiffBench {
             try pool.write(handle, at: chunk * self.chunkSize, UnsafeRawBufferPointer(changeBuffer))
         }
         try pool.flush()
-        result.setupSeconds = secondsSince(setupStart)
 
         log("diff: \(item.label): timing")
         _ = try self.timedDiff(pool, item, &result)
@@ -107,9 +106,12 @@ struct DiffBench {
         let seconds = secondsSince(start)
         let dataBytes = extents.filter { $0.kind == .data }.reduce(UInt64(0)) { $0 + $1.length }
         let expected = UInt64(self.changedChunks) * self.chunkSize
-        precondition(
-            dataBytes == expected, "diff \(item.label): data extents cover \(dataBytes) bytes, expected \(expected)")
-        precondition(!extents.contains { $0.kind == .zero }, "diff \(item.label): unexpected zero extents")
+        // A wrong answer is an engine bug: report it instead of timing it.
+        guard dataBytes == expected, !extents.contains(where: { $0.kind == .zero }) else {
+            throw BenchError(
+                "diff \(item.label): data extents cover \(dataBytes) bytes (expected \(expected)), zero extents \(extents.filter { $0.kind == .zero }.count) (expected 0)"
+            )
+        }
         result.extents = extents.count
         result.dataBytes = dataBytes
         return seconds
