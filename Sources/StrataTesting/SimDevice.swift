@@ -55,19 +55,13 @@ public final class SimDevice: PoolDevice, @unchecked Sendable {
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(StrataError) {
         self.lock.withLock {
-            var done = 0
-            while done < buffer.count {
-                let position = offset + UInt64(done)
-                let page = position / UInt64(Self.pageSize)
-                let inside = Int(position % UInt64(Self.pageSize))
-                let count = min(Self.pageSize - inside, buffer.count - done)
+            Self.forEachPage(offset: offset, count: buffer.count) { page, inside, done, count in
                 let target = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + count)])
                 if let bytes = self.current[page] {
                     bytes.withUnsafeBytes { target.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[inside..<(inside + count)])) }
                 } else {
                     target.initializeMemory(as: UInt8.self, repeating: 0)
                 }
-                done += count
             }
         }
     }
@@ -109,17 +103,23 @@ public final class SimDevice: PoolDevice, @unchecked Sendable {
         return true
     }
 
-    private static func apply(_ bytes: [UInt8], at offset: UInt64, to pages: inout [UInt64: [UInt8]]) {
+    /// Splits [offset, offset + count) at page boundaries: body(page, offset in page, bytes done, length).
+    private static func forEachPage(offset: UInt64, count: Int, _ body: (UInt64, Int, Int, Int) -> Void) {
         var done = 0
-        while done < bytes.count {
+        while done < count {
             let position = offset + UInt64(done)
-            let page = position / UInt64(Self.pageSize)
             let inside = Int(position % UInt64(Self.pageSize))
-            let count = min(Self.pageSize - inside, bytes.count - done)
+            let length = min(Self.pageSize - inside, count - done)
+            body(position / UInt64(Self.pageSize), inside, done, length)
+            done += length
+        }
+    }
+
+    private static func apply(_ bytes: [UInt8], at offset: UInt64, to pages: inout [UInt64: [UInt8]]) {
+        Self.forEachPage(offset: offset, count: bytes.count) { page, inside, done, count in
             var target = pages[page] ?? [UInt8](repeating: 0, count: Self.pageSize)
             target.replaceSubrange(inside..<(inside + count), with: bytes[done..<(done + count)])
             pages[page] = target
-            done += count
         }
     }
 
