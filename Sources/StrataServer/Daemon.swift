@@ -19,13 +19,19 @@ public struct DaemonOptions: Sendable {
     public var directory: String
     public var nbdHost: String
     public var nbdPort: Int
+    /// The iSCSI portal, or nil when iSCSI is off.
+    public var iscsi: (host: String, port: Int)?
     public var createSize: UInt64
     public var commitIntervalSeconds: Double
 
-    public init(directory: String, nbdHost: String, nbdPort: Int, createSize: UInt64, commitIntervalSeconds: Double) {
+    public init(
+        directory: String, nbdHost: String, nbdPort: Int, iscsi: (host: String, port: Int)?, createSize: UInt64,
+        commitIntervalSeconds: Double
+    ) {
         self.directory = directory
         self.nbdHost = nbdHost
         self.nbdPort = nbdPort
+        self.iscsi = iscsi
         self.createSize = createSize
         self.commitIntervalSeconds = commitIntervalSeconds
     }

@@ -16,6 +16,7 @@ struct ServeCommand: ParsableCommand {
 
     @OptionGroup var options: PoolOptions
     @Option(help: "NBD listen address, ADDR:PORT.") var nbd: String = "127.0.0.1:10809"
+    @Option(help: "iSCSI listen address, ADDR:PORT, or 'off'.") var iscsi: String = "127.0.0.1:3260"
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
     @Option(name: .customLong("create-size"), help: "Size of a pool created on first start.")
@@ -23,19 +24,33 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("commit-interval"), help: "Seconds between timer commits.")
     var commitInterval: Double = 1.0
 
-    func parseAddress() throws -> (String, Int) {
-        guard let colon = self.nbd.lastIndex(of: ":"), let port = Int(self.nbd[self.nbd.index(after: colon)...]),
+    /// Parses `--OPTION ADDR:PORT`; `off` (where `allowOff`) gives nil.
+    static func parseAddress(_ value: String, option: String, example: String, allowOff: Bool = false) throws
+        -> (String, Int)?
+    {
+        if allowOff && value == "off" { return nil }
+        guard let colon = value.lastIndex(of: ":"), let port = Int(value[value.index(after: colon)...]),
             port > 0, port < 65536
         else {
-            throw ValidationError("invalid --nbd '\(self.nbd)'; write ADDR:PORT, such as 127.0.0.1:10809")
+            let off = allowOff ? ", or off" : ""
+            throw ValidationError("invalid --\(option) '\(value)'; write ADDR:PORT, such as \(example)\(off)")
         }
-        var host = String(self.nbd[..<colon])
+        var host = String(value[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         return (host, port)
     }
 
+    func parseAddress() throws -> (String, Int) {
+        try Self.parseAddress(self.nbd, option: "nbd", example: "127.0.0.1:10809")!
+    }
+
+    func parseISCSIAddress() throws -> (String, Int)? {
+        try Self.parseAddress(self.iscsi, option: "iscsi", example: "127.0.0.1:3260", allowOff: true)
+    }
+
     func validate() throws {
         _ = try self.parseAddress()
+        _ = try self.parseISCSIAddress()
         _ = try parseSize(self.createSize, option: "--create-size")
         guard Logger.Level(rawValue: self.logLevel) != nil else {
             throw ValidationError("invalid --log-level '\(self.logLevel)'; use trace, debug, info, notice, warning, error or critical")
@@ -53,7 +68,7 @@ struct ServeCommand: ParsableCommand {
         }
         let logger = Logger(label: "strata")
         let options = DaemonOptions(
-            directory: self.options.directory, nbdHost: host, nbdPort: port,
+            directory: self.options.directory, nbdHost: host, nbdPort: port, iscsi: try self.parseISCSIAddress(),
             createSize: try parseSize(self.createSize, option: "--create-size"), commitIntervalSeconds: self.commitInterval)
         try failing { () throws(StrataError) in
             do {
