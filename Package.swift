@@ -34,11 +34,29 @@ let package = Package(
             dependencies: ["StrataCore"],
             swiftSettings: strictSettings
         ),
+        // What the front ends share: the registry of open connections.
+        .target(
+            name: "StrataFrontEnd",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strictSettings
+        ),
         // NBD front end: Wire/ is the pure codec and connection state; Server/ the NIO glue.
         .target(
             name: "StrataNBD",
             dependencies: [
-                "StrataCore",
+                "StrataCore", "StrataFrontEnd",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // iSCSI front end: Wire/ is the PDU codec, Login/ the login and text negotiation (with
+        // CHAP), SCSI/ the block command set over the engine, Server/ the NIO glue and sessions.
+        .target(
+            name: "StrataISCSI",
+            dependencies: [
+                "StrataCore", "StrataFrontEnd",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -49,8 +67,7 @@ let package = Package(
         .target(
             name: "StrataServer",
             dependencies: [
-                "StrataCore",
-                "StrataNBD",
+                "StrataCore", "StrataFrontEnd", "StrataNBD", "StrataISCSI",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -79,6 +96,11 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "StrataISCSITests",
+            dependencies: ["StrataISCSI", "StrataCore", "StrataTesting"],
             swiftSettings: strictSettings
         ),
         .testTarget(

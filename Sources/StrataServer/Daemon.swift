@@ -8,6 +8,8 @@ import Logging
 import NIOCore
 import NIOPosix
 import StrataCore
+import StrataFrontEnd
+import StrataISCSI
 import StrataNBD
 
 #if canImport(Glibc)
@@ -57,21 +59,37 @@ public enum Daemon {
         let service = PoolService(pool: pool, registry: registry)
 
         let nbd: NBDServer
+        var iscsi: ISCSIServer?
         let control: ControlServer
         do {
             nbd = try NBDServer.start(
                 host: options.nbdHost, port: options.nbdPort, pool: pool, group: group, threadPool: threadPool,
                 registry: registry, logger: logger)
+            if let portal = options.iscsi {
+                do {
+                    iscsi = try ISCSIServer.start(
+                        host: portal.host, port: portal.port, pool: pool, directory: directory, group: group,
+                        threadPool: threadPool, registry: registry, logger: logger)
+                } catch {
+                    nbd.shutdownAndWait()
+                    throw StrataError(
+                        .io,
+                        "serve: cannot listen for iSCSI on \(portal.host):\(portal.port) (\(error)); is another target using it? Choose another with --iscsi ADDR:PORT, or --iscsi off"
+                    )
+                }
+            }
             control = try ControlServer.start(
                 directory: directory, service: service, group: group, threadPool: threadPool, logger: logger)
         } catch {
             _ = Result { () throws(StrataError) in try pool.close() }
             try? threadPool.syncShutdownGracefully()
             try? group.syncShutdownGracefully()
+            if let error = error as? StrataError { throw error }
             throw StrataError(.io, "serve: cannot listen on \(options.nbdHost):\(options.nbdPort) (\(error)); is another server using it?")
         }
+        let iscsiNote = options.iscsi.map { "iSCSI on \($0.host):\($0.port)" } ?? "iSCSI off"
         logger.notice(
-            "serving pool \(directory): NBD on \(options.nbdHost):\(options.nbdPort), control socket \(directory)/\(ControlServer.socketName)"
+            "serving pool \(directory): NBD on \(options.nbdHost):\(options.nbdPort), \(iscsiNote), control socket \(directory)/\(ControlServer.socketName)"
         )
 
         // Wait for SIGINT or SIGTERM.
@@ -88,6 +106,7 @@ public enum Daemon {
         logger.notice("shutting down: finishing requests in flight")
         control.close()
         nbd.shutdownAndWait()
+        iscsi?.shutdownAndWait()
         var exitError: StrataError?
         do throws(StrataError) {
             try pool.close()

@@ -6,6 +6,7 @@
 
 import NIOCore
 import StrataCore
+import StrataFrontEnd
 import StrataNBD
 
 /// The control plane over one pool.

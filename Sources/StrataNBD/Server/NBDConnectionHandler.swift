@@ -12,6 +12,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import StrataCore
+import StrataFrontEnd
 
 final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     // @unchecked: all state is touched on the channel's event loop only.

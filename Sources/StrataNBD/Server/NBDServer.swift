@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import StrataCore
+import StrataFrontEnd
 
 /// A listening NBD server.
 public final class NBDServer: Sendable {

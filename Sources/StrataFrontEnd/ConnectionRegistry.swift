@@ -1,4 +1,4 @@
-// Every open NBD connection, by the volume it serves, so the control plane can name the
+// Every open front-end connection (NBD or iSCSI), by the volume it serves, so the control plane can name the
 // connections that block a delete, disconnect them with --force, and drain them all at
 // shutdown.
 
@@ -19,7 +19,7 @@ public final class ConnectionRegistry: Sendable {
 
     public init() {}
 
-    func add(_ channel: any Channel, protocolName: String) {
+    public func add(_ channel: any Channel, protocolName: String) {
         let remote = channel.remoteAddress?.description ?? "unknown"
         self.entries.withLock {
             $0[ObjectIdentifier(channel)] = Entry(
@@ -27,14 +27,14 @@ public final class ConnectionRegistry: Sendable {
         }
     }
 
-    func attach(_ channel: any Channel, export: String, volumeID: UInt64) {
+    public func attach(_ channel: any Channel, export: String, volumeID: UInt64) {
         self.entries.withLock {
             $0[ObjectIdentifier(channel)]?.export = export
             $0[ObjectIdentifier(channel)]?.volumeID = volumeID
         }
     }
 
-    func remove(_ channel: any Channel) {
+    public func remove(_ channel: any Channel) {
         _ = self.entries.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
     }
 

@@ -1,0 +1,126 @@
+// CHAP secrets (RFC 7143 §12.1.3 and RFC 1994) for iSCSI logins, kept in the pool directory in
+// `iscsi-chap.json` (mode 0600). A credential applies to one target (a volume, so also its
+// snapshots, or one VOLUME@SNAPSHOT) or to every target. The daemon reads the file at each
+// login, so `strata iscsi chap set` takes effect for the next login without a restart.
+
+import Foundation
+import StrataCore
+
+/// The names and secrets of one CHAP setting: the initiator's, and the target's for mutual CHAP.
+public struct ChapCredential: Codable, Sendable, Equatable {
+    public var user: String
+    public var secret: String
+    public var mutualUser: String?
+    public var mutualSecret: String?
+
+    public init(user: String, secret: String, mutualUser: String? = nil, mutualSecret: String? = nil) {
+        self.user = user
+        self.secret = secret
+        self.mutualUser = mutualUser
+        self.mutualSecret = mutualSecret
+    }
+}
+
+/// Every CHAP setting of a pool.
+public struct ChapSettings: Codable, Sendable, Equatable {
+    /// For every target that has no setting of its own (and for discovery sessions).
+    public var all: ChapCredential?
+    /// By VOLUME or VOLUME@SNAPSHOT.
+    public var targets: [String: ChapCredential] = [:]
+
+    public init() {}
+
+    public static let fileName = "iscsi-chap.json"
+    /// RFC 7143 §12.1.3: secrets shorter than 96 bits are refused by most initiators.
+    public static let secretLengths = 12...255
+
+    /// The setting that protects `object` (VOLUME or VOLUME@SNAPSHOT), or for discovery when nil.
+    public func credential(for object: String?) -> ChapCredential? {
+        guard let object else { return self.all }
+        if let exact = self.targets[object] { return exact }
+        if let at = object.firstIndex(of: "@"), let volume = self.targets[String(object[..<at])] { return volume }
+        return self.all
+    }
+
+    /// Reads the pool's settings; none when the file does not exist.
+    public static func load(directory: String) throws(StrataError) -> ChapSettings {
+        let path = directory + "/" + Self.fileName
+        guard FileManager.default.fileExists(atPath: path) else { return ChapSettings() }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw StrataError(.io, "read \(path): cannot read the iSCSI CHAP settings; check its permissions")
+        }
+        do {
+            return try JSONDecoder().decode(ChapSettings.self, from: data)
+        } catch {
+            throw StrataError(
+                .corrupt, "read \(path): not valid CHAP settings (\(error)); remove it and set the secrets again")
+        }
+    }
+
+    /// Writes the settings atomically (a temporary file renamed over the old one), mode 0600.
+    public func save(directory: String) throws(StrataError) {
+        let path = directory + "/" + Self.fileName
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let temporary = path + ".tmp"
+        do {
+            let data = try encoder.encode(self)
+            guard FileManager.default.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: 0o600])
+            else {
+                throw StrataError(.io, "write \(temporary): cannot create it; check the pool directory's permissions")
+            }
+            if rename(temporary, path) != 0 {
+                throw StrataError(.io, "write \(path): rename failed (errno \(errno))")
+            }
+        } catch let error as StrataError {
+            throw error
+        } catch {
+            throw StrataError(.io, "write \(path): \(error)")
+        }
+    }
+}
+
+/// The CHAP computations: MD5(identifier || secret || challenge), and the value encodings.
+public enum Chap {
+    /// CHAP_A=5 is MD5, the only algorithm RFC 7143 requires.
+    public static let algorithmMD5 = "5"
+
+    public static func response(identifier: UInt8, secret: String, challenge: [UInt8]) -> [UInt8] {
+        MD5.digest([identifier] + Array(secret.utf8) + challenge)
+    }
+
+    /// `0x…` hexadecimal (or `0b…` base64) to bytes; nil when malformed.
+    public static func decode(_ value: String) -> [UInt8]? {
+        if value.hasPrefix("0x") || value.hasPrefix("0X") {
+            let digits = Array(value.dropFirst(2).utf8)
+            guard !digits.isEmpty else { return nil }
+            let padded = digits.count % 2 == 1 ? [UInt8(ascii: "0")] + digits : digits
+            var out: [UInt8] = []
+            out.reserveCapacity(padded.count / 2)
+            for index in stride(from: 0, to: padded.count, by: 2) {
+                guard let high = Self.hexValue(padded[index]), let low = Self.hexValue(padded[index + 1]) else {
+                    return nil
+                }
+                out.append(high << 4 | low)
+            }
+            return out
+        }
+        if value.hasPrefix("0b") || value.hasPrefix("0B") {
+            return Data(base64Encoded: String(value.dropFirst(2))).map { [UInt8]($0) }
+        }
+        return nil
+    }
+
+    public static func encode(_ bytes: [UInt8]) -> String {
+        "0x" + bytes.map { String(format: "%02x", $0) }.joined()
+    }
+
+    private static func hexValue(_ digit: UInt8) -> UInt8? {
+        switch digit {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return digit - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return digit - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return digit - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+}

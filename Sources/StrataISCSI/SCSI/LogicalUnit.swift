@@ -1,0 +1,407 @@
+// A logical unit: one volume or snapshot as a SCSI direct-access block device (SBC-4), with
+// 512-byte logical blocks over the engine's byte-addressed volumes. Thin provisioning is
+// reported as it is (LBPME, LBPRZ; UNMAP and WRITE SAME with UNMAP free whole chunks, and a
+// freed block reads as zeros), GET LBA STATUS reads the mapping tree, SYNCHRONIZE CACHE is an
+// engine commit, and a write the pool has no space for ends in SPACE ALLOCATION FAILED.
+//
+// `execute` blocks on disk I/O: the connection calls it from a thread pool.
+
+import StrataCore
+import Synchronization
+
+public final class LogicalUnit: Sendable {
+    public static let blockSize: UInt64 = 512
+    static let blockShift: UInt64 = 9
+    /// 4 KiB physical blocks: 2^3 logical blocks each.
+    static let physicalExponent: UInt8 = 3
+    /// MAXIMUM TRANSFER LENGTH (blocks): 8 MiB per command.
+    static let maxTransferBlocks: UInt64 = 16384
+    static let maxWriteSameBlocks: UInt64 = 1 << 24
+    static let maxUnmapBlocks: UInt64 = 1 << 24
+    static let maxUnmapDescriptors: UInt64 = 256
+    static let maxCompareAndWriteBlocks: UInt64 = 255
+
+    public let pool: Pool
+    public let handle: VolumeHandle
+    public let reservations = ReservationState()
+    /// Mode page 08h WCE: when clear, every write is made durable before it completes.
+    let writeCache = Atomic<Bool>(true)
+    /// Serializes COMPARE AND WRITE's read-compare-write.
+    let compareLock = Mutex(())
+
+    public init(pool: Pool, handle: VolumeHandle) {
+        self.pool = pool
+        self.handle = handle
+    }
+
+    var readOnly: Bool { self.handle.readOnly }
+
+    func capacityBlocks() throws(StrataError) -> UInt64 {
+        try self.pool.size(of: self.handle) >> Self.blockShift
+    }
+
+    // MARK: Before the data arrives
+
+    /// Checks a command before any Data-Out is solicited, and says how many bytes it takes from
+    /// the initiator. A command that will fail anyway is answered without its data.
+    public func dataOutLength(_ cdb: CDB, nexus: String) -> Result<Int, SCSIError> {
+        if let early = self.precheck(cdb, nexus: nexus) { return .failure(SCSIError(early)) }
+        switch cdb.opcode {
+        case 0x0a, 0x2a, 0xaa, 0x8a, 0x2e, 0xae, 0x8e:
+            return .success(Int(cdb.extent.blocks << Self.blockShift))
+        case 0x2f, 0xaf, 0x8f:
+            // VERIFY: BYTCHK 01b sends the blocks, 11b one block; 00b nothing.
+            switch (cdb[1] >> 1) & 0x03 {
+            case 1: return .success(Int(cdb.extent.blocks << Self.blockShift))
+            case 3: return .success(cdb.extent.blocks == 0 ? 0 : Int(Self.blockSize))
+            default: return .success(0)
+            }
+        case 0x41, 0x93:
+            return .success(cdb.opcode == 0x93 && cdb[1] & 0x01 != 0 ? 0 : Int(Self.blockSize))
+        case 0x89:
+            return .success(Int(cdb.extent.blocks << Self.blockShift) * 2)
+        case 0x42:
+            return .success(Int(cdb.uint16(7)))
+        case 0x15:
+            return .success(Int(cdb[4]))
+        case 0x55:
+            return .success(Int(cdb.uint16(7)))
+        case 0x5f:
+            return .success(Int(cdb.uint32(5)))
+        default:
+            return .success(0)
+        }
+    }
+
+    /// Opcode, write protection, reservation and range checks common to every command.
+    func precheck(_ cdb: CDB, nexus: String) -> SCSIResult? {
+        guard let spec = CommandTable.spec(for: cdb) else {
+            if CommandTable.serviceActionOpcodes.contains(cdb.opcode) { return .check(.invalidField(byte: 1)) }
+            return .check(.invalidOpcode)
+        }
+        if spec.access != .always || cdb.opcode == 0x1a || cdb.opcode == 0x5a,
+            let attention = self.reservations.takeAttention(nexus)
+        {
+            return .check(attention)
+        }
+        if !self.reservations.allows(nexus, spec.access) { return .reservationConflict }
+        if spec.writes && self.readOnly { return .check(.writeProtected) }
+        if let extentCheck = self.checkExtent(cdb) { return extentCheck }
+        return nil
+    }
+
+    /// LBA range, transfer length and protection-field checks of the block commands.
+    private func checkExtent(_ cdb: CDB) -> SCSIResult? {
+        let opcode = cdb.opcode
+        let blockCommands: Set<UInt8> = [
+            0x08, 0x0a, 0x28, 0x2a, 0xa8, 0xaa, 0x88, 0x8a, 0x2e, 0xae, 0x8e, 0x2f, 0xaf, 0x8f, 0x41, 0x93, 0x89, 0x34,
+            0x90, 0x35, 0x91,
+        ]
+        guard blockCommands.contains(opcode) else { return nil }
+        // RDPROTECT / WRPROTECT / VRPROTECT: no protection information here (SBC-4 §4.22).
+        if opcode != 0x08 && opcode != 0x0a && opcode != 0x34 && opcode != 0x90 && opcode != 0x35 && opcode != 0x91
+            && cdb[1] & 0xe0 != 0
+        {
+            return .check(.invalidField(byte: 1, bit: 7))
+        }
+        let capacity: UInt64
+        switch Result(catching: { () throws(StrataError) in try self.capacityBlocks() }) {
+        case .success(let value): capacity = value
+        case .failure(let error): return Self.result(for: error)
+        }
+        var (lba, blocks) = cdb.extent
+        if (opcode == 0x35 || opcode == 0x91 || opcode == 0x34 || opcode == 0x90) && blocks == 0 {
+            blocks = lba < capacity ? capacity - lba : 0
+        }
+        let (end, overflow) = lba.addingReportingOverflow(blocks)
+        if overflow || end > capacity || (blocks == 0 && lba > capacity) { return .check(.lbaOutOfRange) }
+        switch opcode {
+        case 0x41, 0x93:
+            if blocks == 0 || blocks > Self.maxWriteSameBlocks { return .check(.invalidField(byte: opcode == 0x41 ? 7 : 10)) }
+        case 0x89:
+            if blocks > Self.maxCompareAndWriteBlocks { return .check(.invalidField(byte: 13)) }
+        case 0x35, 0x91, 0x34, 0x90, 0x2f, 0xaf, 0x8f:
+            break
+        default:
+            if blocks > Self.maxTransferBlocks { return .check(.invalidField(byte: opcode == 0x28 ? 7 : 6)) }
+        }
+        return nil
+    }
+
+    // MARK: Execution
+
+    /// Runs a command whose data (if any) has arrived. `data` may be shorter than
+    /// `dataOutLength` said when the initiator's Expected Data Transfer Length was shorter.
+    public func execute(_ cdb: CDB, data: [UInt8], nexus: String) -> SCSIResult {
+        if let early = self.precheck(cdb, nexus: nexus) { return early }
+        let result = Result { () throws(SCSIError) -> SCSIResult in try self.dispatch(cdb, data: data, nexus: nexus) }
+        switch result {
+        case .success(let value): return value
+        case .failure(let error): return error.result
+        }
+    }
+
+    private func dispatch(_ cdb: CDB, data: [UInt8], nexus: String) throws(SCSIError) -> SCSIResult {
+        switch cdb.opcode {
+        case 0x00: return .good()
+        case 0x03: return self.requestSense(cdb, nexus: nexus)
+        case 0x12: return try Inquiry.respond(cdb, unit: self)
+        case 0x1a, 0x5a: return try ModePages.sense(cdb, unit: self)
+        case 0x15, 0x55: return try ModePages.select(cdb, data: data, unit: self)
+        case 0x16:
+            return self.reservations.reserveLegacy(nexus) ? .good() : .reservationConflict
+        case 0x17:
+            self.reservations.releaseLegacy(nexus)
+            return .good()
+        case 0x1b, 0x1e:
+            return .good()
+        case 0x25: return try self.readCapacity10(cdb)
+        case 0x9e where cdb.serviceAction == 0x10: return try self.readCapacity16(cdb)
+        case 0x9e: return try self.lbaStatus(cdb)
+        case 0x08, 0x28, 0xa8, 0x88: return try self.read(cdb)
+        case 0x0a, 0x2a, 0xaa, 0x8a, 0x2e, 0xae, 0x8e: return try self.write(cdb, data: data)
+        case 0x2f, 0xaf, 0x8f: return try self.verify(cdb, data: data)
+        case 0x34, 0x90: return .good()
+        case 0x35, 0x91:
+            try self.engine { () throws(StrataError) in try self.pool.flush() }
+            return .good()
+        case 0x41, 0x93: return try self.writeSame(cdb, data: data)
+        case 0x42: return try self.unmap(cdb, data: data)
+        case 0x89: return try self.compareAndWrite(cdb, data: data)
+        case 0x5e: return self.persistentReserveIn(cdb)
+        case 0x5f: return self.persistentReserveOut(cdb, data: data, nexus: nexus)
+        case 0xa0: return try self.reportLUNs(cdb)
+        case 0xa3 where cdb.serviceAction == 0x0c: return try SupportedOperations.respond(cdb)
+        case 0xa3:
+            let length = cdb.uint32(6)
+            guard length >= 4 else { return .check(.invalidField(byte: 6)) }
+            return .good([0xca, 0x00, 0, 0].truncated(to: length))
+        default:
+            return .check(.invalidOpcode)
+        }
+    }
+
+    /// Runs engine work, turning its errors into sense data.
+    func engine<T>(_ body: () throws(StrataError) -> T) throws(SCSIError) -> T {
+        switch Result(catching: body) {
+        case .success(let value): return value
+        case .failure(let error): throw SCSIError(Self.result(for: error))
+        }
+    }
+
+    static func result(for error: StrataError) -> SCSIResult {
+        switch error.code {
+        case .noSpace: return .check(.spaceAllocationFailed)
+        case .readOnly: return .check(.writeProtected)
+        case .invalidArgument: return .check(.lbaOutOfRange)
+        case .notFound: return .check(.lunNotSupported)
+        default: return .check(.mediumError)
+        }
+    }
+
+    // MARK: Commands
+
+    private func requestSense(_ cdb: CDB, nexus: String) -> SCSIResult {
+        let descriptor = cdb[1] & 0x01 != 0
+        let code = self.reservations.takeAttention(nexus) ?? .noSense
+        let sense = descriptor ? code.descriptor() : code.fixed()
+        return .good(sense.truncated(to: UInt64(cdb[4])))
+    }
+
+    private func readCapacity10(_ cdb: CDB) throws(SCSIError) -> SCSIResult {
+        if cdb[8] & 0x01 == 0 && cdb.uint32(2) != 0 { return .check(.invalidField(byte: 2)) }
+        let capacity = try self.engine { () throws(StrataError) in try self.capacityBlocks() }
+        let last = capacity == 0 ? 0 : capacity - 1
+        return .good(BigEndian.bytes(min(last, 0xffff_ffff), 4) + BigEndian.bytes(Self.blockSize, 4))
+    }
+
+    private func readCapacity16(_ cdb: CDB) throws(SCSIError) -> SCSIResult {
+        let capacity = try self.engine { () throws(StrataError) in try self.capacityBlocks() }
+        var data = BigEndian.bytes(capacity == 0 ? 0 : capacity - 1, 8) + BigEndian.bytes(Self.blockSize, 4)
+        data += [0, Self.physicalExponent, 0xc0, 0]  // LBPME, LBPRZ; lowest aligned LBA 0
+        data += [UInt8](repeating: 0, count: 16)
+        return .good(data.truncated(to: cdb.uint32(10)))
+    }
+
+    private func read(_ cdb: CDB) throws(SCSIError) -> SCSIResult {
+        let (lba, blocks) = cdb.extent
+        guard blocks > 0 else { return .good() }
+        let bytes = try self.engine { () throws(StrataError) in
+            try self.pool.read(self.handle, at: lba << Self.blockShift, count: Int(blocks << Self.blockShift))
+        }
+        return .good(bytes)
+    }
+
+    private func write(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
+        let (lba, _) = cdb.extent
+        guard !data.isEmpty else { return .good() }
+        let fua = (cdb.opcode != 0x0a && cdb[1] & 0x08 != 0) || !self.writeCache.load(ordering: .relaxed)
+        try self.engine { () throws(StrataError) in
+            try self.pool.write(self.handle, at: lba << Self.blockShift, data, fua: fua)
+        }
+        return .good()
+    }
+
+    private func verify(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
+        let (lba, blocks) = cdb.extent
+        let check = (cdb[1] >> 1) & 0x03
+        if check == 2 { return .check(.invalidField(byte: 1, bit: 2)) }
+        guard check != 0, blocks > 0 else { return .good() }
+        let stored = try self.engine { () throws(StrataError) in
+            try self.pool.read(self.handle, at: lba << Self.blockShift, count: Int(blocks << Self.blockShift))
+        }
+        let expected: [UInt8] =
+            check == 3 ? Array([[UInt8]](repeating: data, count: Int(blocks)).joined()) : data
+        if let offset = zip(stored, expected).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset {
+            return .check(.miscompare, information: UInt32(truncatingIfNeeded: offset))
+        }
+        if expected.count < stored.count { return .check(.miscompare, information: UInt32(expected.count)) }
+        return .good()
+    }
+
+    private func writeSame(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
+        let (lba, blocks) = cdb.extent
+        let flags = cdb[1]
+        if flags & 0x10 != 0 { return .check(.invalidField(byte: 1, bit: 4)) }  // ANCHOR: no anchored state
+        if flags & 0x06 != 0 { return .check(.invalidField(byte: 1, bit: 1)) }  // PBDATA, LBDATA
+        let noData = cdb.opcode == 0x93 && flags & 0x01 != 0
+        let unmap = flags & 0x08 != 0
+        let pattern = noData ? [UInt8](repeating: 0, count: Int(Self.blockSize)) : data
+        guard pattern.count == Int(Self.blockSize) else { return .check(.invalidFieldInInformationUnit) }
+        let offset = lba << Self.blockShift
+        let length = blocks << Self.blockShift
+        if pattern.allSatisfy({ $0 == 0 }) {
+            try self.engine { () throws(StrataError) in
+                try self.pool.writeZeroes(self.handle, at: offset, length: length, allowTrim: unmap)
+            }
+            return .good()
+        }
+        let perPiece: UInt64 = 1 << 20
+        let piece = Array([[UInt8]](repeating: pattern, count: Int(min(length, perPiece) >> Self.blockShift)).joined())
+        var position: UInt64 = 0
+        while position < length {
+            let count = min(UInt64(piece.count), length - position)
+            try self.engine { () throws(StrataError) in
+                try piece.withUnsafeBufferPointer { buffer throws(StrataError) in
+                    try self.pool.write(
+                        self.handle, at: offset + position, UnsafeRawBufferPointer(start: buffer.baseAddress, count: Int(count)))
+                }
+            }
+            position += count
+        }
+        return .good()
+    }
+
+    private func unmap(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
+        if cdb[1] & 0x01 != 0 { return .check(.invalidField(byte: 1, bit: 0)) }  // ANCHOR
+        guard !data.isEmpty else { return .good() }
+        guard data.count >= 8 else { return .check(.parameterListLengthError) }
+        let descriptorBytes = Int(BigEndian.read(data, 2, 2))
+        let usable = min(descriptorBytes, data.count - 8) / 16 * 16
+        guard UInt64(usable / 16) <= Self.maxUnmapDescriptors else { return .check(.invalidParameter(byte: 2)) }
+        let capacity = try self.engine { () throws(StrataError) in try self.capacityBlocks() }
+        var ranges: [(UInt64, UInt64)] = []
+        for start in stride(from: 8, to: 8 + usable, by: 16) {
+            let lba = BigEndian.read(data, start, 8)
+            let blocks = BigEndian.read(data, start + 8, 4)
+            let (end, overflow) = lba.addingReportingOverflow(blocks)
+            if overflow || end > capacity { return .check(.lbaOutOfRange) }
+            if blocks > Self.maxUnmapBlocks { return .check(.invalidParameter(byte: start + 8)) }
+            ranges.append((lba, blocks))
+        }
+        for (lba, blocks) in ranges where blocks > 0 {
+            try self.engine { () throws(StrataError) in
+                try self.pool.trim(self.handle, at: lba << Self.blockShift, length: blocks << Self.blockShift)
+            }
+        }
+        return .good()
+    }
+
+    private func compareAndWrite(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
+        let (lba, blocks) = cdb.extent
+        guard blocks > 0 else { return .good() }
+        let length = Int(blocks << Self.blockShift)
+        guard data.count == 2 * length else { return .check(.invalidFieldInInformationUnit) }
+        let fua = cdb[1] & 0x08 != 0 || !self.writeCache.load(ordering: .relaxed)
+        return try self.compareLock.withLock { _ throws(SCSIError) -> SCSIResult in
+            let stored = try self.engine { () throws(StrataError) in
+                try self.pool.read(self.handle, at: lba << Self.blockShift, count: length)
+            }
+            if let offset = (0..<length).first(where: { stored[$0] != data[$0] }) {
+                return .check(.miscompare, information: UInt32(offset))
+            }
+            try self.engine { () throws(StrataError) in
+                try self.pool.write(self.handle, at: lba << Self.blockShift, Array(data[length...]), fua: fua)
+            }
+            return .good()
+        }
+    }
+
+    private func lbaStatus(_ cdb: CDB) throws(SCSIError) -> SCSIResult {
+        let lba = cdb.uint64(2)
+        let allocation = cdb.uint32(10)
+        let capacity = try self.engine { () throws(StrataError) in try self.capacityBlocks() }
+        guard lba < capacity else { return .check(.lbaOutOfRange) }
+        // Enough descriptors to fill the allocation length; a window of the volume at a time.
+        let wanted = max(1, Int(min(allocation, 1 << 20) / 16))
+        let window = min(capacity - lba, UInt64(1) << 21)  // 1 GiB of blocks
+        let extents = try self.engine { () throws(StrataError) in
+            try self.pool.mapping(self.handle, at: lba << Self.blockShift, length: window << Self.blockShift)
+        }
+        var descriptors: [UInt8] = []
+        for extent in extents.prefix(wanted) {
+            let first = extent.offset >> Self.blockShift
+            let count = (extent.offset + extent.length + Self.blockSize - 1) >> Self.blockShift - first
+            descriptors += BigEndian.bytes(first, 8) + BigEndian.bytes(min(count, 0xffff_ffff), 4)
+            descriptors += [extent.mapped ? 0 : 1, 0, 0, 0]
+        }
+        let data = BigEndian.bytes(UInt64(descriptors.count + 4), 4) + [0, 0, 0, 0] + descriptors
+        return .good(data.truncated(to: allocation))
+    }
+
+    private func reportLUNs(_ cdb: CDB) throws(SCSIError) -> SCSIResult {
+        let allocation = cdb.uint32(6)
+        guard allocation >= 16 else { return .check(.invalidField(byte: 6)) }
+        let select = cdb[2]
+        let data: [UInt8]
+        switch select {
+        case 0x00, 0x02: data = BigEndian.bytes(8, 4) + [0, 0, 0, 0] + [UInt8](repeating: 0, count: 8)
+        case 0x01, 0x10, 0x11: data = BigEndian.bytes(0, 4) + [0, 0, 0, 0]
+        case 0x12: data = BigEndian.bytes(8, 4) + [0, 0, 0, 0] + [UInt8](repeating: 0, count: 8)
+        default: return .check(.invalidField(byte: 2))
+        }
+        return .good(data.truncated(to: allocation))
+    }
+
+    private func persistentReserveIn(_ cdb: CDB) -> SCSIResult {
+        let allocation = cdb.uint16(7)
+        let data: [UInt8]
+        switch cdb.serviceAction {
+        case 0x00: data = self.reservations.readKeys()
+        case 0x01: data = self.reservations.readReservation()
+        case 0x02: data = ReservationState.reportCapabilities()
+        case 0x03: data = self.reservations.readFullStatus()
+        default: return .check(.invalidField(byte: 1))
+        }
+        return .good(data.truncated(to: allocation))
+    }
+
+    private func persistentReserveOut(_ cdb: CDB, data: [UInt8], nexus: String) -> SCSIResult {
+        guard let action = ReservationState.OutAction(rawValue: cdb.serviceAction) else {
+            return .check(.invalidField(byte: 1))
+        }
+        guard cdb.uint32(5) == 24, data.count == 24 else { return .check(.parameterListLengthError) }
+        let flags = data[20]
+        if flags & 0x08 != 0 { return .check(.invalidParameter(byte: 20, bit: 3)) }  // SPEC_I_PT
+        if flags & 0x01 != 0 { return .check(.invalidParameter(byte: 20, bit: 0)) }  // APTPL
+        return self.reservations.out(
+            action, nexus: nexus, key: BigEndian.read(data, 0, 8), serviceKey: BigEndian.read(data, 8, 8),
+            type: cdb[2] & 0x0f, scope: cdb[2] >> 4)
+    }
+}
+
+/// A command's failure with its status and sense, thrown through the command code.
+public struct SCSIError: Error {
+    public let result: SCSIResult
+    init(_ result: SCSIResult) { self.result = result }
+}

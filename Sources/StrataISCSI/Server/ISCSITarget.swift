@@ -1,0 +1,101 @@
+// What every iSCSI connection of the daemon shares: the pool, the logical units (one per
+// volume or snapshot, holding its reservations and mode state across sessions), the session
+// table (TSIH allocation and session reinstatement), and the CHAP settings of the pool.
+
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import StrataCore
+import StrataFrontEnd
+import Synchronization
+
+public final class ISCSITarget: Sendable, LoginEnvironment {
+    public let pool: Pool
+    public let threadPool: NIOThreadPool
+    public let registry: ConnectionRegistry
+    public let logger: Logger
+    /// Where `iscsi-chap.json` lives; nil reads no CHAP settings.
+    let directory: String?
+
+    private struct Tables {
+        var units: [UInt64: LogicalUnit] = [:]
+        /// Live sessions: TSIH → (I_T nexus, the channel).
+        var sessions: [UInt16: (nexus: String, channel: any Channel)] = [:]
+        var nextTSIH: UInt16 = 1
+    }
+
+    private let tables = Mutex(Tables())
+
+    public init(pool: Pool, directory: String?, threadPool: NIOThreadPool, registry: ConnectionRegistry, logger: Logger) {
+        self.pool = pool
+        self.directory = directory
+        self.threadPool = threadPool
+        self.registry = registry
+        self.logger = logger
+    }
+
+    // MARK: LoginEnvironment
+
+    public func object(forTargetName name: String) -> String? {
+        guard let object = TargetNames.object(for: name) else { return nil }
+        if (try? self.pool.handle(object)) != nil { return object }
+        // Names compare without regard to case (RFC 3722).
+        return self.pool.targets().first { $0.name.lowercased() == object.lowercased() }?.name
+    }
+
+    public func chapSettings() -> ChapSettings {
+        guard let directory else { return ChapSettings() }
+        switch Result(catching: { () throws(StrataError) in try ChapSettings.load(directory: directory) }) {
+        case .success(let settings): return settings
+        case .failure(let error):
+            // Unreadable settings must not open the door: require a secret nobody has.
+            self.logger.error("iSCSI CHAP settings unreadable, refusing CHAP logins: \(error.message)")
+            var locked = ChapSettings()
+            locked.all = ChapCredential(user: UUID().uuidString, secret: UUID().uuidString)
+            return locked
+        }
+    }
+
+    public func randomBytes(_ count: Int) -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    }
+
+    // MARK: Logical units and sessions
+
+    /// The logical unit of a pool object, shared by every session that opens it.
+    func unit(for object: String) throws(StrataError) -> LogicalUnit {
+        let handle = try self.pool.handle(object)
+        return self.tables.withLock { tables in
+            if let unit = tables.units[handle.id], unit.handle == handle { return unit }
+            let unit = LogicalUnit(pool: self.pool, handle: handle)
+            tables.units[handle.id] = unit
+            return unit
+        }
+    }
+
+    /// Registers a new session for `nexus`. An older session of the same nexus is closed first
+    /// (session reinstatement, RFC 7143 §6.3.5).
+    func openSession(nexus: String, channel: any Channel) -> UInt16 {
+        let (tsih, stale) = self.tables.withLock { tables -> (UInt16, [any Channel]) in
+            let stale = tables.sessions.filter { $0.value.nexus == nexus }
+            for key in stale.keys { tables.sessions[key] = nil }
+            var tsih = tables.nextTSIH
+            while tsih == 0 || tables.sessions[tsih] != nil { tsih &+= 1 }
+            tables.nextTSIH = tsih &+ 1
+            tables.sessions[tsih] = (nexus, channel)
+            return (tsih, stale.values.map(\.channel))
+        }
+        for channel in stale { channel.close(promise: nil) }
+        return tsih
+    }
+
+    func closeSession(_ tsih: UInt16) {
+        _ = self.tables.withLock { $0.sessions.removeValue(forKey: tsih) }
+    }
+
+    func sessionExists(_ tsih: UInt16) -> Bool {
+        self.tables.withLock { $0.sessions[tsih] != nil }
+    }
+}
