@@ -6,18 +6,20 @@
 //
 // `execute` blocks on disk I/O: the connection calls it from a thread pool.
 
+import Foundation
 import StrataCore
 import Synchronization
 
 public final class LogicalUnit: Sendable {
     public static let blockSize: UInt64 = 512
     static let blockShift: UInt64 = 9
-    /// 4 KiB physical blocks: 2^3 logical blocks each.
-    static let physicalExponent: UInt8 = 3
-    /// MAXIMUM TRANSFER LENGTH (blocks): 8 MiB per command.
-    static let maxTransferBlocks: UInt64 = 16384
+    /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT: 0. The engine writes any byte range without
+    /// a read-modify-write of its own, so a 512-byte write is as whole as a 4 KiB one.
+    static let physicalExponent: UInt8 = 0
+    /// MAXIMUM TRANSFER LENGTH (blocks): 32 MiB per command.
+    static let maxTransferBlocks: UInt64 = 65536
     static let maxWriteSameBlocks: UInt64 = 1 << 24
-    static let maxUnmapBlocks: UInt64 = 1 << 24
+    static let maxUnmapBlocks: UInt64 = 1 << 20
     static let maxUnmapDescriptors: UInt64 = 256
     static let maxCompareAndWriteBlocks: UInt64 = 255
 
@@ -44,32 +46,43 @@ public final class LogicalUnit: Sendable {
 
     /// Checks a command before any Data-Out is solicited, and says how many bytes it takes from
     /// the initiator. A command that will fail anyway is answered without its data.
-    public func dataOutLength(_ cdb: CDB, nexus: String) -> Result<Int, SCSIError> {
+    /// `expectedLength` is the initiator's Expected Data Transfer Length.
+    public func dataOutLength(_ cdb: CDB, nexus: String, expectedLength: Int) -> Result<Int, SCSIError> {
         if let early = self.precheck(cdb, nexus: nexus) { return .failure(SCSIError(early)) }
+        let length = self.dataOutLength(cdb)
+        // COMPARE AND WRITE and WRITE SAME cannot act on part of their data: a Data-Out buffer of
+        // another size than the CDB asks for is refused.
+        if (cdb.opcode == 0x89 || cdb.opcode == 0x41 || cdb.opcode == 0x93) && expectedLength != length {
+            return .failure(SCSIError(.check(.invalidField(byte: cdb.opcode == 0x89 ? 13 : 1))))
+        }
+        return .success(length)
+    }
+
+    private func dataOutLength(_ cdb: CDB) -> Int {
         switch cdb.opcode {
         case 0x0a, 0x2a, 0xaa, 0x8a, 0x2e, 0xae, 0x8e:
-            return .success(Int(cdb.extent.blocks << Self.blockShift))
+            return Int(cdb.extent.blocks << Self.blockShift)
         case 0x2f, 0xaf, 0x8f:
             // VERIFY: BYTCHK 01b sends the blocks, 11b one block; 00b nothing.
             switch (cdb[1] >> 1) & 0x03 {
-            case 1: return .success(Int(cdb.extent.blocks << Self.blockShift))
-            case 3: return .success(cdb.extent.blocks == 0 ? 0 : Int(Self.blockSize))
-            default: return .success(0)
+            case 1: return Int(cdb.extent.blocks << Self.blockShift)
+            case 3: return cdb.extent.blocks == 0 ? 0 : Int(Self.blockSize)
+            default: return 0
             }
         case 0x41, 0x93:
-            return .success(cdb.opcode == 0x93 && cdb[1] & 0x01 != 0 ? 0 : Int(Self.blockSize))
+            return cdb.opcode == 0x93 && cdb[1] & 0x01 != 0 ? 0 : Int(Self.blockSize)
         case 0x89:
-            return .success(Int(cdb.extent.blocks << Self.blockShift) * 2)
+            return Int(cdb.extent.blocks << Self.blockShift) * 2
         case 0x42:
-            return .success(Int(cdb.uint16(7)))
+            return Int(cdb.uint16(7))
         case 0x15:
-            return .success(Int(cdb[4]))
+            return Int(cdb[4])
         case 0x55:
-            return .success(Int(cdb.uint16(7)))
+            return Int(cdb.uint16(7))
         case 0x5f:
-            return .success(Int(cdb.uint32(5)))
+            return Int(cdb.uint32(5))
         default:
-            return .success(0)
+            return 0
         }
     }
 
@@ -250,13 +263,35 @@ public final class LogicalUnit: Sendable {
         let stored = try self.engine { () throws(StrataError) in
             try self.pool.read(self.handle, at: lba << Self.blockShift, count: Int(blocks << Self.blockShift))
         }
-        let expected: [UInt8] =
-            check == 3 ? Array([[UInt8]](repeating: data, count: Int(blocks)).joined()) : data
-        if let offset = zip(stored, expected).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset {
+        let expected = check == 3 ? Self.repeated(data, count: Int(blocks)) : data
+        if let offset = Self.firstDifference(stored, expected) {
             return .check(.miscompare, information: UInt32(truncatingIfNeeded: offset))
         }
-        if expected.count < stored.count { return .check(.miscompare, information: UInt32(expected.count)) }
         return .good()
+    }
+
+    /// `block` repeated `count` times.
+    static func repeated(_ block: [UInt8], count: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: block.count * count)
+        out.withUnsafeMutableBytes { target in
+            block.withUnsafeBytes { source in
+                for index in 0..<count {
+                    target.baseAddress!.advanced(by: index * block.count).copyMemory(
+                        from: source.baseAddress!, byteCount: block.count)
+                }
+            }
+        }
+        return out
+    }
+
+    /// The offset of the first byte where `a` and `b` differ (a length difference counts).
+    static func firstDifference(_ a: [UInt8], _ b: [UInt8]) -> Int? {
+        let common = min(a.count, b.count)
+        let equal = a.withUnsafeBytes { left in
+            b.withUnsafeBytes { right in memcmp(left.baseAddress!, right.baseAddress!, common) == 0 }
+        }
+        if equal { return a.count == b.count ? nil : common }
+        return (0..<common).first { a[$0] != b[$0] }
     }
 
     private func writeSame(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
@@ -277,7 +312,7 @@ public final class LogicalUnit: Sendable {
             return .good()
         }
         let perPiece: UInt64 = 1 << 20
-        let piece = Array([[UInt8]](repeating: pattern, count: Int(min(length, perPiece) >> Self.blockShift)).joined())
+        let piece = Self.repeated(pattern, count: Int(min(length, perPiece) >> Self.blockShift))
         var position: UInt64 = 0
         while position < length {
             let count = min(UInt64(piece.count), length - position)
@@ -327,7 +362,7 @@ public final class LogicalUnit: Sendable {
             let stored = try self.engine { () throws(StrataError) in
                 try self.pool.read(self.handle, at: lba << Self.blockShift, count: length)
             }
-            if let offset = (0..<length).first(where: { stored[$0] != data[$0] }) {
+            if let offset = Self.firstDifference(stored, Array(data[0..<length])) {
                 return .check(.miscompare, information: UInt32(offset))
             }
             try self.engine { () throws(StrataError) in
@@ -350,7 +385,8 @@ public final class LogicalUnit: Sendable {
         }
         var descriptors: [UInt8] = []
         for extent in extents.prefix(wanted) {
-            let first = extent.offset >> Self.blockShift
+            // The first descriptor starts at the LBA asked for, not at its chunk's start.
+            let first = max(extent.offset >> Self.blockShift, lba)
             let count = (extent.offset + extent.length + Self.blockSize - 1) >> Self.blockShift - first
             descriptors += BigEndian.bytes(first, 8) + BigEndian.bytes(min(count, 0xffff_ffff), 4)
             descriptors += [extent.mapped ? 0 : 1, 0, 0, 0]

@@ -59,6 +59,7 @@ public struct SenseCode: Error, Sendable, Equatable, CustomStringConvertible {
     public static let writeProtected = SenseCode(key: 0x07, asc: 0x27, ascq: 0x00)
     public static let spaceAllocationFailed = SenseCode(key: 0x07, asc: 0x27, ascq: 0x07)
     public static let abortedCommand = SenseCode(key: 0x0b, asc: 0x00, ascq: 0x00)
+    public static let dataPhaseError = SenseCode(key: 0x0b, asc: 0x4b, ascq: 0x00)
     public static let miscompare = SenseCode(key: 0x0e, asc: 0x1d, ascq: 0x00)
 
     /// INVALID FIELD IN CDB pointing at `byte` (and `bit`).

@@ -22,6 +22,8 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
 
     static let loginSeconds: Int64 = 30
     static let runningMax = 64
+    /// Bytes the running commands may bring back (their Expected Data Transfer Lengths).
+    static let runningBytesMax = 64 << 20
     /// Write data the connection will hold for commands still receiving it.
     static let bufferedBytesMax = 64 << 20
 
@@ -42,7 +44,8 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         var r2tSequence: UInt32 = 0
         var transferTag: UInt32 = PDU.reservedTag
         var burstEnd = 0
-        var dataSequence: UInt32 = 0
+        /// DataSN the next Data-Out must carry; each sequence (unsolicited, or one R2T's) starts at 0.
+        var nextDataSequence: UInt32 = 0
         var running = false
         var aborted = false
         /// Task management responses waiting for this task to finish.
@@ -88,6 +91,7 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     var held: [UInt32: PDU] = [:]
     var tasks: [UInt32: Task] = [:]
     var running = 0
+    var runningBytes = 0
     var bufferedBytes = 0
     /// Tasks waiting for room to solicit their data.
     var waitingForR2T: [UInt32] = []
@@ -176,7 +180,7 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private func readMore(context: ChannelHandlerContext) {
         guard !self.reading, context.channel.isActive, context.channel.isWritable,
-            self.running < Self.runningMax
+            self.running < Self.runningMax, self.runningBytes < Self.runningBytesMax
         else { return }
         switch self.phase {
         case .login, .fullFeature:
@@ -209,7 +213,7 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             case .login, .fullFeature: break
             default: return
             }
-            guard self.running < Self.runningMax else { return }
+            guard self.running < Self.runningMax, self.runningBytes < Self.runningBytesMax else { return }
             let pdu: PDU
             do {
                 guard let next = try PDUFramer.decode(&self.cumulation, settings: self.framing) else { return }
@@ -528,7 +532,7 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         let writes = pdu.flags & 0x20 != 0
         var wanted = 0
         var commandLength = 0
-        switch unit.dataOutLength(cdb, nexus: self.nexus) {
+        switch unit.dataOutLength(cdb, nexus: self.nexus, expectedLength: Int(pdu.uint32(at: 20))) {
         case .failure(let early):
             self.finishEarly(pdu, result: early.result, context: context)
             return
@@ -568,6 +572,7 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         task.transferTag = self.nextTransferTag
         self.nextTransferTag = self.nextTransferTag &+ 1 == PDU.reservedTag ? 1 : self.nextTransferTag &+ 1
         task.burstEnd = offset + length
+        task.nextDataSequence = 0
         var r2t = PDU(.readyToTransfer)
         r2t.lun = task.lun
         r2t.initiatorTaskTag = task.tag
@@ -595,6 +600,18 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             self.reject(pdu.header, reason: .protocolError, context: context)
             return
         }
+        guard pdu.uint32(at: 36) == task.nextDataSequence else {
+            // ErrorRecoveryLevel 0 cannot recover a lost or reordered Data-Out (RFC 7143 §7.1.4.1):
+            // the PDU is rejected and the command ends in DATA PHASE ERROR.
+            self.logger.notice("iSCSI Data-Out DataSN \(pdu.uint32(at: 36)) where \(task.nextDataSequence) was due")
+            self.reject(pdu.header, reason: .protocolError, context: context)
+            self.tasks[task.tag] = nil
+            self.bufferedBytes -= task.data.count
+            self.waitingForR2T.removeAll { $0 == task.tag }
+            self.respond(task, result: .check(.dataPhaseError), context: context)
+            return
+        }
+        task.nextDataSequence &+= 1
         guard offset == task.data.count || offset + pdu.data.count <= task.data.count else {
             // DataPDUInOrder=Yes: data must come in order, without gaps.
             self.reject(pdu.header, reason: .protocolError, context: context)
@@ -639,6 +656,7 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         guard let unit = self.unit else { return }
         task.running = true
         self.running += 1
+        self.runningBytes += task.expectedLength
         let nexus = self.nexus
         let cdb = task.cdb
         let data = task.data
@@ -649,6 +667,7 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         future.whenComplete { outcome in
             let (context, task) = bound.value
             self.running -= 1
+            self.runningBytes -= task.expectedLength
             self.bufferedBytes -= data.count
             self.tasks[task.tag] = nil
             let result: SCSIResult
