@@ -79,6 +79,7 @@ let package = Package(
             dependencies: [
                 "StrataCore",
                 "StrataServer",
+                "StrataISCSI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -25,6 +25,7 @@ struct Strata: ParsableCommand {
         subcommands: [
             ServeCommand.self, PoolCommand.self, VolumeCommand.self, SnapshotCommand.self, CloneCommand.self,
             ImportCommand.self, ExportCommand.self, DiffCommand.self, CheckCommand.self, ConnectionsCommand.self,
+            ISCSICommand.self,
         ]
     )
 }

@@ -13,9 +13,10 @@ import Synchronization
 public final class LogicalUnit: Sendable {
     public static let blockSize: UInt64 = 512
     static let blockShift: UInt64 = 9
-    /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT: 0. The engine writes any byte range without
-    /// a read-modify-write of its own, so a 512-byte write is as whole as a 4 KiB one.
-    static let physicalExponent: UInt8 = 0
+    /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT: 4 KiB physical blocks (2^3 logical blocks),
+    /// the page size of the file the pool lives in; writes of whole pages avoid the host's
+    /// read-modify-write.
+    static let physicalExponent: UInt8 = 3
     /// MAXIMUM TRANSFER LENGTH (blocks): 32 MiB per command.
     static let maxTransferBlocks: UInt64 = 65536
     static let maxWriteSameBlocks: UInt64 = 1 << 24

@@ -1,0 +1,149 @@
+// The SCSI block command set over a real pool on a simulated device: data, ranges, thin
+// provisioning, write protection, pool-full sense, COMPARE AND WRITE, mode pages and
+// persistent reservations.
+
+import StrataCore
+import StrataTesting
+import Testing
+
+@testable import StrataISCSI
+
+@Suite("iSCSI logical unit")
+struct LogicalUnitTests {
+    static let chunk: UInt64 = 4096
+    let pool: Pool
+    let unit: LogicalUnit
+    let nexus = "iqn.a,i,0x800000000001"
+    let other = "iqn.b,i,0x800000000002"
+
+    init() throws {
+        let device = SimDevice(size: 512 * 4096 + 96 * Self.chunk)
+        try Pool.format(device: device, chunkSize: Self.chunk, metadataPages: 512)
+        self.pool = try Pool(device: device)
+        try self.pool.createVolume("vm1", size: 1 << 20)
+        self.unit = LogicalUnit(pool: self.pool, handle: try self.pool.handle("vm1"))
+    }
+
+    func cdb(_ bytes: [UInt8]) -> CDB { CDB(bytes) }
+
+    static func write16(lba: UInt64, blocks: UInt32, fua: Bool = false) -> CDB {
+        CDB([0x8a, fua ? 0x08 : 0] + BigEndian.bytes(lba, 8) + BigEndian.bytes(UInt64(blocks), 4) + [0, 0])
+    }
+
+    static func read16(lba: UInt64, blocks: UInt32) -> CDB {
+        CDB([0x88, 0] + BigEndian.bytes(lba, 8) + BigEndian.bytes(UInt64(blocks), 4) + [0, 0])
+    }
+
+    func sense(_ result: SCSIResult) -> (UInt8, UInt8, UInt8)? {
+        guard result.status == .checkCondition, result.sense.count >= 14 else { return nil }
+        return (result.sense[2] & 0x0f, result.sense[12], result.sense[13])
+    }
+
+    @Test func writesReadBackAndRangesAreChecked() {
+        let data = (0..<1024).map { UInt8(truncatingIfNeeded: $0 * 3) }
+        #expect(self.unit.execute(Self.write16(lba: 5, blocks: 2), data: data, nexus: self.nexus).status == .good)
+        let read = self.unit.execute(Self.read16(lba: 5, blocks: 2), data: [], nexus: self.nexus)
+        #expect(read.data == data)
+        let beyond = self.unit.execute(Self.read16(lba: 2047, blocks: 2), data: [], nexus: self.nexus)
+        #expect(self.sense(beyond)! == (0x05, 0x21, 0x00))
+        let unknown = self.unit.execute(self.cdb([0xc7]), data: [], nexus: self.nexus)
+        #expect(self.sense(unknown)! == (0x05, 0x20, 0x00))
+        let protected = self.unit.execute(self.cdb([0x28, 0x20, 0, 0, 0, 0, 0, 0, 1, 0]), data: [], nexus: self.nexus)
+        #expect(self.sense(protected)! == (0x05, 0x24, 0x00))
+    }
+
+    @Test func capacityAndProvisioningAreReported() {
+        let capacity = self.unit.execute(self.cdb([0x9e, 0x10] + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 32, 0, 0]), data: [], nexus: self.nexus)
+        #expect(BigEndian.read(capacity.data, 0, 8) == 2047)
+        #expect(BigEndian.read(capacity.data, 8, 4) == 512)
+        #expect(capacity.data[14] & 0xc0 == 0xc0)  // LBPME, LBPRZ
+        let page = self.unit.execute(self.cdb([0x12, 0x01, 0xb2, 0, 64, 0]), data: [], nexus: self.nexus)
+        #expect(page.data[1] == 0xb2 && page.data[5] & 0xe0 == 0xe0 && page.data[6] == 0x02)
+    }
+
+    @Test func unmapFreesChunksThatReadAsZeros() {
+        let ones = [UInt8](repeating: 0xff, count: 8192)
+        #expect(self.unit.execute(Self.write16(lba: 0, blocks: 16), data: ones, nexus: self.nexus).status == .good)
+        let descriptor = BigEndian.bytes(0, 8) + BigEndian.bytes(16, 4) + [0, 0, 0, 0]
+        let list = BigEndian.bytes(22, 2) + BigEndian.bytes(16, 2) + [0, 0, 0, 0] + descriptor
+        let unmap = self.unit.execute(self.cdb([0x42, 0, 0, 0, 0, 0, 0, 0, UInt8(list.count), 0]), data: list, nexus: self.nexus)
+        #expect(unmap.status == .good)
+        #expect(self.unit.execute(Self.read16(lba: 0, blocks: 16), data: [], nexus: self.nexus).data.allSatisfy { $0 == 0 })
+        let status = self.unit.execute(self.cdb([0x9e, 0x12] + BigEndian.bytes(0, 8) + [0, 0, 0, 24, 0, 0]), data: [], nexus: self.nexus)
+        #expect(BigEndian.read(status.data, 8, 8) == 0)
+        #expect(status.data[20] == 1)  // deallocated
+    }
+
+    @Test func snapshotsRefuseWritesWithDataProtect() throws {
+        try self.pool.createSnapshot("vm1", "s1")
+        let snapshot = LogicalUnit(pool: self.pool, handle: try self.pool.handle("vm1@s1"))
+        let write = snapshot.execute(Self.write16(lba: 0, blocks: 1), data: [UInt8](repeating: 1, count: 512), nexus: self.nexus)
+        #expect(self.sense(write)! == (0x07, 0x27, 0x00))
+        let modeSense = snapshot.execute(self.cdb([0x1a, 0x08, 0x3f, 0, 255, 0]), data: [], nexus: self.nexus)
+        #expect(modeSense.data[2] & 0x80 != 0)  // WP
+    }
+
+    @Test func fullPoolEndsInSpaceAllocationFailed() throws {
+        try self.pool.createVolume("big", size: 1 << 30)
+        let big = LogicalUnit(pool: self.pool, handle: try self.pool.handle("big"))
+        let block = [UInt8](repeating: 7, count: 65536)
+        var last = SCSIResult.good()
+        for index in 0..<64 where last.status == .good {
+            last = big.execute(Self.write16(lba: UInt64(index) * 128, blocks: 128), data: block, nexus: self.nexus)
+        }
+        #expect(self.sense(last)! == (0x07, 0x27, 0x07))
+    }
+
+    @Test func compareAndWriteWritesOnlyOnAMatch() {
+        let old = [UInt8](repeating: 0x41, count: 512)
+        let new = [UInt8](repeating: 0x42, count: 512)
+        _ = self.unit.execute(Self.write16(lba: 9, blocks: 1), data: old, nexus: self.nexus)
+        let caw = CDB([0x89, 0] + BigEndian.bytes(9, 8) + [0, 0, 0, 1, 0, 0])
+        #expect(self.unit.execute(caw, data: old + new, nexus: self.nexus).status == .good)
+        let miss = self.unit.execute(caw, data: old + old, nexus: self.nexus)
+        #expect(self.sense(miss)! == (0x0e, 0x1d, 0x00))
+        #expect(self.unit.execute(Self.read16(lba: 9, blocks: 1), data: [], nexus: self.nexus).data == new)
+        #expect(throws: SCSIError.self) {
+            try self.unit.dataOutLength(caw, nexus: self.nexus, expectedLength: 512).get()
+        }
+    }
+
+    @Test func modeSelectClearsTheWriteCache() {
+        var page = ModePages.page(ModePages.caching, control: 0, unit: self.unit)!
+        page[2] &= ~0x04
+        let parameters: [UInt8] = [0, 0, 0, 0] + page
+        let select = self.unit.execute(self.cdb([0x15, 0x10, 0, 0, UInt8(parameters.count), 0]), data: parameters, nexus: self.nexus)
+        #expect(select.status == .good)
+        let cached = self.unit.writeCache.load(ordering: .relaxed)
+        #expect(!cached)
+        var wrong = parameters
+        wrong[4 + 3] = 0xff
+        let refused = self.unit.execute(self.cdb([0x15, 0x10, 0, 0, UInt8(wrong.count), 0]), data: wrong, nexus: self.nexus)
+        #expect(self.sense(refused)! == (0x05, 0x26, 0x00))
+    }
+
+    func prOut(_ action: UInt8, type: UInt8 = 0, key: UInt64, serviceKey: UInt64, nexus: String) -> SCSIResult {
+        let parameters = BigEndian.bytes(key, 8) + BigEndian.bytes(serviceKey, 8) + [UInt8](repeating: 0, count: 8)
+        return self.unit.execute(self.cdb([0x5f, action, type, 0, 0, 0, 0, 0, 24, 0]), data: parameters, nexus: nexus)
+    }
+
+    @Test func persistentReservationsFenceOtherInitiators() {
+        #expect(self.prOut(0, key: 0, serviceKey: 0xaa, nexus: self.nexus).status == .good)
+        #expect(self.prOut(0, key: 0, serviceKey: 0xbb, nexus: self.other).status == .good)
+        #expect(self.prOut(1, type: 1, key: 0xaa, serviceKey: 0, nexus: self.nexus).status == .good)  // write exclusive
+        let block = [UInt8](repeating: 3, count: 512)
+        #expect(self.unit.execute(Self.write16(lba: 0, blocks: 1), data: block, nexus: self.other).status == .reservationConflict)
+        #expect(self.unit.execute(Self.read16(lba: 0, blocks: 1), data: [], nexus: self.other).status == .good)
+        #expect(self.unit.execute(Self.write16(lba: 0, blocks: 1), data: block, nexus: self.nexus).status == .good)
+        let keys = self.unit.execute(self.cdb([0x5e, 0, 0, 0, 0, 0, 0, 0, 64, 0]), data: [], nexus: self.other)
+        #expect(BigEndian.read(keys.data, 4, 4) == 16)
+        // The other initiator preempts the holder and takes the reservation.
+        #expect(self.prOut(4, type: 1, key: 0xbb, serviceKey: 0xaa, nexus: self.other).status == .good)
+        #expect(self.unit.execute(Self.write16(lba: 0, blocks: 1), data: block, nexus: self.other).status == .good)
+        // The preempted initiator is told once, then fenced.
+        let attention = self.unit.execute(Self.write16(lba: 0, blocks: 1), data: block, nexus: self.nexus)
+        #expect(self.sense(attention)! == (0x06, 0x2a, 0x05))
+        #expect(self.unit.execute(Self.write16(lba: 0, blocks: 1), data: block, nexus: self.nexus).status == .reservationConflict)
+        #expect(self.prOut(0, key: 0xaa, serviceKey: 0xcc, nexus: self.nexus).status == .reservationConflict)
+    }
+}
