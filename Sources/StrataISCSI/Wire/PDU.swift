@@ -118,9 +118,9 @@ public struct PDU: Sendable, Equatable {
         for index in 0..<8 { self.header[offset + index] = UInt8(truncatingIfNeeded: value >> (56 - 8 * index)) }
     }
 
-    /// Sets DataSegmentLength and TotalAHSLength from `data` and `additionalHeader`.
-    mutating func sealLengths() {
-        let length = self.data.count
+    /// Sets DataSegmentLength (from `data`, or `dataLength`) and TotalAHSLength from `additionalHeader`.
+    mutating func sealLengths(dataLength: Int? = nil) {
+        let length = dataLength ?? self.data.count
         self.header[4] = UInt8(self.additionalHeader.count / 4)
         self.header[5] = UInt8(truncatingIfNeeded: length >> 16)
         self.header[6] = UInt8(truncatingIfNeeded: length >> 8)

@@ -66,24 +66,29 @@ public enum PDUFramer {
     }
 
     /// Appends `pdu` to `buffer`, with lengths set from its segments, padding and digests.
-    public static func encode(_ pdu: PDU, into buffer: inout ByteBuffer, settings: FramingSettings) {
+    /// `data`, when given, is the data segment in place of `pdu.data` (a slice of a larger
+    /// buffer, sent without copying it first).
+    public static func encode(
+        _ pdu: PDU, data: ArraySlice<UInt8>? = nil, into buffer: inout ByteBuffer, settings: FramingSettings
+    ) {
         var pdu = pdu
-        pdu.sealLengths()
+        let segment = data ?? pdu.data[...]
+        pdu.sealLengths(dataLength: segment.count)
         buffer.writeBytes(pdu.header)
         buffer.writeBytes(pdu.additionalHeader)
         if settings.headerDigest {
             buffer.writeInteger(crc32c(pdu.header + pdu.additionalHeader), endianness: .little)
         }
-        guard !pdu.data.isEmpty else { return }
-        buffer.writeBytes(pdu.data)
-        buffer.writeRepeatingByte(0, count: (4 - pdu.data.count % 4) % 4)
-        if settings.dataDigest { buffer.writeInteger(Self.dataDigest(pdu.data), endianness: .little) }
+        guard !segment.isEmpty else { return }
+        buffer.writeBytes(segment)
+        buffer.writeRepeatingByte(0, count: (4 - segment.count % 4) % 4)
+        if settings.dataDigest { buffer.writeInteger(Self.dataDigest(segment), endianness: .little) }
     }
 
     /// CRC32C of a data segment with its padding (RFC 7143 §11.1: the digest covers the pad bytes).
-    static func dataDigest(_ data: [UInt8]) -> UInt32 {
+    static func dataDigest(_ data: some Collection<UInt8>) -> UInt32 {
         let padding = (4 - data.count % 4) % 4
-        let crc = data.withUnsafeBufferPointer { crc32c(UnsafeRawBufferPointer($0)) }
+        let crc = data.withContiguousStorageIfAvailable { crc32c(UnsafeRawBufferPointer($0)) } ?? crc32c(Array(data))
         guard padding > 0 else { return crc }
         return [UInt8](repeating: 0, count: padding).withUnsafeBufferPointer {
             crc32c(UnsafeRawBufferPointer($0), seed: crc)
