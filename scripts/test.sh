@@ -12,10 +12,13 @@ source scripts/toolchain.sh
 
 # Debian packages the tiers use; installed when missing (root, or sudo).
 need=()
-for pair in qemu-img:qemu-utils qemu-io:qemu-utils nbdinfo:libnbd-bin nbdcopy:libnbd-bin nbdkit:nbdkit fio:fio; do
+for pair in qemu-img:qemu-utils qemu-io:qemu-utils nbdinfo:libnbd-bin nbdcopy:libnbd-bin nbdkit:nbdkit fio:fio \
+    iscsi-test-cu:libiscsi-bin iscsi-ls:libiscsi-bin iscsi-inq:libiscsi-bin; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 /usr/bin/python3 -c 'import nbd' >/dev/null 2>&1 || need+=(python3-libnbd)
+# qemu-img's iscsi:// driver lives in qemu-block-extra (only a Recommends of qemu-utils).
+dpkg -s qemu-block-extra >/dev/null 2>&1 || need+=(qemu-block-extra)
 # fio's NBD engine comes with Debian's fio; make sure this fio has it.
 if command -v fio >/dev/null 2>&1 && ! fio --enghelp 2>/dev/null | grep -q nbd; then need+=(fio); fi
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u | sed '/^$/d')
@@ -49,7 +52,7 @@ if [ -z "$tests" ] || [ "$tests" -eq 0 ]; then
     exit 1
 fi
 
-echo "== end to end with real clients (qemu-img, qemu-io, nbdinfo, nbdcopy, fio, libnbd)"
+echo "== end to end with real clients (qemu-img, qemu-io, nbdinfo, nbdcopy, fio, libnbd, libiscsi)"
 set +e
 CI=${CI:-} tests/run-e2e.sh 2>&1 | tee "$LOG.e2e"
 e2e_status=${PIPESTATUS[0]}
