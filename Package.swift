@@ -34,10 +34,13 @@ let package = Package(
             dependencies: ["StrataCore"],
             swiftSettings: strictSettings
         ),
-        // What the front ends share: the registry of open connections.
+        // What the front ends share: the registry of open connections and the listener.
         .target(
             name: "StrataFrontEnd",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: strictSettings
         ),
         // NBD front end: Wire/ is the pure codec and connection state; Server/ the NIO glue.

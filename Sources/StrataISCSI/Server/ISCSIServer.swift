@@ -10,11 +10,11 @@ import StrataCore
 import StrataFrontEnd
 
 public final class ISCSIServer: Sendable {
-    let channel: any Channel
+    let listener: Listener
     public let target: ISCSITarget
 
-    private init(channel: any Channel, target: ISCSITarget) {
-        self.channel = channel
+    private init(listener: Listener, target: ISCSITarget) {
+        self.listener = listener
         self.target = target
     }
 
@@ -25,37 +25,16 @@ public final class ISCSIServer: Sendable {
         registry: ConnectionRegistry, logger: Logger
     ) throws -> ISCSIServer {
         let target = ISCSITarget(pool: pool, directory: directory, threadPool: threadPool, registry: registry, logger: logger)
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.autoRead, value: false)
-            .childChannelOption(.maxMessagesPerRead, value: 16)
-            .childChannelOption(
-                .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 1 << 20))
-            .childChannelOption(.writeBufferWaterMark, value: .init(low: 4 << 20, high: 16 << 20))
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ISCSIConnectionHandler(target: target))
-                }
-            }
-        let channel = try bootstrap.bind(host: host, port: port).wait()
-        return ISCSIServer(channel: channel, target: target)
+        let listener = try Listener.bind(
+            host: host, port: port, group: group, registry: registry, protocolName: "iscsi"
+        ) { ISCSIConnectionHandler(target: target) }
+        return ISCSIServer(listener: listener, target: target)
     }
 
     /// The address it listens on (the port, when 0 was asked for).
-    public var localAddress: SocketAddress? { self.channel.localAddress }
+    public var localAddress: SocketAddress? { self.listener.localAddress }
 
     /// Stops accepting, lets every session finish the commands it has running, and waits for
     /// the connections to close. Blocks: call it from a thread that is not an event loop.
-    public func shutdownAndWait() {
-        try? self.channel.close().wait()
-        let connections = self.target.registry.all.filter { $0.protocolName == "iscsi" }
-        for entry in connections {
-            entry.channel.pipeline.fireUserInboundEventTriggered(DrainEvent())
-        }
-        for entry in connections {
-            try? entry.channel.closeFuture.wait()
-        }
-    }
+    public func shutdownAndWait() { self.listener.shutdownAndWait() }
 }
