@@ -8,6 +8,7 @@ import StrataCore
 /// Login status classes and details (RFC 7143 §11.13.5).
 public enum LoginStatus: UInt16, Sendable {
     case success = 0x0000
+    case initiatorError = 0x0200
     case authenticationFailure = 0x0201
     case authorizationFailure = 0x0202
     case notFound = 0x0203
@@ -137,17 +138,28 @@ public struct Login {
         var answer = TextKeys()
         if let failure = self.declarations(keys, request: request, answer: &answer) { return failure }
 
+        let step: Step
         switch stage {
         case .security:
-            return self.securityStage(request, keys: keys, transit: transit, next: next, answer: answer)
+            step = self.securityStage(request, keys: keys, transit: transit, next: next, answer: answer)
         case .operational:
             if self.requiresAuthentication && !self.authenticated {
                 return self.failure(.authenticationFailure, request, "CHAP is required for this target")
             }
-            return self.operationalStage(request, keys: keys, transit: transit, next: next, answer: answer)
+            step = self.operationalStage(request, keys: keys, transit: transit, next: next, answer: answer)
         case .fullFeature:
             return self.failure(.invalidDuringLogin, request, "login in the full feature phase")
         }
+        // An answer must fit one login PDU the initiator accepts (8192 bytes during login).
+        switch step {
+        case .respond(let pdu), .complete(let pdu, _):
+            if pdu.data.count > TargetLimits.loginDataLength {
+                return self.failure(.outOfResources, request, "login answer of \(pdu.data.count) bytes; too many keys offered")
+            }
+        case .fail:
+            break
+        }
+        return step
     }
 
     var requiresAuthentication: Bool { self.credential != nil }

@@ -35,6 +35,9 @@ public struct SessionParameters: Sendable, Equatable {
 public enum TargetLimits {
     /// The longest data segment the target accepts (declared as MaxRecvDataSegmentLength).
     public static let maxReceiveDataLength = 262_144
+    /// The longest data segment of a login PDU, either way (RFC 7143 §13.12: the default 8192
+    /// holds until login ends).
+    public static let loginDataLength = 8192
     /// RFC 7143 §13.13: 512 to 2^24-1.
     public static let maxBurstLength = 16_776_192
     /// Unsolicited data per command is bounded by this, so a client cannot make the target buffer much.

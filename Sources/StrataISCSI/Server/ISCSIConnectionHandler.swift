@@ -74,7 +74,8 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     let target: ISCSITarget
     var logger: Logger
     var phase: Phase
-    var framing = FramingSettings(maxReceiveDataLength: TargetLimits.maxReceiveDataLength)
+    /// During login both sides may send at most 8192 bytes per PDU (RFC 7143 §13.12's default).
+    var framing = FramingSettings(maxReceiveDataLength: TargetLimits.loginDataLength)
     var cumulation = ByteBuffer()
     var context: ChannelHandlerContext?
     var loginTimer: Scheduled<Void>?
@@ -239,7 +240,16 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         switch error {
         case .dataSegmentTooLong(let header, let length, let limit):
             self.logger.notice("iSCSI PDU data segment of \(length) bytes exceeds \(limit); closing the connection")
-            if case .fullFeature = self.phase { self.reject(header, reason: .protocolError, context: context) }
+            switch self.phase {
+            case .fullFeature:
+                self.reject(header, reason: .protocolError, context: context)
+            case .login(var login):
+                if case .fail(let refusal, _) = login.failure(.initiatorError, PDU(header: header), "text too long") {
+                    self.send(refusal, context: context)
+                }
+            default:
+                break
+            }
         case .headerDigest:
             self.logger.notice("iSCSI header digest mismatch; closing the connection")
         case .dataDigest(let header):
