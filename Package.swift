@@ -34,6 +34,12 @@ let package = Package(
             dependencies: ["StrataCore"],
             swiftSettings: strictSettings
         ),
+        // Send/receive streams and replication (docs/STREAM.md).
+        .target(
+            name: "StrataReplication",
+            dependencies: ["StrataCore"],
+            swiftSettings: strictSettings
+        ),
         // NBD front end: Wire/ is the pure codec and connection state; Server/ the NIO glue.
         .target(
             name: "StrataNBD",
@@ -51,6 +57,7 @@ let package = Package(
             dependencies: [
                 "StrataCore",
                 "StrataNBD",
+                "StrataReplication",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -62,6 +69,7 @@ let package = Package(
             dependencies: [
                 "StrataCore",
                 "StrataServer",
+                "StrataReplication",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -79,6 +87,11 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "StrataReplicationTests",
+            dependencies: ["StrataReplication", "StrataCore", "StrataTesting"],
             swiftSettings: strictSettings
         ),
         .testTarget(

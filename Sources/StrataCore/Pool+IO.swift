@@ -52,7 +52,7 @@ extension Pool {
             guard let record = self.record(id: handle.id) else {
                 throw StrataError(.notFound, "\(operation) \(handle.name): the volume was deleted")
             }
-            guard record.kind == .volume, !handle.readOnly else {
+            guard record.kind != .snapshot, !handle.readOnly else {
                 throw StrataError(
                     .readOnly,
                     "\(operation) \(handle.name): snapshots are read-only; clone it to write (`strata clone \(handle.name) NEW`)")

@@ -70,6 +70,15 @@ public enum Daemon {
             try? group.syncShutdownGracefully()
             throw StrataError(.io, "serve: cannot listen on \(options.nbdHost):\(options.nbdPort) (\(error)); is another server using it?")
         }
+        let streams: StreamServer
+        do throws(StrataError) {
+            streams = try StreamServer.start(directory: directory, service: service, logger: logger)
+        } catch {
+            control.close()
+            nbd.shutdownAndWait()
+            _ = Result { () throws(StrataError) in try pool.close() }
+            throw error
+        }
         logger.notice(
             "serving pool \(directory): NBD on \(options.nbdHost):\(options.nbdPort), control socket \(directory)/\(ControlServer.socketName)"
         )
@@ -87,6 +96,7 @@ public enum Daemon {
         stop.wait()
         logger.notice("shutting down: finishing requests in flight")
         control.close()
+        streams.close()
         nbd.shutdownAndWait()
         var exitError: StrataError?
         do throws(StrataError) {
