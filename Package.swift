@@ -37,7 +37,7 @@ let package = Package(
         // Send/receive streams and replication (docs/STREAM.md).
         .target(
             name: "StrataReplication",
-            dependencies: ["StrataCore"],
+            dependencies: ["StrataCore", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         // NBD front end: Wire/ is the pure codec and connection state; Server/ the NIO glue.

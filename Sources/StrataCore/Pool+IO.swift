@@ -57,6 +57,11 @@ extension Pool {
                     .readOnly,
                     "\(operation) \(handle.name): snapshots are read-only; clone it to write (`strata clone \(handle.name) NEW`)")
             }
+            guard !record.isReplica else {
+                throw StrataError(
+                    .readOnly,
+                    "\(operation) \(handle.name): the volume is a replication target and read-only; `strata replicate promote \(handle.name)` makes it writable")
+            }
             try self.checkRange(record, handle, operation: operation, offset: offset, length: length)
             return record
         }

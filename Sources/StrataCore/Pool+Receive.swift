@@ -231,8 +231,10 @@ extension Pool {
     /// snapshot `snapshot` (GUID `target`, time `createdAtNanos`) is added, in one transaction.
     /// A full stream creates the volume. With `force`, changes since the base and snapshots
     /// newer than it are discarded.
+    /// With `replica`, the volume becomes a read-only replication target.
     public func finishReceive(
-        _ volume: String, snapshot: String, target: StrataGUID, createdAtNanos: Int64, force: Bool
+        _ volume: String, snapshot: String, target: StrataGUID, createdAtNanos: Int64, force: Bool,
+        replica: Bool = false
     ) throws(StrataError) {
         let existingID = self.meta.withReadLock { self.volumeIDByName[volume] }
         let gate = existingID.map { self.gates.gate($0) }
@@ -256,6 +258,7 @@ extension Pool {
                 record = self.newRecord(kind: .volume, name: volume, parent: 0, size: staging.size)
             }
             // The staging's one reference on its root moves to the volume.
+            if replica { record.flags |= VolumeRecord.flagReplica }
             record.root = staging.root
             record.depth = staging.depth
             record.size = staging.size
@@ -273,5 +276,23 @@ extension Pool {
             if record.root != .none { try self.retainNode(record.root.rawValue) }
             self.insert(copy)
         }
+    }
+}
+
+extension Pool {
+    /// Makes a replication target writable (failover), or marks a volume as one.
+    /// - Throws: `.notFound` for an unknown volume.
+    public func setReplica(_ volume: String, _ replica: Bool) throws(StrataError) {
+        try self.meta.withWriteLock { () throws(StrataError) in
+            try self.checkWritable("replicate promote", volume)
+            var record = try self.volumeRecord(volume, operation: "replicate promote")
+            if replica { record.flags |= VolumeRecord.flagReplica } else { record.flags &= ~VolumeRecord.flagReplica }
+            self.store(record)
+        }
+    }
+
+    /// True when `volume` is a read-only replication target.
+    public func isReplica(_ volume: String) throws(StrataError) -> Bool {
+        try self.meta.withReadLock { () throws(StrataError) in try self.volumeRecord(volume, operation: "find").isReplica }
     }
 }

@@ -13,7 +13,8 @@ import Foundation
 // | 8      | 1    | kind: 1 volume, 2 snapshot, 3 staging (a receive in progress)       |
 // | 9      | 1    | tree depth (levels of 256-way nodes)                                |
 // | 10     | 1    | name length in bytes                                                |
-// | 11     | 5    | reserved, zero                                                      |
+// | 11     | 1    | flags: bit 0 = replica (read-only until `replicate promote`)        |
+// | 12     | 4    | reserved, zero                                                      |
 // | 16     | 8    | parent: a snapshot's volume id; a clone's origin snapshot id; or 0  |
 // | 24     | 8    | size in bytes                                                       |
 // | 32     | 8    | mapping tree root page (0 = nothing mapped)                         |
@@ -44,6 +45,11 @@ struct VolumeRecord: PagedElement, Equatable {
             guid: (0, 0), name: "")
     }
 
+    /// Bit 0: a replication target, read-only until promoted. Other bits are zero.
+    var flags: UInt8 = 0
+    static let flagReplica: UInt8 = 1
+    var isReplica: Bool { self.flags & Self.flagReplica != 0 }
+
     /// Staging records: how many bytes of the volume (from offset 0) the receive has applied.
     var receivedBytes: UInt64 = 0
     /// Staging records: the GUID of the snapshot the stream is based on; (0, 0) for a full stream.
@@ -68,7 +74,7 @@ struct VolumeRecord: PagedElement, Equatable {
         lhs.id == rhs.id && lhs.kind == rhs.kind && lhs.depth == rhs.depth && lhs.parent == rhs.parent
             && lhs.size == rhs.size && lhs.root == rhs.root && lhs.sharedBefore == rhs.sharedBefore
             && lhs.createdAtNanos == rhs.createdAtNanos && lhs.guid == rhs.guid && lhs.name == rhs.name
-            && lhs.receivedBytes == rhs.receivedBytes && lhs.baseGUID == rhs.baseGUID
+            && lhs.flags == rhs.flags && lhs.receivedBytes == rhs.receivedBytes && lhs.baseGUID == rhs.baseGUID
     }
 
     init(
@@ -101,12 +107,16 @@ struct VolumeRecord: PagedElement, Equatable {
         self.guid = (page.loadLE(at: offset + 56), page.loadLE(at: offset + 64))
         let nameBytes = Array(page[(offset + 72)..<(offset + 72 + min(nameLength, Limits.nameBytesMax))])
         self.name = String(decoding: nameBytes, as: UTF8.self)
+        self.flags = page[offset + 11]
         self.receivedBytes = page.loadLE(at: offset + 136)
         self.baseGUID = (page.loadLE(at: offset + 144), page.loadLE(at: offset + 152))
         if self.id != 0 {
             if kind == nil { self.decodeProblem = "record \(self.id): unknown kind \(page[offset + 8])" }
             if nameLength == 0 || nameLength > Limits.nameBytesMax || !Names.isValid(self.name) {
                 self.decodeProblem = "record \(self.id): invalid name"
+            }
+            if self.flags & ~Self.flagReplica != 0 {
+                self.decodeProblem = "record \(self.id): unknown flags \(self.flags)"
             }
             if self.depth == 0 || Int(self.depth) > Limits.treeDepthMax {
                 self.decodeProblem = "record \(self.id): invalid tree depth \(self.depth)"
@@ -129,6 +139,7 @@ struct VolumeRecord: PagedElement, Equatable {
         page.storeLE(self.guid.0, at: offset + 56)
         page.storeLE(self.guid.1, at: offset + 64)
         for (position, byte) in nameBytes.enumerated() { page[offset + 72 + position] = byte }
+        page[offset + 11] = self.flags
         page.storeLE(self.receivedBytes, at: offset + 136)
         page.storeLE(self.baseGUID.0, at: offset + 144)
         page.storeLE(self.baseGUID.1, at: offset + 152)

@@ -30,9 +30,11 @@ public enum StreamReceiver {
     /// Receives one stream from `input` into `volume`. `progress(done, total)` counts volume bytes.
     /// - Throws: `.corrupt` naming the byte offset, `.invalidArgument` on a base mismatch, with a
     ///   resume token in the message when the staging was kept.
+    /// With `replica`, a volume it creates is a read-only replication target; with
+    /// `replaceStaging`, a staged receive of other snapshots is discarded first.
     public static func receive(
-        pool: Pool, volume: String, force: Bool, from input: any StreamInput,
-        progress: (UInt64, UInt64) -> Void = { _, _ in }
+        pool: Pool, volume: String, force: Bool, replica: Bool = false, replaceStaging: Bool = false,
+        from input: any StreamInput, progress: (UInt64, UInt64) -> Void = { _, _ in }
     ) throws(StrataError) -> ReceiveSummary {
         let context = "receive \(volume)"
         let reader = StreamReader(input, context: context)
@@ -43,7 +45,7 @@ public enum StreamReceiver {
             description.createdAtNanos = Int64(Date.nowNanos)
             if let fromName = description.fromName { description.fromGUID = try Self.guid(pool, volume, fromName) }
         }
-        let staging = try Self.stage(pool: pool, volume: volume, description, force: force)
+        let staging = try Self.stage(pool: pool, volume: volume, description, force: force, replace: replaceStaging)
         var summary = ReceiveSummary(
             volume: volume, snapshot: "\(volume)@\(description.snapshotName)", guid: description.toGUID.description,
             format: description.format.rawValue, resumedFrom: description.resumeOffset)
@@ -81,7 +83,7 @@ public enum StreamReceiver {
         let finished = Result { () throws(StrataError) in
             try pool.finishReceive(
                 volume, snapshot: description.snapshotName, target: description.toGUID,
-                createdAtNanos: description.createdAtNanos, force: force)
+                createdAtNanos: description.createdAtNanos, force: force, replica: replica)
             try pool.flush()
         }
         if case .failure(let error) = finished {
@@ -92,13 +94,13 @@ public enum StreamReceiver {
     }
 
     /// The staging to apply into: new, or (for a resumed stream) the interrupted one.
-    private static func stage(pool: Pool, volume: String, _ description: StreamDescription, force: Bool)
-        throws(StrataError) -> ReceiveStaging
-    {
+    private static func stage(
+        pool: Pool, volume: String, _ description: StreamDescription, force: Bool, replace: Bool
+    ) throws(StrataError) -> ReceiveStaging {
         guard description.resumeOffset > 0 else {
             // The whole stream again, for the same snapshots: it replaces the partial one.
-            if let staged = pool.receiveStaging(volume), staged.targetGUID == description.toGUID,
-                staged.baseGUID == description.fromGUID
+            if let staged = pool.receiveStaging(volume),
+                replace || (staged.targetGUID == description.toGUID && staged.baseGUID == description.fromGUID)
             {
                 try pool.abortReceive(volume)
             }

@@ -9,6 +9,7 @@ import NIOCore
 import NIOPosix
 import StrataCore
 import StrataNBD
+import StrataReplication
 
 #if canImport(Glibc)
 import Glibc
@@ -23,6 +24,9 @@ public struct DaemonOptions: Sendable {
     public var iscsi: (host: String, port: Int)?
     public var createSize: UInt64
     public var commitIntervalSeconds: Double
+    /// Where to accept replication from peers (`--replication`), and the shared secret's file.
+    public var replication: (host: String, port: Int)? = nil
+    public var replicationSecretFile: String? = nil
 
     public init(
         directory: String, nbdHost: String, nbdPort: Int, iscsi: (host: String, port: Int)?, createSize: UInt64,
@@ -71,14 +75,24 @@ public enum Daemon {
             throw StrataError(.io, "serve: cannot listen on \(options.nbdHost):\(options.nbdPort) (\(error)); is another server using it?")
         }
         let streams: StreamServer
+        let replicator = Replicator(pool: pool, directory: directory, logger: logger)
+        var replicas: ReplicationServer?
         do throws(StrataError) {
-            streams = try StreamServer.start(directory: directory, service: service, logger: logger)
+            if let (host, port) = options.replication {
+                replicas = try ReplicationServer.start(
+                    host: host, port: port, secretFile: options.replicationSecretFile ?? "", pool: pool, logger: logger)
+                logger.notice("accepting replication on \(host):\(port)")
+            }
+            streams = try StreamServer.start(
+                directory: directory, service: service, replicator: replicator, logger: logger)
         } catch {
+            replicas?.close()
             control.close()
             nbd.shutdownAndWait()
             _ = Result { () throws(StrataError) in try pool.close() }
             throw error
         }
+        replicator.resumeSavedJobs()
         logger.notice(
             "serving pool \(directory): NBD on \(options.nbdHost):\(options.nbdPort), control socket \(directory)/\(ControlServer.socketName)"
         )
@@ -97,6 +111,8 @@ public enum Daemon {
         logger.notice("shutting down: finishing requests in flight")
         control.close()
         streams.close()
+        replicas?.close()
+        replicator.shutdown()
         nbd.shutdownAndWait()
         var exitError: StrataError?
         do throws(StrataError) {

@@ -31,11 +31,19 @@ public enum StreamRequest: Codable, Sendable, Equatable {
     case abort(volume: String)
     /// The resume token of an interrupted receive.
     case token(volume: String)
+    /// Start (or replace) a replication job; the daemon only.
+    case replicateStart(ReplicationJob)
+    /// Stop a replication job; the daemon only.
+    case replicateStop(volume: String)
+    /// Every replication job's state; the daemon only.
+    case replicateStatus
+    /// Make a replica writable.
+    case promote(volume: String)
 
     var needsDescriptor: Bool {
         switch self {
         case .send, .receive: return true
-        case .abort, .token: return false
+        default: return false
         }
     }
 }
@@ -45,6 +53,7 @@ public enum StreamResult: Codable, Sendable {
     case sent(SendSummary)
     case received(ReceiveSummary)
     case token(String)
+    case replication([ReplicationStatus])
     case done
 }
 
@@ -80,6 +89,13 @@ extension PoolService {
             return .done
         case .token(let volume):
             return .token(try StreamReceiver.token(pool: self.pool, volume: volume))
+        case .promote(let volume):
+            try self.pool.setReplica(volume, false)
+            try self.pool.flush()
+            return .done
+        case .replicateStart, .replicateStop, .replicateStatus:
+            throw StrataError(
+                .notFound, "replicate: no daemon runs on this pool; replication jobs run in `strata serve`")
         }
     }
 }
@@ -100,7 +116,9 @@ public final class StreamServer: Sendable {
     }
 
     /// Binds `stream.sock` in `directory` and starts accepting.
-    public static func start(directory: String, service: PoolService, logger: Logger) throws(StrataError) -> StreamServer {
+    public static func start(
+        directory: String, service: PoolService, replicator: Replicator, logger: Logger
+    ) throws(StrataError) -> StreamServer {
         let path = directory + "/" + Self.socketName
         unlink(path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -114,13 +132,13 @@ public final class StreamServer: Sendable {
         }
         chmod(path, 0o600)
         let server = StreamServer(listener: fd, path: path)
-        let thread = Thread { server.acceptLoop(service: service, logger: logger) }
+        let thread = Thread { server.acceptLoop(service: service, replicator: replicator, logger: logger) }
         thread.name = "strata-stream-accept"
         thread.start()
         return server
     }
 
-    private func acceptLoop(service: PoolService, logger: Logger) {
+    private func acceptLoop(service: PoolService, replicator: Replicator, logger: Logger) {
         while true {
             let connection = Glibc.accept(self.listener, nil, nil)
             if connection < 0 {
@@ -140,7 +158,7 @@ public final class StreamServer: Sendable {
                 continue
             }
             let thread = Thread {
-                Self.serve(connection, service: service, logger: logger)
+                Self.serve(connection, service: service, replicator: replicator, logger: logger)
                 Glibc.close(connection)
                 self.active.withLock { $0 -= 1 }
             }
@@ -149,7 +167,7 @@ public final class StreamServer: Sendable {
         }
     }
 
-    private static func serve(_ connection: Int32, service: PoolService, logger: Logger) {
+    private static func serve(_ connection: Int32, service: PoolService, replicator: Replicator, logger: Logger) {
         var line: [UInt8] = []
         var descriptor: Int32 = -1
         var buffer = [UInt8](repeating: 0, count: 4096)
@@ -177,7 +195,7 @@ public final class StreamServer: Sendable {
         var lastReport = 0.0
         let message: StreamMessage
         do throws(StrataError) {
-            let result = try service.stream(request, fd: descriptor) { done, total in
+            let result = try Self.execute(request, service: service, replicator: replicator, fd: descriptor) { done, total in
                 let now = Date().timeIntervalSince1970
                 if now - lastReport > 0.1 || done == total {
                     lastReport = now
@@ -190,6 +208,25 @@ public final class StreamServer: Sendable {
             message = StreamMessage(error: ControlError(error))
         }
         Self.reply(message, on: connection)
+    }
+
+    /// Replication jobs live in the daemon; everything else is `PoolService.stream`.
+    private static func execute(
+        _ request: StreamRequest, service: PoolService, replicator: Replicator, fd: Int32,
+        progress: (UInt64, UInt64) -> Void
+    ) throws(StrataError) -> StreamResult {
+        switch request {
+        case .replicateStart(let job):
+            try replicator.start(job)
+            return .done
+        case .replicateStop(let volume):
+            replicator.stop(volume)
+            return .done
+        case .replicateStatus:
+            return .replication(replicator.status())
+        default:
+            return try service.stream(request, fd: fd, progress: progress)
+        }
     }
 
     static func reply(_ message: StreamMessage, on connection: Int32) {

@@ -25,7 +25,7 @@ struct Strata: ParsableCommand {
         subcommands: [
             ServeCommand.self, PoolCommand.self, VolumeCommand.self, SnapshotCommand.self, CloneCommand.self,
             ImportCommand.self, ExportCommand.self, DiffCommand.self, CheckCommand.self, ConnectionsCommand.self,
-            SendCommand.self, ReceiveCommand.self,
+            SendCommand.self, ReceiveCommand.self, ReplicateCommand.self,
         ]
     )
 }
