@@ -34,10 +34,12 @@ let package = Package(
             dependencies: ["StrataCore"],
             swiftSettings: strictSettings
         ),
+        // zlib, for `strata send --compress` (Debian: zlib1g-dev).
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         // Send/receive streams and replication (docs/STREAM.md).
         .target(
             name: "StrataReplication",
-            dependencies: ["StrataCore", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["StrataCore", "CZlib", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings
         ),
         // NBD front end: Wire/ is the pure codec and connection state; Server/ the NIO glue.

@@ -54,8 +54,8 @@ struct RBDDiffWriter {
         head += size
         try self.output.write(head)
         summary.streamBytes += UInt64(head.count)
-        try self.plan.writeRecords(pool: pool, to: self.output, summary: &summary, progress: progress) { piece, _ in
-            RBDDiff.extentRecord(piece.isData ? RBDDiff.tagData : RBDDiff.tagZero, offset: piece.offset, length: piece.length)
+        try self.plan.writeRecords(pool: pool, to: self.output, summary: &summary, progress: progress) { piece, data in
+            (RBDDiff.extentRecord(piece.isData ? RBDDiff.tagData : RBDDiff.tagZero, offset: piece.offset, length: piece.length), data)
         }
         try self.output.write([RBDDiff.tagEnd])
         summary.streamBytes += 1

@@ -55,6 +55,7 @@ struct StrataStreamDecoder: StreamDecoder {
     private var records: UInt64 = 0
     private var dataBytes: UInt64 = 0
     private var nextOffset: UInt64
+    private let compressionAllowed: Bool
 
     init(reader: StreamReader, magic: [UInt8], context: String) throws(StrataError) {
         self.reader = reader
@@ -69,6 +70,7 @@ struct StrataStreamDecoder: StreamDecoder {
         }
         self.digest.update(bytes)
         self.nextOffset = header.resumeOffset
+        self.compressionAllowed = header.flags & StreamHeader.flagCompression != 0
         self.description = StreamDescription(
             format: .strata, volumeSize: header.volumeSize, fromGUID: header.fromGUID, fromName: nil,
             toGUID: header.toGUID, snapshotName: header.snapshotName, createdAtNanos: header.createdAtNanos,
@@ -107,17 +109,25 @@ struct StrataStreamDecoder: StreamDecoder {
             else {
                 throw invalid("record at volume offset \(record.offset) length \(record.length) is out of order or past the end (size=\(self.description.volumeSize))")
             }
-            guard record.flags == 0 else { throw invalid("compressed payloads are not supported by this strata") }
+            let compressed = record.flags & RecordHeader.flagCompressed != 0
+            guard !compressed || (record.kind == .data && self.compressionAllowed) else {
+                throw invalid("a compressed record in a stream whose header allows none")
+            }
             let expected = record.kind == .data ? record.length : 0
-            guard UInt64(record.payloadLength) == expected else {
+            guard compressed ? UInt64(record.payloadLength) < expected : UInt64(record.payloadLength) == expected else {
                 throw invalid("payload of \(record.payloadLength) bytes for a record of length \(record.length)")
             }
             self.digest.update(headerBytes)
             self.records += 1
             self.dataBytes += UInt64(payload.count)
             self.nextOffset = record.offset + record.length
-            return record.kind == .data
-                ? .data(offset: record.offset, bytes: payload) : .zero(offset: record.offset, length: record.length)
+            guard record.kind == .data else { return .zero(offset: record.offset, length: record.length) }
+            guard compressed else { return .data(offset: record.offset, bytes: payload) }
+            guard let inflated = RecordCompression.decompress(payload, length: Int(record.length)) else {
+                throw StrataError(
+                    .corrupt, "\(self.context): corrupt stream at byte offset \(payloadPosition): compressed payload does not inflate to \(record.length) bytes")
+            }
+            return .data(offset: record.offset, bytes: inflated)
         }
     }
 }

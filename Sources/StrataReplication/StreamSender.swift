@@ -31,12 +31,18 @@ public struct SendRequest: Codable, Sendable, Equatable {
     public var resumeToken: String?
     /// `strata` or `rbd-diff`.
     public var format: StreamFormatName
+    /// Deflate data records where that makes them smaller (Strata format only).
+    public var compress: Bool
 
-    public init(snapshot: String, base: String?, resumeToken: String? = nil, format: StreamFormatName = .strata) {
+    public init(
+        snapshot: String, base: String?, resumeToken: String? = nil, format: StreamFormatName = .strata,
+        compress: Bool = false
+    ) {
         self.snapshot = snapshot
         self.base = base
         self.resumeToken = resumeToken
         self.format = format
+        self.compress = compress
     }
 }
 
@@ -144,21 +150,21 @@ struct SendPlan {
         }
     }
 
-    /// Writes every piece as the record header `header` makes, then its data, counting into
+    /// Writes every piece as the record header and payload `record` makes of it, counting into
     /// `summary` and reporting progress.
     func writeRecords(
         pool: Pool, to output: any StreamOutput, summary: inout SendSummary, progress: (UInt64, UInt64) -> Void,
-        header: (SendExtent, [UInt8]) -> [UInt8]
+        record: (SendExtent, [UInt8]) -> (header: [UInt8], payload: [UInt8])
     ) throws(StrataError) {
         let total = self.totalBytes
         var done: UInt64 = 0
         try self.forEachPiece(pool: pool, pieceBytesMax: RecordHeader.payloadBytesMax) { piece, data throws(StrataError) in
-            let bytes = header(piece, data)
+            let (bytes, payload) = record(piece, data)
             try output.write(bytes)
-            if piece.isData { try output.write(data) }
+            if !payload.isEmpty { try output.write(payload) }
             summary.records += 1
-            summary.streamBytes += UInt64(bytes.count + data.count)
-            summary.dataBytes += UInt64(data.count)
+            summary.streamBytes += UInt64(bytes.count + payload.count)
+            summary.dataBytes += UInt64(payload.count)
             done += piece.length
             progress(done, total)
         }
@@ -188,7 +194,7 @@ struct StrataStreamWriter {
             baseGUID: self.plan.base?.guid.description, format: StreamFormatName.strata.rawValue)
         summary.resumeOffset = self.plan.resumeOffset
         let header = StreamHeader(
-            flags: 0, chunkSize: UInt32(pool.chunkSize), volumeSize: self.plan.target.sizeBytes,
+            flags: self.plan.request.compress ? StreamHeader.flagCompression : 0, chunkSize: UInt32(pool.chunkSize), volumeSize: self.plan.target.sizeBytes,
             fromGUID: self.plan.base?.guid ?? .zero, toGUID: self.plan.target.guid,
             createdAtNanos: self.plan.target.createdAtNanos, resumeOffset: self.plan.resumeOffset,
             snapshotName: self.plan.target.name)
@@ -197,13 +203,17 @@ struct StrataStreamWriter {
         digest.update(headerBytes)
         try self.output.write(headerBytes)
         summary.streamBytes += UInt64(headerBytes.count)
+        let compress = self.plan.request.compress
         try self.plan.writeRecords(pool: pool, to: self.output, summary: &summary, progress: progress) { piece, data in
+            let packed = compress && piece.isData ? RecordCompression.compress(data) : nil
+            let payload = packed ?? data
             let bytes = RecordHeader(
-                kind: piece.isData ? .data : .zero, payloadLength: UInt32(data.count), offset: piece.offset,
-                length: piece.length, payloadCRC: crc32c(data)
+                kind: piece.isData ? .data : .zero, flags: packed == nil ? 0 : RecordHeader.flagCompressed,
+                payloadLength: UInt32(payload.count), offset: piece.offset, length: piece.length,
+                payloadCRC: crc32c(payload)
             ).encode()
             digest.update(bytes)
-            return bytes
+            return (bytes, payload)
         }
         let hash = digest.finalize()
         let end = RecordHeader(

@@ -77,6 +77,7 @@ struct SendCommand: ParsableCommand {
     @Option(help: "Stream format: strata (checksummed, resumable) or rbd-diff (Ceph's rbd diff v1).")
     var format: String = "strata"
     @Option(help: "Resume an interrupted receive from the token it printed.") var resume: String?
+    @Flag(help: "Deflate data records where that makes them smaller (strata format).") var compress = false
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
@@ -90,7 +91,8 @@ struct SendCommand: ParsableCommand {
 
     func run() throws {
         let request = SendRequest(
-            snapshot: self.snapshot, base: self.from, resumeToken: self.resume, format: StreamFormatName(rawValue: self.format)!)
+            snapshot: self.snapshot, base: self.from, resumeToken: self.resume, format: StreamFormatName(rawValue: self.format)!,
+            compress: self.compress)
         var fd: Int32 = 1
         if let output = self.output {
             fd = open(output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)

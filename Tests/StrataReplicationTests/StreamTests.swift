@@ -238,3 +238,29 @@ func fingerprint(_ pool: Pool) throws -> [String] {
         #expect(throws: StrataError.self) { try ResumeToken(parsing: String(text), operation: "t") }
     }
 }
+
+@Suite struct CompressedStreamTests {
+    @Test func compressedStreamsShrinkAndArriveByteForByte() throws {
+        let (_, source) = try makePool()
+        let (device, target) = try makePool()
+        try source.createVolume("vm", size: 4 << 20)
+        let handle = try source.handle("vm")
+        var random = SeededRandom(seed: 11)
+        // Text-like data compresses; random data does not and is stored as is.
+        try source.write(handle, at: 0, Array(repeating: Array("strata replication ".utf8), count: 20_000).flatMap { $0 })
+        try source.write(handle, at: 2 << 20, random.bytes(256 << 10))
+        try source.createSnapshot("vm", "a")
+        let output = MemoryStream()
+        _ = try StreamSender.send(pool: source, SendRequest(snapshot: "vm@a", base: nil, compress: true), to: output)
+        let plain = try stream(source, "vm@a")
+        #expect(output.bytes.count < plain.count / 2, "compressed \(output.bytes.count), plain \(plain.count)")
+        #expect(receive(target, "vm", output.bytes) == nil)
+        #expect(try target.read(try target.handle("vm@a"), at: 0, count: 4 << 20)
+            == source.read(try source.handle("vm@a"), at: 0, count: 4 << 20))
+        // A flipped byte inside a compressed payload is caught by its CRC.
+        var damaged = output.bytes
+        damaged[StreamHeader.size + RecordHeader.size + 10] ^= 1
+        #expect(receive(target, "copy", damaged)?.message.contains("byte offset") == true)
+        #expect(Pool.check(device: device).clean)
+    }
+}
