@@ -5,10 +5,12 @@
 #      and `qemu-img convert` from one Strata NBD export to another;
 #   2. incremental: send | receive of a 10% change (random 64 KiB chunks), against the full;
 #   3. diff: `strata diff` of the same fixed change in a 4 GiB and a 256 GiB thin volume.
-# Prints a markdown table. Seconds are wall clock from `date +%s.%N` around each command.
+# Prints a markdown table. Seconds are wall clock from `date +%s.%N` around each command; the
+# full copies run REPEAT rounds in turn (cat, strata, qemu-img) and report medians, since the
+# disk is shared and one copy's time varies by 2x between runs.
 #
 #   BENCH_DIR  scratch directory (default /work/bench-tmp; not inside the repository)
-#   SIZE_MIB   volume size in MiB (default 4096)
+#   SIZE_MIB   volume size in MiB (default 4096)    REPEAT  rounds of the full copies (default 3; medians)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -18,6 +20,7 @@ for tool in fio qemu-img; do
 done
 BENCH_DIR=${BENCH_DIR:-/work/bench-tmp}/replication
 SIZE_MIB=${SIZE_MIB:-4096}
+REPEAT=${REPEAT:-3}
 rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR"
 PIDS=()
@@ -63,7 +66,7 @@ change() {
         --io_size="$3" --randrepeat=0 --output=/dev/null >/dev/null 2>&1
     unserve
 }
-mib() { echo "scale=0; $1 * 1048576 / 1" | bc; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 "$STRATA" pool init --pool "$A" --size "$((SIZE_MIB * 3 / 1024 + 300))G" >/dev/null
 "$STRATA" pool init --pool "$B" --size "$((SIZE_MIB * 3 / 1024 + 4))G" >/dev/null
@@ -74,16 +77,28 @@ head -c "$((SIZE_MIB << 20))" /dev/urandom >"$BENCH_DIR/image.raw"
 "$STRATA" snapshot create --pool "$A" vol@full >/dev/null
 sync
 
-echo "full: cat, send | receive, qemu-img convert" >&2
-cat_s=$(timed bash -c "cat '$BENCH_DIR/image.raw' | dd of='$BENCH_DIR/copy.raw' bs=1M iflag=fullblock conv=fsync status=none")
-rm -f "$BENCH_DIR/copy.raw"
-full_s=$(timed bash -c "'$STRATA' send --pool '$A' vol@full | '$STRATA' receive --pool '$B' vol")
-serve "$A"; PORT_A=$PORT; DAEMON_A=$DAEMON
-serve "$B"; PORT_B=$PORT; DAEMON_B=$DAEMON
-"$STRATA" volume create --pool "$B" qcopy --size "${SIZE_MIB}M" >/dev/null
-qemu_s=$(timed qemu-img convert -n -f raw -O raw "nbd://127.0.0.1:$PORT_A/vol@full" "nbd://127.0.0.1:$PORT_B/qcopy")
-DAEMON=$DAEMON_B; unserve
-DAEMON=$DAEMON_A; unserve
+echo "full: cat, send | receive, qemu-img convert, $REPEAT rounds in turn" >&2
+cat_runs=(); full_runs=(); qemu_runs=()
+for round in $(seq 1 "$REPEAT"); do
+    sync
+    cat_runs+=("$(timed bash -c "cat '$BENCH_DIR/image.raw' | dd of='$BENCH_DIR/copy.raw' bs=1M iflag=fullblock conv=fsync status=none")")
+    rm -f "$BENCH_DIR/copy.raw"
+    "$STRATA" volume delete --pool "$B" vol -r >/dev/null 2>&1 || true
+    sync
+    full_runs+=("$(timed bash -c "'$STRATA' send --pool '$A' vol@full | '$STRATA' receive --pool '$B' vol")")
+    serve "$A"; PORT_A=$PORT; DAEMON_A=$DAEMON
+    serve "$B"; PORT_B=$PORT; DAEMON_B=$DAEMON
+    "$STRATA" volume delete --pool "$B" qcopy >/dev/null 2>&1 || true
+    "$STRATA" volume create --pool "$B" qcopy --size "${SIZE_MIB}M" >/dev/null
+    sync
+    qemu_runs+=("$(timed qemu-img convert -n -f raw -O raw "nbd://127.0.0.1:$PORT_A/vol@full" "nbd://127.0.0.1:$PORT_B/qcopy")")
+    DAEMON=$DAEMON_B; unserve
+    DAEMON=$DAEMON_A; unserve
+done
+"$STRATA" volume delete --pool "$B" qcopy >/dev/null
+cat_s=$(printf '%s\n' "${cat_runs[@]}" | median)
+full_s=$(printf '%s\n' "${full_runs[@]}" | median)
+qemu_s=$(printf '%s\n' "${qemu_runs[@]}" | median)
 
 echo "incremental: a 10% change" >&2
 change "$A" vol "$((SIZE_MIB / 10))m"
@@ -114,9 +129,9 @@ rate() { echo "scale=0; $1 / 1048576 / $2" | bc; }
 cat <<TABLE
 | measurement | seconds | MiB/s | ratio |
 |---|---|---|---|
-| cat ${SIZE_MIB} MiB file \| dd (fsync) | $cat_s | $(rate $size_bytes "$cat_s") | 1.00 |
-| strata send vol@full \| strata receive (full) | $full_s | $(rate $size_bytes "$full_s") | $(echo "scale=2; $cat_s / $full_s" | bc) of cat |
-| qemu-img convert nbd → nbd (full) | $qemu_s | $(rate $size_bytes "$qemu_s") | $(echo "scale=2; $cat_s / $qemu_s" | bc) of cat |
+| cat ${SIZE_MIB} MiB file \| dd (fsync), median of $REPEAT (${cat_runs[*]}) | $cat_s | $(rate $size_bytes "$cat_s") | 1.00 |
+| strata send vol@full \| strata receive (full), median of $REPEAT (${full_runs[*]}) | $full_s | $(rate $size_bytes "$full_s") | $(echo "scale=2; $cat_s / $full_s" | bc) of cat |
+| qemu-img convert nbd → nbd (full), median of $REPEAT (${qemu_runs[*]}) | $qemu_s | $(rate $size_bytes "$qemu_s") | $(echo "scale=2; $cat_s / $qemu_s" | bc) of cat |
 | send \| receive, 10% change (stream $inc_bytes bytes) | $inc_s | $(rate "$inc_bytes" "$inc_s") | $(echo "scale=2; $inc_s / $full_s" | bc) of full time |
 | strata diff, 64 MiB change, 4 GiB volume | $diff_4G | | 1.00 |
 | strata diff, 64 MiB change, 256 GiB volume | $diff_256G | | $(echo "scale=2; $diff_256G / $diff_4G" | bc) of 4 GiB |

@@ -410,7 +410,8 @@ extension Pool {
     public func handle(_ target: String) throws(StrataError) -> VolumeHandle {
         try self.meta.withReadLock { () throws(StrataError) in
             let record = try self.resolve(target, operation: "open")
-            return VolumeHandle(id: record.id, name: target, readOnly: record.kind == .snapshot || self.readOnly)
+            return VolumeHandle(
+                id: record.id, name: target, readOnly: record.kind == .snapshot || record.isReplica || self.readOnly)
         }
     }
 

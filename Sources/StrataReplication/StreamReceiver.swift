@@ -25,7 +25,7 @@ public struct ReceiveSummary: Codable, Sendable, Equatable {
 
 public enum StreamReceiver {
     /// Applied bytes between progress commits.
-    static let commitBytes: UInt64 = 256 << 20
+    static let commitBytes: UInt64 = 1 << 30
 
     /// Receives one stream from `input` into `volume`. `progress(done, total)` counts volume bytes.
     /// - Throws: `.corrupt` naming the byte offset, `.invalidArgument` on a base mismatch, with a
