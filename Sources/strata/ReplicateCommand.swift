@@ -65,8 +65,11 @@ struct ReplicateCommand: ParsableCommand {
             abstract: "Each job: peer, state, last replicated snapshot, lag, bytes sent, errors.")
         @OptionGroup var options: PoolOptions
         @Flag(help: "Print JSON.") var json = false
+        @Flag(help: "Draw a progress bar (bytes, rate, ETA) while a transfer runs, then print the status.")
+        var watch = false
 
         func run() throws {
+            if self.watch { try self.watchTransfer() }
             let result = try self.options.executeStream(.replicateStatus, fd: -1, readOnly: true, progressLabel: nil)
             guard case .replication(let jobs) = result else { return }
             if self.json { return printJSON(jobs) }
@@ -80,6 +83,21 @@ struct ReplicateCommand: ParsableCommand {
                         job.state == "sending" ? "\(SizeParser.format(job.transferDone))/\(SizeParser.format(job.transferTotal))" : "-",
                     ]
                 })
+        }
+
+        /// Polls the daemon and draws the transfer in progress until no job is sending.
+        private func watchTransfer() throws {
+            var bar: Progress?
+            while true {
+                let result = try self.options.executeStream(.replicateStatus, fd: -1, readOnly: true, progressLabel: nil)
+                guard case .replication(let jobs) = result,
+                    let job = jobs.first(where: { $0.state == "sending" && $0.transferTotal > 0 })
+                else { break }
+                if bar?.total != job.transferTotal { bar = Progress(total: job.transferTotal, label: "replicate \(job.volume)") }
+                bar?.update(job.transferDone, force: true)
+                usleep(200_000)
+            }
+            bar?.finish()
         }
     }
 
