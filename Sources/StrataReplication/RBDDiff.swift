@@ -136,7 +136,7 @@ struct RBDDiffDecoder: StreamDecoder {
                 "\(self.context): corrupt stream at byte offset \(position): extent offset \(offset) length \(length) past the end (size=\(size))")
         }
         if tag == RBDDiff.tagZero { return .zero(offset: offset, length: length) }
-        guard length <= UInt64(RecordHeader.payloadBytesMax) * 64 else {
+        guard length <= Limits.rbdDiffExtentBytesMax else {
             throw StrataError(.corrupt, "\(self.context): corrupt stream at byte offset \(position): data extent of \(length) bytes is too large")
         }
         return .data(offset: offset, bytes: try self.reader.read(Int(length), what: "rbd diff data"))

@@ -79,7 +79,6 @@ enum ReplicationWire {
 public final class ReplicationServer: Sendable {
     let listener: Int32
     let connections = Mutex<Set<Int32>>([])
-    static let connectionsMax = 8
 
     private init(listener: Int32) { self.listener = listener }
 
@@ -103,7 +102,7 @@ public final class ReplicationServer: Sendable {
                 return
             }
             let admitted = self.connections.withLock { set in
-                guard set.count < Self.connectionsMax else { return false }
+                guard set.count < Limits.replicationConnectionsMax else { return false }
                 set.insert(fd)
                 return true
             }
@@ -133,7 +132,7 @@ public final class ReplicationServer: Sendable {
                 logger.warning("replication: refused \(peer): wrong secret")
                 throw StrataError(.readOnly, "replication: authentication failed: wrong secret")
             }
-            let line = try TCPSocket.readLine(fd, what: "the request")
+            let line = try TCPSocket.readLine(fd, limit: Limits.streamRequestBytesMax, what: "the request")
             guard let request = try? JSONDecoder().decode(ReplicationRequest.self, from: Data(line)) else {
                 throw StrataError(.invalidArgument, "replication: malformed request")
             }

@@ -59,7 +59,6 @@ public struct ReplicationStatus: Codable, Sendable, Equatable {
 public final class Replicator: Sendable {
     public static let fileName = "replication.json"
     public static let snapshotPrefix = "repl-"
-    static let backoffSecondsMax = 30.0
 
     let pool: Pool
     let directory: String
@@ -190,7 +189,7 @@ final class JobRunner: Sendable {
             case .failure(let error):
                 if self.isStopping { break }
                 failures += 1
-                delay = min(pow(2.0, Double(failures - 1)), Replicator.backoffSecondsMax)
+                delay = min(pow(2.0, Double(failures - 1)), Limits.replicationBackoffSecondsMax)
                 self.logger.warning("replicate \(self.job.volume): \(error.message); retrying in \(delay) s")
                 self.status.withLock {
                     $0.state = "retrying"

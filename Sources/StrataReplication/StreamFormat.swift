@@ -126,7 +126,7 @@ public struct RecordHeader: Sendable, Equatable {
     public static let size = 32
     public static let flagCompressed: UInt8 = 1
     /// Largest payload a reader accepts: a data record carries at most this much volume data.
-    public static let payloadBytesMax = 1 << 20
+    public static let payloadBytesMax = Limits.streamRecordBytesMax
 
     public var kind: Kind
     public var flags: UInt8

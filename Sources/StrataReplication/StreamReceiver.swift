@@ -1,7 +1,7 @@
 // `strata receive`: applies a stream to a hidden staging tree (Pool+Receive.swift) and, once the
 // end record has verified the whole stream, makes the snapshot appear in one transaction.
 //
-// Progress is committed with the data it covers every `commitBytes` bytes, so an interrupted
+// Progress is committed with the data it covers every `Limits.receiveCommitBytes` bytes, so an interrupted
 // receive (a truncated or corrupt stream, a dropped connection, a killed process) keeps what it
 // applied and can resume from there: the error carries a resume token, and
 // `strata receive --token VOLUME` prints it again later. rbd-diff streams cannot resume: a failed
@@ -24,8 +24,6 @@ public struct ReceiveSummary: Codable, Sendable, Equatable {
 }
 
 public enum StreamReceiver {
-    /// Applied bytes between progress commits.
-    static let commitBytes: UInt64 = 1 << 30
 
     /// Receives one stream from `input` into `volume`. `progress(done, total)` counts volume bytes.
     /// - Throws: `.corrupt` naming the byte offset, `.invalidArgument` on a base mismatch, with a
@@ -69,7 +67,7 @@ public enum StreamReceiver {
                 }
                 summary.records += 1
                 progress(applied, description.volumeSize)
-                if uncommitted >= Self.commitBytes {
+                if uncommitted >= Limits.receiveCommitBytes {
                     pool.recordReceiveProgress(volume, receivedBytes: applied)
                     try pool.flush()
                     uncommitted = 0

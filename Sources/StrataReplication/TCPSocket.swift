@@ -12,8 +12,6 @@ import Glibc
 #endif
 
 enum TCPSocket {
-    /// Seconds a send or receive may block before the peer counts as gone.
-    static let ioTimeoutSeconds = 60
 
     /// Listens on `host:port`; returns the listening descriptor.
     static func listen(host: String, port: Int) throws(StrataError) -> Int32 {
@@ -53,7 +51,7 @@ enum TCPSocket {
     }
 
     static func setTimeouts(_ fd: Int32) {
-        var timeout = timeval(tv_sec: Self.ioTimeoutSeconds, tv_usec: 0)
+        var timeout = timeval(tv_sec: Limits.replicationIOTimeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     }

@@ -103,8 +103,6 @@ extension PoolService {
 /// The daemon side of the stream socket.
 public final class StreamServer: Sendable {
     public static let socketName = "stream.sock"
-    static let streamsMax = 8
-    static let requestBytesMax = 64 << 10
 
     let listener: Int32
     let path: String
@@ -146,13 +144,13 @@ public final class StreamServer: Sendable {
                 return  // closed by `close()`
             }
             let admitted = self.active.withLock { count in
-                guard count < Self.streamsMax else { return false }
+                guard count < Limits.streamsMax else { return false }
                 count += 1
                 return true
             }
             guard admitted else {
                 Self.reply(
-                    StreamMessage(error: ControlError(StrataError(.busy, "stream: \(Self.streamsMax) streams are running; try again later"))),
+                    StreamMessage(error: ControlError(StrataError(.busy, "stream: \(Limits.streamsMax) streams are running; try again later"))),
                     on: connection)
                 Glibc.close(connection)
                 continue
@@ -171,7 +169,7 @@ public final class StreamServer: Sendable {
         var line: [UInt8] = []
         var descriptor: Int32 = -1
         var buffer = [UInt8](repeating: 0, count: 4096)
-        while !line.contains(UInt8(ascii: "\n")), line.count < Self.requestBytesMax {
+        while !line.contains(UInt8(ascii: "\n")), line.count < Limits.streamRequestBytesMax {
             var received: Int32 = -1
             let count = buffer.withUnsafeMutableBytes { strata_receive_with_fd(connection, $0.baseAddress, $0.count, &received) }
             if received >= 0 {
