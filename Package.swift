@@ -93,7 +93,9 @@ let package = Package(
         ),
         .testTarget(
             name: "StrataReplicationTests",
-            dependencies: ["StrataReplication", "StrataCore", "StrataTesting"],
+            dependencies: [
+                "StrataReplication", "StrataCore", "StrataTesting", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -79,6 +79,8 @@ enum ReplicationWire {
 public final class ReplicationServer: Sendable {
     let listener: Int32
     let connections = Mutex<Set<Int32>>([])
+    /// The port listened on (useful when started on port 0).
+    public var port: Int { TCPSocket.localPort(self.listener) }
 
     private init(listener: Int32) { self.listener = listener }
 

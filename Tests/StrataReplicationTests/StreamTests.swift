@@ -264,3 +264,44 @@ func fingerprint(_ pool: Pool) throws -> [String] {
         #expect(Pool.check(device: device).clean)
     }
 }
+
+@Suite struct StreamMutationTests {
+    /// Random damage of every kind at once (flips, cuts, spliced garbage, swapped records): the
+    /// receiver never traps, and a refused stream leaves the target as it was.
+    @Test(arguments: [21, 22, 23] as [UInt64])
+    func randomDamageNeverTrapsNorChangesTheTarget(seed: UInt64) throws {
+        let (_, source) = try makePool()
+        let (device, target) = try makePool()
+        try source.createVolume("vm", size: 1 << 20)
+        var random = SeededRandom(seed: seed)
+        try source.write(try source.handle("vm"), at: 0, random.bytes(128 << 10))
+        try source.createSnapshot("vm", "a")
+        try source.write(try source.handle("vm"), at: 512 << 10, random.bytes(96 << 10))
+        try source.createSnapshot("vm", "b")
+        #expect(receive(target, "vm", try stream(source, "vm@a")) == nil)
+        let bytes = try stream(source, "vm@b", from: "vm@a")
+        let before = try fingerprint(target)
+        for trial in 0..<150 {
+            var damaged = bytes
+            for _ in 0..<(1 + random.next(below: 4)) {
+                switch random.next(below: 4) {
+                case 0: damaged[random.next(below: damaged.count)] ^= UInt8(1 + random.next(below: 255))
+                case 1: damaged.removeLast(random.next(below: damaged.count))
+                case 2: damaged.insert(contentsOf: random.bytes(1 + random.next(below: 64)), at: random.next(below: damaged.count))
+                default:
+                    let start = random.next(below: damaged.count)
+                    let length = min(random.next(below: 64), damaged.count - start)
+                    damaged.replaceSubrange(start..<(start + length), with: random.bytes(length))
+                }
+                if damaged.isEmpty { damaged = [0] }
+            }
+            guard damaged != bytes else { continue }
+            let error = receive(target, "vm", damaged)
+            #expect(error != nil, "seed=\(seed) trial \(trial): damage accepted")
+            if target.receiveStaging("vm") != nil { try target.abortReceive("vm") }
+            #expect(try fingerprint(target) == before, "seed=\(seed) trial \(trial)")
+        }
+        #expect(receive(target, "vm", bytes) == nil)
+        #expect(Pool.check(device: device).clean)
+    }
+}
