@@ -165,7 +165,8 @@ public final class ReplicationServer: Sendable {
             let input = FileDescriptorStream(fd: fd, name: "replication peer \(peer)")
             let summary = try StreamReceiver.receive(
                 pool: pool, volume: volume, force: true, replica: true, replaceStaging: true, from: input)
-            logger.info("replication: received \(summary.snapshot) from \(peer) (\(summary.streamBytes) bytes)")
+            logger.info(
+                "replication: received \(summary.snapshot) from \(peer) (\(summary.streamBytes) stream bytes, resumed at byte \(summary.resumedFrom))")
             return ReplicationReply(received: summary)
         case .prune(let volume, let prefix, let keep):
             try Self.prune(pool, volume, prefix: prefix, keep: keep)

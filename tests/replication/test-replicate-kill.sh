@@ -43,4 +43,6 @@ DAEMON_PID=$REPLICA_PID
 stop_daemon
 on_source check >/dev/null || fail "source check"
 on_replica check >/dev/null || fail "replica check"
+# For the record (not asserted: where the kills landed is up to the scheduler).
+grep -E "received vm1@|failed:" "$WORKDIR/daemon.log" | sed 's/^/    /' || true
 echo "PASS $TEST_NAME"
