@@ -34,14 +34,6 @@ let package = Package(
             dependencies: ["StrataCore"],
             swiftSettings: strictSettings
         ),
-        // zlib, for `strata send --compress` (Debian: zlib1g-dev).
-        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
-        // Send/receive streams and replication (docs/STREAM.md).
-        .target(
-            name: "StrataReplication",
-            dependencies: ["StrataCore", "CZlib", .product(name: "Logging", package: "swift-log")],
-            swiftSettings: strictSettings
-        ),
         // NBD front end: Wire/ is the pure codec and connection state; Server/ the NIO glue.
         .target(
             name: "StrataNBD",
@@ -59,7 +51,6 @@ let package = Package(
             dependencies: [
                 "StrataCore",
                 "StrataNBD",
-                "StrataReplication",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -71,7 +62,6 @@ let package = Package(
             dependencies: [
                 "StrataCore",
                 "StrataServer",
-                "StrataReplication",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -88,13 +78,6 @@ let package = Package(
                 "StrataNBD", "StrataCore", "StrataTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
-            ],
-            swiftSettings: strictSettings
-        ),
-        .testTarget(
-            name: "StrataReplicationTests",
-            dependencies: [
-                "StrataReplication", "StrataCore", "StrataTesting", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
         ),
@@ -119,4 +102,26 @@ if ProcessInfo.processInfo.environment["STRATA_NO_BENCH"] == nil {
             path: "bench/StrataBench",
             swiftSettings: strictSettings
         ))
+}
+
+// Send/receive streams and replication (issue 5, docs/STREAM.md): zlib for `send --compress`
+// (Debian: zlib1g-dev), the StrataReplication module and its tests, and the daemon's and the
+// CLI's dependency on it. Kept in one block so the module's wiring lives in one place.
+package.targets.append(contentsOf: [
+    .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+    .target(
+        name: "StrataReplication",
+        dependencies: ["StrataCore", "CZlib", .product(name: "Logging", package: "swift-log")],
+        swiftSettings: strictSettings
+    ),
+    .testTarget(
+        name: "StrataReplicationTests",
+        dependencies: [
+            "StrataReplication", "StrataCore", "StrataTesting", .product(name: "Logging", package: "swift-log"),
+        ],
+        swiftSettings: strictSettings
+    ),
+])
+for target in package.targets where target.name == "StrataServer" || target.name == "strata" {
+    target.dependencies.append("StrataReplication")
 }

@@ -12,12 +12,14 @@ source scripts/toolchain.sh
 
 # Debian packages the tiers use; installed when missing (root, or sudo).
 need=()
-for pair in qemu-img:qemu-utils qemu-io:qemu-utils nbdinfo:libnbd-bin nbdcopy:libnbd-bin nbdkit:nbdkit fio:fio rbd:ceph-common; do
+for pair in qemu-img:qemu-utils qemu-io:qemu-utils nbdinfo:libnbd-bin nbdcopy:libnbd-bin nbdkit:nbdkit fio:fio; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 /usr/bin/python3 -c 'import nbd' >/dev/null 2>&1 || need+=(python3-libnbd)
 # fio's NBD engine comes with Debian's fio; make sure this fio has it.
 if command -v fio >/dev/null 2>&1 && ! fio --enghelp 2>/dev/null | grep -q nbd; then need+=(fio); fi
+# Ceph's rbd (for `rbd merge-diff` in the replication tests) comes with ceph-common.
+command -v rbd >/dev/null 2>&1 || need+=(ceph-common)
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u | sed '/^$/d')
 if [ ${#need[@]} -gt 0 ]; then
     echo "test: installing ${need[*]}"

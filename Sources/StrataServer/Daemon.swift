@@ -9,7 +9,6 @@ import NIOCore
 import NIOPosix
 import StrataCore
 import StrataNBD
-import StrataReplication
 
 #if canImport(Glibc)
 import Glibc
@@ -74,29 +73,11 @@ public enum Daemon {
             try? group.syncShutdownGracefully()
             throw StrataError(.io, "serve: cannot listen on \(options.nbdHost):\(options.nbdPort) (\(error)); is another server using it?")
         }
-        let streams: StreamServer
-        let replicator = Replicator(pool: pool, directory: directory, logger: logger)
-        var replicas: ReplicationServer?
-        do throws(StrataError) {
-            if let (host, port) = options.replication {
-                replicas = try ReplicationServer.start(
-                    host: host, port: port, secretFile: options.replicationSecretFile ?? "", pool: pool, logger: logger)
-                logger.notice("accepting replication on \(host):\(port)")
-            }
-            streams = try StreamServer.start(
-                directory: directory, service: service, replicator: replicator, logger: logger)
-        } catch {
-            replicas?.close()
-            control.close()
-            nbd.shutdownAndWait()
-            _ = Result { () throws(StrataError) in try pool.close() }
-            throw error
-        }
-        replicator.resumeSavedJobs()
         logger.notice(
             "serving pool \(directory): NBD on \(options.nbdHost):\(options.nbdPort), control socket \(directory)/\(ControlServer.socketName)"
         )
 
+        let replication = try DaemonReplication.start(options, pool: pool, service: service, logger: logger)
         // Wait for SIGINT or SIGTERM.
         let stop = DispatchSemaphore(value: 0)
         var sources: [any DispatchSourceSignal] = []
@@ -110,9 +91,7 @@ public enum Daemon {
         stop.wait()
         logger.notice("shutting down: finishing requests in flight")
         control.close()
-        streams.close()
-        replicas?.close()
-        replicator.shutdown()
+        replication.close()
         nbd.shutdownAndWait()
         var exitError: StrataError?
         do throws(StrataError) {

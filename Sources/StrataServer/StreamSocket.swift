@@ -247,9 +247,7 @@ public enum StreamClient {
     public static func run(
         directory: String, _ request: StreamRequest, fd: Int32, progress: (UInt64, UInt64) -> Void
     ) throws(StrataError) -> StreamResult? {
-        guard let client = ControlClient.connect(directory: directory, socketName: StreamServer.socketName) else {
-            return nil
-        }
+        guard let client = Self.connect(directory: directory) else { return nil }
         defer { close(client.fd) }
         guard var data = try? JSONEncoder().encode(request) else {
             throw StrataError(.invalidArgument, "stream: cannot encode the request")
@@ -267,6 +265,25 @@ public enum StreamClient {
             return message.result
         }
         return result
+    }
+}
+
+extension StreamClient {
+    /// Connects to the stream socket; nil when no daemon runs. A daemon that is starting opens
+    /// its control socket a moment before its stream socket, so while the control socket
+    /// answers, the stream socket is waited for (up to five seconds).
+    static func connect(directory: String) -> ControlClient? {
+        for attempt in 0..<50 {
+            if let client = ControlClient.connect(directory: directory, socketName: StreamServer.socketName) {
+                return client
+            }
+            if attempt == 0 {
+                guard let control = ControlClient.connect(directory: directory) else { return nil }
+                close(control.fd)
+            }
+            usleep(100_000)
+        }
+        return nil
     }
 }
 
