@@ -23,9 +23,9 @@ struct Strata: ParsableCommand {
             """,
         version: Self.version,
         subcommands: [
+            SendCommand.self, ReceiveCommand.self, ReplicateCommand.self,
             ServeCommand.self, PoolCommand.self, VolumeCommand.self, SnapshotCommand.self, CloneCommand.self,
             ImportCommand.self, ExportCommand.self, DiffCommand.self, CheckCommand.self, ConnectionsCommand.self,
-            SendCommand.self, ReceiveCommand.self, ReplicateCommand.self,
         ]
     )
 }
