@@ -190,16 +190,11 @@ public final class StreamServer: Sendable {
             Self.reply(StreamMessage(error: ControlError(StrataError(.invalidArgument, "stream: no descriptor attached"))), on: connection)
             return
         }
-        var lastReport = 0.0
         let message: StreamMessage
         do throws(StrataError) {
-            let result = try Self.execute(request, service: service, replicator: replicator, fd: descriptor) { done, total in
-                let now = Date().timeIntervalSince1970
-                if now - lastReport > 0.1 || done == total {
-                    lastReport = now
-                    Self.reply(StreamMessage(progress: [done, total]), on: connection)
-                }
-            }
+            let progress = ProgressThrottle { done, total in Self.reply(StreamMessage(progress: [done, total]), on: connection) }
+            let result = try Self.execute(
+                request, service: service, replicator: replicator, fd: descriptor, progress: progress.report)
             message = StreamMessage(result: result)
         } catch {
             logger.warning("stream request failed: \(error.message)")
@@ -284,6 +279,21 @@ extension StreamClient {
             usleep(100_000)
         }
         return nil
+    }
+}
+
+/// Passes on progress at most ten times a second, and always the last report (done == total).
+final class ProgressThrottle {
+    private let forward: (UInt64, UInt64) -> Void
+    private var last = 0.0
+
+    init(_ forward: @escaping (UInt64, UInt64) -> Void) { self.forward = forward }
+
+    func report(_ done: UInt64, _ total: UInt64) {
+        let now = Date().timeIntervalSince1970
+        guard now - self.last > 0.1 || done == total else { return }
+        self.last = now
+        self.forward(done, total)
     }
 }
 
