@@ -129,3 +129,25 @@ if ProcessInfo.processInfo.environment["STRATA_NO_BENCH"] == nil {
             swiftSettings: strictSettings
         ))
 }
+
+// Send/receive streams and replication (issue 5, docs/STREAM.md): zlib for `send --compress`
+// (Debian: zlib1g-dev), the StrataReplication module and its tests, and the daemon's and the
+// CLI's dependency on it. Kept in one block so the module's wiring lives in one place.
+package.targets.append(contentsOf: [
+    .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+    .target(
+        name: "StrataReplication",
+        dependencies: ["StrataCore", "CZlib", .product(name: "Logging", package: "swift-log")],
+        swiftSettings: strictSettings
+    ),
+    .testTarget(
+        name: "StrataReplicationTests",
+        dependencies: [
+            "StrataReplication", "StrataCore", "StrataTesting", .product(name: "Logging", package: "swift-log"),
+        ],
+        swiftSettings: strictSettings
+    ),
+])
+for target in package.targets where target.name == "StrataServer" || target.name == "strata" {
+    target.dependencies.append("StrataReplication")
+}

@@ -21,6 +21,8 @@ done
 dpkg -s qemu-block-extra >/dev/null 2>&1 || need+=(qemu-block-extra)
 # fio's NBD engine comes with Debian's fio; make sure this fio has it.
 if command -v fio >/dev/null 2>&1 && ! fio --enghelp 2>/dev/null | grep -q nbd; then need+=(fio); fi
+# Ceph's rbd (for `rbd merge-diff` in the replication tests) comes with ceph-common.
+command -v rbd >/dev/null 2>&1 || need+=(ceph-common)
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u | sed '/^$/d')
 if [ ${#need[@]} -gt 0 ]; then
     echo "test: installing ${need[*]}"

@@ -93,13 +93,13 @@ enum PageHeader {
 
 extension Array where Element == UInt8 {
     @inline(__always)
-    func loadLE<T: FixedWidthInteger>(at offset: Int) -> T {
+    public func loadLE<T: FixedWidthInteger>(at offset: Int) -> T {
         precondition(offset >= 0 && offset + MemoryLayout<T>.size <= self.count, "field at \(offset) out of page")
         return self.withUnsafeBytes { T(littleEndian: $0.loadUnaligned(fromByteOffset: offset, as: T.self)) }
     }
 
     @inline(__always)
-    mutating func storeLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+    public mutating func storeLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
         precondition(offset >= 0 && offset + MemoryLayout<T>.size <= self.count, "field at \(offset) out of page")
         self.withUnsafeMutableBytes { $0.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self) }
     }

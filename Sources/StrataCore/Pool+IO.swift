@@ -52,7 +52,12 @@ extension Pool {
             guard let record = self.record(id: handle.id) else {
                 throw StrataError(.notFound, "\(operation) \(handle.name): the volume was deleted")
             }
-            guard record.kind == .volume, !handle.readOnly else {
+            guard !record.isReplica else {
+                throw StrataError(
+                    .readOnly,
+                    "\(operation) \(handle.name): the volume is a replication target and read-only; `strata replicate promote \(handle.name)` makes it writable")
+            }
+            guard record.kind != .snapshot, !handle.readOnly else {
                 throw StrataError(
                     .readOnly,
                     "\(operation) \(handle.name): snapshots are read-only; clone it to write (`strata clone \(handle.name) NEW`)")

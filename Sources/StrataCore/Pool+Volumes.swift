@@ -94,7 +94,7 @@ extension Pool {
         return "\(volume)@\(record.name)"
     }
 
-    private func insert(_ record: VolumeRecord) {
+    func insert(_ record: VolumeRecord) {
         if self.freeSlots.isEmpty {
             let start = self.volumes.count
             self.volumes.grow(to: start + PagedArray<VolumeRecord>.perLeaf)
@@ -107,11 +107,12 @@ extension Pool {
         switch record.kind {
         case .volume: self.volumeIDByName[record.name] = record.id
         case .snapshot: self.snapshotIDs[record.parent, default: [:]][record.name] = record.id
+        case .staging: self.stagingIDByName[record.name] = record.id
         }
         self.metadataChanged = true
     }
 
-    private func remove(_ record: VolumeRecord) throws(StrataError) {
+    func remove(_ record: VolumeRecord) throws(StrataError) {
         if record.root != .none { try self.releaseNode(record.root.rawValue, level: record.depth - 1) }
         guard let slot = self.slotByID.removeValue(forKey: record.id) else { return }
         self.volumes[slot] = .zero
@@ -122,11 +123,13 @@ extension Pool {
             self.snapshotIDs[record.id] = nil
         case .snapshot:
             self.snapshotIDs[record.parent]?[record.name] = nil
+        case .staging:
+            self.stagingIDByName[record.name] = nil
         }
         self.metadataChanged = true
     }
 
-    private func newRecord(kind: RecordKind, name: String, parent: UInt64, size: UInt64) -> VolumeRecord {
+    func newRecord(kind: RecordKind, name: String, parent: UInt64, size: UInt64) -> VolumeRecord {
         defer { self.nextVolumeID += 1 }
         return VolumeRecord(
             id: self.nextVolumeID, kind: kind, depth: Self.depth(forChunks: self.chunks(for: size)), parent: parent,
@@ -145,7 +148,7 @@ extension Pool {
     }
 
     /// Takes the sharing epoch forward: every existing mapping of `record` becomes shared.
-    private func markShared(_ record: inout VolumeRecord) {
+    func markShared(_ record: inout VolumeRecord) {
         self.epoch += 1
         precondition(self.epoch < UInt64(UInt32.max), "pool epoch exhausted")
         record.sharedBefore = self.epoch
@@ -387,7 +390,7 @@ extension Pool {
     public func targets() -> [(name: String, size: UInt64, readOnly: Bool)] {
         self.meta.withReadLock {
             var result: [(name: String, size: UInt64, readOnly: Bool)] = []
-            for slot in self.slotByID.values {
+            for slot in self.slotByID.values where self.volumes[slot].kind != .staging {
                 let record = self.volumes[slot]
                 result.append((self.fullName(record), record.size, record.kind == .snapshot))
             }
@@ -407,7 +410,8 @@ extension Pool {
     public func handle(_ target: String) throws(StrataError) -> VolumeHandle {
         try self.meta.withReadLock { () throws(StrataError) in
             let record = try self.resolve(target, operation: "open")
-            return VolumeHandle(id: record.id, name: target, readOnly: record.kind == .snapshot || self.readOnly)
+            return VolumeHandle(
+                id: record.id, name: target, readOnly: record.kind == .snapshot || record.isReplica || self.readOnly)
         }
     }
 

@@ -64,6 +64,8 @@ public final class Pool: @unchecked Sendable {
     var freeSlots: [Int] = []
     var volumeIDByName: [String: UInt64] = [:]
     var snapshotIDs: [UInt64: [String: UInt64]] = [:]
+    /// Staging records (receives in progress) by target volume name; hidden from listings.
+    var stagingIDByName: [String: UInt64] = [:]
     var metadataChanged = false
     var committed: Generation
     var failure: StrataError?
@@ -233,6 +235,8 @@ public final class Pool: @unchecked Sendable {
                 self.volumeIDByName[record.name] = id
             case .snapshot:
                 self.snapshotIDs[record.parent, default: [:]][record.name] = id
+            case .staging:
+                self.stagingIDByName[record.name] = id
             }
         }
     }

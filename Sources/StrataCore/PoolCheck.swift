@@ -134,11 +134,12 @@ private struct Checker {
             if record.kind == .volume { names[record.id] = record.name }
         }
         for record in records {
-            let name = record.kind == .snapshot ? "\(names[record.parent] ?? "?")@\(record.name)" : record.name
+            var name = record.kind == .snapshot ? "\(names[record.parent] ?? "?")@\(record.name)" : record.name
+            if record.kind == .staging { name = "receive staging of \(record.name)" }
             if record.kind == .snapshot {
                 self.report.snapshots += 1
                 if names[record.parent] == nil { self.problem(volume: name, "snapshot of a volume that does not exist") }
-            } else {
+            } else if record.kind == .volume {
                 self.report.volumes += 1
             }
             guard record.root != .none else { continue }
@@ -205,7 +206,7 @@ private struct Checker {
                     page: page, volume: context.name, range: context.range(base: childBase, level: 0),
                     "mapping past the end of the volume (size=\(context.record.size))")
             }
-            if context.record.kind == .volume, UInt64(node.times[index]) >= context.record.sharedBefore {
+            if context.record.kind != .snapshot, UInt64(node.times[index]) >= context.record.sharedBefore {
                 let chunkExclusive = context.dataRefs.map { $0[Int(chunk)] == 1 } ?? true
                 if !(exclusive && chunkExclusive) {
                     self.problem(

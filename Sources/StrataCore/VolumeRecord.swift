@@ -10,10 +10,11 @@ import Foundation
 // | OFFSET | SIZE | FIELD                                                               |
 // |--------|------|---------------------------------------------------------------------|
 // | 0      | 8    | id (0 = free slot)                                                  |
-// | 8      | 1    | kind: 1 volume, 2 snapshot                                          |
+// | 8      | 1    | kind: 1 volume, 2 snapshot, 3 staging (a receive in progress)       |
 // | 9      | 1    | tree depth (levels of 256-way nodes)                                |
 // | 10     | 1    | name length in bytes                                                |
-// | 11     | 5    | reserved, zero                                                      |
+// | 11     | 1    | flags: bit 0 = replica (read-only until `replicate promote`)        |
+// | 12     | 4    | reserved, zero                                                      |
 // | 16     | 8    | parent: a snapshot's volume id; a clone's origin snapshot id; or 0  |
 // | 24     | 8    | size in bytes                                                       |
 // | 32     | 8    | mapping tree root page (0 = nothing mapped)                         |
@@ -21,12 +22,19 @@ import Foundation
 // | 48     | 8    | creation time (nanoseconds since 1970)                              |
 // | 56     | 16   | GUID (random; survives send and receive)                            |
 // | 72     | 64   | name (UTF-8, `[A-Za-z0-9._-]`)                                      |
-// | 136    | 24   | reserved, zero                                                      |
+// | 136    | 8    | staging only: bytes of the volume received so far (resume point)   |
+// | 144    | 16   | staging only: GUID of the base snapshot (0 for a full stream)       |
+//
+// A staging record is a hidden volume that a receive writes into (`Pool+Receive.swift`). Its name
+// is the target volume's; it is indexed apart from volumes, so listings and exports never show it.
+// A reader without kind 3 refuses the pool rather than mistaking it for a second volume.
 
 /// What a volume-table record describes.
 public enum RecordKind: UInt8, Sendable {
     case volume = 1
     case snapshot = 2
+    /// A receive in progress: hidden, writable only by the receive, never exported.
+    case staging = 3
 }
 
 struct VolumeRecord: PagedElement, Equatable {
@@ -36,6 +44,16 @@ struct VolumeRecord: PagedElement, Equatable {
             id: 0, kind: .volume, depth: 0, parent: 0, size: 0, root: .none, sharedBefore: 0, createdAtNanos: 0,
             guid: (0, 0), name: "")
     }
+
+    /// Bit 0: a replication target, read-only until promoted. Other bits are zero.
+    var flags: UInt8 = 0
+    static let flagReplica: UInt8 = 1
+    var isReplica: Bool { self.flags & Self.flagReplica != 0 }
+
+    /// Staging records: how many bytes of the volume (from offset 0) the receive has applied.
+    var receivedBytes: UInt64 = 0
+    /// Staging records: the GUID of the snapshot the stream is based on; (0, 0) for a full stream.
+    var baseGUID: (UInt64, UInt64) = (0, 0)
 
     var id: UInt64
     var kind: RecordKind
@@ -56,6 +74,7 @@ struct VolumeRecord: PagedElement, Equatable {
         lhs.id == rhs.id && lhs.kind == rhs.kind && lhs.depth == rhs.depth && lhs.parent == rhs.parent
             && lhs.size == rhs.size && lhs.root == rhs.root && lhs.sharedBefore == rhs.sharedBefore
             && lhs.createdAtNanos == rhs.createdAtNanos && lhs.guid == rhs.guid && lhs.name == rhs.name
+            && lhs.flags == rhs.flags && lhs.receivedBytes == rhs.receivedBytes && lhs.baseGUID == rhs.baseGUID
     }
 
     init(
@@ -88,10 +107,16 @@ struct VolumeRecord: PagedElement, Equatable {
         self.guid = (page.loadLE(at: offset + 56), page.loadLE(at: offset + 64))
         let nameBytes = Array(page[(offset + 72)..<(offset + 72 + min(nameLength, Limits.nameBytesMax))])
         self.name = String(decoding: nameBytes, as: UTF8.self)
+        self.flags = page[offset + 11]
+        self.receivedBytes = page.loadLE(at: offset + 136)
+        self.baseGUID = (page.loadLE(at: offset + 144), page.loadLE(at: offset + 152))
         if self.id != 0 {
             if kind == nil { self.decodeProblem = "record \(self.id): unknown kind \(page[offset + 8])" }
             if nameLength == 0 || nameLength > Limits.nameBytesMax || !Names.isValid(self.name) {
                 self.decodeProblem = "record \(self.id): invalid name"
+            }
+            if self.flags & ~Self.flagReplica != 0 {
+                self.decodeProblem = "record \(self.id): unknown flags \(self.flags)"
             }
             if self.depth == 0 || Int(self.depth) > Limits.treeDepthMax {
                 self.decodeProblem = "record \(self.id): invalid tree depth \(self.depth)"
@@ -114,6 +139,10 @@ struct VolumeRecord: PagedElement, Equatable {
         page.storeLE(self.guid.0, at: offset + 56)
         page.storeLE(self.guid.1, at: offset + 64)
         for (position, byte) in nameBytes.enumerated() { page[offset + 72 + position] = byte }
+        page[offset + 11] = self.flags
+        page.storeLE(self.receivedBytes, at: offset + 136)
+        page.storeLE(self.baseGUID.0, at: offset + 144)
+        page.storeLE(self.baseGUID.1, at: offset + 152)
     }
 }
 

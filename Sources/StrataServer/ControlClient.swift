@@ -12,8 +12,8 @@ public struct ControlClient {
     let fd: Int32
 
     /// Connects to the daemon of the pool in `directory`; nil when none is listening.
-    public static func connect(directory: String) -> ControlClient? {
-        let path = directory + "/" + ControlServer.socketName
+    public static func connect(directory: String, socketName: String = ControlServer.socketName) -> ControlClient? {
+        let path = directory + "/" + socketName
         guard FileManager.default.fileExists(atPath: path) else { return nil }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
@@ -54,18 +54,25 @@ public struct ControlClient {
         data.append(UInt8(ascii: "\n"))
         let sent = data.withUnsafeBytes { Glibc.send(self.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         guard sent == data.count else { throw StrataError(.io, "control: the daemon closed the socket") }
+        return try self.readReply(ControlMessage.self) { message throws(StrataError) in
+            if let pair = message.progress, pair.count == 2 { progress(pair[0], pair[1]) }
+            if let error = message.error { throw error.strataError }
+            return message.result
+        }
+    }
+
+    /// Reads reply lines of type `M` until `handle` returns a value.
+    func readReply<M: Decodable, R>(_ type: M.Type, _ handle: (M) throws(StrataError) -> R?) throws(StrataError) -> R {
         var pending = [UInt8]()
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
             if let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
                 let line = Data(pending[..<newline])
                 pending.removeSubrange(...newline)
-                guard let message = try? JSONDecoder().decode(ControlMessage.self, from: line) else {
+                guard let message = try? JSONDecoder().decode(M.self, from: line) else {
                     throw StrataError(.io, "control: unreadable reply from the daemon")
                 }
-                if let pair = message.progress, pair.count == 2 { progress(pair[0], pair[1]) }
-                if let error = message.error { throw error.strataError }
-                if let result = message.result { return result }
+                if let result = try handle(message) { return result }
                 continue
             }
             let count = recv(self.fd, &chunk, chunk.count, 0)

@@ -84,16 +84,10 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
                 channel.close(promise: nil)
                 return
             }
-            var lastReport = 0.0
             let message: ControlMessage
             do throws(StrataError) {
-                let result = try service.execute(request) { done, total in
-                    let now = Date().timeIntervalSince1970
-                    if now - lastReport > 0.1 || done == total {
-                        lastReport = now
-                        Self.send(ControlMessage(progress: [done, total]), on: channel)
-                    }
-                }
+                let progress = ProgressThrottle { done, total in Self.send(ControlMessage(progress: [done, total]), on: channel) }
+                let result = try service.execute(request, progress: progress.report)
                 message = ControlMessage(result: result)
             } catch {
                 logger.debug("control request failed: \(error.message)")

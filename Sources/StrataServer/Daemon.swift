@@ -25,6 +25,9 @@ public struct DaemonOptions: Sendable {
     public var iscsi: (host: String, port: Int)?
     public var createSize: UInt64
     public var commitIntervalSeconds: Double
+    /// Where to accept replication from peers (`--replication`), and the shared secret's file.
+    public var replication: (host: String, port: Int)? = nil
+    public var replicationSecretFile: String? = nil
 
     public init(
         directory: String, nbdHost: String, nbdPort: Int, iscsi: (host: String, port: Int)?, createSize: UInt64,
@@ -92,6 +95,7 @@ public enum Daemon {
             "serving pool \(directory): NBD on \(options.nbdHost):\(options.nbdPort), \(iscsiNote), control socket \(directory)/\(ControlServer.socketName)"
         )
 
+        let replication = try DaemonReplication.start(options, pool: pool, service: service, logger: logger)
         // Wait for SIGINT or SIGTERM.
         let stop = DispatchSemaphore(value: 0)
         var sources: [any DispatchSourceSignal] = []
@@ -105,6 +109,7 @@ public enum Daemon {
         stop.wait()
         logger.notice("shutting down: finishing requests in flight")
         control.close()
+        replication.close()
         nbd.shutdownAndWait()
         iscsi?.shutdownAndWait()
         var exitError: StrataError?

@@ -25,6 +25,10 @@ struct ServeCommand: ParsableCommand {
     var createSize: String = "64G"
     @Option(name: .customLong("commit-interval"), help: "Seconds between timer commits.")
     var commitInterval: Double = 1.0
+    @Option(help: "Accept replication from peers on ADDR:PORT (needs --replication-secret-file).")
+    var replication: String?
+    @Option(name: .customLong("replication-secret-file"), help: "File holding the secret replication peers share.")
+    var replicationSecretFile: String?
 
     /// Parses `--OPTION ADDR:PORT`; `off` (where `allowOff`) gives nil.
     static func parseAddress(_ value: String, option: String, example: String, allowOff: Bool = false) throws
@@ -58,6 +62,12 @@ struct ServeCommand: ParsableCommand {
             throw ValidationError("invalid --log-level '\(self.logLevel)'; use trace, debug, info, notice, warning, error or critical")
         }
         guard self.commitInterval > 0 else { throw ValidationError("--commit-interval must be positive") }
+        if let replication = self.replication {
+            _ = try Self.parseAddress(replication, option: "replication", example: "0.0.0.0:10810")
+            guard self.replicationSecretFile != nil else {
+                throw ValidationError("--replication needs --replication-secret-file FILE (a secret the peers share)")
+            }
+        }
     }
 
     func run() throws {
@@ -69,9 +79,13 @@ struct ServeCommand: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "strata")
-        let options = DaemonOptions(
+        var options = DaemonOptions(
             directory: self.options.directory, nbdHost: host, nbdPort: port, iscsi: try self.parseISCSIAddress(),
             createSize: try parseSize(self.createSize, option: "--create-size"), commitIntervalSeconds: self.commitInterval)
+        options.replication = try self.replication.flatMap {
+            try Self.parseAddress($0, option: "replication", example: "0.0.0.0:10810")
+        }
+        options.replicationSecretFile = self.replicationSecretFile
         try failing { () throws(StrataError) in
             do {
                 try Daemon.run(options, logger: logger)

@@ -23,6 +23,7 @@ struct Strata: ParsableCommand {
             """,
         version: Self.version,
         subcommands: [
+            SendCommand.self, ReceiveCommand.self, ReplicateCommand.self,
             ServeCommand.self, PoolCommand.self, VolumeCommand.self, SnapshotCommand.self, CloneCommand.self,
             ImportCommand.self, ExportCommand.self, DiffCommand.self, CheckCommand.self, ConnectionsCommand.self,
             ISCSICommand.self,
@@ -46,13 +47,11 @@ struct PoolOptions: ParsableArguments {
     /// Runs a control request on the running daemon, or on the pool opened here when no daemon
     /// runs; the result is the same either way. Engine errors exit 1 with the message.
     func execute(_ request: ControlRequest, progressLabel: String? = nil) throws -> ControlResult {
-        var progress = progressLabel.map { Progress(total: 0, label: $0) }
-        let report: (UInt64, UInt64) -> Void = { done, total in
-            if progress?.total != total, let label = progressLabel { progress = Progress(total: total, label: label) }
-            progress?.update(done, force: done == total)
-        }
-        defer { progress?.finish() }
-        return try failing { () throws(StrataError) in
+        try withProgress(progressLabel) { report in try self.execute(request, report: report) }
+    }
+
+    private func execute(_ request: ControlRequest, report: @escaping (UInt64, UInt64) -> Void) throws -> ControlResult {
+        try failing { () throws(StrataError) in
             if let client = ControlClient.connect(directory: self.directory) {
                 return try client.send(request, progress: report)
             }

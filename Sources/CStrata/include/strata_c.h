@@ -14,4 +14,11 @@ int strata_crc32c_hardware(void);
 /// Glibc's Swift module does not export fallocate(2), which needs _GNU_SOURCE.
 int strata_punch_hole(int fd, uint64_t offset, uint64_t length);
 
+/// Sends `length` bytes with `fd` attached (SCM_RIGHTS); returns bytes sent or -1 (errno).
+long strata_send_with_fd(int socket, const void *bytes, size_t length, int fd);
+
+/// Receives up to `length` bytes; a descriptor attached to them is stored in `*fd` (which the
+/// caller sets to -1 first). Returns bytes received, 0 at end, or -1 (errno).
+long strata_receive_with_fd(int socket, void *bytes, size_t length, int *fd);
+
 #endif

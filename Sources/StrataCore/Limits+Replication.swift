@@ -1,0 +1,24 @@
+// Bounds of send/receive streams and replication, each with the reason for its value (STYLE §5).
+// In their own file so the replication work and the engine's Limits.swift change apart.
+
+extension Limits {
+    /// Volume bytes in one data record: large enough that a 32-byte record header costs 0.003%,
+    /// small enough that a reader checks a record's CRC before buffering much of it.
+    public static let streamRecordBytesMax = 1 << 20
+    /// Largest rbd-diff `w` extent accepted (rbd export-diff writes at most an object, 4 MiB by
+    /// default; 64 MiB leaves room for larger objects without trusting any length).
+    public static let rbdDiffExtentBytesMax: UInt64 = 64 << 20
+    /// Bytes a receive applies between commits of its progress: what a crash can cost a resume.
+    /// Each commit syncs; 1 GiB keeps the stalls to a few per volume.
+    public static let receiveCommitBytes: UInt64 = 1 << 30
+    /// Streams the daemon's stream socket runs at once (each is a thread and a pipe's worth of I/O).
+    public static let streamsMax = 8
+    /// Replication connections a replica serves at once.
+    public static let replicationConnectionsMax = 8
+    /// Longest wait between retries of a failed replication cycle.
+    public static let replicationBackoffSecondsMax = 30.0
+    /// Seconds a replication send or receive may block before the peer counts as gone.
+    public static let replicationIOTimeoutSeconds = 60
+    /// Longest request line on the stream socket or the replication port.
+    public static let streamRequestBytesMax = 64 << 10
+}

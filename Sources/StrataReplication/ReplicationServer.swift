@@ -1,0 +1,201 @@
+// The replica side of daemon-to-daemon replication (`strata serve --replication ADDR:PORT`).
+//
+// Wire protocol, one request per TCP connection:
+// 1. The server sends `STRATA-REPLICATION 1\n` and a 32-byte random challenge.
+// 2. The client answers with HMAC-SHA-256(secret, challenge) (32 bytes) and one JSON line, a
+//    `ReplicationRequest`. A wrong answer is refused with an error line and logged.
+// 3. `state` is answered with the volume's snapshots and any staged receive; `receive` is
+//    followed by a send stream (docs/STREAM.md) which the server applies with `StreamReceiver`
+//    into a replica volume (read-only until promoted); `prune` deletes the oldest replicated
+//    snapshots beyond a count. Every answer is one JSON line, a `ReplicationReply`.
+//
+// The secret never crosses the wire, and each challenge is fresh, so a recorded answer cannot be
+// replayed. The stream itself is protected by its checksums, not encrypted: run replication over
+// a trusted network or a tunnel.
+
+import Foundation
+import Logging
+import StrataCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a replication client asks.
+public enum ReplicationRequest: Codable, Sendable {
+    case state(volume: String)
+    case receive(volume: String)
+    case prune(volume: String, prefix: String, keep: Int)
+}
+
+/// A snapshot as replication compares them: by GUID.
+public struct ReplicaSnapshot: Codable, Sendable, Equatable {
+    public let name: String
+    public let guid: String
+}
+
+/// What the replica holds of a volume.
+public struct ReplicaState: Codable, Sendable {
+    public var exists: Bool
+    public var isReplica: Bool
+    /// Oldest first.
+    public var snapshots: [ReplicaSnapshot]
+    /// The resume token of an interrupted receive, if one is staged.
+    public var resumeToken: String?
+}
+
+/// One answer line.
+public struct ReplicationReply: Codable, Sendable {
+    public var state: ReplicaState?
+    public var received: ReceiveSummary?
+    public var error: String?
+    public var errorCode: String?
+}
+
+enum ReplicationWire {
+    static let greeting = Array("STRATA-REPLICATION 1\n".utf8)
+    static let challengeBytes = 32
+
+    static func reply(_ reply: ReplicationReply, on fd: Int32) {
+        var data = Array((try? JSONEncoder().encode(reply)) ?? Data("{}".utf8))
+        data.append(UInt8(ascii: "\n"))
+        _ = data.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    static func readSecret(_ path: String) throws(StrataError) -> [UInt8] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw StrataError(.notFound, "replication: cannot read the secret file \(path)")
+        }
+        let secret = Array(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8)
+        guard secret.count >= 8 else {
+            throw StrataError(.invalidArgument, "replication: the secret in \(path) is shorter than 8 bytes; use a long random one")
+        }
+        return secret
+    }
+}
+
+/// Accepts replication from peers that know the secret.
+public final class ReplicationServer: Sendable {
+    let listener: Int32
+    let connections = Mutex<Set<Int32>>([])
+    /// The port listened on (useful when started on port 0).
+    public var port: Int { TCPSocket.localPort(self.listener) }
+
+    private init(listener: Int32) { self.listener = listener }
+
+    /// Listens on `host:port` and serves replicas into `pool`.
+    public static func start(host: String, port: Int, secretFile: String, pool: Pool, logger: Logger) throws(StrataError)
+        -> ReplicationServer
+    {
+        let secret = try ReplicationWire.readSecret(secretFile)
+        let server = ReplicationServer(listener: try TCPSocket.listen(host: host, port: port))
+        let thread = Thread { server.acceptLoop(secret: secret, pool: pool, logger: logger) }
+        thread.name = "strata-replication-accept"
+        thread.start()
+        return server
+    }
+
+    private func acceptLoop(secret: [UInt8], pool: Pool, logger: Logger) {
+        while true {
+            let fd = accept(self.listener, nil, nil)
+            if fd < 0 {
+                if errno == EINTR || errno == ECONNABORTED { continue }
+                return
+            }
+            let admitted = self.connections.withLock { set in
+                guard set.count < Limits.replicationConnectionsMax else { return false }
+                set.insert(fd)
+                return true
+            }
+            guard admitted else {
+                Glibc.close(fd)
+                continue
+            }
+            TCPSocket.setTimeouts(fd)
+            let thread = Thread {
+                Self.serve(fd, secret: secret, pool: pool, logger: logger)
+                self.connections.withLock { _ = $0.remove(fd) }
+                Glibc.close(fd)
+            }
+            thread.name = "strata-replication"
+            thread.start()
+        }
+    }
+
+    private static func serve(_ fd: Int32, secret: [UInt8], pool: Pool, logger: Logger) {
+        let peer = TCPSocket.peerName(fd)
+        var generator = SystemRandomNumberGenerator()
+        let challenge = (0..<ReplicationWire.challengeBytes).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let outcome = Result { () throws(StrataError) -> ReplicationReply in
+            try TCPSocket.write(fd, ReplicationWire.greeting + challenge, what: "replication greeting")
+            let answer = try TCPSocket.read(fd, count: 32, what: "the authentication answer")
+            guard HMACSHA256.equal(answer, HMACSHA256.authenticate(challenge, key: secret)) else {
+                logger.warning("replication: refused \(peer): wrong secret")
+                throw StrataError(.readOnly, "replication: authentication failed: wrong secret")
+            }
+            let line = try TCPSocket.readLine(fd, limit: Limits.streamRequestBytesMax, what: "the request")
+            guard let request = try? JSONDecoder().decode(ReplicationRequest.self, from: Data(line)) else {
+                throw StrataError(.invalidArgument, "replication: malformed request")
+            }
+            return try Self.execute(request, fd: fd, pool: pool, peer: peer, logger: logger)
+        }
+        switch outcome {
+        case .success(let reply):
+            ReplicationWire.reply(reply, on: fd)
+        case .failure(let error):
+            logger.warning("replication from \(peer) failed: \(error.message)")
+            ReplicationWire.reply(ReplicationReply(error: error.message, errorCode: error.code.rawValue), on: fd)
+        }
+    }
+
+    private static func execute(_ request: ReplicationRequest, fd: Int32, pool: Pool, peer: String, logger: Logger)
+        throws(StrataError) -> ReplicationReply
+    {
+        switch request {
+        case .state(let volume):
+            return ReplicationReply(state: try Self.state(pool, volume))
+        case .receive(let volume):
+            if let found = try? pool.isReplica(volume), !found {
+                throw StrataError(
+                    .readOnly,
+                    "replication into \(volume): the volume here is not a replication target (promoted, or created locally); delete or rename it to replicate again")
+            }
+            // Replication owns its staging: a receive of other snapshots left by an older cycle goes.
+            let input = FileDescriptorStream(fd: fd, name: "replication peer \(peer)")
+            let summary = try StreamReceiver.receive(
+                pool: pool, volume: volume, force: true, replica: true, replaceStaging: true, from: input)
+            logger.info(
+                "replication: received \(summary.snapshot) from \(peer) (\(summary.streamBytes) stream bytes, resumed at byte \(summary.resumedFrom))")
+            return ReplicationReply(received: summary)
+        case .prune(let volume, let prefix, let keep):
+            try Self.prune(pool, volume, prefix: prefix, keep: keep)
+            return ReplicationReply()
+        }
+    }
+
+    static func state(_ pool: Pool, _ volume: String) throws(StrataError) -> ReplicaState {
+        guard (try? pool.isReplica(volume)) != nil else {
+            let token = Result { () throws(StrataError) in try StreamReceiver.token(pool: pool, volume: volume) }
+            return ReplicaState(exists: false, isReplica: false, snapshots: [], resumeToken: try? token.get())
+        }
+        let snapshots = try pool.listSnapshots(of: volume).map { ReplicaSnapshot(name: $0.name, guid: $0.guid) }
+        let token = Result { () throws(StrataError) in try StreamReceiver.token(pool: pool, volume: volume) }
+        return ReplicaState(
+            exists: true, isReplica: try pool.isReplica(volume), snapshots: snapshots, resumeToken: try? token.get())
+    }
+
+    /// Deletes the oldest snapshots named `prefix…` of `volume` beyond the newest `keep`.
+    public static func prune(_ pool: Pool, _ volume: String, prefix: String, keep: Int) throws(StrataError) {
+        let replicated = try pool.listSnapshots(of: volume).filter { $0.name.hasPrefix(prefix) }
+        for snapshot in replicated.dropLast(max(keep, 1)) { try pool.deleteSnapshot(volume, snapshot.name) }
+        try pool.flush()
+    }
+
+    /// Stops accepting and cuts every connection (their receives keep what they applied).
+    public func close() {
+        shutdown(self.listener, Int32(SHUT_RDWR))
+        Glibc.close(self.listener)
+        for fd in self.connections.withLock({ $0 }) { shutdown(fd, Int32(SHUT_RDWR)) }
+    }
+}

@@ -1,0 +1,77 @@
+// Daemon-to-daemon replication in one process: a replica server and a replication job on two
+// simulated pools over loopback TCP. A wrong secret is refused (and counted as an error, nothing
+// replicated); the right one replicates full then incremental cycles, keeping --keep snapshots
+// on both sides, into a read-only replica that `promote` makes writable. Polls with a deadline;
+// no timing is asserted.
+
+import Foundation
+import Logging
+@testable import StrataCore
+@testable import StrataReplication
+import StrataTesting
+import Testing
+
+@Suite struct ReplicationTests {
+    func waitUntil(_ what: String, seconds: Double = 60, _ condition: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while try !condition() {
+            try #require(Date() < deadline, "gave up waiting for \(what)")
+            usleep(20_000)
+        }
+    }
+
+    @Test func wrongSecretIsRefusedAndTheRightOneReplicates() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("strata-repl-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try Data("the-shared-secret".utf8).write(to: URL(fileURLWithPath: directory + "/secret"))
+        try Data("not-the-secret".utf8).write(to: URL(fileURLWithPath: directory + "/wrong"))
+        let logger = Logger(label: "replication-test")
+        let (_, source) = try makePool()
+        let (replicaDevice, replica) = try makePool()
+        let server = try ReplicationServer.start(
+            host: "127.0.0.1", port: 0, secretFile: directory + "/secret", pool: replica, logger: logger)
+        defer { server.close() }
+        try source.createVolume("vm", size: 2 << 20)
+        let handle = try source.handle("vm")
+        var random = SeededRandom(seed: 3)
+        try source.write(handle, at: 0, random.bytes(512 << 10))
+        let replicator = Replicator(pool: source, directory: directory, logger: logger)
+        defer { replicator.shutdown() }
+
+        let job = ReplicationJob(
+            volume: "vm", host: "127.0.0.1", port: server.port, everySeconds: 0.2, keep: 2,
+            secretFile: directory + "/wrong")
+        try replicator.start(job)
+        try self.waitUntil("a refused attempt") { (replicator.status().first?.errors ?? 0) > 0 }
+        #expect(replicator.status().first?.lastError?.contains("wrong secret") == true)
+        #expect(try replica.listVolumes().isEmpty)
+
+        var right = job
+        right.secretFile = directory + "/secret"
+        try replicator.start(right)
+        try self.waitUntil("two cycles") { (replicator.status().first?.cycles ?? 0) >= 2 }
+        try source.write(handle, at: 1 << 20, random.bytes(64 << 10))
+        let cycles = replicator.status().first?.cycles ?? 0
+        try self.waitUntil("two more cycles") { (replicator.status().first?.cycles ?? 0) >= cycles + 2 }
+        replicator.stop("vm")
+
+        let held = try replica.listSnapshots(of: "vm")
+        #expect(held.count <= 2)
+        let ours = try source.listSnapshots(of: "vm")
+        #expect(ours.count <= 2)
+        let newest = try #require(held.last)
+        #expect(ours.contains { $0.name == newest.name && $0.guid == newest.guid })
+        let expected = try source.read(try source.handle("vm@\(newest.name)"), at: 0, count: 2 << 20)
+        #expect(try replica.read(try replica.handle("vm@\(newest.name)"), at: 0, count: 2 << 20) == expected)
+        #expect(try source.read(handle, at: 0, count: 2 << 20) == expected)
+        // The replica is read-only until promoted.
+        let replicaHandle = try replica.handle("vm")
+        #expect(replicaHandle.readOnly)
+        #expect(throws: StrataError.self) { try replica.write(replicaHandle, at: 0, [1, 2, 3]) }
+        try replica.setReplica("vm", false)
+        try replica.write(try replica.handle("vm"), at: 0, [UInt8](repeating: 9, count: 512))
+        try replica.flush()
+        #expect(Pool.check(device: replicaDevice).clean)
+    }
+}

@@ -1,0 +1,307 @@
+// Send and receive at the engine level, through streams in memory: a property test over
+// random write histories with chains of 10 snapshots, the stream's size overhead, and every
+// way a stream can go wrong (a flipped byte anywhere, a truncation anywhere, a base mismatch,
+// a modified target), each of which must leave the target exactly as it was.
+
+import Foundation
+@testable import StrataCore
+import StrataReplication
+import StrataTesting
+import Testing
+
+/// A pool on a simulated device.
+func makePool(chunk: UInt64 = 4096, dataChunks: UInt64 = 8192) throws -> (SimDevice, Pool) {
+    let device = SimDevice(size: 2048 * 4096 + dataChunks * chunk)
+    try Pool.format(device: device, chunkSize: chunk, metadataPages: 2048)
+    return (device, try Pool(device: device))
+}
+
+/// Sends `snapshot` (from `base`) out of `pool` into memory.
+func stream(_ pool: Pool, _ snapshot: String, from base: String? = nil, resume: String? = nil,
+            format: StreamFormatName = .strata) throws -> [UInt8] {
+    let output = MemoryStream()
+    _ = try StreamSender.send(
+        pool: pool, SendRequest(snapshot: snapshot, base: base, resumeToken: resume, format: format), to: output)
+    return output.bytes
+}
+
+/// Receives `bytes` into `volume`; the error, if any.
+@discardableResult
+func receive(_ pool: Pool, _ volume: String, _ bytes: [UInt8], force: Bool = false) -> StrataError? {
+    let result = Result { () throws(StrataError) in
+        try StreamReceiver.receive(pool: pool, volume: volume, force: force, from: MemoryStream(bytes))
+    }
+    if case .failure(let error) = result { return error }
+    return nil
+}
+
+/// Everything a target shows: volumes, snapshots (names, GUIDs) and the contents of each.
+func fingerprint(_ pool: Pool) throws -> [String] {
+    var lines: [String] = []
+    for volume in try pool.listVolumes() {
+        lines.append("volume \(volume.name) \(volume.sizeBytes) \(volume.allocatedBytes)")
+        lines.append("  data \(crc32c(try pool.read(try pool.handle(volume.name), at: 0, count: Int(volume.sizeBytes))))")
+    }
+    for snapshot in try pool.listSnapshots() {
+        let name = "\(snapshot.volume)@\(snapshot.name)"
+        lines.append("snapshot \(name) \(snapshot.guid) \(snapshot.createdAt)")
+        lines.append("  data \(crc32c(try pool.read(try pool.handle(name), at: 0, count: Int(snapshot.sizeBytes))))")
+    }
+    return lines
+}
+
+@Suite struct StreamTests {
+    /// Writes random bytes, zeros and trims at random places of a small volume.
+    func scribble(_ pool: Pool, _ volume: String, _ random: inout SeededRandom, operations: Int) throws {
+        let handle = try pool.handle(volume)
+        let size = try pool.size(of: handle)
+        for _ in 0..<operations {
+            let offset = UInt64(random.next(below: Int(size / 512))) * 512
+            let length = min(UInt64(1 + random.next(below: 40)) * 512, size - offset)
+            switch random.next(below: 6) {
+            case 0: try pool.trim(handle, at: offset, length: length)
+            case 1: try pool.write(handle, at: offset, [UInt8](repeating: 0, count: Int(length)))
+            default: try pool.write(handle, at: offset, random.bytes(Int(length)))
+            }
+        }
+    }
+
+    @Test(arguments: [1, 2, 3, 4, 5, 6] as [UInt64])
+    func chainsOfTenSnapshotsArriveByteForByte(seed: UInt64) throws {
+        var random = SeededRandom(seed: seed)
+        let (_, source) = try makePool()
+        let (targetDevice, target) = try makePool()
+        let size = UInt64(1 + random.next(below: 8)) << 20
+        try source.createVolume("vm", size: size)
+        var previous: String?
+        for index in 0..<10 {
+            try self.scribble(source, "vm", &random, operations: random.next(below: 60))
+            if random.next(below: 4) == 0 {
+                // Volumes grow and shrink between snapshots too.
+                let newSize = UInt64(1 + random.next(below: 8)) << 20
+                try source.resizeVolume("vm", size: newSize, allowShrink: true)
+            }
+            let name = "vm@s\(index)"
+            try source.createSnapshot("vm", "s\(index)")
+            let bytes = try stream(source, name, from: previous)
+            let error = receive(target, "vm", bytes)
+            #expect(error == nil, "seed=\(seed) snapshot \(index): \(error?.message ?? "")")
+            previous = name
+        }
+        try target.flush()
+        let sourceSnapshots = try source.listSnapshots().map { "\($0.name) \($0.guid) \($0.sizeBytes)" }
+        let targetSnapshots = try target.listSnapshots().map { "\($0.name) \($0.guid) \($0.sizeBytes)" }
+        #expect(sourceSnapshots == targetSnapshots, "seed=\(seed)")
+        for snapshot in try source.listSnapshots() {
+            let name = "vm@\(snapshot.name)"
+            let expected = try source.read(try source.handle(name), at: 0, count: Int(snapshot.sizeBytes))
+            let actual = try target.read(try target.handle(name), at: 0, count: Int(snapshot.sizeBytes))
+            #expect(expected == actual, "seed=\(seed) \(name) differs")
+        }
+        #expect(Pool.check(device: targetDevice).clean, "seed=\(seed)")
+    }
+
+    @Test func incrementalStreamIsTheChangePlusUnderOnePercent() throws {
+        let (_, pool) = try makePool(chunk: 65536, dataChunks: 1024)
+        try pool.createVolume("vm", size: 32 << 20)
+        let handle = try pool.handle("vm")
+        var random = SeededRandom(seed: 9)
+        try pool.write(handle, at: 0, random.bytes(16 << 20))
+        try pool.createSnapshot("vm", "a")
+        // 64 scattered 64 KiB chunks change: 4 MiB of data.
+        for index in 0..<64 as Range<UInt64> { try pool.write(handle, at: index * 7 * 65536 % (32 << 20), random.bytes(65536)) }
+        try pool.createSnapshot("vm", "b")
+        let changed = try pool.diff(from: "vm@a", to: "vm@b").reduce(UInt64(0)) { $0 + $1.length }
+        let incremental = try stream(pool, "vm@b", from: "vm@a")
+        #expect(UInt64(incremental.count) >= changed)
+        #expect(Double(incremental.count) < Double(changed) * 1.01, "stream \(incremental.count) for \(changed) changed")
+        try pool.createSnapshot("vm", "c")
+        let unchanged = try stream(pool, "vm@c", from: "vm@b")
+        #expect(unchanged.count < 4096, "unchanged volume gave \(unchanged.count) bytes")
+    }
+
+    /// A source with `vm@a` (received by the target) and `vm@b`, and the incremental a→b stream.
+    func twoSnapshotFixture() throws -> (source: Pool, target: Pool, targetDevice: SimDevice, stream: [UInt8]) {
+        let (_, source) = try makePool()
+        let (targetDevice, target) = try makePool()
+        try source.createVolume("vm", size: 1 << 20)
+        let handle = try source.handle("vm")
+        var random = SeededRandom(seed: 5)
+        try source.write(handle, at: 0, random.bytes(256 << 10))
+        try source.createSnapshot("vm", "a")
+        try source.write(handle, at: 300 << 10, random.bytes(64 << 10))
+        try source.trim(handle, at: 0, length: 8192)
+        try source.createSnapshot("vm", "b")
+        #expect(receive(target, "vm", try stream(source, "vm@a")) == nil)
+        try target.flush()
+        return (source, target, targetDevice, try stream(source, "vm@b", from: "vm@a"))
+    }
+
+    @Test func everyFlippedByteIsRefusedNamingAnOffsetAndChangesNothing() throws {
+        let (_, target, device, bytes) = try self.twoSnapshotFixture()
+        let before = try fingerprint(target)
+        // Every byte of the headers, and a spread of payload bytes.
+        var positions = Array(0..<300)
+        positions += stride(from: 300, to: bytes.count, by: 997).map { $0 }
+        positions += Array((bytes.count - 70)..<bytes.count)
+        for position in positions {
+            var damaged = bytes
+            damaged[position] ^= 0x40
+            let error = receive(target, "vm", damaged)
+            #expect(error != nil, "flip at \(position) accepted")
+            #expect(error?.message.contains("byte offset") == true, "flip at \(position): \(error?.message ?? "")")
+            if target.receiveStaging("vm") != nil { try target.abortReceive("vm") }
+            #expect(try fingerprint(target) == before, "flip at \(position) changed the target")
+        }
+        #expect(Pool.check(device: device).clean)
+    }
+
+    @Test func everyTruncationIsRefusedAndResumesToTheSameResult() throws {
+        let (source, target, device, bytes) = try self.twoSnapshotFixture()
+        let before = try fingerprint(target)
+        for length in Array(0..<200) + stride(from: 200, to: bytes.count, by: 1531).map({ $0 }) + [bytes.count - 1] {
+            let error = receive(target, "vm", Array(bytes[0..<length]))
+            #expect(error?.message.contains("byte offset") == true, "cut at \(length): \(error?.message ?? "none")")
+            #expect(try fingerprint(target) == before, "cut at \(length) changed the target")
+            if target.receiveStaging("vm") != nil { try target.abortReceive("vm") }
+        }
+        // Cut mid-stream, then resume from the token: the result equals the source.
+        let cut = bytes.count * 2 / 3
+        let error = receive(target, "vm", Array(bytes[0..<cut]))
+        #expect(error != nil)
+        let token = try StreamReceiver.token(pool: target, volume: "vm")
+        #expect(error?.message.contains(token) == true)
+        let rest = try stream(source, "vm@b", from: "vm@a", resume: token)
+        #expect(rest.count < bytes.count)
+        #expect(receive(target, "vm", rest) == nil)
+        let expected = try source.read(try source.handle("vm@b"), at: 0, count: 1 << 20)
+        #expect(try target.read(try target.handle("vm@b"), at: 0, count: 1 << 20) == expected)
+        #expect(target.receiveStaging("vm") == nil)
+        #expect(Pool.check(device: device).clean)
+    }
+
+    @Test func baseMismatchNamesBothGUIDsAndForceRollsBack() throws {
+        let (source, target, _, bytes) = try self.twoSnapshotFixture()
+        let baseGUID = try source.snapshotIdentity("vm@a").guid.description
+        // The target takes a snapshot of its own: the stream's base is no longer the newest.
+        try target.createSnapshot("vm", "local")
+        let localGUID = try target.snapshotIdentity("vm@local").guid.description
+        let mismatch = receive(target, "vm", bytes)
+        #expect(mismatch?.message.contains(baseGUID) == true)
+        #expect(mismatch?.message.contains(localGUID) == true)
+        try target.deleteSnapshot("vm", "local")
+        // A write since the base is refused, and --force rolls it back.
+        try target.write(try target.handle("vm"), at: 0, [UInt8](repeating: 7, count: 512))
+        #expect(receive(target, "vm", bytes)?.code == .busy)
+        #expect(receive(target, "vm", bytes, force: true) == nil)
+        let expected = try source.read(try source.handle("vm@b"), at: 0, count: 1 << 20)
+        #expect(try target.read(try target.handle("vm"), at: 0, count: 1 << 20) == expected)
+        // The same stream again: already received.
+        #expect(receive(target, "vm", bytes)?.code == .alreadyExists)
+        // A stream from a snapshot the target never had.
+        let (_, other) = try makePool()
+        #expect(receive(other, "vm", bytes)?.code == .notFound)
+    }
+
+    @Test func rbdDiffRoundTrips() throws {
+        let (source, _, _, _) = try self.twoSnapshotFixture()
+        let (device, target) = try makePool()
+        #expect(receive(target, "vm", try stream(source, "vm@a", format: .rbdDiff)) == nil)
+        #expect(receive(target, "vm", try stream(source, "vm@b", from: "vm@a", format: .rbdDiff)) == nil)
+        for name in ["vm@a", "vm@b"] {
+            let expected = try source.read(try source.handle(name), at: 0, count: 1 << 20)
+            #expect(try target.read(try target.handle(name), at: 0, count: 1 << 20) == expected)
+        }
+        // A truncated rbd diff leaves nothing staged (the format cannot resume).
+        let bytes = try stream(source, "vm@b", format: .rbdDiff)
+        #expect(receive(target, "copy", Array(bytes.dropLast(100)))?.message.contains("byte offset") == true)
+        #expect(target.receiveStaging("copy") == nil)
+        #expect(Pool.check(device: device).clean)
+    }
+
+    @Test func sha256MatchesFIPSVectors() {
+        func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+        #expect(hex(SHA256.hash([UInt8]())) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(hex(SHA256.hash(Array("abc".utf8))) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        let long = Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)
+        #expect(hex(SHA256.hash(long)) == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        // RFC 4231 test case 2.
+        let mac = HMACSHA256.authenticate(Array("what do ya want for nothing?".utf8), key: Array("Jefe".utf8))
+        #expect(hex(mac) == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+    }
+
+    @Test func resumeTokensRoundTripAndRejectTypos() throws {
+        let token = ResumeToken(target: StrataGUID(high: 1, low: 2), base: .zero, offset: 12345)
+        #expect(try ResumeToken(parsing: token.description, operation: "t") == token)
+        var text = Array(token.description)
+        text[10] = text[10] == "0" ? "1" : "0"
+        #expect(throws: StrataError.self) { try ResumeToken(parsing: String(text), operation: "t") }
+    }
+}
+
+@Suite struct CompressedStreamTests {
+    @Test func compressedStreamsShrinkAndArriveByteForByte() throws {
+        let (_, source) = try makePool()
+        let (device, target) = try makePool()
+        try source.createVolume("vm", size: 4 << 20)
+        let handle = try source.handle("vm")
+        var random = SeededRandom(seed: 11)
+        // Text-like data compresses; random data does not and is stored as is.
+        try source.write(handle, at: 0, Array(repeating: Array("strata replication ".utf8), count: 20_000).flatMap { $0 })
+        try source.write(handle, at: 2 << 20, random.bytes(256 << 10))
+        try source.createSnapshot("vm", "a")
+        let output = MemoryStream()
+        _ = try StreamSender.send(pool: source, SendRequest(snapshot: "vm@a", base: nil, compress: true), to: output)
+        let plain = try stream(source, "vm@a")
+        #expect(output.bytes.count < plain.count / 2, "compressed \(output.bytes.count), plain \(plain.count)")
+        #expect(receive(target, "vm", output.bytes) == nil)
+        #expect(try target.read(try target.handle("vm@a"), at: 0, count: 4 << 20)
+            == source.read(try source.handle("vm@a"), at: 0, count: 4 << 20))
+        // A flipped byte inside a compressed payload is caught by its CRC.
+        var damaged = output.bytes
+        damaged[StreamHeader.size + RecordHeader.size + 10] ^= 1
+        #expect(receive(target, "copy", damaged)?.message.contains("byte offset") == true)
+        #expect(Pool.check(device: device).clean)
+    }
+}
+
+@Suite struct StreamMutationTests {
+    /// Random damage of every kind at once (flips, cuts, spliced garbage, swapped records): the
+    /// receiver never traps, and a refused stream leaves the target as it was.
+    @Test(arguments: [21, 22, 23] as [UInt64])
+    func randomDamageNeverTrapsNorChangesTheTarget(seed: UInt64) throws {
+        let (_, source) = try makePool()
+        let (device, target) = try makePool()
+        try source.createVolume("vm", size: 1 << 20)
+        var random = SeededRandom(seed: seed)
+        try source.write(try source.handle("vm"), at: 0, random.bytes(128 << 10))
+        try source.createSnapshot("vm", "a")
+        try source.write(try source.handle("vm"), at: 512 << 10, random.bytes(96 << 10))
+        try source.createSnapshot("vm", "b")
+        #expect(receive(target, "vm", try stream(source, "vm@a")) == nil)
+        let bytes = try stream(source, "vm@b", from: "vm@a")
+        let before = try fingerprint(target)
+        for trial in 0..<150 {
+            var damaged = bytes
+            for _ in 0..<(1 + random.next(below: 4)) {
+                switch random.next(below: 4) {
+                case 0: damaged[random.next(below: damaged.count)] ^= UInt8(1 + random.next(below: 255))
+                case 1: damaged.removeLast(random.next(below: damaged.count))
+                case 2: damaged.insert(contentsOf: random.bytes(1 + random.next(below: 64)), at: random.next(below: damaged.count))
+                default:
+                    let start = random.next(below: damaged.count)
+                    let length = min(random.next(below: 64), damaged.count - start)
+                    damaged.replaceSubrange(start..<(start + length), with: random.bytes(length))
+                }
+                if damaged.isEmpty { damaged = [0] }
+            }
+            guard damaged != bytes else { continue }
+            let error = receive(target, "vm", damaged)
+            #expect(error != nil, "seed=\(seed) trial \(trial): damage accepted")
+            if target.receiveStaging("vm") != nil { try target.abortReceive("vm") }
+            #expect(try fingerprint(target) == before, "seed=\(seed) trial \(trial)")
+        }
+        #expect(receive(target, "vm", bytes) == nil)
+        #expect(Pool.check(device: device).clean)
+    }
+}
