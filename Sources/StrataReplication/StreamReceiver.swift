@@ -54,6 +54,8 @@ public enum StreamReceiver {
                 switch try decoder.next() {
                 case .end:
                     return
+                case .data(let offset, let bytes) where bytes.isEmpty:
+                    applied = offset  // an empty rbd-diff `w` record: nothing to write
                 case .data(let offset, let bytes):
                     try bytes.withUnsafeBufferPointer { raw throws(StrataError) in
                         try pool.write(staging.handle, at: offset, UnsafeRawBufferPointer(raw))
