@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# libiscsi's conformance suite, iscsi-test-cu, in full (family ALL: every SCSI and iSCSI suite
+# once) against a Strata target: a 64 MiB volume `cu` at LUN 0 of iqn.2026-11.org.strata:cu.
+# --dataloss lets the write tests run; two initiator names (-i, -I) are given for the tests that
+# open a second session (reservations, multi-initiator). SANITIZE tests stay disabled (no -S).
+#
+# tests/iscsi/cu_report.py reads the suite's output as it runs and prints pass/fail/skip counts
+# per suite and in total, every failed test with its first failure message, and the slowest
+# tests. A test libiscsi marks [SKIPPED] (CUnit still says "passed") counts as a skip, not a pass.
+# The test fails if any test listed in tests/iscsi/must-pass.txt did not pass, if the suite did
+# not reach its Run Summary (a crash, a hang cut off by CU_TIMEOUT, a lost connection), if the
+# daemon died, or if `strata check` is not clean afterwards.
+#
+#   CU_TESTS=ALL.Read10   run a subset (-t); must-pass then applies to the listed tests under it
+#   CU_TIMEOUT=200        seconds for the whole suite (tests/run-e2e.sh gives a test 240 s)
+#   CU_RESULTS=FILE       also copy the per-test results (name<TAB>pass|fail|skip<TAB>seconds)
+#
+# The size: the suite needs no large LUN (against tgtd, 16 MiB, 64 MiB and 1 GiB LUNs gave the
+# same verdicts), and WRITE SAME with zero blocks writes the whole LUN, so smaller is faster.
+source "$(dirname "$0")/../lib.sh"
+source "$(dirname "$0")/iscsi-lib.sh"
+requires iscsi-test-cu stdbuf timeout "$PYTHON"
+
+TESTS=${CU_TESTS:-ALL}
+start_daemon
+wait_iscsi
+strata volume create cu --size 64M >/dev/null
+
+MUST_PASS="$WORKDIR/must-pass.txt"
+sed 's/#.*//; s/[[:space:]]//g; /^$/d' "$ISCSI_DIR/must-pass.txt" | while read -r name; do
+    case "$name." in "$TESTS".*) echo "$name" ;; esac
+done >"$MUST_PASS"
+echo "must-pass: $(wc -l <"$MUST_PASS") tests from tests/iscsi/must-pass.txt under $TESTS"
+
+set +e
+timeout -k 5 "${CU_TIMEOUT:-200}" stdbuf -oL -eL iscsi-test-cu --dataloss --test="$TESTS" \
+    --initiator-name="$IQN:conformance-1" --initiator-name-2="$IQN:conformance-2" "$(iscsi_url cu)" 2>&1 |
+    "$PYTHON" "$ISCSI_DIR/cu_report.py" --log "$WORKDIR/cu.log" --results "$WORKDIR/cu-results.tsv" \
+        --must-pass "$MUST_PASS" --label "iscsi-test-cu vs Strata"
+statuses=("${PIPESTATUS[@]}")
+set -e
+cu_status=${statuses[0]}
+report_status=${statuses[1]}
+echo "iscsi-test-cu exit status $cu_status (1 = some test failed; 124 = cut off by CU_TIMEOUT)"
+[ -n "${CU_RESULTS:-}" ] && cp "$WORKDIR/cu-results.tsv" "$CU_RESULTS"
+
+kill -0 "$DAEMON_PID" 2>/dev/null || fail "the daemon died during the conformance suite"
+[ "$cu_status" -ne 124 ] || fail "iscsi-test-cu did not finish within ${CU_TIMEOUT:-200} s (see the unfinished test above)"
+[ "$report_status" -eq 0 ] || fail "conformance: a must-pass test did not pass, or the run broke off (see above)"
+stop_daemon
+strata check >/dev/null || fail "strata check after the conformance suite"
+echo "PASS $TEST_NAME"
