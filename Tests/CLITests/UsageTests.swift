@@ -40,7 +40,10 @@ struct UsageTests {
         HelpCase(path: ["export"], mentions: ["--pool", "VOLUME@SNAPSHOT", "<file>"]),
         HelpCase(path: ["diff"], mentions: ["--pool", "--json", "VOLUME@FROM"]),
         HelpCase(path: ["check"], mentions: ["--pool", "--json"]),
-        HelpCase(path: ["serve"], mentions: ["--pool", "--nbd", "--log-level", "10809"]),
+        HelpCase(path: ["serve"], mentions: ["--pool", "--nbd", "--log-level", "10809", "--iscsi", "3260", "iqn.2026-11.org.strata:VOLUME"]),
+        HelpCase(path: ["iscsi", "chap", "set"], mentions: ["--pool", "--user", "--secret", "--secret-file", "--mutual-user", "--mutual-secret"]),
+        HelpCase(path: ["iscsi", "chap", "remove"], mentions: ["--pool", "VOLUME@SNAPSHOT"]),
+        HelpCase(path: ["iscsi", "chap", "list"], mentions: ["--pool", "--json"]),
         HelpCase(path: ["connections"], mentions: ["--pool", "--json"]),
         HelpCase(path: ["pool", "init"], mentions: ["--metadata-size"]),
         HelpCase(path: ["volume", "delete"], mentions: ["--force"]),
@@ -64,7 +67,7 @@ struct UsageTests {
     func topLevelHelp() throws {
         let result = try run(["--help"])
         expectSuccess(result)
-        for command in ["serve", "pool", "volume", "snapshot", "clone", "import", "export", "diff", "check", "connections"] {
+        for command in ["serve", "pool", "volume", "snapshot", "clone", "import", "export", "diff", "check", "connections", "iscsi"] {
             #expect(result.stdout.contains(command), "top-level help lacks \(command): \(result)")
         }
         #expect(result.stdout.contains("STRATA_POOL"), "\(result)")
@@ -73,7 +76,10 @@ struct UsageTests {
 
     @Test(
         "serve refuses a bad address, log level or commit interval before touching any pool",
-        arguments: [["--nbd", "bogus"], ["--nbd", "127.0.0.1:99999"], ["--log-level", "loud"], ["--commit-interval", "0"]])
+        arguments: [
+            ["--nbd", "bogus"], ["--nbd", "127.0.0.1:99999"], ["--iscsi", "bogus"], ["--iscsi", "127.0.0.1:0"],
+            ["--log-level", "loud"], ["--commit-interval", "0"],
+        ])
     func serveRefusesBadOptions(_ arguments: [String]) throws {
         let sandbox = try Sandbox()
         let result = try run(["serve", "--pool", sandbox.pool] + arguments, cwd: sandbox.root)
