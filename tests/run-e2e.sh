@@ -3,7 +3,8 @@
 # for each, then `N passed, M failed` (with `, K skipped` when any were). Exits 1 if any failed.
 #
 # A test exiting 77 is a skip; under CI=true tests/lib.sh turns a missing client into a failure.
-# A failing test's output is printed after its FAIL line.
+# A failing test's output is printed after its FAIL line; a passing test's lines that start
+# with `REPORT ` (counts worth seeing, such as the conformance suite's) after its PASS line.
 #
 #   STRATA=PATH          the strata binary (default: .build/debug/strata, built when missing)
 #   E2E_TIMEOUT=SECONDS  per-test limit (default 240)
@@ -44,6 +45,7 @@ for test in "${tests[@]}"; do
     elapsed=$((SECONDS - start))
     if [ $status -eq 0 ]; then
         echo "PASS $name (${elapsed}s)"
+        sed -n 's/^REPORT /    /p' "$log"
         passed=$((passed + 1))
     elif [ $status -eq 77 ]; then
         echo "SKIP $name: $(grep -m1 '^SKIP' "$log" | sed 's/^SKIP [^:]*: //')"
