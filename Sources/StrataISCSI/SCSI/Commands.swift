@@ -84,8 +84,12 @@ enum CommandTable {
     /// Opcodes whose commands are told apart by a service action.
     static let serviceActionOpcodes: Set<UInt8> = Set(Self.all.filter { $0.serviceAction != nil }.map(\.opcode))
 
+    /// By opcode << 8 | service action (0 for opcodes without service actions).
+    private static let byKey: [UInt16: CommandSpec] = Dictionary(
+        uniqueKeysWithValues: Self.all.map { (UInt16($0.opcode) << 8 | UInt16($0.serviceAction ?? 0), $0) })
+
     static func spec(for cdb: CDB) -> CommandSpec? {
-        let serviceAction: UInt8? = Self.serviceActionOpcodes.contains(cdb.opcode) ? cdb.serviceAction : nil
-        return Self.all.first { $0.opcode == cdb.opcode && $0.serviceAction == serviceAction }
+        let serviceAction: UInt8 = Self.serviceActionOpcodes.contains(cdb.opcode) ? cdb.serviceAction : 0
+        return Self.byKey[UInt16(cdb.opcode) << 8 | UInt16(serviceAction)]
     }
 }

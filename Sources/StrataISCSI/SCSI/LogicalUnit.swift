@@ -104,14 +104,16 @@ public final class LogicalUnit: Sendable {
         return nil
     }
 
+    /// The commands with an LBA and a number of blocks.
+    static let blockCommands: Set<UInt8> = [
+        0x08, 0x0a, 0x28, 0x2a, 0xa8, 0xaa, 0x88, 0x8a, 0x2e, 0xae, 0x8e, 0x2f, 0xaf, 0x8f, 0x41, 0x93, 0x89, 0x34,
+        0x90, 0x35, 0x91,
+    ]
+
     /// LBA range, transfer length and protection-field checks of the block commands.
     private func checkExtent(_ cdb: CDB) -> SCSIResult? {
         let opcode = cdb.opcode
-        let blockCommands: Set<UInt8> = [
-            0x08, 0x0a, 0x28, 0x2a, 0xa8, 0xaa, 0x88, 0x8a, 0x2e, 0xae, 0x8e, 0x2f, 0xaf, 0x8f, 0x41, 0x93, 0x89, 0x34,
-            0x90, 0x35, 0x91,
-        ]
-        guard blockCommands.contains(opcode) else { return nil }
+        guard Self.blockCommands.contains(opcode) else { return nil }
         // RDPROTECT / WRPROTECT / VRPROTECT: no protection information here (SBC-4 §4.22).
         if opcode != 0x08 && opcode != 0x0a && opcode != 0x34 && opcode != 0x90 && opcode != 0x35 && opcode != 0x91
             && cdb[1] & 0xe0 != 0
