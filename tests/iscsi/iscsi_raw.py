@@ -3,7 +3,9 @@
 
 Usage:
   iscsi_raw.py malformed --portal HOST:PORT --target IQN [--lun N] [--pid PID]
-               [--chap-target IQN --chap-user U --chap-secret S] [--filter WORD]
+               [--chap-target IQN --chap-user U --chap-secret S]
+               [--mutual-target IQN --mutual-initiator U:S --mutual-target-credentials U:S]
+               [--filter WORD]
   iscsi_raw.py write-protect --portal HOST:PORT --target IQN [--lun N]
   iscsi_raw.py selftest                        (CRC32C against RFC 7143's example vectors)
 
@@ -22,6 +24,9 @@ What each case expects (RFC 7143 sections; a connection close is always an allow
 a malformed PDU at ErrorRecoveryLevel=0, silence is not, except where the RFC asks for it):
   positive            login, INQUIRY, READ CAPACITY(16), WRITE(10)+READ(10) with immediate data
                       and R2T, NOP-Out ping echo, Logout (§11.14, §11.18, §11.7-11.8)
+  small-mrdsl         with our MaxRecvDataSegmentLength at 4096, a 128 KiB READ(10) comes back
+                      in Data-In PDUs of at most 4096 bytes (checked on every PDU of every
+                      session: never more than we declared, 8192 during login) (§13.12)
   discovery           SendTargets=All in a discovery session lists the target (§11.10, App. C)
   header-digest-ok    HeaderDigest=CRC32C negotiated; every target PDU's digest verified (§13.1)
   header-digest-bad   a NOP-Out with a wrong header digest gets no answer: the PDU is discarded
@@ -42,16 +47,21 @@ a malformed PDU at ErrorRecoveryLevel=0, silence is not, except where the RFC as
                       close, or a Reject or SCSI Response after which the same session still
                       answers INQUIRY (the target consumed exactly the AHS) (§11.2.1.2)
   ahs-length-lie      TotalAHSLength=255 but no AHS bytes, then close
-  login-chap-*        correct CHAP response logs in; a wrong one gets status 0x0201; no CHAP
+  login-chap          correct CHAP response logs in; a wrong one gets status 0x0201; no CHAP
                       offer to a CHAP target gets class 0x02 (§12.1.3, §11.13.5)
+  login-chap-mutual   mutual CHAP: the target's CHAP_N/CHAP_R checked here (MD5 of identifier,
+                      secret, challenge), a wrong expectation caught; our CHAP_I/CHAP_C copied
+                      from the target's challenge (reflection) gets a close or class 0x02
+                      (§12.1.3: "Responders MUST check for this condition")
   login-garbage-text  a Login PDU whose text is not key=value: login failure (class != 0) or
                       close, never a full-feature session (§6.1)
   login-huge-text     a 64 KiB Login text (over the 8192-byte login MaxRecvDataSegmentLength):
                       failure or close; any Login Response carries at most 8192 bytes (§13.12)
   login-unknown-target status 0x0203 (Not found)
   scsi-before-login   a SCSI Command as the first PDU: close, Reject or login failure
-  idle-connections    1000 connections (half idle, half stopped mid-BHS): a fresh session works
-                      while they are open; the daemon's VmRSS grows by less than 200 MiB
+  idle-connections    1000 connections, or 64 fewer than the daemon's open-files limit (half
+                      idle, half stopped mid-BHS): a fresh session works while they are open;
+                      the daemon's VmRSS grows by less than 200 MiB
 """
 
 import argparse
@@ -295,6 +305,7 @@ class Session:
         self.max_cmdsn = 1
         self.exp_cmdsn = 1
         self.params = {}
+        self.own_mrdsl = 8192  # what we declared; the default 8192 during login (§13.12)
         self.target_mrdsl = 8192
         self.first_burst = 65536
         self.max_burst = 262144
@@ -326,6 +337,9 @@ class Session:
     def recv(self, timeout=None):
         while True:
             pdu = self.conn.recv(timeout)
+            if len(pdu.data) > self.own_mrdsl:
+                raise ProtocolViolation("%s with a %d-byte data segment, over our MaxRecvDataSegmentLength %d (§13.12)"
+                                        % (pdu.name, len(pdu.data), self.own_mrdsl))
             self.track(pdu)
             if pdu.opcode == OP_NOP_IN and pdu.itt == NO_TAG and pdu.u32(20) != NO_TAG:
                 # A target ping (§11.19): answer with the same TTT, as an immediate NOP-Out.
@@ -360,7 +374,7 @@ class Session:
         return pdu, status, parse_text(pdu.data)
 
     def login(self, session_type="Normal", chap=None, mutual=None, header_digest="None", data_digest="None",
-              extra=(), expect_status=0):
+              extra=(), expect_status=0, mrdsl=262144, reflect=False):
         """Logs in; returns the final login status (0 on success). With chap=(user, secret)."""
         security = [("InitiatorName", INITIATOR), ("SessionType", session_type)]
         if session_type == "Normal":
@@ -388,6 +402,8 @@ class Session:
             if mutual:
                 mutual_id = random.randrange(256)
                 mutual_challenge = os.urandom(16)
+                if reflect:  # the target's own identifier and challenge sent back (§12.1.3)
+                    mutual_id, mutual_challenge = identifier, challenge
                 answer += [("CHAP_I", str(mutual_id)), ("CHAP_C", "0x" + mutual_challenge.hex())]
             pdu, status, keys = self.login_exchange(True, 0, 1, answer)
             if status:
@@ -406,7 +422,7 @@ class Session:
         else:
             raise ProtocolViolation("target never left the security stage")
         operational = [("HeaderDigest", header_digest), ("DataDigest", data_digest),
-                       ("MaxRecvDataSegmentLength", "262144"), ("ErrorRecoveryLevel", "0")]
+                       ("MaxRecvDataSegmentLength", str(mrdsl)), ("ErrorRecoveryLevel", "0")]
         if session_type == "Normal":
             operational += [("InitialR2T", "Yes"), ("ImmediateData", "Yes"), ("MaxBurstLength", "262144"),
                             ("FirstBurstLength", "65536"), ("MaxConnections", "1"), ("DataPDUInOrder", "Yes"),
@@ -426,6 +442,7 @@ class Session:
         else:
             raise ProtocolViolation("target never transited to full feature phase; last keys %r" % negotiated)
         self.params = negotiated
+        self.own_mrdsl = mrdsl
         self.tsih = struct.unpack_from(">H", pdu.bhs, 14)[0]
         self.target_mrdsl = int(negotiated.get("MaxRecvDataSegmentLength", "8192"))
         self.first_burst = min(65536, int(negotiated.get("FirstBurstLength", "65536")))
@@ -682,6 +699,19 @@ def c_positive(r):
     s.close()
 
 
+def c_small_mrdsl(r):
+    s = r.session(mrdsl=4096)
+    s.read_capacity16()
+    blob = os.urandom(128 * 1024)
+    lba = (3 * 1024 * 1024) // s.block_size
+    status, _, _ = s.write10(lba, blob)
+    r.expect(status == 0, "MaxRecvDataSegmentLength=4096: WRITE(10) 128 KiB")
+    status, _, data = s.read10(lba, len(blob) // s.block_size)
+    r.expect(status == 0 and data == blob, "MaxRecvDataSegmentLength=4096: READ(10) 128 KiB arrives in Data-In PDUs of at most 4096 bytes, intact")
+    s.logout()
+    s.close()
+
+
 def c_discovery(r):
     s = Session(r.args.portal, None)
     status = s.login(session_type="Discovery")
@@ -907,6 +937,37 @@ def c_login_chap(r):
     s.close()
 
 
+def c_login_chap_mutual(r):
+    a = r.args
+    user, secret = a.mutual_initiator.split(":", 1)
+    target_user, target_secret = a.mutual_target_credentials.split(":", 1)
+    s = Session(a.portal, a.mutual_target, a.lun)
+    status = s.login(chap=(user, secret), mutual=(target_user, target_secret))
+    r.expect(status == 0, "mutual CHAP: login with the right secrets, the target's CHAP_N and CHAP_R verified here: status 0x%04x" % status)
+    if status == 0:
+        status, _, _ = s.inquiry()
+        r.expect(status == 0, "mutual CHAP session answers INQUIRY")
+        s.logout()
+    s.close()
+    s = Session(a.portal, a.mutual_target, a.lun)
+    try:
+        status = s.login(chap=(user, secret), mutual=(target_user, target_secret + "x"))
+        r.fail("mutual CHAP with a wrong target secret on our side: the target's CHAP_R matched it (status 0x%04x)" % status)
+    except ProtocolViolation as error:
+        r.ok("mutual CHAP: a CHAP_R computed with another secret is caught here (%s)" % str(error)[:60])
+    s.close()
+    s = Session(a.portal, a.mutual_target, a.lun)
+    what = "mutual CHAP with our CHAP_I/CHAP_C copied from the target's (reflection)"
+    try:
+        status = s.login(chap=(user, secret), mutual=(target_user, target_secret), reflect=True)
+        r.expect(status >> 8 == 0x02, "%s: login failure status 0x%04x (want class 0x02, or a close)" % (what, status))
+    except (Closed, OSError):
+        r.ok("%s: connection closed (RFC 7143 §12.1.3)" % what)
+    except ProtocolViolation as error:
+        r.fail("%s: the target answered the reflected challenge: %s" % (what, error))
+    s.close()
+
+
 def c_login_garbage_text(r):
     s = Session(r.args.portal, r.args.target, r.args.lun)
     garbage = text_bytes([("InitiatorName", INITIATOR), ("TargetName", r.args.target)]) + b"\xff\xfe\x00no equals sign here\x00=\x00" + os.urandom(200).replace(b"\0", b"\x01")
@@ -979,7 +1040,22 @@ def c_scsi_before_login(r):
     conn.close()
 
 
+def daemon_fd_limit(pid):
+    """The daemon's soft open-files limit (it holds one descriptor per connection)."""
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                value = line.split()[3]
+                return 1 << 30 if value == "unlimited" else int(value)
+    return 1 << 30
+
+
 def c_idle_connections(r, count=1000):
+    if r.args.pid:
+        # Stay under the daemon's own descriptor limit (a Debian default soft limit is 1024), so
+        # what is measured is the target, not EMFILE.
+        count = min(count, daemon_fd_limit(r.args.pid) - 64)
+        print("      %d idle connections (daemon open-files limit %d)" % (count, daemon_fd_limit(r.args.pid)))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < count + 100:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 200), hard))
@@ -1034,6 +1110,7 @@ def malformed(args):
     setup(r)
     cases = [
         ("positive", c_positive),
+        ("small-mrdsl", c_small_mrdsl),
         ("discovery", c_discovery),
         ("header-digest-ok", c_header_digest_ok),
         ("header-digest-bad", c_header_digest_bad),
@@ -1056,6 +1133,8 @@ def malformed(args):
     ]
     if args.chap_target:
         cases.insert(15, ("login-chap", c_login_chap))
+    if args.mutual_target:
+        cases.insert(16, ("login-chap-mutual", c_login_chap_mutual))
     for name, case in cases:
         r.run(name, lambda case=case: case(r))
     print("%d checks passed, %d failed" % (r.passed, r.failures))
@@ -1094,6 +1173,9 @@ def main():
     ap.add_argument("--chap-target")
     ap.add_argument("--chap-user")
     ap.add_argument("--chap-secret")
+    ap.add_argument("--mutual-target")
+    ap.add_argument("--mutual-initiator", help="USER:SECRET the initiator proves")
+    ap.add_argument("--mutual-target-credentials", help="USER:SECRET the target proves")
     ap.add_argument("--filter")
     args = ap.parse_args()
     if args.command == "selftest":
