@@ -108,6 +108,22 @@ struct LogicalUnitTests {
         }
     }
 
+    @Test func orWriteOrsAndWriteSameZeroBlocksReachesTheEnd() {
+        _ = self.unit.execute(Self.write16(lba: 3, blocks: 1), data: [UInt8](repeating: 0x0f, count: 512), nexus: self.nexus)
+        let orWrite = CDB([0x8b, 0] + BigEndian.bytes(3, 8) + BigEndian.bytes(1, 4) + [0, 0])
+        #expect(self.unit.execute(orWrite, data: [UInt8](repeating: 0xf0, count: 512), nexus: self.nexus).status == .good)
+        #expect(self.unit.execute(Self.read16(lba: 3, blocks: 1), data: [], nexus: self.nexus).data.allSatisfy { $0 == 0xff })
+        // WRITE SAME(10) with 0 blocks from LBA 2040 writes the last 8 blocks.
+        let pattern = [UInt8](repeating: 0x5a, count: 512)
+        let writeSame = CDB([0x41, 0, 0, 0, 0x07, 0xf8, 0, 0, 0, 0])
+        #expect(self.unit.execute(writeSame, data: pattern, nexus: self.nexus).status == .good)
+        #expect(self.unit.execute(Self.read16(lba: 2040, blocks: 8), data: [], nexus: self.nexus).data.allSatisfy { $0 == 0x5a })
+        // With UNMAP the data block does not matter: the blocks are deallocated and read zeros.
+        let unmapSame = CDB([0x41, 0x08, 0, 0, 0x07, 0xf8, 0, 0, 8, 0])
+        #expect(self.unit.execute(unmapSame, data: pattern, nexus: self.nexus).status == .good)
+        #expect(self.unit.execute(Self.read16(lba: 2040, blocks: 8), data: [], nexus: self.nexus).data.allSatisfy { $0 == 0 })
+    }
+
     @Test func modeSelectClearsTheWriteCache() {
         var page = ModePages.page(ModePages.caching, control: 0, unit: self.unit)!
         page[2] &= ~0x04

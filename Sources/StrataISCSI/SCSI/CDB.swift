@@ -24,7 +24,7 @@ public struct CDB: Sendable {
         self.bytes[offset..<offset + count].reduce(0) { $0 << 8 | UInt64($1) }
     }
 
-    /// LBA and number of blocks of READ, WRITE, VERIFY and WRITE AND VERIFY (6, 10, 12 and 16),
+    /// LBA and number of blocks of READ, WRITE, VERIFY and WRITE AND VERIFY (6, 10, 12 and 16), ORWRITE,
     /// WRITE SAME (10, 16), SYNCHRONIZE CACHE and PRE-FETCH (10, 16).
     public var extent: (lba: UInt64, blocks: UInt64) {
         switch self.opcode {
@@ -33,7 +33,7 @@ public struct CDB: Sendable {
             return (UInt64(self.bytes[1] & 0x1f) << 16 | self.uint16(2), blocks == 0 ? 256 : blocks)
         case 0xa8, 0xaa, 0xae, 0xaf:
             return (self.uint32(2), self.uint32(6))
-        case 0x88, 0x8a, 0x8e, 0x8f, 0x93, 0x91, 0x90:
+        case 0x88, 0x8a, 0x8b, 0x8e, 0x8f, 0x93, 0x91, 0x90:
             return (self.uint64(2), self.uint32(10))
         case 0x89:
             return (self.uint64(2), UInt64(self.bytes[13]))

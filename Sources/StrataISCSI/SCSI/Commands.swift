@@ -61,6 +61,7 @@ enum CommandTable {
         CommandSpec(opcode: 0x88, serviceAction: nil, name: "READ(16)", cdbLength: 16, access: .read, writes: false),
         CommandSpec(opcode: 0x89, serviceAction: nil, name: "COMPARE AND WRITE", cdbLength: 16, access: .write, writes: true),
         CommandSpec(opcode: 0x8a, serviceAction: nil, name: "WRITE(16)", cdbLength: 16, access: .write, writes: true),
+        CommandSpec(opcode: 0x8b, serviceAction: nil, name: "ORWRITE(16)", cdbLength: 16, access: .write, writes: true),
         CommandSpec(opcode: 0x8e, serviceAction: nil, name: "WRITE AND VERIFY(16)", cdbLength: 16, access: .write, writes: true),
         CommandSpec(opcode: 0x8f, serviceAction: nil, name: "VERIFY(16)", cdbLength: 16, access: .read, writes: false),
         CommandSpec(opcode: 0x90, serviceAction: nil, name: "PRE-FETCH(16)", cdbLength: 16, access: .read, writes: false),

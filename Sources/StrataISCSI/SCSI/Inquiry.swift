@@ -74,7 +74,7 @@ enum Inquiry {
 
     static func blockLimits(_ unit: LogicalUnit) -> [UInt8] {
         var page = [UInt8](repeating: 0, count: 60)
-        page[0] = 0x01  // WSNZ: WRITE SAME with 0 blocks is refused
+        page[0] = 0x00  // WSNZ 0: WRITE SAME with 0 blocks writes to the end of the medium
         page[1] = UInt8(LogicalUnit.maxCompareAndWriteBlocks)
         let granularity = max(1, unit.pool.chunkSize >> LogicalUnit.blockShift)
         BigEndian.put(8, 2, into: &page, at: 2)  // optimal transfer length granularity: 4 KiB

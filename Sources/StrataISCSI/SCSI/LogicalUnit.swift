@@ -61,7 +61,7 @@ public final class LogicalUnit: Sendable {
 
     private func dataOutLength(_ cdb: CDB) -> Int {
         switch cdb.opcode {
-        case 0x0a, 0x2a, 0xaa, 0x8a, 0x2e, 0xae, 0x8e:
+        case 0x0a, 0x2a, 0xaa, 0x8a, 0x8b, 0x2e, 0xae, 0x8e:
             return Int(cdb.extent.blocks << Self.blockShift)
         case 0x2f, 0xaf, 0x8f:
             // VERIFY: BYTCHK 01b sends the blocks, 11b one block; 00b nothing.
@@ -106,7 +106,7 @@ public final class LogicalUnit: Sendable {
 
     /// The commands with an LBA and a number of blocks.
     static let blockCommands: Set<UInt8> = [
-        0x08, 0x0a, 0x28, 0x2a, 0xa8, 0xaa, 0x88, 0x8a, 0x2e, 0xae, 0x8e, 0x2f, 0xaf, 0x8f, 0x41, 0x93, 0x89, 0x34,
+        0x08, 0x0a, 0x28, 0x2a, 0xa8, 0xaa, 0x88, 0x8a, 0x8b, 0x2e, 0xae, 0x8e, 0x2f, 0xaf, 0x8f, 0x41, 0x93, 0x89, 0x34,
         0x90, 0x35, 0x91,
     ]
 
@@ -125,15 +125,12 @@ public final class LogicalUnit: Sendable {
         case .success(let value): capacity = value
         case .failure(let error): return Self.result(for: error)
         }
-        var (lba, blocks) = cdb.extent
-        if (opcode == 0x35 || opcode == 0x91 || opcode == 0x34 || opcode == 0x90) && blocks == 0 {
-            blocks = lba < capacity ? capacity - lba : 0
-        }
+        let (lba, blocks) = Self.extent(cdb, capacity: capacity)
         let (end, overflow) = lba.addingReportingOverflow(blocks)
         if overflow || end > capacity || (blocks == 0 && lba > capacity) { return .check(.lbaOutOfRange) }
         switch opcode {
         case 0x41, 0x93:
-            if blocks == 0 || blocks > Self.maxWriteSameBlocks { return .check(.invalidField(byte: opcode == 0x41 ? 7 : 10)) }
+            if blocks > Self.maxWriteSameBlocks { return .check(.invalidField(byte: opcode == 0x41 ? 7 : 10)) }
         case 0x89:
             if blocks > Self.maxCompareAndWriteBlocks { return .check(.invalidField(byte: 13)) }
         case 0x35, 0x91, 0x34, 0x90, 0x2f, 0xaf, 0x8f:
@@ -142,6 +139,16 @@ public final class LogicalUnit: Sendable {
             if blocks > Self.maxTransferBlocks { return .check(.invalidField(byte: opcode == 0x28 ? 7 : 6)) }
         }
         return nil
+    }
+
+    static let toEndCommands: Set<UInt8> = [0x35, 0x91, 0x34, 0x90, 0x41, 0x93]
+
+    /// A block command's LBA and number of blocks, where 0 blocks means "to the end of the
+    /// medium" for SYNCHRONIZE CACHE, PRE-FETCH and WRITE SAME (WSNZ is 0).
+    static func extent(_ cdb: CDB, capacity: UInt64) -> (lba: UInt64, blocks: UInt64) {
+        let (lba, blocks) = cdb.extent
+        guard blocks == 0, Self.toEndCommands.contains(cdb.opcode) else { return (lba, blocks) }
+        return (lba, lba < capacity ? capacity - lba : 0)
     }
 
     // MARK: Execution
@@ -176,6 +183,7 @@ public final class LogicalUnit: Sendable {
         case 0x9e: return try self.lbaStatus(cdb)
         case 0x08, 0x28, 0xa8, 0x88: return try self.read(cdb)
         case 0x0a, 0x2a, 0xaa, 0x8a, 0x2e, 0xae, 0x8e: return try self.write(cdb, data: data)
+        case 0x8b: return try self.orWrite(cdb, data: data)
         case 0x2f, 0xaf, 0x8f: return try self.verify(cdb, data: data)
         case 0x34, 0x90: return .good()
         case 0x35, 0x91:
@@ -298,7 +306,8 @@ public final class LogicalUnit: Sendable {
     }
 
     private func writeSame(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
-        let (lba, blocks) = cdb.extent
+        let capacity = try self.engine { () throws(StrataError) in try self.capacityBlocks() }
+        let (lba, blocks) = Self.extent(cdb, capacity: capacity)
         let flags = cdb[1]
         if flags & 0x10 != 0 { return .check(.invalidField(byte: 1, bit: 4)) }  // ANCHOR: no anchored state
         if flags & 0x06 != 0 { return .check(.invalidField(byte: 1, bit: 1)) }  // PBDATA, LBDATA
@@ -308,7 +317,9 @@ public final class LogicalUnit: Sendable {
         guard pattern.count == Int(Self.blockSize) else { return .check(.invalidFieldInInformationUnit) }
         let offset = lba << Self.blockShift
         let length = blocks << Self.blockShift
-        if pattern.allSatisfy({ $0 == 0 }) {
+        // With UNMAP the blocks are deallocated whatever the data block holds (SBC-4 §5.50: the
+        // device server unmaps; with LBPRZ they then read as zeros), as Linux and LIO expect.
+        if unmap || pattern.allSatisfy({ $0 == 0 }) {
             try self.engine { () throws(StrataError) in
                 try self.pool.writeZeroes(self.handle, at: offset, length: length, allowTrim: unmap)
             }
@@ -370,6 +381,24 @@ public final class LogicalUnit: Sendable {
             }
             try self.engine { () throws(StrataError) in
                 try self.pool.write(self.handle, at: lba << Self.blockShift, Array(data[length...]), fua: fua)
+            }
+            return .good()
+        }
+    }
+
+    /// ORWRITE(16) (SBC-3 §5.10): each byte becomes itself OR the byte sent; atomic against
+    /// other ORWRITEs and COMPARE AND WRITEs.
+    private func orWrite(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
+        let (lba, _) = cdb.extent
+        guard !data.isEmpty else { return .good() }
+        let fua = cdb[1] & 0x08 != 0 || !self.writeCache.load(ordering: .relaxed)
+        return try self.compareLock.withLock { _ throws(SCSIError) -> SCSIResult in
+            var stored = try self.engine { () throws(StrataError) in
+                try self.pool.read(self.handle, at: lba << Self.blockShift, count: data.count)
+            }
+            for index in 0..<stored.count { stored[index] |= data[index] }
+            try self.engine { () throws(StrataError) in
+                try self.pool.write(self.handle, at: lba << Self.blockShift, stored, fua: fua)
             }
             return .good()
         }
