@@ -13,25 +13,13 @@ for tool in fio nbdkit qemu-nbd qemu-img nbdinfo; do
     command -v $tool >/dev/null || { echo "run-nbd: $tool is missing (apt-get install fio nbdkit qemu-utils libnbd-bin)" >&2; exit 1; }
 done
 
-BENCH_DIR=${BENCH_DIR:-/work/bench-tmp}/nbd
+source bench/lib.sh
+bench_init nbd
 SIZE=${SIZE:-2G}
 RUNTIME=${RUNTIME:-8}
 REPEAT=${REPEAT:-3}
-rm -rf "$BENCH_DIR"
-mkdir -p "$BENCH_DIR"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && wait "$pid" 2>/dev/null || true; done
-    rm -rf "$BENCH_DIR"
-}
-trap cleanup EXIT
+build_strata
 
-echo "building strata (release)" >&2
-STRATA_NO_BENCH=1 swift build -c release --product strata >&2
-STRATA=$ROOT/.build/release/strata
-
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 wait_port() { for _ in $(seq 1 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 # wait_daemon PORT: the NBD port and the control socket are both up.
 wait_daemon() {

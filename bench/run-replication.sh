@@ -18,26 +18,14 @@ source scripts/toolchain.sh
 for tool in fio qemu-img; do
     command -v $tool >/dev/null || { echo "run-replication: $tool is missing (apt-get install fio qemu-utils)" >&2; exit 1; }
 done
-BENCH_DIR=${BENCH_DIR:-/work/bench-tmp}/replication
+source bench/lib.sh
+bench_init replication
 SIZE_MIB=${SIZE_MIB:-4096}
 REPEAT=${REPEAT:-3}
-rm -rf "$BENCH_DIR"
-mkdir -p "$BENCH_DIR"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && wait "$pid" 2>/dev/null || true; done
-    rm -rf "$BENCH_DIR"
-}
-trap cleanup EXIT
-
-echo "building strata (release)" >&2
-STRATA_NO_BENCH=1 swift build -c release --product strata >&2
-STRATA=$ROOT/.build/release/strata
+build_strata
 A=$BENCH_DIR/a
 B=$BENCH_DIR/b
 
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 # serve POOL: starts a daemon on a free port; sets PORT and DAEMON.
 serve() {
     PORT=$(free_port)
