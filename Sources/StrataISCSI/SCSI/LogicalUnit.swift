@@ -155,8 +155,9 @@ public final class LogicalUnit: Sendable {
 
     /// Runs a command whose data (if any) has arrived. `data` may be shorter than
     /// `dataOutLength` said when the initiator's Expected Data Transfer Length was shorter.
-    public func execute(_ cdb: CDB, data: [UInt8], nexus: String) -> SCSIResult {
-        if let early = self.precheck(cdb, nexus: nexus) { return early }
+    /// `prechecked` when `dataOutLength` ran for it with nothing in between.
+    public func execute(_ cdb: CDB, data: [UInt8], nexus: String, prechecked: Bool = false) -> SCSIResult {
+        if !prechecked, let early = self.precheck(cdb, nexus: nexus) { return early }
         let result = Result { () throws(SCSIError) -> SCSIResult in try self.dispatch(cdb, data: data, nexus: nexus) }
         switch result {
         case .success(let value): return value

@@ -109,17 +109,17 @@ public final class ReservationState: Sendable {
 
     public func readKeys() -> [UInt8] {
         self.state.withLock { state in
-            var out = Self.be32(state.generation) + Self.be32(UInt32(state.registrations.count * 8))
-            for key in state.registrations.values.sorted() { out += Self.be64(key) }
+            var out = BigEndian.bytes(UInt64(state.generation), 4) + BigEndian.bytes(UInt64(state.registrations.count * 8), 4)
+            for key in state.registrations.values.sorted() { out += BigEndian.bytes(key, 8) }
             return out
         }
     }
 
     public func readReservation() -> [UInt8] {
         self.state.withLock { state in
-            guard let type = state.type else { return Self.be32(state.generation) + Self.be32(0) }
+            guard let type = state.type else { return BigEndian.bytes(UInt64(state.generation), 4) + BigEndian.bytes(0, 4) }
             let key = type.allRegistrants ? 0 : state.holder.flatMap { state.registrations[$0] } ?? 0
-            var out = Self.be32(state.generation) + Self.be32(16) + Self.be64(key)
+            var out = BigEndian.bytes(UInt64(state.generation), 4) + BigEndian.bytes(16, 4) + BigEndian.bytes(key, 8)
             out += [0, 0, 0, 0, 0, type.rawValue, 0, 0]
             return out
         }
@@ -136,13 +136,13 @@ public final class ReservationState: Sendable {
             for (nexus, key) in state.registrations.sorted(by: { $0.key < $1.key }) {
                 let holder = Self.holds(state, nexus)
                 let transportID = Self.transportID(nexus)
-                descriptors += Self.be64(key) + [0, 0, 0, 0]
+                descriptors += BigEndian.bytes(key, 8) + [0, 0, 0, 0]
                 descriptors.append(holder ? 0x01 : 0)
                 descriptors.append(holder ? (state.type?.rawValue ?? 0) : 0)
                 descriptors += [0, 0, 0, 0, 0, 1]
-                descriptors += Self.be32(UInt32(transportID.count)) + transportID
+                descriptors += BigEndian.bytes(UInt64(transportID.count), 4) + transportID
             }
-            return Self.be32(state.generation) + Self.be32(UInt32(descriptors.count)) + descriptors
+            return BigEndian.bytes(UInt64(state.generation), 4) + BigEndian.bytes(UInt64(descriptors.count), 4) + descriptors
         }
     }
 
@@ -274,7 +274,4 @@ public final class ReservationState: Sendable {
             }
         }
     }
-
-    static func be32(_ value: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: value >> (24 - 8 * $0)) } }
-    static func be64(_ value: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: value >> (56 - 8 * UInt64($0))) } }
 }

@@ -138,12 +138,7 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var bytes = self.unwrapInboundIn(data)
-        if self.cumulation.readableBytes == 0 {
-            self.cumulation = bytes
-        } else {
-            self.cumulation.writeBuffer(&bytes)
-        }
+        self.cumulation.cumulate(self.unwrapInboundIn(data))
         self.reading = false
     }
 
@@ -310,7 +305,8 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                 }
             }
             self.parameters = parameters
-            self.nexus = "\(parameters.initiatorName),i,0x" + login.initiatorSessionID.map { hex2($0) }.joined()
+            // The I_T nexus: initiator name and ISID (RFC 7143 §4.4.1), as `name,i,0x<ISID>`.
+            self.nexus = "\(parameters.initiatorName),i," + Chap.encode(login.initiatorSessionID)
             self.tsih = self.target.openSession(nexus: self.nexus, channel: context.channel)
             pdu.set(self.tsih, at: 14)
             self.statusSequence = login.statusSequenceNumber
@@ -692,12 +688,15 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         let cdb = task.cdb
         let data = task.data
         if self.runsInline(task, unit: unit) {
-            let result = unit.execute(cdb, data: data, nexus: nexus)
+            let result = unit.execute(cdb, data: data, nexus: nexus, prechecked: task.wanted == 0)
             self.finish(task, result: result, dataCount: data.count, context: context, resume: false)
             return
         }
+        // A command that waited for no data was checked by `dataOutLength` just now; one that
+        // waited for its data is checked again, since a reservation or the size may have changed.
+        let prechecked = task.wanted == 0
         let future = self.target.threadPool.runIfActive(eventLoop: context.eventLoop) {
-            unit.execute(cdb, data: data, nexus: nexus)
+            unit.execute(cdb, data: data, nexus: nexus, prechecked: prechecked)
         }
         let bound = NIOLoopBound((context, task), eventLoop: context.eventLoop)
         future.whenComplete { outcome in
@@ -901,9 +900,4 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             }
         }
     }
-}
-
-private func hex2(_ byte: UInt8) -> String {
-    let digits = Array("0123456789abcdef")
-    return String([digits[Int(byte >> 4)], digits[Int(byte & 0x0f)]])
 }

@@ -90,13 +90,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var bytes = self.unwrapInboundIn(data)
-        if self.cumulation.readableBytes == 0 {
-            // Nothing buffered: take the read as it is, without copying it.
-            self.cumulation = bytes
-        } else {
-            self.cumulation.writeBuffer(&bytes)
-        }
+        self.cumulation.cumulate(self.unwrapInboundIn(data))
         self.reading = false
     }
 
