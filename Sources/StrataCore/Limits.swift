@@ -30,6 +30,9 @@ public enum Limits {
     public static let nodeCachePagesMax = 16_384
     /// Stripes of the per-chunk write locks: enough that 2 connections x 32 requests rarely collide.
     public static let chunkLockStripes = 1024
+    /// Mapped chunks a trim collects per walk of the tree before unmapping them: bounds the
+    /// memory of trimming a huge range while a walk's cost spreads over many unmaps.
+    public static let trimBatchChunks = 4096
     /// Seconds between timer commits when the owner asks for them (dm-thin commits every second).
     public static let commitIntervalSecondsDefault: Double = 1.0
 }

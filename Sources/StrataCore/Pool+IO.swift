@@ -352,6 +352,10 @@ extension Pool {
     }
 
     /// Zeroes [from, to) of a volume. The caller holds the gate and checked the range.
+    ///
+    /// With `allowTrim`, the whole chunks of the range cost what is mapped there, not the range
+    /// they span: a tree walk finds the mapped ones (skipping empty subtrees), so trimming 2^62
+    /// bytes of a volume that holds little is as cheap as trimming what it holds.
     func zeroUnlocked(id: UInt64, name: String, from start: UInt64, to end: UInt64, allowTrim: Bool) throws(StrataError) {
         let zeros = [UInt8](repeating: 0, count: Int(self.chunkSize))
         var position = start
@@ -360,7 +364,10 @@ extension Pool {
             let inside = position & (self.chunkSize - 1)
             let count = min(self.chunkSize - inside, end - position)
             if allowTrim && count == self.chunkSize {
-                try self.unmap(id: id, name: name, chunk: chunk)
+                let wholeEnd = end >> self.chunkShift
+                try self.unmapMapped(id: id, name: name, from: chunk, to: wholeEnd)
+                position = wholeEnd << self.chunkShift
+                continue
             } else {
                 let mapped = try self.meta.withReadLock { () throws(StrataError) in
                     guard let record = self.record(id: id) else { return false }
@@ -376,6 +383,23 @@ extension Pool {
                 }
             }
             position += count
+        }
+    }
+
+    /// Unmaps every mapped chunk in [first, end), finding them by walks of the tree in batches of
+    /// `Limits.trimBatchChunks`, so the cost follows the mapped chunks and memory stays bounded.
+    private func unmapMapped(id: UInt64, name: String, from first: UInt64, to end: UInt64) throws(StrataError) {
+        var cursor = first
+        while cursor < end {
+            let batch = try self.meta.withReadLock { () throws(StrataError) -> [UInt64] in
+                guard let record = self.record(id: id) else {
+                    throw StrataError(.notFound, "trim \(name): the volume was deleted")
+                }
+                return try self.mappedChunks(record, from: cursor, to: end, limit: Limits.trimBatchChunks)
+            }
+            for chunk in batch { try self.unmap(id: id, name: name, chunk: chunk) }
+            guard batch.count == Limits.trimBatchChunks, let last = batch.last else { return }
+            cursor = last + 1
         }
     }
 

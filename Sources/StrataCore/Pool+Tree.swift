@@ -131,27 +131,51 @@ extension Pool {
         _ body: (UInt64, UInt64, UInt32) throws(StrataError) -> Void
     ) throws(StrataError) {
         guard record.root != .none else { return }
-        try self.walk(
-            page: record.root.rawValue, level: record.depth - 1, base: 0, first: first, end: end, body)
+        _ = try self.walk(page: record.root.rawValue, level: record.depth - 1, base: 0, first: first, end: end) {
+            chunk, value, time throws(StrataError) in
+            try body(chunk, value, time)
+            return true
+        }
     }
 
+    /// The first `limit` mapped chunks in [first, end), in order. Cost: the nodes on the way to
+    /// them; empty subtrees are skipped whole.
+    func mappedChunks(_ record: VolumeRecord, from first: UInt64, to end: UInt64, limit: Int) throws(StrataError)
+        -> [UInt64]
+    {
+        precondition(limit > 0, "mappedChunks needs a positive limit")
+        guard record.root != .none else { return [] }
+        var found: [UInt64] = []
+        _ = try self.walk(page: record.root.rawValue, level: record.depth - 1, base: 0, first: first, end: end) {
+            chunk, _, _ in
+            found.append(chunk)
+            return found.count < limit
+        }
+        return found
+    }
+
+    /// Visits mapped entries in [first, end) in order until `body` returns false; returns false
+    /// when it stopped early.
     private func walk(
         page: UInt64, level: UInt8, base: UInt64, first: UInt64, end: UInt64,
-        _ body: (UInt64, UInt64, UInt32) throws(StrataError) -> Void
-    ) throws(StrataError) {
+        _ body: (UInt64, UInt64, UInt32) throws(StrataError) -> Bool
+    ) throws(StrataError) -> Bool {
         let node = try self.node(page, level: level)
         let childSpan = Self.span(depth: level)
         for index in 0..<256 where node.slots[index] != 0 {
             let childBase = base + UInt64(index) * childSpan
-            if childBase >= end { return }
+            if childBase >= end { return true }
             if level == 0 {
-                if childBase >= first { try body(childBase, node.slots[index], node.times[index]) }
+                if childBase >= first, !(try body(childBase, node.slots[index], node.times[index])) { return false }
             } else {
                 let (childEnd, overflow) = childBase.addingReportingOverflow(childSpan)
                 if !overflow && childEnd <= first { continue }
-                try self.walk(page: node.slots[index], level: level - 1, base: childBase, first: first, end: end, body)
+                let more = try self.walk(
+                    page: node.slots[index], level: level - 1, base: childBase, first: first, end: end, body)
+                if !more { return false }
             }
         }
+        return true
     }
 
     /// Bytes deleting this tree would free: chunks reachable only through nodes of reference

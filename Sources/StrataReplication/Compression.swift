@@ -23,7 +23,9 @@ enum RecordCompression {
     }
 
     /// Inflates `bytes` to exactly `length` bytes; nil when they do not inflate to that.
+    /// `length` above `Limits.streamRecordBytesMax` is refused before anything is allocated.
     static func decompress(_ bytes: [UInt8], length: Int) -> [UInt8]? {
+        guard length >= 0, length <= Limits.streamRecordBytesMax else { return nil }
         var produced = uLong(length)
         var output = [UInt8](repeating: 0, count: length)
         let status = output.withUnsafeMutableBufferPointer { target in

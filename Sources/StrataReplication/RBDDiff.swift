@@ -100,7 +100,7 @@ struct RBDDiffDecoder: StreamDecoder {
             }
             if self.pendingTag != nil { break }
         }
-        guard let size, size > 0, size % 512 == 0 else {
+        guard let size, size > 0, size % 512 == 0, size <= Limits.volumeSizeMax else {
             throw StrataError(.corrupt, "\(context): rbd diff stream has no valid image size ('s' record)")
         }
         guard let toName, Names.isValid(toName) else {

@@ -65,7 +65,9 @@ struct StrataStreamDecoder: StreamDecoder {
         guard header.flags & ~StreamHeader.flagCompression == 0 else {
             throw StrataError(.corrupt, "\(context): corrupt stream at byte offset 16: unknown header flags \(header.flags)")
         }
-        guard header.resumeOffset <= header.volumeSize, header.volumeSize > 0, header.volumeSize % 512 == 0 else {
+        guard header.resumeOffset <= header.volumeSize, header.volumeSize > 0, header.volumeSize % 512 == 0,
+            header.volumeSize <= Limits.volumeSizeMax
+        else {
             throw StrataError(.corrupt, "\(context): corrupt stream at byte offset 24: invalid volume size or resume offset")
         }
         self.digest.update(bytes)
@@ -108,6 +110,11 @@ struct StrataStreamDecoder: StreamDecoder {
                 record.length <= self.description.volumeSize - record.offset
             else {
                 throw invalid("record at volume offset \(record.offset) length \(record.length) is out of order or past the end (size=\(self.description.volumeSize))")
+            }
+            // A data record's volume bytes are bounded before anything is allocated for them: the
+            // sender never writes more than one payload's worth, compressed or not.
+            guard record.kind == .zero || record.length <= UInt64(RecordHeader.payloadBytesMax) else {
+                throw invalid("data record of \(record.length) bytes exceeds the limit of \(RecordHeader.payloadBytesMax)")
             }
             let compressed = record.flags & RecordHeader.flagCompressed != 0
             guard !compressed || (record.kind == .data && self.compressionAllowed) else {

@@ -5,7 +5,7 @@
 
 import Foundation
 @testable import StrataCore
-import StrataReplication
+@testable import StrataReplication
 import StrataTesting
 import Testing
 
@@ -302,6 +302,95 @@ func fingerprint(_ pool: Pool) throws -> [String] {
             #expect(try fingerprint(target) == before, "seed=\(seed) trial \(trial)")
         }
         #expect(receive(target, "vm", bytes) == nil)
+        #expect(Pool.check(device: device).clean)
+    }
+}
+
+/// Builds streams record by record with valid CRCs and digest, so a test reaches past the
+/// checksums to the checks behind them (what random flips cannot find).
+struct StreamForge {
+    var header: StreamHeader
+    var records: [(header: RecordHeader, payload: [UInt8])] = []
+
+    init(volumeSize: UInt64, compression: Bool = false) {
+        self.header = StreamHeader(
+            flags: compression ? StreamHeader.flagCompression : 0, chunkSize: 4096, volumeSize: volumeSize,
+            fromGUID: .zero, toGUID: StrataGUID(high: 7, low: 9), createdAtNanos: 1, resumeOffset: 0,
+            snapshotName: "forged")
+    }
+
+    mutating func add(_ kind: RecordHeader.Kind, offset: UInt64, length: UInt64, payload: [UInt8] = [],
+                      compressed: Bool = false) {
+        self.records.append((
+            RecordHeader(kind: kind, flags: compressed ? RecordHeader.flagCompressed : 0,
+                         payloadLength: UInt32(payload.count), offset: offset, length: length,
+                         payloadCRC: crc32c(payload)),
+            payload))
+    }
+
+    var bytes: [UInt8] {
+        var digest = SHA256()
+        let head = self.header.encode()
+        digest.update(head)
+        var out = head
+        var dataBytes: UInt64 = 0
+        for (record, payload) in self.records {
+            let encoded = record.encode()
+            digest.update(encoded)
+            out += encoded + payload
+            dataBytes += UInt64(payload.count)
+        }
+        let hash = digest.finalize()
+        out += RecordHeader(kind: .end, payloadLength: UInt32(hash.count), offset: UInt64(self.records.count),
+                            length: dataBytes, payloadCRC: crc32c(hash)).encode() + hash
+        return out
+    }
+}
+
+@Suite struct HostileStreamTests {
+    /// The story: a stream with valid CRCs, a 1 PiB volume and one compressed record claiming
+    /// 1 TiB made the receiver allocate 1 TiB before inflating, and the daemon aborted with
+    /// "failed to allocate 1099511627808 bytes", taking every NBD and iSCSI client down. A data
+    /// record is now bounded by one payload's worth before anything is allocated.
+    @Test func aCompressedRecordClaimingATebibyteIsRefusedBeforeAllocating() throws {
+        let (device, target) = try makePool()
+        var forge = StreamForge(volumeSize: 1 << 50, compression: true)
+        forge.add(.data, offset: 0, length: 1 << 40, payload: [0x78, 0x9c, 0x03, 0x00], compressed: true)
+        let error = receive(target, "vm", forge.bytes)
+        #expect(error?.code == .corrupt)
+        #expect(error?.message.contains("byte offset \(StreamHeader.size)") == true, "\(String(describing: error))")
+        #expect(error?.message.contains("exceeds the limit") == true)
+        if target.receiveStaging("vm") != nil { try target.abortReceive("vm") }
+        #expect(try target.listVolumes().isEmpty)
+        #expect(Pool.check(device: device).clean)
+    }
+
+    /// A header claiming a volume past `Limits.volumeSizeMax` is refused at its size field.
+    @Test func aVolumeLargerThanTheLimitIsRefused() throws {
+        let (_, target) = try makePool()
+        let forge = StreamForge(volumeSize: Limits.volumeSizeMax + 512)
+        let error = receive(target, "vm", forge.bytes)
+        #expect(error?.code == .corrupt)
+        #expect(error?.message.contains("byte offset 24") == true, "\(String(describing: error))")
+    }
+
+    /// The story: a zero record was applied one chunk at a time even where nothing was mapped,
+    /// so a 250-byte stream claiming 2^62 zero bytes kept a thread busy for months. Zero and
+    /// trim records now cost what is mapped: this stream arrives at once with its data intact,
+    /// and trimming the whole received volume afterwards is as quick.
+    @Test func aZeroRecordOfTwoToTheSixtySecondBytesCostsWhatIsMapped() throws {
+        let (device, target) = try makePool()
+        var forge = StreamForge(volumeSize: Limits.volumeSizeMax)
+        forge.add(.data, offset: 0, length: 8192, payload: Array(repeating: 0xAB, count: 8192))
+        forge.add(.zero, offset: 8192, length: Limits.volumeSizeMax - 8192)
+        #expect(receive(target, "vm", forge.bytes) == nil)
+        let handle = try target.handle("vm@forged")
+        #expect(try target.read(handle, at: 0, count: 8192) == Array(repeating: 0xAB, count: 8192))
+        #expect(try target.read(handle, at: Limits.volumeSizeMax - 4096, count: 4096) == Array(repeating: 0, count: 4096))
+        // A trim of the whole volume costs the two mapped chunks, not 2^50 chunk visits.
+        let volume = try target.handle("vm")
+        try target.trim(volume, at: 0, length: Limits.volumeSizeMax)
+        #expect(try target.read(volume, at: 0, count: 8192) == Array(repeating: 0, count: 8192))
         #expect(Pool.check(device: device).clean)
     }
 }
