@@ -151,3 +151,21 @@ package.targets.append(contentsOf: [
 for target in package.targets where target.name == "StrataServer" || target.name == "strata" {
     target.dependencies.append("StrataReplication")
 }
+
+// Layered images (issue 10): read-only decoders of external base images (raw, qcow2 with
+// backing chains) behind StrataCore's `BaseImage` seam, and their tests.
+package.targets.append(contentsOf: [
+    .target(
+        name: "StrataImage",
+        dependencies: ["StrataCore", "CStrata", "CZlib"],
+        swiftSettings: strictSettings
+    ),
+    .testTarget(
+        name: "StrataImageTests",
+        dependencies: ["StrataImage", "StrataCore"],
+        swiftSettings: strictSettings
+    ),
+])
+for target in package.targets where target.name == "StrataServer" || target.name == "strata" {
+    target.dependencies.append("StrataImage")
+}

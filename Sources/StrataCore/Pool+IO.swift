@@ -15,6 +15,12 @@ public struct MappingExtent: Sendable, Equatable, Codable {
     public let offset: UInt64
     public let length: UInt64
     public let mapped: Bool
+
+    public init(offset: UInt64, length: UInt64, mapped: Bool) {
+        self.offset = offset
+        self.length = length
+        self.mapped = mapped
+    }
 }
 
 extension Pool {

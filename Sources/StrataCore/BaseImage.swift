@@ -1,0 +1,44 @@
+// The base-source seam: what a never-written chunk of a based volume reads from. A volume
+// created with `--base FILE` keeps its own chunks in the pool like any other; where its tree
+// has a hole, a read falls through to the base image instead of returning zeros. The engine
+// knows only this protocol; StrataImage decodes the formats (raw, qcow2 with backing chains)
+// behind it, and later an object-store snapshot can stand behind it too.
+//
+// Invariants: a base image is read-only and immutable while open (the layer that opens it
+// checks the file has not changed, and fails every read when it has); `read` and `allocation`
+// are safe to call from many threads at once.
+
+/// One file of a base image's stack, for `strata volume layers`.
+public struct BaseLayer: Codable, Sendable, Equatable {
+    /// The file's path as resolved (absolute).
+    public var path: String
+    /// "raw" or "qcow2".
+    public var format: String
+    /// The size the file presents as a disk, in bytes.
+    public var virtualSize: UInt64
+
+    public init(path: String, format: String, virtualSize: UInt64) {
+        self.path = path
+        self.format = format
+        self.virtualSize = virtualSize
+    }
+}
+
+/// A read-only external image that a based volume's holes read from.
+public protocol BaseImage: AnyObject, Sendable {
+    /// The size of the disk the image presents, in bytes. Reads past it return zeros.
+    var virtualSize: UInt64 { get }
+
+    /// The files of the image from the top down: the image itself, then its backing files.
+    var layers: [BaseLayer] { get }
+
+    /// Reads `buffer.count` bytes at `offset`; bytes at or past `virtualSize` read as zeros.
+    /// - Throws: `.io` or `.corrupt` naming the file and the problem.
+    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError)
+
+    /// The extents of [offset, offset + length) in order, merged, covering the whole range:
+    /// `mapped` where the image holds data, unmapped where it reads as zeros because nothing
+    /// was ever written there (a hole, an unallocated or zero cluster, or past the end).
+    /// - Throws: `.io` or `.corrupt` naming the file and the problem.
+    func allocation(at offset: UInt64, length: UInt64) throws(StrataError) -> [MappingExtent]
+}
