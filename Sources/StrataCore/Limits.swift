@@ -33,6 +33,16 @@ public enum Limits {
     /// Mapped chunks a trim collects per walk of the tree before unmapping them: bounds the
     /// memory of trimming a huge range while a walk's cost spreads over many unmaps.
     public static let trimBatchChunks = 4096
+    /// Seconds between checks that a base image's files still have their recorded size and
+    /// modification time: a stat per file per second costs nothing next to the reads it guards.
+    public static let baseRecheckSeconds: Double = 1.0
+    /// Bytes read at a time while fingerprinting a base image file.
+    public static let baseFingerprintReadBytes = 1 << 20
+    /// Chunks of a base image a flatten or rebase examines per step: one allocation query and
+    /// one hold of the volume's gate each, so snapshots wait at most one step.
+    public static let flattenScanChunks = 1024
+    /// Bytes a flatten copies between commits: what a crash costs a resumed flatten.
+    public static let flattenCommitBytes: UInt64 = 256 << 20
     /// Seconds between timer commits when the owner asks for them (dm-thin commits every second).
     public static let commitIntervalSecondsDefault: Double = 1.0
 }

@@ -96,7 +96,7 @@ extension Pool {
         let length = UInt64(buffer.count)
         // (buffer offset, byte count, physical chunk + 1, offset inside the chunk)
         var pieces: [(Int, Int, UInt64, UInt64)] = []
-        try self.meta.withReadLock { () throws(StrataError) in
+        let baseID = try self.meta.withReadLock { () throws(StrataError) -> UInt32 in
             guard let record = self.record(id: handle.id) else {
                 throw StrataError(.notFound, "read \(handle.name): the volume was deleted")
             }
@@ -110,7 +110,11 @@ extension Pool {
                 pieces.append((Int(position - offset), Int(count), value, inside))
                 position += count
             }
+            return record.baseID
         }
+        // Holes of a based volume read through to its base image; of any other volume, zeros.
+        let throughBase = baseID != 0 && pieces.contains { $0.2 == 0 }
+        let base = throughBase ? try self.bases.image(baseID, for: handle.name) : nil
         // Physically contiguous pieces are read with one call.
         var index = 0
         while index < pieces.count {
@@ -127,7 +131,9 @@ extension Pool {
             }
             let stop = pieces[end - 1].0 + pieces[end - 1].1
             let target = UnsafeMutableRawBufferPointer(rebasing: buffer[start..<stop])
-            if value == 0 {
+            if value == 0, let base {
+                try base.read(at: offset + UInt64(start), into: target)
+            } else if value == 0 {
                 target.initializeMemory(as: UInt8.self, repeating: 0)
             } else {
                 try self.device.read(into: target, at: self.dataOffset(value - 1) + inside)
@@ -237,28 +243,36 @@ extension Pool {
         throws(StrataError)
     {
         try self.chunkLocks.withLock(volume: id, chunk: chunk) { () throws(StrataError) in
-            let (value, exclusive) = try self.meta.withReadLock { () throws(StrataError) in
+            let (value, exclusive, baseID) = try self.meta.withReadLock { () throws(StrataError) in
                 guard let record = self.record(id: id) else {
                     throw StrataError(.notFound, "write \(name): the volume was deleted")
                 }
                 let (value, time) = try self.lookup(record, chunk: chunk)
-                return (value, value != 0 && UInt64(time) >= record.sharedBefore)
+                return (value, value != 0 && UInt64(time) >= record.sharedBefore, record.baseID)
             }
             if exclusive {
                 try self.device.write(bytes, at: self.dataOffset(value - 1) + inside)
                 self.dataWrites.add(1, ordering: .relaxed)
                 return
             }
-            if value == 0 && self.freeChunksAreZero.load(ordering: .relaxed) {
+            let partial = !(inside == 0 && UInt64(bytes.count) == self.chunkSize)
+            if value == 0 && baseID == 0 && self.freeChunksAreZero.load(ordering: .relaxed) {
                 // A fresh chunk already reads as zeros: write only the new bytes.
                 try self.remap(id: id, name: name, chunk: chunk, contents: bytes, at: inside)
                 return
             }
             var whole: [UInt8]
-            if value != 0 && !(inside == 0 && UInt64(bytes.count) == self.chunkSize) {
+            if value != 0 && partial {
                 whole = try self.device.read(count: Int(self.chunkSize), at: self.dataOffset(value - 1))
             } else {
                 whole = [UInt8](repeating: 0, count: Int(self.chunkSize))
+                if value == 0 && baseID != 0 && partial {
+                    // The first write to a chunk of a based volume keeps the rest of the base's chunk.
+                    let base = try self.bases.image(baseID, for: name)
+                    try whole.withUnsafeMutableBufferPointer { buffer throws(StrataError) in
+                        try base.read(at: chunk << self.chunkShift, into: UnsafeMutableRawBufferPointer(buffer))
+                    }
+                }
             }
             whole.withUnsafeMutableBytes { buffer in
                 UnsafeMutableRawBufferPointer(rebasing: buffer[Int(inside)..<(Int(inside) + bytes.count)])
@@ -272,7 +286,7 @@ extension Pool {
 
     /// Writes `contents` at `offset` inside a fresh chunk and points `chunk` at it, releasing
     /// the old one. The rest of the fresh chunk must already hold what it should (zeros).
-    private func remap(id: UInt64, name: String, chunk: UInt64, contents: UnsafeRawBufferPointer, at offset: UInt64)
+    func remap(id: UInt64, name: String, chunk: UInt64, contents: UnsafeRawBufferPointer, at offset: UInt64)
         throws(StrataError)
     {
         let fresh = try self.allocateData(operation: "write \(name)")
@@ -364,6 +378,9 @@ extension Pool {
     /// bytes of a volume that holds little is as cheap as trimming what it holds.
     func zeroUnlocked(id: UInt64, name: String, from start: UInt64, to end: UInt64, allowTrim: Bool) throws(StrataError) {
         let zeros = [UInt8](repeating: 0, count: Int(self.chunkSize))
+        // A hole of a based volume reads its base, so zeroing where the base holds data writes
+        // zeros; where the base has a hole too, unmapping is enough.
+        let base = try self.baseImage(id: id, name: name)
         var position = start
         while position < end {
             let chunk = position >> self.chunkShift
@@ -372,6 +389,9 @@ extension Pool {
             if allowTrim && count == self.chunkSize {
                 let wholeEnd = end >> self.chunkShift
                 try self.unmapMapped(id: id, name: name, from: chunk, to: wholeEnd)
+                if let base {
+                    try self.zeroBaseData(base, id: id, name: name, from: chunk, to: wholeEnd, zeros: zeros)
+                }
                 position = wholeEnd << self.chunkShift
                 continue
             } else {
@@ -379,8 +399,11 @@ extension Pool {
                     guard let record = self.record(id: id) else { return false }
                     return try self.lookup(record, chunk: chunk).value != 0
                 }
+                let baseData = try base.map { base throws(StrataError) in
+                    try Self.holdsData(base, at: position, length: count)
+                } ?? false
                 // A hole already reads as zeros; only NO_HOLE must allocate it.
-                if mapped || !allowTrim {
+                if mapped || baseData || !allowTrim {
                     try zeros.withUnsafeBufferPointer { buffer throws(StrataError) in
                         try self.writePiece(
                             id: id, name: name, chunk: chunk, inside: inside,
@@ -441,33 +464,57 @@ extension Pool {
     private func mappingUnchecked(_ handle: VolumeHandle, at offset: UInt64, length: UInt64) throws(StrataError)
         -> [MappingExtent]
     {
-        try self.meta.withReadLock { () throws(StrataError) in
+        let (extents, baseID) = try self.meta.withReadLock { () throws(StrataError) -> ([MappingExtent], UInt32) in
             guard let record = self.record(id: handle.id) else {
                 throw StrataError(.notFound, "block status \(handle.name): the volume was deleted")
             }
             try self.checkRange(record, handle, operation: "block status", offset: offset, length: length)
-            var extents: [MappingExtent] = []
-            var cursor = offset
-            let end = offset + length
-            func add(_ start: UInt64, _ stop: UInt64, _ mapped: Bool) {
-                guard stop > start else { return }
-                if let last = extents.last, last.mapped == mapped, last.offset + last.length == start {
-                    extents[extents.count - 1] = MappingExtent(offset: last.offset, length: stop - last.offset, mapped: mapped)
+            return (try self.treeExtents(record, at: offset, length: length), record.baseID)
+        }
+        guard baseID != 0 else { return extents }
+        // A based volume's holes are data where its base holds data.
+        let base = try self.bases.image(baseID, for: handle.name)
+        var merged: [MappingExtent] = []
+        for extent in extents {
+            let pieces = extent.mapped ? [extent] : try base.allocation(at: extent.offset, length: extent.length)
+            for piece in pieces where piece.length > 0 {
+                if let last = merged.last, last.mapped == piece.mapped, last.offset + last.length == piece.offset {
+                    merged[merged.count - 1] = MappingExtent(
+                        offset: last.offset, length: last.length + piece.length, mapped: piece.mapped)
                 } else {
-                    extents.append(MappingExtent(offset: start, length: stop - start, mapped: mapped))
+                    merged.append(piece)
                 }
             }
-            let first = offset >> self.chunkShift
-            let last = (end + self.chunkSize - 1) >> self.chunkShift
-            try self.forEachMapping(record, from: first, to: last) { chunk, _, _ in
-                let start = max(chunk << self.chunkShift, offset)
-                let stop = min((chunk + 1) << self.chunkShift, end)
-                add(cursor, start, false)
-                add(start, stop, true)
-                cursor = stop
-            }
-            add(cursor, end, false)
-            return extents
         }
+        return merged
+    }
+}
+
+extension Pool {
+    /// The tree's own mapped and unmapped extents over [offset, offset + length), merged, in
+    /// order (a based volume's holes not yet resolved against its base). Caller holds `meta`.
+    func treeExtents(_ record: VolumeRecord, at offset: UInt64, length: UInt64) throws(StrataError) -> [MappingExtent] {
+        var extents: [MappingExtent] = []
+        var cursor = offset
+        let end = offset + length
+        func add(_ start: UInt64, _ stop: UInt64, _ mapped: Bool) {
+            guard stop > start else { return }
+            if let last = extents.last, last.mapped == mapped, last.offset + last.length == start {
+                extents[extents.count - 1] = MappingExtent(offset: last.offset, length: stop - last.offset, mapped: mapped)
+            } else {
+                extents.append(MappingExtent(offset: start, length: stop - start, mapped: mapped))
+            }
+        }
+        let first = offset >> self.chunkShift
+        let last = (end + self.chunkSize - 1) >> self.chunkShift
+        try self.forEachMapping(record, from: first, to: last) { chunk, _, _ in
+            let start = max(chunk << self.chunkShift, offset)
+            let stop = min((chunk + 1) << self.chunkShift, end)
+            add(cursor, start, false)
+            add(start, stop, true)
+            cursor = stop
+        }
+        add(cursor, end, false)
+        return extents
     }
 }

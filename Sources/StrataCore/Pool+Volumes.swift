@@ -21,6 +21,15 @@ public struct VolumeInfo: Sendable, Codable, Equatable {
     public let guid: String
     /// Set when the volume's mapping tree could not be read; `strata check` names the damage.
     public var damaged: String? = nil
+    /// The base image file a based volume's holes read from.
+    public var base: String? = nil
+    /// Why the base cannot be read now ("unavailable" in listings), if it cannot.
+    public var baseProblem: String? = nil
+    var baseID: UInt32 = 0
+
+    enum CodingKeys: String, CodingKey {
+        case name, sizeBytes, allocatedBytes, snapshots, createdAt, origin, guid, damaged, base, baseProblem
+    }
 }
 
 /// A snapshot as `snapshot list` shows it.
@@ -172,8 +181,8 @@ extension Pool {
 
     /// Lists volumes sorted by name.
     public func listVolumes() throws(StrataError) -> [VolumeInfo] {
+        var result: [VolumeInfo] = []
         try self.meta.withReadLock { () throws(StrataError) in
-            var result: [VolumeInfo] = []
             for (name, id) in self.volumeIDByName.sorted(by: { $0.key < $1.key }) {
                 guard let record = self.record(id: id) else { continue }
                 var mapped: UInt64 = 0
@@ -190,18 +199,34 @@ extension Pool {
                     VolumeInfo(
                         name: name, sizeBytes: record.size, allocatedBytes: mapped * self.chunkSize,
                         snapshots: self.snapshotIDs[id]?.count ?? 0, createdAt: Self.timestamp(record.createdAtNanos),
-                        origin: origin, guid: Self.guidString(record.guid), damaged: damage))
+                        origin: origin, guid: Self.guidString(record.guid), damaged: damage,
+                        base: record.baseID == 0 ? nil : self.bases.descriptor(record.baseID)?.path ?? "?",
+                        baseID: record.baseID))
             }
-            return result
         }
+        // Checking a base stats its files: done outside the metadata lock.
+        for index in result.indices where result[index].baseID != 0 {
+            result[index].baseProblem = self.bases.problem(result[index].baseID, for: result[index].name)
+        }
+        return result
     }
 
     /// Changes a volume's size. Shrinking frees every chunk past the new end and needs `allowShrink`.
     public func resizeVolume(_ name: String, size: UInt64, allowShrink: Bool = false) throws(StrataError) {
         try Self.validateSize(size, operation: "resize volume", object: name)
-        let (id, oldSize) = try self.meta.withReadLock { () throws(StrataError) in
+        let (id, oldSize, baseID) = try self.meta.withReadLock { () throws(StrataError) in
             let record = try self.volumeRecord(name, operation: "resize")
-            return (record.id, record.size)
+            return (record.id, record.size, record.baseID)
+        }
+        if size < oldSize, baseID != 0, let base = self.bases.descriptor(baseID),
+            size < (base.virtualSize + self.chunkSize - 1) / self.chunkSize * self.chunkSize
+        {
+            // Chunks dropped by a shrink become holes, and a hole of a based volume reads the
+            // base: growing again would show the base's old data instead of zeros.
+            throw StrataError(
+                .invalidArgument,
+                "resize volume \(name): cannot shrink below its base image \(base.path) (\(SizeParser.format(base.virtualSize))); run `strata volume flatten \(name)` first"
+            )
         }
         if size < oldSize && !allowShrink {
             throw StrataError(
@@ -303,6 +328,7 @@ extension Pool {
             var copy = self.newRecord(kind: .snapshot, name: snapshot, parent: id, size: record.size)
             copy.depth = record.depth
             copy.root = record.root
+            copy.baseID = record.baseID
             if record.root != .none { try self.retainNode(record.root.rawValue) }
             self.markShared(&record)
             copy.sharedBefore = record.sharedBefore
@@ -363,6 +389,7 @@ extension Pool {
             record.root = source.root
             record.depth = source.depth
             record.size = source.size
+            record.baseID = source.baseID
             self.markShared(&record)
             self.store(record)
         }
@@ -380,6 +407,7 @@ extension Pool {
             var record = self.newRecord(kind: .volume, name: newName, parent: source.id, size: source.size)
             record.depth = source.depth
             record.root = source.root
+            record.baseID = source.baseID
             if source.root != .none { try self.retainNode(source.root.rawValue) }
             self.markShared(&record)
             self.insert(record)

@@ -46,6 +46,8 @@ public final class Pool: @unchecked Sendable {
     let gates = GateTable()
     let cache = NodeCache()
     let readGuard = ReadGuard()
+    /// The base images that based volumes' holes read from (`BaseTable.swift`).
+    public let bases: BaseTable
 
     // Guarded by `meta`.
     var epoch: UInt64
@@ -124,6 +126,7 @@ public final class Pool: @unchecked Sendable {
         self.lock = lock
         self.directory = directory
         self.readOnly = readOnly
+        self.bases = BaseTable(directory: directory)
         self.chunkSize = superblock.chunkSize
         self.chunkShift = UInt64(superblock.chunkSize.trailingZeroBitCount)
         self.metadataPages = superblock.metadataPages

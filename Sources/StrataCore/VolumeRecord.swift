@@ -13,8 +13,9 @@ import Foundation
 // | 8      | 1    | kind: 1 volume, 2 snapshot, 3 staging (a receive in progress)       |
 // | 9      | 1    | tree depth (levels of 256-way nodes)                                |
 // | 10     | 1    | name length in bytes                                                |
-// | 11     | 1    | flags: bit 0 = replica (read-only until `replicate promote`)        |
-// | 12     | 4    | reserved, zero                                                      |
+// | 11     | 1    | flags: bit 0 = replica (read-only until `replicate promote`),       |
+// |        |      | bit 1 = flatten in progress (resumed when the pool opens)           |
+// | 12     | 4    | base image id in the pool's base table (`bases.json`); 0 = none     |
 // | 16     | 8    | parent: a snapshot's volume id; a clone's origin snapshot id; or 0  |
 // | 24     | 8    | size in bytes                                                       |
 // | 32     | 8    | mapping tree root page (0 = nothing mapped)                         |
@@ -45,10 +46,17 @@ struct VolumeRecord: PagedElement, Equatable {
             guid: (0, 0), name: "")
     }
 
-    /// Bit 0: a replication target, read-only until promoted. Other bits are zero.
+    /// Bit 0: a replication target, read-only until promoted. Bit 1: a flatten of the volume's
+    /// base is in progress (resumed when the pool opens). Other bits are zero.
     var flags: UInt8 = 0
     static let flagReplica: UInt8 = 1
+    static let flagFlattening: UInt8 = 2
+    static let flagsKnown: UInt8 = Self.flagReplica | Self.flagFlattening
     var isReplica: Bool { self.flags & Self.flagReplica != 0 }
+    var isFlattening: Bool { self.flags & Self.flagFlattening != 0 }
+    /// The base image this record's holes read from (an id in the pool's `BaseTable`); 0 = none,
+    /// holes read as zeros. Snapshots and clones inherit it.
+    var baseID: UInt32 = 0
 
     /// Staging records: how many bytes of the volume (from offset 0) the receive has applied.
     var receivedBytes: UInt64 = 0
@@ -75,6 +83,7 @@ struct VolumeRecord: PagedElement, Equatable {
             && lhs.size == rhs.size && lhs.root == rhs.root && lhs.sharedBefore == rhs.sharedBefore
             && lhs.createdAtNanos == rhs.createdAtNanos && lhs.guid == rhs.guid && lhs.name == rhs.name
             && lhs.flags == rhs.flags && lhs.receivedBytes == rhs.receivedBytes && lhs.baseGUID == rhs.baseGUID
+            && lhs.baseID == rhs.baseID
     }
 
     init(
@@ -108,6 +117,7 @@ struct VolumeRecord: PagedElement, Equatable {
         let nameBytes = Array(page[(offset + 72)..<(offset + 72 + min(nameLength, Limits.nameBytesMax))])
         self.name = String(decoding: nameBytes, as: UTF8.self)
         self.flags = page[offset + 11]
+        self.baseID = page.loadLE(at: offset + 12)
         self.receivedBytes = page.loadLE(at: offset + 136)
         self.baseGUID = (page.loadLE(at: offset + 144), page.loadLE(at: offset + 152))
         if self.id != 0 {
@@ -115,7 +125,7 @@ struct VolumeRecord: PagedElement, Equatable {
             if nameLength == 0 || nameLength > Limits.nameBytesMax || !Names.isValid(self.name) {
                 self.decodeProblem = "record \(self.id): invalid name"
             }
-            if self.flags & ~Self.flagReplica != 0 {
+            if self.flags & ~Self.flagsKnown != 0 {
                 self.decodeProblem = "record \(self.id): unknown flags \(self.flags)"
             }
             if self.depth == 0 || Int(self.depth) > Limits.treeDepthMax {
@@ -140,6 +150,7 @@ struct VolumeRecord: PagedElement, Equatable {
         page.storeLE(self.guid.1, at: offset + 64)
         for (position, byte) in nameBytes.enumerated() { page[offset + 72 + position] = byte }
         page[offset + 11] = self.flags
+        page.storeLE(self.baseID, at: offset + 12)
         page.storeLE(self.receivedBytes, at: offset + 136)
         page.storeLE(self.baseGUID.0, at: offset + 144)
         page.storeLE(self.baseGUID.1, at: offset + 152)

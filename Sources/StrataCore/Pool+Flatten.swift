@@ -1,0 +1,200 @@
+// Detaching a based volume from its base (issue 10): flatten and rebase.
+//
+// Flatten copies every chunk the volume still reads from its base into the pool, then drops
+// the base from the volume's record. It runs while clients read and write: each copy takes the
+// chunk's write lock and copies only if the chunk is still a hole, so a client write that got
+// there first is never overwritten. Progress is durable every `Limits.flattenCommitBytes`, and
+// the record's flatten flag (set durably before the first copy) makes the daemon resume an
+// interrupted flatten when it opens the pool; a resumed flatten skips what is already copied,
+// since those chunks are no longer holes. Snapshots taken before or during a flatten keep the
+// base: they are frozen layers and still read through it.
+//
+// Rebase points a volume at another file, allowed only when the new file reads identically
+// to the old base wherever the volume still reads through, which is checked, not assumed:
+// either every file of the new stack has the recorded size and content fingerprint (a moved
+// or copied base), or the old base is readable and the two compare equal over every hole.
+
+extension Pool {
+    /// Copies everything `volume` reads from its base into the pool and drops the base.
+    /// `progress(done, total)` counts bytes of the base's range.
+    /// - Throws: `.invalidArgument` when the volume has no base, the base's errors (naming the
+    ///   file) when it cannot be read, `.noSpace` when the pool fills.
+    public func flatten(_ volume: String, progress: (UInt64, UInt64) -> Void = { _, _ in }) throws(StrataError) {
+        let operation = "flatten \(volume)"
+        let id = try self.setFlattening(volume, operation: operation)
+        let gate = self.gates.gate(id)
+        guard let base = try self.baseImage(id: id, name: volume) else {
+            throw StrataError(.invalidArgument, "\(operation): the volume has no base image; nothing to flatten")
+        }
+        try self.flush()
+        let size = self.meta.withReadLock { self.record(id: id)?.size ?? 0 }
+        let end = min(size, base.virtualSize)
+        let step = UInt64(Limits.flattenScanChunks) << self.chunkShift
+        var buffer = [UInt8](repeating: 0, count: Int(self.chunkSize))
+        var uncommitted: UInt64 = 0
+        var offset: UInt64 = 0
+        while offset < end {
+            let length = min(step, end - offset)
+            gate.lockShared()
+            let outcome = Result { () throws(StrataError) in
+                for extent in try base.allocation(at: offset, length: length) where extent.mapped {
+                    let first = extent.offset >> self.chunkShift
+                    let last = (extent.offset + extent.length - 1) >> self.chunkShift
+                    for chunk in first...last {
+                        if try self.fillFromBase(base, id: id, name: volume, chunk: chunk, buffer: &buffer) {
+                            uncommitted += self.chunkSize
+                        }
+                    }
+                }
+            }
+            gate.unlock()
+            try outcome.get()
+            offset += length
+            progress(offset, end)
+            if uncommitted >= Limits.flattenCommitBytes {
+                try self.flush()
+                uncommitted = 0
+            }
+        }
+        try self.flush()
+        // Every chunk the base held is now in the pool: drop the base, with I/O drained so no
+        // read is between looking up a hole and reading the base.
+        gate.lockExclusive()
+        defer { gate.unlock() }
+        try self.meta.withWriteLock { () throws(StrataError) in
+            try self.checkWritable("flatten volume", volume)
+            guard var record = self.record(id: id) else {
+                throw StrataError(.notFound, "\(operation): the volume was deleted")
+            }
+            record.baseID = 0
+            record.flags &= ~VolumeRecord.flagFlattening
+            self.store(record)
+        }
+        progress(end, end)
+    }
+
+    /// Marks `volume` as flattening (so a crash resumes it) and returns its id.
+    private func setFlattening(_ volume: String, operation: String) throws(StrataError) -> UInt64 {
+        try self.meta.withWriteLock { () throws(StrataError) in
+            try self.checkWritable("flatten volume", volume)
+            var record = try self.volumeRecord(volume, operation: "flatten")
+            guard !record.isReplica else {
+                throw StrataError(.readOnly, "\(operation): the volume is a replica; promote it first")
+            }
+            guard record.baseID != 0 else {
+                throw StrataError(.invalidArgument, "\(operation): the volume has no base image; nothing to flatten")
+            }
+            record.flags |= VolumeRecord.flagFlattening
+            self.store(record)
+            return record.id
+        }
+    }
+
+    /// Copies one chunk from the base if it is still a hole; true when it copied.
+    private func fillFromBase(
+        _ base: any BaseImage, id: UInt64, name: String, chunk: UInt64, buffer: inout [UInt8]
+    ) throws(StrataError) -> Bool {
+        try self.chunkLocks.withLock(volume: id, chunk: chunk) { () throws(StrataError) -> Bool in
+            let hole = try self.meta.withReadLock { () throws(StrataError) -> Bool in
+                guard let record = self.record(id: id) else {
+                    throw StrataError(.notFound, "flatten \(name): the volume was deleted")
+                }
+                return try self.lookup(record, chunk: chunk).value == 0
+            }
+            guard hole else { return false }
+            try buffer.withUnsafeMutableBufferPointer { raw throws(StrataError) in
+                try base.read(at: chunk << self.chunkShift, into: UnsafeMutableRawBufferPointer(raw))
+            }
+            try buffer.withUnsafeBufferPointer { raw throws(StrataError) in
+                try self.remap(id: id, name: name, chunk: chunk, contents: UnsafeRawBufferPointer(raw), at: 0)
+            }
+            return true
+        }
+    }
+
+    /// Points `volume` at the image file `basePath` instead of its current base.
+    /// - Throws: `.invalidArgument` naming the first offset where the new file reads
+    ///   differently, or when the volume has no base; the images' errors naming the file.
+    public func rebase(_ volume: String, basePath: String) throws(StrataError) {
+        let operation = "rebase \(volume)"
+        let (id, oldID, size) = try self.meta.withReadLock { () throws(StrataError) in
+            let record = try self.volumeRecord(volume, operation: "rebase")
+            return (record.id, record.baseID, record.size)
+        }
+        guard oldID != 0, let old = self.bases.descriptor(oldID) else {
+            throw StrataError(.invalidArgument, "\(operation): the volume has no base image; create a based volume instead")
+        }
+        let path = Self.absolutePath(basePath)
+        let image = try self.bases.openFile(path, operation: operation)
+        let descriptor = try BaseDescriptor.recording(image, path: path)
+        let sameFiles =
+            descriptor.fingerprints == old.fingerprints && descriptor.files.map(\.size) == old.files.map(\.size)
+            && descriptor.virtualSize == old.virtualSize
+        let gate = self.gates.gate(id)
+        gate.lockExclusive()
+        defer { gate.unlock() }
+        if !sameFiles {
+            let current = try self.bases.image(oldID, for: volume)
+            try self.compareHoles(id: id, size: size, current, image, operation: operation, newPath: path)
+        }
+        let newID = try self.bases.register(descriptor, image: image)
+        try self.meta.withWriteLock { () throws(StrataError) in
+            try self.checkWritable("rebase volume", volume)
+            guard var record = self.record(id: id) else {
+                throw StrataError(.notFound, "\(operation): the volume was deleted")
+            }
+            record.baseID = newID
+            self.store(record)
+        }
+    }
+
+    /// Throws unless `current` and `candidate` read the same over every hole of volume `id`.
+    private func compareHoles(
+        id: UInt64, size: UInt64, _ current: any BaseImage, _ candidate: any BaseImage, operation: String,
+        newPath: String
+    ) throws(StrataError) {
+        let end = min(size, max(current.virtualSize, candidate.virtualSize))
+        let step = UInt64(Limits.flattenScanChunks) << self.chunkShift
+        var offset: UInt64 = 0
+        while offset < end {
+            let length = min(step, end - offset)
+            let holes = try self.meta.withReadLock { () throws(StrataError) -> [MappingExtent] in
+                guard let record = self.record(id: id) else {
+                    throw StrataError(.notFound, "\(operation): the volume was deleted")
+                }
+                return try self.treeExtents(record, at: offset, length: length).filter { !$0.mapped }
+            }
+            for hole in holes {
+                try Self.compare(current, candidate, hole, operation: operation, newPath: newPath)
+            }
+            offset += length
+        }
+    }
+
+    /// Throws naming the first differing byte offset of `extent` between two images.
+    private static func compare(
+        _ first: any BaseImage, _ second: any BaseImage, _ extent: MappingExtent, operation: String, newPath: String
+    ) throws(StrataError) {
+        let piece = UInt64(Limits.streamRecordBytesMax)
+        var left = [UInt8](repeating: 0, count: Int(piece))
+        var right = left
+        var offset = extent.offset
+        while offset < extent.offset + extent.length {
+            let count = Int(min(piece, extent.offset + extent.length - offset))
+            try left.withUnsafeMutableBufferPointer { raw throws(StrataError) in
+                try first.read(at: offset, into: UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: raw[0..<count])))
+            }
+            try right.withUnsafeMutableBufferPointer { raw throws(StrataError) in
+                try second.read(at: offset, into: UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: raw[0..<count])))
+            }
+            if left[0..<count] != right[0..<count] {
+                let at = offset + UInt64(zip(left[0..<count], right[0..<count]).prefix { $0 == $1 }.count)
+                throw StrataError(
+                    .invalidArgument,
+                    "\(operation): \(newPath) reads differently from the current base at byte offset \(at), where the volume still reads its base; rebase only onto an identical copy, or flatten the volume against the original"
+                )
+            }
+            offset += UInt64(count)
+        }
+    }
+}

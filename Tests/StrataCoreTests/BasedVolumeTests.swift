@@ -1,0 +1,225 @@
+// Based volumes at the engine level, on a simulated pool over a real base file: reads fall
+// through to the base, writes and trims keep exactly the bytes a raw copy of the base with the
+// same operations would hold, snapshots and clones keep the base, flatten detaches without
+// changing a byte, rebase accepts only an identical file, and a changed base fails every read
+// through it with an error naming the file.
+
+import Foundation
+@testable import StrataCore
+import StrataTesting
+import Testing
+
+/// A pool on a simulated device that opens bases as `TestBaseImage`s.
+private func basedPool(chunk: UInt64 = 4096, dataChunks: UInt64 = 4096) throws -> (SimDevice, Pool) {
+    let device = SimDevice(size: 2048 * 4096 + dataChunks * chunk)
+    try Pool.format(device: device, chunkSize: chunk, metadataPages: 2048)
+    let pool = try Pool(device: device)
+    pool.bases.setOpener { path throws(StrataError) in try TestBaseImage(path: path) }
+    return (device, pool)
+}
+
+/// A temporary directory removed when the value dies.
+private final class Scratch {
+    let path: String
+    init() {
+        self.path = NSTemporaryDirectory() + "strata-based-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try? FileManager.default.createDirectory(atPath: self.path, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: self.path) }
+
+    /// Writes `bytes` to a file and returns its path.
+    func file(_ name: String, _ bytes: [UInt8]) throws -> String {
+        let path = self.path + "/" + name
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+}
+
+/// Base contents: random data with runs of zero 4 KiB blocks (holes for `TestBaseImage`).
+private func baseBytes(_ size: Int, seed: UInt64) -> [UInt8] {
+    var random = SeededRandom(seed: seed)
+    var bytes = random.bytes(size)
+    for block in stride(from: 0, to: size, by: 4096) where random.next(below: 3) == 0 {
+        for index in block..<min(block + 4096, size) { bytes[index] = 0 }
+    }
+    return bytes
+}
+
+@Suite struct BasedVolumeTests {
+    @Test func aFreshBasedVolumeReadsItsBaseAndReportsItsHoles() throws {
+        let scratch = Scratch()
+        let bytes = baseBytes(200 * 1024 + 512, seed: 1)
+        let path = try scratch.file("base.raw", bytes)
+        let (device, pool) = try basedPool()
+        try pool.createVolume("vm", size: nil, basePath: path)
+        let handle = try pool.handle("vm")
+        #expect(try pool.size(of: handle) == UInt64(bytes.count))
+        #expect(try pool.read(handle, at: 0, count: bytes.count) == bytes)
+        // Block status: data exactly where a 4 KiB block of the base is non-zero.
+        let extents = try pool.mapping(handle, at: 0, length: UInt64(bytes.count))
+        for block in stride(from: 0, to: bytes.count, by: 4096) {
+            let hasData = bytes[block..<min(block + 4096, bytes.count)].contains { $0 != 0 }
+            let extent = try #require(extents.first { $0.offset <= UInt64(block) && UInt64(block) < $0.offset + $0.length })
+            #expect(extent.mapped == hasData, "block at \(block)")
+        }
+        #expect(try pool.listVolumes().first?.base == path)
+        #expect(try pool.listVolumes().first?.baseProblem == nil)
+        try pool.flush()
+        #expect(Pool.check(device: device).clean)
+        // A larger volume reads zeros past the base.
+        try pool.createVolume("big", size: 1 << 20, basePath: path)
+        let big = try pool.read(try pool.handle("big"), at: 0, count: 1 << 20)
+        #expect(Array(big[0..<bytes.count]) == bytes)
+        #expect(big[bytes.count...].allSatisfy { $0 == 0 })
+    }
+
+    /// Random writes, zeroes, trims, snapshots, clones, rollbacks and a flatten, against a
+    /// model: a raw copy of the base with the same operations applied.
+    @Test(arguments: [3, 4, 5, 6] as [UInt64])
+    func operationsMatchARawCopyOfTheBase(seed: UInt64) throws {
+        let scratch = Scratch()
+        let size = 256 * 1024
+        let bytes = baseBytes(size, seed: seed)
+        let path = try scratch.file("base.raw", bytes)
+        let before = try Data(contentsOf: URL(fileURLWithPath: path))
+        let (device, pool) = try basedPool()
+        try pool.createVolume("vm", size: nil, basePath: path)
+        var models: [String: [UInt8]] = ["vm": bytes]
+        var random = SeededRandom(seed: seed)
+        var snapshots = 0
+        for step in 0..<300 {
+            let volumes = models.keys.filter { !$0.contains("@") }.sorted()
+            let volume = volumes[random.next(below: volumes.count)]
+            let handle = try pool.handle(volume)
+            let offset = random.next(below: size / 512) * 512
+            let length = min((1 + random.next(below: 24)) * 512, size - offset)
+            switch random.next(below: 9) {
+            case 0, 1, 2:
+                let data = random.bytes(length)
+                try pool.write(handle, at: UInt64(offset), data)
+                models[volume]!.replaceSubrange(offset..<(offset + length), with: data)
+            case 3:
+                try pool.trim(handle, at: UInt64(offset), length: UInt64(length))
+                models[volume]!.replaceSubrange(offset..<(offset + length), with: [UInt8](repeating: 0, count: length))
+            case 4:
+                try pool.writeZeroes(handle, at: UInt64(offset), length: UInt64(length), allowTrim: false)
+                models[volume]!.replaceSubrange(offset..<(offset + length), with: [UInt8](repeating: 0, count: length))
+            case 5:
+                snapshots += 1
+                try pool.createSnapshot(volume, "s\(snapshots)")
+                models["\(volume)@s\(snapshots)"] = models[volume]
+            case 6:
+                let mine = models.keys.filter { $0.hasPrefix(volume + "@") }.sorted()
+                guard let snapshot = mine.first, volumes.count < 4 else { continue }
+                let name = "c\(step)"
+                try pool.clone(volume, Names.split(snapshot).snapshot!, to: name)
+                models[name] = models[snapshot]
+            case 7:
+                let mine = models.keys.filter { $0.hasPrefix(volume + "@") }.sorted()
+                guard let snapshot = mine.last else { continue }
+                try pool.rollback(volume, Names.split(snapshot).snapshot!)
+                models[volume] = models[snapshot]
+            default:
+                try pool.flush()
+            }
+        }
+        // A flatten in the middle of it all changes no byte of anything.
+        try pool.flatten("vm")
+        #expect(try pool.base(of: "vm") == nil)
+        for (name, model) in models {
+            #expect(try pool.read(try pool.handle(name), at: 0, count: size) == model, "seed=\(seed) \(name)")
+        }
+        try pool.flush()
+        #expect(Pool.check(device: device).clean)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before, "the base file was written")
+    }
+
+    @Test func snapshotsAndClonesKeepTheBaseAndLayersListTheStack() throws {
+        let scratch = Scratch()
+        let bytes = baseBytes(64 * 1024, seed: 9)
+        let path = try scratch.file("golden.raw", bytes)
+        let (_, pool) = try basedPool()
+        try pool.createVolume("vm", size: nil, basePath: path)
+        try pool.write(try pool.handle("vm"), at: 0, [UInt8](repeating: 1, count: 512))
+        try pool.createSnapshot("vm", "layer1")
+        try pool.write(try pool.handle("vm"), at: 4096, [UInt8](repeating: 2, count: 512))
+        try pool.createSnapshot("vm", "layer2")
+        try pool.clone("vm", "layer1", to: "test")
+        let clone = try pool.read(try pool.handle("test"), at: 0, count: bytes.count)
+        var expected = bytes
+        expected.replaceSubrange(0..<512, with: [UInt8](repeating: 1, count: 512))
+        #expect(clone == expected)
+        let layers = try pool.layers(of: "test")
+        #expect(layers.map(\.name) == ["test", "vm@layer1", path])
+        #expect(layers.map(\.kind) == ["volume", "snapshot", "base"])
+        #expect(try pool.layers(of: "vm").map(\.name) == ["vm", "vm@layer2", "vm@layer1", path])
+        // Flattening the clone leaves the snapshots on the base.
+        try pool.flatten("test")
+        #expect(try pool.base(of: "test") == nil)
+        #expect(try pool.base(of: "vm@layer1")?.descriptor.path == path)
+        #expect(try pool.read(try pool.handle("test"), at: 0, count: bytes.count) == expected)
+    }
+
+    @Test func rebaseAcceptsAnIdenticalCopyAndRefusesADifferentFile() throws {
+        let scratch = Scratch()
+        let bytes = baseBytes(64 * 1024, seed: 12)
+        let path = try scratch.file("a.raw", bytes)
+        let copy = try scratch.file("copy.raw", bytes)
+        var changed = bytes
+        changed[40_000] ^= 0xFF
+        let other = try scratch.file("other.raw", changed)
+        let (_, pool) = try basedPool()
+        try pool.createVolume("vm", size: nil, basePath: path)
+        // Where the volume no longer reads its base, the new file may differ.
+        try pool.write(try pool.handle("vm"), at: 0, [UInt8](repeating: 7, count: 4096))
+        let error = #expect(throws: StrataError.self) { try pool.rebase("vm", basePath: other) }
+        #expect(error?.message.contains("byte offset 40000") == true, "\(String(describing: error))")
+        try pool.write(try pool.handle("vm"), at: 36_864, [UInt8](repeating: 7, count: 4096))
+        try pool.rebase("vm", basePath: other)
+        #expect(try pool.base(of: "vm")?.descriptor.path == other)
+        try pool.rebase("vm", basePath: copy)
+        #expect(try pool.base(of: "vm")?.descriptor.path == copy)
+    }
+
+    @Test func aChangedOrMissingBaseFailsReadsThroughItNamingTheFile() throws {
+        let scratch = Scratch()
+        let bytes = baseBytes(64 * 1024, seed: 14)
+        let path = try scratch.file("base.raw", bytes)
+        let (_, pool) = try basedPool()
+        try pool.createVolume("vm", size: nil, basePath: path)
+        try pool.createVolume("plain", size: 1 << 20)
+        try pool.write(try pool.handle("vm"), at: 0, [UInt8](repeating: 3, count: 4096))
+        // Touch the file: same bytes, new modification time. The next check finds it.
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seek(toOffset: 100)
+        try handle.write(contentsOf: [bytes[100]])
+        try handle.close()
+        Thread.sleep(forTimeInterval: Limits.baseRecheckSeconds + 0.1)
+        let error = #expect(throws: StrataError.self) { _ = try pool.read(try pool.handle("vm"), at: 8192, count: 4096) }
+        #expect(error?.message.contains(path) == true)
+        #expect(error?.message.contains("rebase") == true)
+        #expect(try pool.listVolumes().first { $0.name == "vm" }?.baseProblem?.contains("modified") == true)
+        // The pool's own chunks of the volume, and every other volume, still serve.
+        #expect(try pool.read(try pool.handle("vm"), at: 0, count: 4096) == [UInt8](repeating: 3, count: 4096))
+        try pool.write(try pool.handle("plain"), at: 0, [UInt8](repeating: 5, count: 4096))
+        try FileManager.default.removeItem(atPath: path)
+        Thread.sleep(forTimeInterval: Limits.baseRecheckSeconds + 0.1)
+        let missing = #expect(throws: StrataError.self) { _ = try pool.read(try pool.handle("vm"), at: 8192, count: 4096) }
+        #expect(missing?.message.contains("missing") == true, "\(String(describing: missing))")
+        // Deleting the volume never touches the (missing) base, and drops its descriptor.
+        try pool.deleteVolume("vm")
+        try pool.flush()
+        try pool.collectBases()
+        #expect(pool.bases.all.isEmpty)
+    }
+
+    @Test func aBasedVolumeCannotShrinkBelowItsBase() throws {
+        let scratch = Scratch()
+        let path = try scratch.file("base.raw", baseBytes(64 * 1024, seed: 2))
+        let (_, pool) = try basedPool()
+        try pool.createVolume("vm", size: 1 << 20, basePath: path)
+        try pool.resizeVolume("vm", size: 128 * 1024, allowShrink: true)
+        let error = #expect(throws: StrataError.self) { try pool.resizeVolume("vm", size: 32 * 1024, allowShrink: true) }
+        #expect(error?.message.contains("flatten") == true)
+    }
+}
