@@ -305,6 +305,13 @@ public final class BaseTable: @unchecked Sendable {
         return problems
     }
 
+    /// Verifies every base in the table (`strata check`): one problem per damaged file.
+    public func verifyAll() -> [CheckReport.Problem] {
+        self.all.flatMap { descriptor in
+            self.verify(descriptor.id).map { CheckReport.Problem(page: nil, volume: nil, range: nil, message: $0) }
+        }
+    }
+
     static func unavailable(_ descriptor: BaseDescriptor, volume: String, reason: String) -> StrataError {
         StrataError(
             .failed,

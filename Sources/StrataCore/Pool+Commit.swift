@@ -28,6 +28,8 @@ public struct PoolStatus: Sendable, Codable, Equatable {
     public let generation: UInt64
     public let createdAt: String
     public let uuid: String
+    /// Volumes whose base image cannot be read now, each with the reason (filled by the service).
+    public var unavailable: [String: String] = [:]
 }
 
 extension Pool {

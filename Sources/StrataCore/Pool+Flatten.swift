@@ -19,7 +19,11 @@ extension Pool {
     /// `progress(done, total)` counts bytes of the base's range.
     /// - Throws: `.invalidArgument` when the volume has no base, the base's errors (naming the
     ///   file) when it cannot be read, `.noSpace` when the pool fills.
-    public func flatten(_ volume: String, progress: (UInt64, UInt64) -> Void = { _, _ in }) throws(StrataError) {
+    /// `isCancelled` is asked between steps; a cancelled flatten throws `.busy` and leaves the
+    /// volume marked, so it resumes when the pool next opens in a daemon.
+    public func flatten(
+        _ volume: String, progress: (UInt64, UInt64) -> Void = { _, _ in }, isCancelled: () -> Bool = { false }
+    ) throws(StrataError) {
         let operation = "flatten \(volume)"
         let id = try self.setFlattening(volume, operation: operation)
         let gate = self.gates.gate(id)
@@ -34,6 +38,10 @@ extension Pool {
         var uncommitted: UInt64 = 0
         var offset: UInt64 = 0
         while offset < end {
+            if isCancelled() {
+                try self.flush()
+                throw StrataError(.busy, "\(operation): interrupted at byte offset \(offset); it resumes when the daemon starts, or run `strata volume flatten \(volume)` again")
+            }
             let length = min(step, end - offset)
             gate.lockShared()
             let outcome = Result { () throws(StrataError) in

@@ -42,7 +42,9 @@ extension Pool {
         let lock = try PoolLock.acquire(directory: directory, exclusive: false)
         defer { withExtendedLifetime(lock) {} }
         let device = try FileDevice(path: directory + "/" + Self.fileName, readOnly: true)
-        return Self.check(device: device)
+        var report = Self.check(device: device)
+        report.problems += BaseTable(directory: directory).verifyAll()
+        return report
     }
 
     /// Checks the last commit on a device. Never throws and never traps on damage.

@@ -23,11 +23,19 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     case diff(from: String, to: String)
     case check
     case connections
+    /// A volume over a base image file; `size` nil takes the image's virtual size.
+    case createBasedVolume(name: String, size: UInt64?, base: String)
+    case volumeLayers(name: String)
+    case flattenVolume(name: String)
+    case rebaseVolume(name: String, base: String)
+    /// Freezes the volume's top as a read-only layer (a snapshot, `layerN` when unnamed).
+    case pushLayer(volume: String, name: String?)
 
     /// True when the request only reads.
     public var isReadOnly: Bool {
         switch self {
-        case .poolStatus, .listVolumes, .listSnapshots, .exportImage, .diff, .check, .connections: return true
+        case .poolStatus, .listVolumes, .listSnapshots, .exportImage, .diff, .check, .connections, .volumeLayers:
+            return true
         default: return false
         }
     }
@@ -43,6 +51,9 @@ public enum ControlResult: Codable, Sendable {
     case check(CheckReport)
     case transfer(TransferSummary)
     case connections([ConnectionInfo])
+    case layers([LayerInfo])
+    /// The name of what a request created (`layer push`).
+    case created(String)
 }
 
 /// An image import or export's totals.

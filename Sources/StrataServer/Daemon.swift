@@ -28,6 +28,9 @@ public struct DaemonOptions: Sendable {
     /// Where to accept replication from peers (`--replication`), and the shared secret's file.
     public var replication: (host: String, port: Int)? = nil
     public var replicationSecretFile: String? = nil
+    /// An image file to serve a volume over (`--overlay`), created on first use, and its name.
+    public var overlay: String? = nil
+    public var overlayName: String? = nil
 
     public init(
         directory: String, nbdHost: String, nbdPort: Int, iscsi: (host: String, port: Int)?, createSize: UInt64,
@@ -53,7 +56,19 @@ public enum Daemon {
             try Pool.create(directory: directory, size: options.createSize)
             logger.notice("created pool \(directory) (\(SizeParser.format(options.createSize)), sparse)")
         }
-        let pool = try Pool.open(directory: directory)
+        let pool = try Pool.openServing(directory: directory)
+        try pool.collectBases()
+        var overlayVolume: String?
+        if let file = options.overlay {
+            do throws(StrataError) {
+                let (name, created) = try Overlay.ensure(pool: pool, file: file, name: options.overlayName)
+                logger.notice("\(created ? "created" : "reusing") volume \(name) over \(file)")
+                overlayVolume = name
+            } catch {
+                _ = Result { () throws(StrataError) in try pool.close() }
+                throw error
+            }
+        }
         pool.startCommitTimer(interval: options.commitIntervalSeconds)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(System.coreCount, 2))
         let threadPool = NIOThreadPool(numberOfThreads: 16)
@@ -95,6 +110,15 @@ public enum Daemon {
             "serving pool \(directory): NBD on \(options.nbdHost):\(options.nbdPort), \(iscsiNote), control socket \(directory)/\(ControlServer.socketName)"
         )
 
+        if let overlayVolume {
+            // The URIs go to stdout, for people and scripts; everything else is logged.
+            var lines = ["nbd://\(options.nbdHost):\(options.nbdPort)/\(overlayVolume)"]
+            if let portal = options.iscsi {
+                lines.append("iscsi://\(portal.host):\(portal.port)/\(TargetNames.targetName(for: overlayVolume))/0")
+            }
+            FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+        }
+        let flattens = FlattenResumer.start(pool: pool, logger: logger)
         let replication = try DaemonReplication.start(options, pool: pool, service: service, logger: logger)
         // Wait for SIGINT or SIGTERM.
         let stop = DispatchSemaphore(value: 0)
@@ -109,6 +133,7 @@ public enum Daemon {
         stop.wait()
         logger.notice("shutting down: finishing requests in flight")
         control.close()
+        flattens.stop()
         replication.close()
         nbd.shutdownAndWait()
         iscsi?.shutdownAndWait()

@@ -24,7 +24,11 @@ public struct PoolService: Sendable {
         throws(StrataError) -> ControlResult
     {
         let result = try self.perform(request, progress: progress)
-        if !request.isReadOnly { try self.pool.flush() }
+        if !request.isReadOnly {
+            try self.pool.flush()
+            // Base descriptors no record names any more go only once that change is durable.
+            try self.pool.collectBases()
+        }
         return result
     }
 
@@ -33,7 +37,11 @@ public struct PoolService: Sendable {
     {
         switch request {
         case .poolStatus:
-            return .status(self.pool.status())
+            var status = self.pool.status()
+            for volume in try self.pool.listVolumes() {
+                if let problem = volume.baseProblem { status.unavailable[volume.name] = problem }
+            }
+            return .status(status)
         case .createVolume(let name, let size):
             try self.pool.createVolume(name, size: size)
         case .listVolumes:
@@ -65,7 +73,22 @@ public struct PoolService: Sendable {
         case .diff(let from, let to):
             return .extents(try self.pool.diff(from: from, to: to))
         case .check:
-            return .check(self.pool.checkDurable())
+            var report = self.pool.checkDurable()
+            report.problems += self.pool.bases.verifyAll()
+            return .check(report)
+        case .createBasedVolume(let name, let size, let base):
+            try self.pool.createVolume(name, size: size, basePath: base)
+        case .volumeLayers(let name):
+            return .layers(try self.pool.layers(of: name))
+        case .flattenVolume(let name):
+            try self.pool.flatten(name, progress: progress)
+        case .rebaseVolume(let name, let base):
+            try self.pool.rebase(name, basePath: base)
+        case .pushLayer(let volume, let name):
+            var snapshot = name ?? ""
+            if name == nil { snapshot = try self.nextLayerName(volume) }
+            try self.pool.createSnapshot(volume, snapshot)
+            return .created("\(volume)@\(snapshot)")
         case .connections:
             return .connections(
                 (self.registry?.all ?? []).map {
@@ -73,6 +96,15 @@ public struct PoolService: Sendable {
                 }.sorted { ($0.export ?? "", $0.remote) < ($1.export ?? "", $1.remote) })
         }
         return .done
+    }
+
+    /// `layerN` with N one past the highest layer number among the volume's snapshots.
+    private func nextLayerName(_ volume: String) throws(StrataError) -> String {
+        let numbers = try self.pool.listSnapshots(of: volume).compactMap { snapshot -> Int? in
+            guard snapshot.name.hasPrefix("layer") else { return nil }
+            return Int(snapshot.name.dropFirst("layer".count))
+        }
+        return "layer\((numbers.max() ?? 0) + 1)"
     }
 
     /// Refuses (naming them) or, with `force`, closes the connections using `ids`.

@@ -65,5 +65,8 @@ struct PoolStatusCommand: ParsableCommand {
         print("generation:  \(status.generation)")
         print("created:     \(status.createdAt)")
         print("uuid:        \(status.uuid)")
+        for (volume, problem) in status.unavailable.sorted(by: { $0.key < $1.key }) {
+            print("unavailable: \(volume): \(problem)")
+        }
     }
 }

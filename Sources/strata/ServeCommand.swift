@@ -29,6 +29,10 @@ struct ServeCommand: ParsableCommand {
     var replication: String?
     @Option(name: .customLong("replication-secret-file"), help: "File holding the secret replication peers share.")
     var replicationSecretFile: String?
+    @Option(help: "Serve a writable volume over this raw or qcow2 image file (created on first use, then reused); prints its URIs.")
+    var overlay: String?
+    @Option(name: .customLong("overlay-name"), help: "The --overlay volume's name (default: the file's name).")
+    var overlayName: String?
 
     /// Parses `--OPTION ADDR:PORT`; `off` (where `allowOff`) gives nil.
     static func parseAddress(_ value: String, option: String, example: String, allowOff: Bool = false) throws
@@ -62,6 +66,12 @@ struct ServeCommand: ParsableCommand {
             throw ValidationError("invalid --log-level '\(self.logLevel)'; use trace, debug, info, notice, warning, error or critical")
         }
         guard self.commitInterval > 0 else { throw ValidationError("--commit-interval must be positive") }
+        if let name = self.overlayName {
+            guard self.overlay != nil else { throw ValidationError("--overlay-name needs --overlay FILE") }
+            guard Names.isValid(name) else {
+                throw ValidationError("invalid --overlay-name '\(name)'; use 1 to 64 characters from A-Z a-z 0-9 . _ -")
+            }
+        }
         if let replication = self.replication {
             _ = try Self.parseAddress(replication, option: "replication", example: "0.0.0.0:10810")
             guard self.replicationSecretFile != nil else {
@@ -86,6 +96,8 @@ struct ServeCommand: ParsableCommand {
             try Self.parseAddress($0, option: "replication", example: "0.0.0.0:10810")
         }
         options.replicationSecretFile = self.replicationSecretFile
+        options.overlay = self.overlay.map(absolutePath)
+        options.overlayName = self.overlayName
         try failing { () throws(StrataError) in
             do {
                 try Daemon.run(options, logger: logger)

@@ -26,7 +26,7 @@ struct Strata: ParsableCommand {
             SendCommand.self, ReceiveCommand.self, ReplicateCommand.self,
             ServeCommand.self, PoolCommand.self, VolumeCommand.self, SnapshotCommand.self, CloneCommand.self,
             ImportCommand.self, ExportCommand.self, DiffCommand.self, CheckCommand.self, ConnectionsCommand.self,
-            ISCSICommand.self,
+            ISCSICommand.self, LayerCommand.self, OverlayCommand.self,
         ]
     )
 }
@@ -56,7 +56,7 @@ struct PoolOptions: ParsableArguments {
                 return try client.send(request, progress: report)
             }
             if request == .check { return .check(try Pool.check(directory: self.directory)) }
-            let pool = try Pool.open(directory: self.directory, readOnly: request.isReadOnly)
+            let pool = try Pool.openServing(directory: self.directory, readOnly: request.isReadOnly)
             do throws(StrataError) {
                 let result = try PoolService(pool: pool, registry: nil).execute(request, progress: report)
                 try pool.close()

@@ -27,7 +27,7 @@ extension PoolOptions {
             if let result = try StreamClient.run(directory: self.directory, request, fd: fd, progress: report) {
                 return result
             }
-            let pool = try Pool.open(directory: self.directory, readOnly: readOnly)
+            let pool = try Pool.openServing(directory: self.directory, readOnly: readOnly)
             let outcome = Result { () throws(StrataError) in
                 try PoolService(pool: pool, registry: nil).stream(request, fd: fd, progress: report)
             }

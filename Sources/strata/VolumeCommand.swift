@@ -5,22 +5,104 @@ import StrataServer
 
 struct VolumeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "volume", abstract: "Create, list, resize, rename and delete volumes.",
-        subcommands: [VolumeCreate.self, VolumeList.self, VolumeResize.self, VolumeRename.self, VolumeDelete.self])
+        commandName: "volume", abstract: "Create, list, resize, rename and delete volumes; layers over base images.",
+        subcommands: [
+            VolumeCreate.self, VolumeList.self, VolumeResize.self, VolumeRename.self, VolumeDelete.self,
+            VolumeLayers.self, VolumeFlatten.self, VolumeRebase.self,
+        ])
 }
 
 struct VolumeCreate: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "create", abstract: "Create a thin volume.")
+    static let configuration = CommandConfiguration(
+        commandName: "create", abstract: "Create a thin volume, empty or over a base image file.",
+        discussion: """
+            With --base FILE (raw, or qcow2 with its backing chain), every chunk never written reads
+            from FILE, which is opened read-only and never written; --size defaults to its virtual size.
+            """)
     @OptionGroup var options: PoolOptions
     @Argument(help: "Volume name.") var name: String
-    @Option(help: "Size (bytes or K/M/G/T).") var size: String
+    @Option(help: "Size (bytes or K/M/G/T); with --base, defaults to the image's size.") var size: String?
+    @Option(help: "A raw or qcow2 image file the volume's unwritten chunks read from.") var base: String?
 
-    func validate() throws { _ = try parseSize(self.size, option: "--size") }
+    func validate() throws {
+        if let size { _ = try parseSize(size, option: "--size") }
+        guard self.size != nil || self.base != nil else {
+            throw ValidationError("missing --size SIZE (or --base FILE, whose size it then takes), such as --size 10G")
+        }
+    }
 
     func run() throws {
-        let bytes = try parseSize(self.size, option: "--size")
-        _ = try self.options.execute(.createVolume(name: self.name, size: bytes))
-        print("created volume \(self.name) (\(SizeParser.format(bytes)))")
+        let bytes = try self.size.map { try parseSize($0, option: "--size") }
+        if let base = self.base {
+            let path = absolutePath(base)
+            _ = try self.options.execute(.createBasedVolume(name: self.name, size: bytes, base: path))
+            print("created volume \(self.name) over \(path)")
+        } else if let bytes {
+            _ = try self.options.execute(.createVolume(name: self.name, size: bytes))
+            print("created volume \(self.name) (\(SizeParser.format(bytes)))")
+        }
+    }
+}
+
+/// `path` made absolute against this process's working directory (the daemon has its own).
+func absolutePath(_ path: String) -> String {
+    URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
+        .standardizedFileURL.path
+}
+
+struct VolumeLayers: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "layers",
+        abstract: "Print the stack a volume reads through, from the top down: the volume, its read-only layers, its base files.")
+    @OptionGroup var options: PoolOptions
+    @Argument(help: "Volume name.") var name: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        guard case .layers(let layers) = try self.options.execute(.volumeLayers(name: self.name)) else { return }
+        printLayers(layers, json: self.json)
+    }
+}
+
+/// Prints a stack of layers as a table or JSON.
+func printLayers(_ layers: [LayerInfo], json: Bool) {
+    if json { return printJSON(layers) }
+    printTable(
+        ["LAYER", "KIND", "SIZE", "MODE", "FORMAT", "STATUS"],
+        layers.map {
+            [
+                $0.name, $0.kind, SizeParser.format($0.sizeBytes), $0.writable ? "rw" : "ro", $0.format ?? "-",
+                $0.problem.map { "unavailable: \($0)" } ?? "ok",
+            ]
+        })
+}
+
+struct VolumeFlatten: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "flatten",
+        abstract: "Copy everything a volume still reads from its base image into the pool, then drop the base.",
+        discussion: "I/O to the volume continues meanwhile. An interrupted flatten resumes when the daemon starts, or when run again.")
+    @OptionGroup var options: PoolOptions
+    @Argument(help: "Volume name.") var name: String
+
+    func run() throws {
+        _ = try self.options.execute(.flattenVolume(name: self.name), progressLabel: "flatten \(self.name)")
+        print("flattened volume \(self.name): it no longer needs its base image")
+    }
+}
+
+struct VolumeRebase: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rebase",
+        abstract: "Point a volume at another base image file that reads identically wherever the volume reads its base.")
+    @OptionGroup var options: PoolOptions
+    @Argument(help: "Volume name.") var name: String
+    @Option(help: "The new base image file (raw or qcow2).") var base: String
+
+    func run() throws {
+        let path = absolutePath(self.base)
+        _ = try self.options.execute(.rebaseVolume(name: self.name, base: path))
+        print("rebased volume \(self.name) onto \(path)")
     }
 }
 
@@ -33,13 +115,17 @@ struct VolumeList: ParsableCommand {
         guard case .volumes(let volumes) = try self.options.execute(.listVolumes) else { return }
         if self.json { return printJSON(volumes) }
         printTable(
-            ["NAME", "SIZE", "ALLOCATED", "SNAPSHOTS", "ORIGIN", "CREATED"],
-            volumes.map {
+            ["NAME", "SIZE", "ALLOCATED", "SNAPSHOTS", "ORIGIN", "BASE", "CREATED"],
+            volumes.map { volume in
                 [
-                    $0.name, SizeParser.format($0.sizeBytes), SizeParser.format($0.allocatedBytes), "\($0.snapshots)",
-                    $0.origin ?? "-", $0.createdAt,
+                    volume.name, SizeParser.format(volume.sizeBytes), SizeParser.format(volume.allocatedBytes),
+                    "\(volume.snapshots)", volume.origin ?? "-",
+                    volume.base.map { volume.baseProblem == nil ? $0 : "\($0) (unavailable)" } ?? "-", volume.createdAt,
                 ]
             })
+        for volume in volumes {
+            if let problem = volume.baseProblem { printError(problem) }
+        }
     }
 }
 
