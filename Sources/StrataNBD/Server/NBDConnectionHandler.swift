@@ -272,7 +272,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         let lanes = min(batch.count, Self.lanes)
         let executor = NBDRequestExecutor(
             pool: self.pool, export: export, structured: self.negotiation.structuredReplies,
-            allocationContext: self.negotiation.allocationContext(for: export.name))
+            allocationContext: self.negotiation.allocationContext(for: export.name), logger: self.logger)
         let allocator = context.channel.allocator
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         for lane in 0..<lanes {

@@ -5,6 +5,7 @@
 // (one OFFSET_DATA when DF is set); BLOCK_STATUS answers `base:allocation` from the mapping
 // tree. Engine errors map to NBD errors in one place, `nbdErrno`.
 
+import Logging
 import NIOCore
 import StrataCore
 
@@ -13,6 +14,9 @@ struct NBDRequestExecutor {
     let export: NBDExport
     let structured: Bool
     let allocationContext: Bool
+    /// Failures the client sees only as an errno (EIO) are logged with their message, which
+    /// names the damaged page or the unavailable base image and the fix.
+    let logger: Logger
 
     static func nbdErrno(_ error: StrataError) -> NBD.Errno {
         switch error.code {
@@ -29,6 +33,9 @@ struct NBDRequestExecutor {
         do throws(StrataError) {
             try self.perform(request, into: &out, allocator: allocator)
         } catch {
+            if error.code == .io || error.code == .corrupt || error.code == .failed {
+                self.logger.warning("\(error.message)")
+            }
             out.clear()
             self.writeError(into: &out, cookie: request.cookie, errno: Self.nbdErrno(error), message: error.message)
         }
