@@ -28,3 +28,50 @@ build_strata() {
 free_port() {
     /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
+
+wait_port() { for _ in $(seq 1 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+# wait_daemon PORT: the NBD port and the control socket are both up.
+wait_daemon() {
+    wait_port "$1"
+    for _ in $(seq 1 200); do [ -S "$STRATA_POOL/control.sock" ] && return 0; sleep 0.05; done
+    echo "control socket never appeared in $STRATA_POOL" >&2; exit 1
+}
+
+# fio_job URI NAME RW BS DEPTH [extra...]: prints IOPS and MiB/s of one run (JSON parsed).
+fio_job() {
+    local uri=$1 name=$2 rw=$3 bs=$4 depth=$5; shift 5
+    # fio's nbd engine prints a line on stdout, so the JSON goes to a file.
+    local out=$BENCH_DIR/fio.json
+    fio --name="$name" --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" --iodepth="$depth" --size="$SIZE" \
+        --runtime="$RUNTIME" --time_based --ramp_time=1 --randrepeat=0 --group_reporting --output-format=json \
+        --output="$out" "$@" >/dev/null 2>&1
+    /usr/bin/python3 - "$out" <<'PY'
+import json, sys
+job = json.load(open(sys.argv[1]))["jobs"][0]
+side = job["write"] if job["write"]["io_bytes"] > 0 else job["read"]
+print("%.0f %.1f" % (side["iops"], side["bw_bytes"] / 1048576))
+PY
+}
+
+# median of numbers on stdin
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+# ratio A B: A / B with two decimals, "-" when B is zero.
+ratio() { awk "BEGIN { if ($2 > 0) printf \"%.2f\", $1 / $2; else print \"-\" }"; }
+
+# run_jobs PEER URI JOB...: runs each JOB (NAME:RW:BS:DEPTH) REPEAT times and stores the median
+# in RESULT[PEER,NAME] (MiB/s for 1M blocks, else IOPS). The caller declares RESULT (-A).
+run_jobs() {
+    local peer=$1 uri=$2 spec job rw bs depth iops mibs
+    shift 2
+    for spec in "$@"; do
+        IFS=: read -r job rw bs depth <<<"$spec"
+        local values=()
+        for _ in $(seq 1 "$REPEAT"); do
+            read -r iops mibs < <(fio_job "$uri" "$job" "$rw" "$bs" "$depth")
+            if [ "$bs" = "1M" ]; then values+=("$mibs"); else values+=("$iops"); fi
+        done
+        RESULT[$peer,$job]=$(printf '%s\n' "${values[@]}" | median)
+        echo "   $job: ${RESULT[$peer,$job]} (runs: ${values[*]})" >&2
+    done
+}

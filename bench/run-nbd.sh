@@ -20,33 +20,6 @@ RUNTIME=${RUNTIME:-8}
 REPEAT=${REPEAT:-3}
 build_strata
 
-wait_port() { for _ in $(seq 1 200); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
-# wait_daemon PORT: the NBD port and the control socket are both up.
-wait_daemon() {
-    wait_port "$1"
-    for _ in $(seq 1 200); do [ -S "$STRATA_POOL/control.sock" ] && return 0; sleep 0.05; done
-    echo "control socket never appeared in $STRATA_POOL" >&2; exit 1
-}
-
-# fio_job URI NAME RW BS DEPTH [extra...]: prints IOPS and MiB/s of one run (JSON parsed).
-fio_job() {
-    local uri=$1 name=$2 rw=$3 bs=$4 depth=$5; shift 5
-    # fio's nbd engine prints a line on stdout, so the JSON goes to a file.
-    local out=$BENCH_DIR/fio.json
-    fio --name="$name" --ioengine=nbd --uri="$uri" --rw="$rw" --bs="$bs" --iodepth="$depth" --size="$SIZE" \
-        --runtime="$RUNTIME" --time_based --ramp_time=1 --randrepeat=0 --group_reporting --output-format=json \
-        --output="$out" "$@" >/dev/null 2>&1
-    /usr/bin/python3 - "$out" <<'PY'
-import json, sys
-job = json.load(open(sys.argv[1]))["jobs"][0]
-side = job["write"] if job["write"]["io_bytes"] > 0 else job["read"]
-print("%.0f %.1f" % (side["iops"], side["bw_bytes"] / 1048576))
-PY
-}
-
-# median of numbers on stdin
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-
 JOBS=("seqwrite-1M:write:1M:8" "seqread-1M:read:1M:8" "randwrite-4k-qd1:randwrite:4k:1" "randwrite-4k-qd32:randwrite:4k:32"
       "randread-4k-qd1:randread:4k:1" "randread-4k-qd32:randread:4k:32")
 declare -A RESULT
@@ -60,16 +33,7 @@ run_peer() {
     RESULT[$peer,fresh-randwrite-4k-qd32]=$iops
     # Fill the whole image so reads read data and random writes overwrite.
     fio --name=fill --ioengine=nbd --uri="$uri" --rw=write --bs=1M --iodepth=8 --size="$SIZE" >/dev/null 2>&1
-    for spec in "${JOBS[@]}"; do
-        IFS=: read -r job rw bs depth <<<"$spec"
-        local values=()
-        for _ in $(seq 1 "$REPEAT"); do
-            read -r iops mibs < <(fio_job "$uri" "$job" "$rw" "$bs" "$depth")
-            if [ "$bs" = "1M" ]; then values+=("$mibs"); else values+=("$iops"); fi
-        done
-        RESULT[$peer,$job]=$(printf '%s\n' "${values[@]}" | median)
-        echo "   $job: ${RESULT[$peer,$job]} (runs: ${values[*]})" >&2
-    done
+    run_jobs "$peer" "$uri" "${JOBS[@]}"
 }
 
 # Strata
@@ -135,7 +99,6 @@ PIDS+=($!)
 wait_port $PORT
 run_peer qemu-nbd-qcow2 "nbd://127.0.0.1:$PORT/"
 
-ratio() { awk "BEGIN { if ($2 > 0) printf \"%.2f\", $1 / $2; else print \"-\" }"; }
 echo
 echo "| job (unit) | Strata | nbdkit file | qemu-nbd raw | qemu-nbd qcow2 | Strata / nbdkit | Strata / qcow2 |"
 echo "|---|---:|---:|---:|---:|---:|---:|"

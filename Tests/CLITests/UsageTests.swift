@@ -48,6 +48,16 @@ struct UsageTests {
         HelpCase(path: ["pool", "init"], mentions: ["--metadata-size"]),
         HelpCase(path: ["volume", "delete"], mentions: ["--force"]),
         HelpCase(path: ["snapshot", "delete"], mentions: ["--force"]),
+        HelpCase(path: ["volume"], mentions: ["layers", "flatten", "rebase"]),
+        HelpCase(path: ["volume", "create"], mentions: ["--base", "qcow2"]),
+        HelpCase(path: ["volume", "layers"], mentions: ["--pool", "--json", "<name>"]),
+        HelpCase(path: ["volume", "flatten"], mentions: ["--pool", "<name>", "resumes"]),
+        HelpCase(path: ["volume", "rebase"], mentions: ["--pool", "--base", "<name>"]),
+        HelpCase(path: ["layer"], mentions: ["push", "list"]),
+        HelpCase(path: ["layer", "push"], mentions: ["--pool", "<volume>", "<name>", "layerN"]),
+        HelpCase(path: ["layer", "list"], mentions: ["--pool", "--json", "<volume>"]),
+        HelpCase(path: ["overlay"], mentions: ["--pool", "<file>", "--name", "--nbd", "--iscsi", "qcow2"]),
+        HelpCase(path: ["serve"], mentions: ["--overlay", "--overlay-name"]),
     ]
 
     @Test("--help exits 0 and describes the command", arguments: Self.helpCases)
@@ -67,7 +77,10 @@ struct UsageTests {
     func topLevelHelp() throws {
         let result = try run(["--help"])
         expectSuccess(result)
-        for command in ["serve", "pool", "volume", "snapshot", "clone", "import", "export", "diff", "check", "connections", "iscsi"] {
+        for command in [
+            "serve", "pool", "volume", "snapshot", "clone", "import", "export", "diff", "check", "connections", "iscsi",
+            "layer", "overlay",
+        ] {
             #expect(result.stdout.contains(command), "top-level help lacks \(command): \(result)")
         }
         #expect(result.stdout.contains("STRATA_POOL"), "\(result)")
@@ -78,7 +91,8 @@ struct UsageTests {
         "serve refuses a bad address, log level or commit interval before touching any pool",
         arguments: [
             ["--nbd", "bogus"], ["--nbd", "127.0.0.1:99999"], ["--iscsi", "bogus"], ["--iscsi", "127.0.0.1:0"],
-            ["--log-level", "loud"], ["--commit-interval", "0"],
+            ["--log-level", "loud"], ["--commit-interval", "0"], ["--overlay-name", "vm"],
+            ["--overlay", "disk.qcow2", "--overlay-name", "bad/name"],
         ])
     func serveRefusesBadOptions(_ arguments: [String]) throws {
         let sandbox = try Sandbox()
@@ -195,6 +209,12 @@ struct UsageTests {
         Invocation(args: ["export", "vm1"]),
         Invocation(args: ["diff", "vm1@s1"]),
         Invocation(args: ["pool", "init", "--size"]),
+        Invocation(args: ["volume", "layers"]),
+        Invocation(args: ["volume", "flatten"]),
+        Invocation(args: ["volume", "rebase", "vm1"]),
+        Invocation(args: ["layer", "push"]),
+        Invocation(args: ["layer", "list"]),
+        Invocation(args: ["overlay"]),
     ]
 
     @Test("a missing argument is a usage error naming what is missing", arguments: Self.missingArguments)

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Layered-image benchmark (issue 10): fio's nbd engine on a 2 GiB base image, all servers
+# started by this script in the same run, with a release build of Strata. Medians of REPEAT
+# runs; prints markdown tables with ratios.
+#   - a fresh Strata overlay of the raw base vs nbdkit's file plugin on (a copy of) the raw file;
+#   - a fresh Strata overlay of the same image as qcow2 vs qemu-nbd serving a new qcow2 overlay
+#     whose backing file is that qcow2;
+#   - Strata reads through a 10-layer stack vs a 1-layer stack over the raw base.
+# Reads run before writes on each target, so reads read through the base.
+#
+#   BENCH_DIR  scratch directory (default /work/bench-tmp)    SIZE  base size (default 2G)
+#   RUNTIME    seconds per job (default 6)                    REPEAT  runs per job (default 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+source scripts/toolchain.sh
+for tool in fio nbdkit qemu-nbd qemu-img qemu-io; do
+    command -v $tool >/dev/null || { echo "run-layers: $tool is missing (apt-get install fio nbdkit qemu-utils)" >&2; exit 1; }
+done
+source bench/lib.sh
+bench_init layers
+SIZE=${SIZE:-2G}
+RUNTIME=${RUNTIME:-6}
+REPEAT=${REPEAT:-3}
+build_strata
+
+echo "making a $SIZE base of random data, and the same image as qcow2" >&2
+head -c "$(numfmt --from=iec "$SIZE")" /dev/urandom >"$BENCH_DIR/base.raw"
+qemu-img convert -O qcow2 "$BENCH_DIR/base.raw" "$BENCH_DIR/base.qcow2"
+cp "$BENCH_DIR/base.raw" "$BENCH_DIR/nbdkit.raw"
+
+JOBS=("randread-4k-qd32:randread:4k:32" "seqread-1M:read:1M:8" "randwrite-4k-qd32:randwrite:4k:32")
+declare -A RESULT
+
+# Strata: overlays of the raw and the qcow2 base, and a 10-layer stack.
+export STRATA_POOL=$BENCH_DIR/strata
+PORT=$(free_port)
+"$STRATA" serve --iscsi off --nbd 127.0.0.1:$PORT --create-size 16G --log-level warning &
+PIDS+=($!)
+STRATA_PID=$!
+wait_daemon $PORT
+"$STRATA" volume create raw1 --base "$BENCH_DIR/base.raw" >/dev/null
+"$STRATA" volume create qcow1 --base "$BENCH_DIR/base.qcow2" >/dev/null
+"$STRATA" volume create stack10 --base "$BENCH_DIR/base.raw" >/dev/null
+for layer in $(seq 1 10); do
+    # Each layer holds 64 scattered 4 KiB writes, so reads cross every level of the stack.
+    fio --name=layer --ioengine=nbd --uri="nbd://127.0.0.1:$PORT/stack10" --rw=randwrite --bs=4k --number_ios=64 \
+        --size="$SIZE" --randseed=$layer >/dev/null 2>&1
+    "$STRATA" layer push stack10 >/dev/null
+done
+echo "== strata over raw" >&2
+run_jobs strata-raw "nbd://127.0.0.1:$PORT/raw1" "${JOBS[@]}"
+echo "== strata over qcow2" >&2
+run_jobs strata-qcow2 "nbd://127.0.0.1:$PORT/qcow1" "${JOBS[@]}"
+"$STRATA" volume create one --base "$BENCH_DIR/base.raw" >/dev/null
+echo "== strata 1 and 10 layers" >&2
+run_jobs strata-1layer "nbd://127.0.0.1:$PORT/one" "${JOBS[@]:0:2}"
+run_jobs strata-10layer "nbd://127.0.0.1:$PORT/stack10" "${JOBS[@]:0:2}"
+"$STRATA" check >/dev/null
+kill "$STRATA_PID"; wait "$STRATA_PID" || true
+
+# nbdkit's file plugin on the raw image itself (a copy, since the write job writes it).
+PORT=$(free_port)
+nbdkit -f -i 127.0.0.1 -p $PORT file "$BENCH_DIR/nbdkit.raw" &
+PIDS+=($!)
+wait_port $PORT
+echo "== nbdkit file" >&2
+run_jobs nbdkit-file "nbd://127.0.0.1:$PORT/" "${JOBS[@]}"
+
+# qemu-nbd on a new qcow2 overlay backed by the qcow2 base.
+qemu-img create -q -f qcow2 -b "$BENCH_DIR/base.qcow2" -F qcow2 "$BENCH_DIR/overlay.qcow2"
+PORT=$(free_port)
+qemu-nbd -f qcow2 -b 127.0.0.1 -p $PORT -t --shared=8 "$BENCH_DIR/overlay.qcow2" &
+PIDS+=($!)
+wait_port $PORT
+echo "== qemu-nbd overlay" >&2
+run_jobs qemu-nbd-overlay "nbd://127.0.0.1:$PORT/" "${JOBS[@]}"
+
+echo
+echo "| job (unit) | Strata over raw | nbdkit file (raw) | Strata / nbdkit | Strata over qcow2 | qemu-nbd qcow2 overlay | Strata / qemu-nbd |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+for spec in "${JOBS[@]}"; do
+    job=${spec%%:*}
+    unit=IOPS; [[ $job == seq* ]] && unit=MiB/s
+    a=${RESULT[strata-raw,$job]}; b=${RESULT[nbdkit-file,$job]}; c=${RESULT[strata-qcow2,$job]}; d=${RESULT[qemu-nbd-overlay,$job]}
+    echo "| $job ($unit) | $a | $b | $(ratio "$a" "$b") | $c | $d | $(ratio "$c" "$d") |"
+done
+echo
+echo "| Strata reads (unit) | 1-layer stack | 10-layer stack | 10 / 1 |"
+echo "|---|---:|---:|---:|"
+for spec in "${JOBS[@]:0:2}"; do
+    job=${spec%%:*}
+    unit=IOPS; [[ $job == seq* ]] && unit=MiB/s
+    a=${RESULT[strata-1layer,$job]}; b=${RESULT[strata-10layer,$job]}
+    echo "| $job ($unit) | $a | $b | $(ratio "$b" "$a") |"
+done
