@@ -647,11 +647,11 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     /// The answer to a command on a LUN other than 0 (SPC-4 §8.1.7: INQUIRY and REPORT LUNS still work).
     private func wrongLUN(_ cdb: CDB) -> SCSIResult {
         switch cdb.opcode {
-        case 0x12:
+        case SCSIOpcode.inquiry.rawValue:
             var data = Inquiry.standard()
             data[0] = 0x7f  // no device at this LUN
             return .good(data.truncated(to: cdb.uint16(3)))
-        case 0xa0:
+        case SCSIOpcode.reportLUNs.rawValue:
             return self.unit?.execute(cdb, data: [], nexus: self.nexus) ?? .check(.lunNotSupported)
         default:
             return .check(.lunNotSupported)
@@ -663,20 +663,11 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         self.respond(task, result: result, context: context)
     }
 
-    /// Small READs and WRITEs that need no sync run on the event loop: the engine serves them
-    /// from the page cache without waiting on a commit, and skipping the two thread hops halves
-    /// their latency. Everything else (FUA, SYNCHRONIZE CACHE, large transfers, UNMAP, ...) runs
-    /// on the thread pool.
-    static let inlineBytesMax = 128 << 10
-    static let inlineOpcodes: Set<UInt8> = [0x08, 0x28, 0xa8, 0x88, 0x0a, 0x2a, 0xaa, 0x8a]
-
+    /// Whether the command's table entry lets it run on the event loop (`InlineRule`).
     private func runsInline(_ task: Task, unit: LogicalUnit) -> Bool {
-        let opcode = task.cdb.opcode
-        guard Self.inlineOpcodes.contains(opcode), task.expectedLength <= Self.inlineBytesMax else { return false }
-        let writes = opcode == 0x0a || opcode == 0x2a || opcode == 0xaa || opcode == 0x8a
-        guard writes else { return true }
-        let fua = opcode != 0x0a && task.cdb[1] & 0x08 != 0
-        return !fua && unit.writeCache.load(ordering: .relaxed)
+        guard let spec = CommandTable.spec(for: task.cdb) else { return false }
+        return spec.runsInline(
+            task.cdb, expectedLength: task.expectedLength, writeCache: unit.writeCache.load(ordering: .relaxed))
     }
 
     private func run(_ task: Task, context: ChannelHandlerContext) {
