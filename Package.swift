@@ -109,8 +109,12 @@ let package = Package(
         .testTarget(
             name: "StrataISCSITests",
             dependencies: [
-                "StrataISCSI", "StrataCore", "StrataTesting",
+                "StrataISCSI", "StrataCore", "StrataTesting", "StrataFrontEnd",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
         ),

@@ -9,17 +9,22 @@ import Testing
 
 @testable import StrataISCSI
 
+/// A 1 MiB volume `vm1` (2048 blocks) on a small simulated pool, as a logical unit.
+func makeTestUnit() throws -> LogicalUnit {
+    let device = SimDevice(size: 512 * 4096 + 96 * 4096)
+    try Pool.format(device: device, chunkSize: 4096, metadataPages: 512)
+    let pool = try Pool(device: device)
+    try pool.createVolume("vm1", size: 1 << 20)
+    return LogicalUnit(pool: pool, handle: try pool.handle("vm1"))
+}
+
 @Suite("SCSI command table")
 struct CommandTableTests {
     let unit: LogicalUnit
     let nexus = "iqn.a,i,0x800000000001"
 
     init() throws {
-        let device = SimDevice(size: 512 * 4096 + 96 * 4096)
-        try Pool.format(device: device, chunkSize: 4096, metadataPages: 512)
-        let pool = try Pool(device: device)
-        try pool.createVolume("vm1", size: 1 << 20)
-        self.unit = LogicalUnit(pool: pool, handle: try pool.handle("vm1"))
+        self.unit = try makeTestUnit()
     }
 
     /// The smallest CDB of an entry: its opcode, its service action, zeros elsewhere.
