@@ -20,6 +20,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // MD5 for iSCSI CHAP, SHA-256 and HMAC-SHA-256 for streams and replication, with
+        // constant-time comparison; BoringSSL on Linux.
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // crc32c with SSE4.2 where the CPU has it, and fallocate(2): Swift cannot reach either.
@@ -63,6 +66,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strictSettings
         ),
@@ -104,7 +108,14 @@ let package = Package(
         ),
         .testTarget(
             name: "StrataISCSITests",
-            dependencies: ["StrataISCSI", "StrataCore", "StrataTesting"],
+            dependencies: [
+                "StrataISCSI", "StrataCore", "StrataTesting", "StrataFrontEnd",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(
@@ -137,13 +148,17 @@ package.targets.append(contentsOf: [
     .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
     .target(
         name: "StrataReplication",
-        dependencies: ["StrataCore", "CZlib", .product(name: "Logging", package: "swift-log")],
+        dependencies: [
+            "StrataCore", "CZlib", .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ],
         swiftSettings: strictSettings
     ),
     .testTarget(
         name: "StrataReplicationTests",
         dependencies: [
             "StrataReplication", "StrataCore", "StrataTesting", .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ],
         swiftSettings: strictSettings
     ),

@@ -13,6 +13,7 @@
 // replayed. The stream itself is protected by its checksums, not encrypted: run replication over
 // a trusted network or a tunnel.
 
+import Crypto
 import Foundation
 import Logging
 import StrataCore
@@ -56,6 +57,17 @@ public struct ReplicationReply: Codable, Sendable {
 enum ReplicationWire {
     static let greeting = Array("STRATA-REPLICATION 1\n".utf8)
     static let challengeBytes = 32
+
+    /// The client's answer to a challenge: HMAC-SHA-256(secret, challenge), 32 bytes.
+    static func answer(_ challenge: [UInt8], secret: [UInt8]) -> [UInt8] {
+        Array(HMAC<SHA256>.authenticationCode(for: challenge, using: SymmetricKey(data: secret)))
+    }
+
+    /// Whether `answer` is right for `challenge`, compared in constant time (swift-crypto's
+    /// `isValidAuthenticationCode`), so a wrong guess's refusal time tells nothing of the secret.
+    static func verify(_ answer: [UInt8], challenge: [UInt8], secret: [UInt8]) -> Bool {
+        HMAC<SHA256>.isValidAuthenticationCode(answer, authenticating: challenge, using: SymmetricKey(data: secret))
+    }
 
     static func reply(_ reply: ReplicationReply, on fd: Int32) {
         var data = Array((try? JSONEncoder().encode(reply)) ?? Data("{}".utf8))
@@ -130,7 +142,7 @@ public final class ReplicationServer: Sendable {
         let outcome = Result { () throws(StrataError) -> ReplicationReply in
             try TCPSocket.write(fd, ReplicationWire.greeting + challenge, what: "replication greeting")
             let answer = try TCPSocket.read(fd, count: 32, what: "the authentication answer")
-            guard HMACSHA256.equal(answer, HMACSHA256.authenticate(challenge, key: secret)) else {
+            guard ReplicationWire.verify(answer, challenge: challenge, secret: secret) else {
                 logger.warning("replication: refused \(peer): wrong secret")
                 throw StrataError(.readOnly, "replication: authentication failed: wrong secret")
             }

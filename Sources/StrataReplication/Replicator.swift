@@ -309,7 +309,7 @@ final class JobRunner: Sendable {
                 throw StrataError(.invalidArgument, "replicate: \(self.job.host):\(self.job.port) is not a Strata replication port")
             }
             let challenge = Array(hello.suffix(ReplicationWire.challengeBytes))
-            try TCPSocket.write(fd, HMACSHA256.authenticate(challenge, key: secret), what: "the authentication answer")
+            try TCPSocket.write(fd, ReplicationWire.answer(challenge, secret: secret), what: "the authentication answer")
         }
         if case .failure(let error) = greeting {
             self.disconnect(fd)

@@ -4,6 +4,7 @@
 // anything else is an error naming the byte offset where the problem starts. Nothing is handed
 // out before it is verified, so what the receiver applies is always a verified prefix.
 
+import Crypto
 import StrataCore
 
 /// What a stream says about itself, from its header (or rbd-diff metadata records).
@@ -70,7 +71,7 @@ struct StrataStreamDecoder: StreamDecoder {
         else {
             throw StrataError(.corrupt, "\(context): corrupt stream at byte offset 24: invalid volume size or resume offset")
         }
-        self.digest.update(bytes)
+        self.digest.update(data: bytes)
         self.nextOffset = header.resumeOffset
         self.compressionAllowed = header.flags & StreamHeader.flagCompression != 0
         self.description = StreamDescription(
@@ -102,7 +103,7 @@ struct StrataStreamDecoder: StreamDecoder {
             guard record.offset == self.records, record.length == self.dataBytes else {
                 throw invalid("end record counts \(record.offset) records and \(record.length) data bytes, the stream had \(self.records) and \(self.dataBytes)")
             }
-            guard HMACSHA256.equal(payload, computed) else { throw invalid("stream digest mismatch") }
+            guard computed == payload else { throw invalid("stream digest mismatch") }
             return .end
         case .data, .zero:
             guard record.length > 0, record.offset >= self.nextOffset,
@@ -124,7 +125,7 @@ struct StrataStreamDecoder: StreamDecoder {
             guard compressed ? UInt64(record.payloadLength) < expected : UInt64(record.payloadLength) == expected else {
                 throw invalid("payload of \(record.payloadLength) bytes for a record of length \(record.length)")
             }
-            self.digest.update(headerBytes)
+            self.digest.update(data: headerBytes)
             self.records += 1
             self.dataBytes += UInt64(payload.count)
             self.nextOffset = record.offset + record.length

@@ -7,6 +7,7 @@
 // as a zero record (incremental) or not at all (full: the target starts empty), so streams
 // stay as thin as the volume.
 
+import Crypto
 import StrataCore
 
 /// What `send` produced.
@@ -200,7 +201,7 @@ struct StrataStreamWriter {
             snapshotName: self.plan.target.name)
         var digest = SHA256()
         let headerBytes = header.encode()
-        digest.update(headerBytes)
+        digest.update(data: headerBytes)
         try self.output.write(headerBytes)
         summary.streamBytes += UInt64(headerBytes.count)
         let compress = self.plan.request.compress
@@ -212,10 +213,10 @@ struct StrataStreamWriter {
                 payloadLength: UInt32(payload.count), offset: piece.offset, length: piece.length,
                 payloadCRC: crc32c(payload)
             ).encode()
-            digest.update(bytes)
+            digest.update(data: bytes)
             return (bytes, payload)
         }
-        let hash = digest.finalize()
+        let hash = Array(digest.finalize())
         let end = RecordHeader(
             kind: .end, payloadLength: UInt32(hash.count), offset: summary.records, length: summary.dataBytes,
             payloadCRC: crc32c(hash))

@@ -1,10 +1,11 @@
+import Crypto
 import Testing
 
 @testable import StrataISCSI
 
 @Suite("CHAP and MD5")
 struct ChapTests {
-    /// RFC 1321 appendix A.5 test suite.
+    /// RFC 1321 appendix A.5 test suite, through swift-crypto's MD5 as CHAP uses it.
     @Test func md5MatchesRFC1321() {
         let vectors: [(String, String)] = [
             ("", "d41d8cd98f00b204e9800998ecf8427e"),
@@ -19,8 +20,34 @@ struct ChapTests {
             ),
         ]
         for (message, expected) in vectors {
-            #expect(Chap.encode(MD5.digest(Array(message.utf8))) == "0x" + expected, "MD5(\"\(message)\")")
+            #expect(
+                Chap.encode(Array(Insecure.MD5.hash(data: Array(message.utf8)))) == "0x" + expected,
+                "MD5(\"\(message)\")")
         }
+    }
+
+    /// RFC 1994 §4.1: the response is MD5(identifier || secret || challenge). The expected value
+    /// is Python's `hashlib.md5(bytes([0x2a]) + b"secret-for-all" + bytes(range(16)))`.
+    @Test func chapResponseIsMD5OfIdentifierSecretAndChallenge() {
+        let challenge = Array(UInt8(0)..<16)
+        let response = Chap.response(identifier: 0x2a, secret: "secret-for-all", challenge: challenge)
+        #expect(Chap.encode(response) == "0x44c533fa0fd768e8928ed5f372769727")
+        #expect(Chap.verify(response, identifier: 0x2a, secret: "secret-for-all", challenge: challenge))
+    }
+
+    /// The check refuses every near miss: a flipped last byte, a short or long answer, another
+    /// identifier, another secret.
+    @Test func chapVerifyRefusesNearMisses() {
+        let challenge = Array(UInt8(0)..<16)
+        let right = Chap.response(identifier: 7, secret: "secret-for-all", challenge: challenge)
+        var flipped = right
+        flipped[15] ^= 0x01
+        #expect(!Chap.verify(flipped, identifier: 7, secret: "secret-for-all", challenge: challenge))
+        #expect(!Chap.verify(Array(right.dropLast()), identifier: 7, secret: "secret-for-all", challenge: challenge))
+        #expect(!Chap.verify(right + [0], identifier: 7, secret: "secret-for-all", challenge: challenge))
+        #expect(!Chap.verify([], identifier: 7, secret: "secret-for-all", challenge: challenge))
+        #expect(!Chap.verify(right, identifier: 8, secret: "secret-for-all", challenge: challenge))
+        #expect(!Chap.verify(right, identifier: 7, secret: "secret-for-al1", challenge: challenge))
     }
 
     @Test func chapValueEncodings() {

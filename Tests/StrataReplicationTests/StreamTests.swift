@@ -3,6 +3,7 @@
 // way a stream can go wrong (a flipped byte anywhere, a truncation anywhere, a base mismatch,
 // a modified target), each of which must leave the target exactly as it was.
 
+import Crypto
 import Foundation
 @testable import StrataCore
 @testable import StrataReplication
@@ -219,15 +220,38 @@ func fingerprint(_ pool: Pool) throws -> [String] {
         #expect(Pool.check(device: device).clean)
     }
 
+    /// FIPS 180-2 SHA-256 vectors and RFC 4231 HMAC-SHA-256, through swift-crypto as the stream
+    /// digest and the replication handshake use it.
     @Test func sha256MatchesFIPSVectors() {
-        func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
-        #expect(hex(SHA256.hash([UInt8]())) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
-        #expect(hex(SHA256.hash(Array("abc".utf8))) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        func hex<Bytes: Sequence<UInt8>>(_ bytes: Bytes) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+        #expect(hex(SHA256.hash(data: [UInt8]())) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        #expect(hex(SHA256.hash(data: Array("abc".utf8))) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         let long = Array("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq".utf8)
-        #expect(hex(SHA256.hash(long)) == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        #expect(hex(SHA256.hash(data: long)) == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        // The incremental digest (the stream's) gives the same as the one-shot.
+        var incremental = SHA256()
+        for piece in stride(from: 0, to: long.count, by: 7) { incremental.update(data: long[piece..<min(piece + 7, long.count)]) }
+        #expect(hex(incremental.finalize()) == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
         // RFC 4231 test case 2.
-        let mac = HMACSHA256.authenticate(Array("what do ya want for nothing?".utf8), key: Array("Jefe".utf8))
+        let mac = HMAC<SHA256>.authenticationCode(
+            for: Array("what do ya want for nothing?".utf8), using: SymmetricKey(data: Array("Jefe".utf8)))
         #expect(hex(mac) == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+    }
+
+    /// The replication handshake's answer is HMAC-SHA-256(secret, challenge) (Python's
+    /// `hmac.new(b"replication-secret", bytes(range(32)), "sha256")`), and the check refuses
+    /// a flipped byte, a short answer and another secret.
+    @Test func replicationAnswerIsHMACOfTheChallenge() {
+        let challenge = Array(UInt8(0)..<32)
+        let secret = Array("replication-secret".utf8)
+        let answer = ReplicationWire.answer(challenge, secret: secret)
+        #expect(answer.map { String(format: "%02x", $0) }.joined() == "844fb12020db20c5d3c059b3868d42eda0252391a94103485f92e47dbcfe2043")
+        #expect(ReplicationWire.verify(answer, challenge: challenge, secret: secret))
+        var flipped = answer
+        flipped[31] ^= 0x80
+        #expect(!ReplicationWire.verify(flipped, challenge: challenge, secret: secret))
+        #expect(!ReplicationWire.verify(Array(answer.dropLast()), challenge: challenge, secret: secret))
+        #expect(!ReplicationWire.verify(answer, challenge: challenge, secret: Array("replication-secreT".utf8)))
     }
 
     @Test func resumeTokensRoundTripAndRejectTypos() throws {
@@ -311,6 +335,8 @@ func fingerprint(_ pool: Pool) throws -> [String] {
 struct StreamForge {
     var header: StreamHeader
     var records: [(header: RecordHeader, payload: [UInt8])] = []
+    /// XORed into the end record's first digest byte (its CRC still matches), to reach the digest check.
+    var digestFlip: UInt8 = 0
 
     init(volumeSize: UInt64, compression: Bool = false) {
         self.header = StreamHeader(
@@ -331,16 +357,17 @@ struct StreamForge {
     var bytes: [UInt8] {
         var digest = SHA256()
         let head = self.header.encode()
-        digest.update(head)
+        digest.update(data: head)
         var out = head
         var dataBytes: UInt64 = 0
         for (record, payload) in self.records {
             let encoded = record.encode()
-            digest.update(encoded)
+            digest.update(data: encoded)
             out += encoded + payload
             dataBytes += UInt64(payload.count)
         }
-        let hash = digest.finalize()
+        var hash = Array(digest.finalize())
+        hash[0] ^= self.digestFlip
         out += RecordHeader(kind: .end, payloadLength: UInt32(hash.count), offset: UInt64(self.records.count),
                             length: dataBytes, payloadCRC: crc32c(hash)).encode() + hash
         return out
@@ -363,6 +390,21 @@ struct StreamForge {
         if target.receiveStaging("vm") != nil { try target.abortReceive("vm") }
         #expect(try target.listVolumes().isEmpty)
         #expect(Pool.check(device: device).clean)
+    }
+
+    /// The end record's digest is checked (in constant time) against the headers read: one
+    /// flipped bit with a matching CRC is refused, and the same stream unflipped is taken.
+    @Test func aWrongStreamDigestIsRefused() throws {
+        let (_, target) = try makePool()
+        var forge = StreamForge(volumeSize: 1 << 20)
+        forge.add(.data, offset: 0, length: 4096, payload: Array(repeating: 0x5A, count: 4096))
+        forge.digestFlip = 0x01
+        let error = receive(target, "vm", forge.bytes)
+        #expect(error?.code == .corrupt)
+        #expect(error?.message.contains("stream digest mismatch") == true, "\(String(describing: error))")
+        if target.receiveStaging("vm") != nil { try target.abortReceive("vm") }
+        forge.digestFlip = 0
+        #expect(receive(target, "vm", forge.bytes) == nil)
     }
 
     /// A header claiming a volume past `Limits.volumeSizeMax` is refused at its size field.

@@ -3,6 +3,7 @@
 // snapshots, or one VOLUME@SNAPSHOT) or to every target. The daemon reads the file at each
 // login, so `strata iscsi chap set` takes effect for the next login without a restart.
 
+import Crypto
 import Foundation
 import StrataCore
 
@@ -80,13 +81,29 @@ public struct ChapSettings: Codable, Sendable, Equatable {
     }
 }
 
-/// The CHAP computations: MD5(identifier || secret || challenge), and the value encodings.
+/// The CHAP computations: MD5(identifier || secret || challenge) (RFC 1994 §4.1), with
+/// swift-crypto's MD5, and the value encodings.
 public enum Chap {
     /// CHAP_A=5 is MD5, the only algorithm RFC 7143 requires.
     public static let algorithmMD5 = "5"
 
+    /// The response a peer that knows `secret` gives to `challenge` under `identifier`.
     public static func response(identifier: UInt8, secret: String, challenge: [UInt8]) -> [UInt8] {
-        MD5.digest([identifier] + Array(secret.utf8) + challenge)
+        Array(Self.digest(identifier: identifier, secret: secret, challenge: challenge))
+    }
+
+    /// Whether `received` is the right response, compared in constant time: how long a
+    /// refusal takes says nothing about how many leading bytes of a guess were right.
+    public static func verify(_ received: [UInt8], identifier: UInt8, secret: String, challenge: [UInt8]) -> Bool {
+        Self.digest(identifier: identifier, secret: secret, challenge: challenge) == received
+    }
+
+    private static func digest(identifier: UInt8, secret: String, challenge: [UInt8]) -> Insecure.MD5Digest {
+        var hasher = Insecure.MD5()
+        hasher.update(data: [identifier])
+        hasher.update(data: Array(secret.utf8))
+        hasher.update(data: challenge)
+        return hasher.finalize()
     }
 
     /// `0x…` hexadecimal (or `0b…` base64) to bytes; nil when malformed.

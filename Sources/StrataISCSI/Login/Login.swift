@@ -255,7 +255,7 @@ public struct Login {
                 return self.failure(.authenticationFailure, request, "CHAP_N or CHAP_R missing or malformed")
             }
             guard name == credential.user,
-                response == Chap.response(identifier: identifier, secret: credential.secret, challenge: challenge)
+                Chap.verify(response, identifier: identifier, secret: credential.secret, challenge: challenge)
             else {
                 return self.failure(.authenticationFailure, request, "CHAP response for user \(name) is wrong")
             }

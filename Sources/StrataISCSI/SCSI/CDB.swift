@@ -1,5 +1,5 @@
-// Reading command descriptor blocks: big-endian fields by byte offset, and the common shapes
-// of the block commands (LBA and transfer length at the offsets each CDB size puts them).
+// Reading command descriptor blocks: big-endian fields by byte offset, and the LBA and transfer
+// length of the block commands where their `CommandTable` entries say they sit.
 
 /// A CDB, at least 16 bytes (shorter CDBs are padded with zeros by the transport).
 public struct CDB: Sendable {
@@ -24,22 +24,15 @@ public struct CDB: Sendable {
         self.bytes[offset..<offset + count].reduce(0) { $0 << 8 | UInt64($1) }
     }
 
-    /// LBA and number of blocks of READ, WRITE, VERIFY and WRITE AND VERIFY (6, 10, 12 and 16), ORWRITE,
-    /// WRITE SAME (10, 16), SYNCHRONIZE CACHE and PRE-FETCH (10, 16).
+    /// LBA and number of blocks of a block command, at the offsets its entry in `CommandTable`
+    /// gives; other CDBs are read as the 10-byte layout.
     public var extent: (lba: UInt64, blocks: UInt64) {
-        switch self.opcode {
-        case 0x08, 0x0a:
-            let blocks = UInt64(self.bytes[4])
-            return (UInt64(self.bytes[1] & 0x1f) << 16 | self.uint16(2), blocks == 0 ? 256 : blocks)
-        case 0xa8, 0xaa, 0xae, 0xaf:
-            return (self.uint32(2), self.uint32(6))
-        case 0x88, 0x8a, 0x8b, 0x8e, 0x8f, 0x93, 0x91, 0x90:
-            return (self.uint64(2), self.uint32(10))
-        case 0x89:
-            return (self.uint64(2), UInt64(self.bytes[13]))
-        default:
-            return (self.uint32(2), self.uint16(7))
-        }
+        (CommandTable.spec(opcode: self.opcode)?.extent ?? BlockExtent(.cdb10)).read(self)
+    }
+
+    /// FUA (byte 1 bit 3) of the CDBs of 10 bytes and more; 6-byte CDBs have no such bit.
+    public var forceUnitAccess: Bool {
+        SCSIOpcode.cdbLength(of: self.opcode) > 6 && self.bytes[1] & 0x08 != 0
     }
 }
 

@@ -4,7 +4,12 @@
 // freed block reads as zeros), GET LBA STATUS reads the mapping tree, SYNCHRONIZE CACHE is an
 // engine commit, and a write the pool has no space for ends in SPACE ALLOCATION FAILED.
 //
-// `execute` blocks on disk I/O: the connection calls it from a thread pool.
+// Which commands exist, and how each is checked and run, is `CommandTable`'s: this file holds
+// the checks common to every command and the commands' bodies, which the table's handlers call.
+//
+// `execute` may block on disk I/O. The connection runs small READs and WRITEs that need no sync
+// inline on its event loop (the engine serves them from the page cache; `InlineRule`) and
+// everything else on the target's thread pool.
 
 import Foundation
 import StrataCore
@@ -50,41 +55,13 @@ public final class LogicalUnit: Sendable {
     /// `expectedLength` is the initiator's Expected Data Transfer Length.
     public func dataOutLength(_ cdb: CDB, nexus: String, expectedLength: Int) -> Result<Int, SCSIError> {
         if let early = self.precheck(cdb, nexus: nexus) { return .failure(SCSIError(early)) }
-        let length = self.dataOutLength(cdb)
-        // COMPARE AND WRITE and WRITE SAME cannot act on part of their data: a Data-Out buffer of
-        // another size than the CDB asks for is refused.
-        if (cdb.opcode == 0x89 || cdb.opcode == 0x41 || cdb.opcode == 0x93) && expectedLength != length {
-            return .failure(SCSIError(.check(.invalidField(byte: cdb.opcode == 0x89 ? 13 : 1))))
+        // `precheck` refuses a CDB that has no entry.
+        guard let spec = CommandTable.spec(for: cdb) else { return .failure(SCSIError(.check(.invalidOpcode))) }
+        let length = spec.dataOut.length(cdb)
+        if let field = spec.exactDataOutField, expectedLength != length {
+            return .failure(SCSIError(.check(.invalidField(byte: field))))
         }
         return .success(length)
-    }
-
-    private func dataOutLength(_ cdb: CDB) -> Int {
-        switch cdb.opcode {
-        case 0x0a, 0x2a, 0xaa, 0x8a, 0x8b, 0x2e, 0xae, 0x8e:
-            return Int(cdb.extent.blocks << Self.blockShift)
-        case 0x2f, 0xaf, 0x8f:
-            // VERIFY: BYTCHK 01b sends the blocks, 11b one block; 00b nothing.
-            switch (cdb[1] >> 1) & 0x03 {
-            case 1: return Int(cdb.extent.blocks << Self.blockShift)
-            case 3: return cdb.extent.blocks == 0 ? 0 : Int(Self.blockSize)
-            default: return 0
-            }
-        case 0x41, 0x93:
-            return cdb.opcode == 0x93 && cdb[1] & 0x01 != 0 ? 0 : Int(Self.blockSize)
-        case 0x89:
-            return Int(cdb.extent.blocks << Self.blockShift) * 2
-        case 0x42:
-            return Int(cdb.uint16(7))
-        case 0x15:
-            return Int(cdb[4])
-        case 0x55:
-            return Int(cdb.uint16(7))
-        case 0x5f:
-            return Int(cdb.uint32(5))
-        default:
-            return 0
-        }
     }
 
     /// Opcode, write protection, reservation and range checks common to every command.
@@ -93,31 +70,20 @@ public final class LogicalUnit: Sendable {
             if CommandTable.serviceActionOpcodes.contains(cdb.opcode) { return .check(.invalidField(byte: 1)) }
             return .check(.invalidOpcode)
         }
-        if spec.access != .always || cdb.opcode == 0x1a || cdb.opcode == 0x5a,
-            let attention = self.reservations.takeAttention(nexus)
+        if spec.access != .always, let attention = self.reservations.takeAttention(nexus)
         {
             return .check(attention)
         }
         if !self.reservations.allows(nexus, spec.access) { return .reservationConflict }
         if spec.writes && self.readOnly { return .check(.writeProtected) }
-        if let extentCheck = self.checkExtent(cdb) { return extentCheck }
+        if let extent = spec.extent, let extentCheck = self.checkExtent(cdb, extent) { return extentCheck }
         return nil
     }
 
-    /// The commands with an LBA and a number of blocks.
-    static let blockCommands: Set<UInt8> = [
-        0x08, 0x0a, 0x28, 0x2a, 0xa8, 0xaa, 0x88, 0x8a, 0x8b, 0x2e, 0xae, 0x8e, 0x2f, 0xaf, 0x8f, 0x41, 0x93, 0x89, 0x34,
-        0x90, 0x35, 0x91,
-    ]
-
     /// LBA range, transfer length and protection-field checks of the block commands.
-    private func checkExtent(_ cdb: CDB) -> SCSIResult? {
-        let opcode = cdb.opcode
-        guard Self.blockCommands.contains(opcode) else { return nil }
+    private func checkExtent(_ cdb: CDB, _ extent: BlockExtent) -> SCSIResult? {
         // RDPROTECT / WRPROTECT / VRPROTECT: no protection information here (SBC-4 §4.22).
-        if opcode != 0x08 && opcode != 0x0a && opcode != 0x34 && opcode != 0x90 && opcode != 0x35 && opcode != 0x91
-            && cdb[1] & 0xe0 != 0
-        {
+        if extent.protectionField && cdb[1] & 0xe0 != 0 {
             return .check(.invalidField(byte: 1, bit: 7))
         }
         let capacity: UInt64
@@ -128,26 +94,24 @@ public final class LogicalUnit: Sendable {
         let (lba, blocks) = Self.extent(cdb, capacity: capacity)
         let (end, overflow) = lba.addingReportingOverflow(blocks)
         if overflow || end > capacity || (blocks == 0 && lba > capacity) { return .check(.lbaOutOfRange) }
-        switch opcode {
-        case 0x41, 0x93:
-            if blocks > Self.maxWriteSameBlocks { return .check(.invalidField(byte: opcode == 0x41 ? 7 : 10)) }
-        case 0x89:
-            if blocks > Self.maxCompareAndWriteBlocks { return .check(.invalidField(byte: 13)) }
-        case 0x35, 0x91, 0x34, 0x90, 0x2f, 0xaf, 0x8f:
-            break
-        default:
-            if blocks > Self.maxTransferBlocks { return .check(.invalidField(byte: opcode == 0x28 ? 7 : 6)) }
+        let blocksMax: UInt64
+        switch extent.limit {
+        case .transfer: blocksMax = Self.maxTransferBlocks
+        case .writeSame: blocksMax = Self.maxWriteSameBlocks
+        case .compareAndWrite: blocksMax = Self.maxCompareAndWriteBlocks
+        case .none: return nil
         }
+        if blocks > blocksMax { return .check(.invalidField(byte: extent.lengthByte)) }
         return nil
     }
-
-    static let toEndCommands: Set<UInt8> = [0x35, 0x91, 0x34, 0x90, 0x41, 0x93]
 
     /// A block command's LBA and number of blocks, where 0 blocks means "to the end of the
     /// medium" for SYNCHRONIZE CACHE, PRE-FETCH and WRITE SAME (WSNZ is 0).
     static func extent(_ cdb: CDB, capacity: UInt64) -> (lba: UInt64, blocks: UInt64) {
         let (lba, blocks) = cdb.extent
-        guard blocks == 0, Self.toEndCommands.contains(cdb.opcode) else { return (lba, blocks) }
+        guard blocks == 0, CommandTable.spec(opcode: cdb.opcode)?.extent?.zeroMeansToEnd == true else {
+            return (lba, blocks)
+        }
         return (lba, lba < capacity ? capacity - lba : 0)
     }
 
@@ -165,45 +129,10 @@ public final class LogicalUnit: Sendable {
         }
     }
 
+    /// Runs the command's handler from the table.
     private func dispatch(_ cdb: CDB, data: [UInt8], nexus: String) throws(SCSIError) -> SCSIResult {
-        switch cdb.opcode {
-        case 0x00: return .good()
-        case 0x03: return self.requestSense(cdb, nexus: nexus)
-        case 0x12: return try Inquiry.respond(cdb, unit: self)
-        case 0x1a, 0x5a: return try ModePages.sense(cdb, unit: self)
-        case 0x15, 0x55: return try ModePages.select(cdb, data: data, unit: self)
-        case 0x16:
-            return self.reservations.reserveLegacy(nexus) ? .good() : .reservationConflict
-        case 0x17:
-            self.reservations.releaseLegacy(nexus)
-            return .good()
-        case 0x1b, 0x1e:
-            return .good()
-        case 0x25: return try self.readCapacity10(cdb)
-        case 0x9e where cdb.serviceAction == 0x10: return try self.readCapacity16(cdb)
-        case 0x9e: return try self.lbaStatus(cdb)
-        case 0x08, 0x28, 0xa8, 0x88: return try self.read(cdb)
-        case 0x0a, 0x2a, 0xaa, 0x8a, 0x2e, 0xae, 0x8e: return try self.write(cdb, data: data)
-        case 0x8b: return try self.orWrite(cdb, data: data)
-        case 0x2f, 0xaf, 0x8f: return try self.verify(cdb, data: data)
-        case 0x34, 0x90: return .good()
-        case 0x35, 0x91:
-            try self.engine { () throws(StrataError) in try self.pool.flush() }
-            return .good()
-        case 0x41, 0x93: return try self.writeSame(cdb, data: data)
-        case 0x42: return try self.unmap(cdb, data: data)
-        case 0x89: return try self.compareAndWrite(cdb, data: data)
-        case 0x5e: return self.persistentReserveIn(cdb)
-        case 0x5f: return self.persistentReserveOut(cdb, data: data, nexus: nexus)
-        case 0xa0: return try self.reportLUNs(cdb)
-        case 0xa3 where cdb.serviceAction == 0x0c: return try SupportedOperations.respond(cdb)
-        case 0xa3:
-            let length = cdb.uint32(6)
-            guard length >= 4 else { return .check(.invalidField(byte: 6)) }
-            return .good([0xca, 0x00, 0, 0].truncated(to: length))
-        default:
-            return .check(.invalidOpcode)
-        }
+        guard let spec = CommandTable.spec(for: cdb) else { return .check(.invalidOpcode) }
+        return try spec.handler(self, cdb, data, nexus)
     }
 
     /// Runs engine work, turning its errors into sense data.
@@ -224,23 +153,29 @@ public final class LogicalUnit: Sendable {
         }
     }
 
-    // MARK: Commands
+    // MARK: Commands (called by the handlers in `CommandTable`)
 
-    private func requestSense(_ cdb: CDB, nexus: String) -> SCSIResult {
+    func requestSense(_ cdb: CDB, nexus: String) -> SCSIResult {
         let descriptor = cdb[1] & 0x01 != 0
         let code = self.reservations.takeAttention(nexus) ?? .noSense
         let sense = descriptor ? code.descriptor() : code.fixed()
         return .good(sense.truncated(to: UInt64(cdb[4])))
     }
 
-    private func readCapacity10(_ cdb: CDB) throws(SCSIError) -> SCSIResult {
+    /// SYNCHRONIZE CACHE: an engine commit (the range is not looked at: a commit covers everything).
+    func synchronizeCache() throws(SCSIError) -> SCSIResult {
+        try self.engine { () throws(StrataError) in try self.pool.flush() }
+        return .good()
+    }
+
+    func readCapacity10(_ cdb: CDB) throws(SCSIError) -> SCSIResult {
         if cdb[8] & 0x01 == 0 && cdb.uint32(2) != 0 { return .check(.invalidField(byte: 2)) }
         let capacity = try self.engine { () throws(StrataError) in try self.capacityBlocks() }
         let last = capacity == 0 ? 0 : capacity - 1
         return .good(BigEndian.bytes(min(last, 0xffff_ffff), 4) + BigEndian.bytes(Self.blockSize, 4))
     }
 
-    private func readCapacity16(_ cdb: CDB) throws(SCSIError) -> SCSIResult {
+    func readCapacity16(_ cdb: CDB) throws(SCSIError) -> SCSIResult {
         let capacity = try self.engine { () throws(StrataError) in try self.capacityBlocks() }
         var data = BigEndian.bytes(capacity == 0 ? 0 : capacity - 1, 8) + BigEndian.bytes(Self.blockSize, 4)
         data += [0, Self.physicalExponent, 0xc0, 0]  // LBPME, LBPRZ; lowest aligned LBA 0
@@ -248,7 +183,7 @@ public final class LogicalUnit: Sendable {
         return .good(data.truncated(to: cdb.uint32(10)))
     }
 
-    private func read(_ cdb: CDB) throws(SCSIError) -> SCSIResult {
+    func read(_ cdb: CDB) throws(SCSIError) -> SCSIResult {
         let (lba, blocks) = cdb.extent
         guard blocks > 0 else { return .good() }
         let bytes = try self.engine { () throws(StrataError) in
@@ -257,17 +192,17 @@ public final class LogicalUnit: Sendable {
         return .good(bytes)
     }
 
-    private func write(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
+    func write(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
         let (lba, _) = cdb.extent
         guard !data.isEmpty else { return .good() }
-        let fua = (cdb.opcode != 0x0a && cdb[1] & 0x08 != 0) || !self.writeCache.load(ordering: .relaxed)
+        let fua = cdb.forceUnitAccess || !self.writeCache.load(ordering: .relaxed)
         try self.engine { () throws(StrataError) in
             try self.pool.write(self.handle, at: lba << Self.blockShift, data, fua: fua)
         }
         return .good()
     }
 
-    private func verify(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
+    func verify(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
         let (lba, blocks) = cdb.extent
         let check = (cdb[1] >> 1) & 0x03
         if check == 2 { return .check(.invalidField(byte: 1, bit: 2)) }
@@ -306,13 +241,13 @@ public final class LogicalUnit: Sendable {
         return (0..<common).first { a[$0] != b[$0] }
     }
 
-    private func writeSame(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
+    func writeSame(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
         let capacity = try self.engine { () throws(StrataError) in try self.capacityBlocks() }
         let (lba, blocks) = Self.extent(cdb, capacity: capacity)
         let flags = cdb[1]
         if flags & 0x10 != 0 { return .check(.invalidField(byte: 1, bit: 4)) }  // ANCHOR: no anchored state
         if flags & 0x06 != 0 { return .check(.invalidField(byte: 1, bit: 1)) }  // PBDATA, LBDATA
-        let noData = cdb.opcode == 0x93 && flags & 0x01 != 0
+        let noData = cdb.opcode == SCSIOpcode.writeSame16.rawValue && flags & 0x01 != 0
         let unmap = flags & 0x08 != 0
         let pattern = noData ? [UInt8](repeating: 0, count: Int(Self.blockSize)) : data
         guard pattern.count == Int(Self.blockSize) else { return .check(.invalidFieldInInformationUnit) }
@@ -342,7 +277,7 @@ public final class LogicalUnit: Sendable {
         return .good()
     }
 
-    private func unmap(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
+    func unmap(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
         if cdb[1] & 0x01 != 0 { return .check(.invalidField(byte: 1, bit: 0)) }  // ANCHOR
         guard !data.isEmpty else { return .good() }
         guard data.count >= 8 else { return .check(.parameterListLengthError) }
@@ -367,12 +302,12 @@ public final class LogicalUnit: Sendable {
         return .good()
     }
 
-    private func compareAndWrite(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
+    func compareAndWrite(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
         let (lba, blocks) = cdb.extent
         guard blocks > 0 else { return .good() }
         let length = Int(blocks << Self.blockShift)
         guard data.count == 2 * length else { return .check(.invalidFieldInInformationUnit) }
-        let fua = cdb[1] & 0x08 != 0 || !self.writeCache.load(ordering: .relaxed)
+        let fua = cdb.forceUnitAccess || !self.writeCache.load(ordering: .relaxed)
         return try self.compareLock.withLock { _ throws(SCSIError) -> SCSIResult in
             let stored = try self.engine { () throws(StrataError) in
                 try self.pool.read(self.handle, at: lba << Self.blockShift, count: length)
@@ -389,10 +324,10 @@ public final class LogicalUnit: Sendable {
 
     /// ORWRITE(16) (SBC-3 §5.10): each byte becomes itself OR the byte sent; atomic against
     /// other ORWRITEs and COMPARE AND WRITEs.
-    private func orWrite(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
+    func orWrite(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
         let (lba, _) = cdb.extent
         guard !data.isEmpty else { return .good() }
-        let fua = cdb[1] & 0x08 != 0 || !self.writeCache.load(ordering: .relaxed)
+        let fua = cdb.forceUnitAccess || !self.writeCache.load(ordering: .relaxed)
         return try self.compareLock.withLock { _ throws(SCSIError) -> SCSIResult in
             var stored = try self.engine { () throws(StrataError) in
                 try self.pool.read(self.handle, at: lba << Self.blockShift, count: data.count)
@@ -405,7 +340,7 @@ public final class LogicalUnit: Sendable {
         }
     }
 
-    private func lbaStatus(_ cdb: CDB) throws(SCSIError) -> SCSIResult {
+    func lbaStatus(_ cdb: CDB) throws(SCSIError) -> SCSIResult {
         let lba = cdb.uint64(2)
         let allocation = cdb.uint32(10)
         let capacity = try self.engine { () throws(StrataError) in try self.capacityBlocks() }
@@ -428,7 +363,7 @@ public final class LogicalUnit: Sendable {
         return .good(data.truncated(to: allocation))
     }
 
-    private func reportLUNs(_ cdb: CDB) throws(SCSIError) -> SCSIResult {
+    func reportLUNs(_ cdb: CDB) throws(SCSIError) -> SCSIResult {
         let allocation = cdb.uint32(6)
         guard allocation >= 16 else { return .check(.invalidField(byte: 6)) }
         let select = cdb[2]
@@ -442,7 +377,7 @@ public final class LogicalUnit: Sendable {
         return .good(data.truncated(to: allocation))
     }
 
-    private func persistentReserveIn(_ cdb: CDB) -> SCSIResult {
+    func persistentReserveIn(_ cdb: CDB) -> SCSIResult {
         let allocation = cdb.uint16(7)
         let data: [UInt8]
         switch cdb.serviceAction {
@@ -455,7 +390,7 @@ public final class LogicalUnit: Sendable {
         return .good(data.truncated(to: allocation))
     }
 
-    private func persistentReserveOut(_ cdb: CDB, data: [UInt8], nexus: String) -> SCSIResult {
+    func persistentReserveOut(_ cdb: CDB, data: [UInt8], nexus: String) -> SCSIResult {
         guard let action = ReservationState.OutAction(rawValue: cdb.serviceAction) else {
             return .check(.invalidField(byte: 1))
         }

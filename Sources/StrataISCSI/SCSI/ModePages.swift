@@ -44,7 +44,7 @@ enum ModePages {
     }
 
     static func sense(_ cdb: CDB, unit: LogicalUnit) throws(SCSIError) -> SCSIResult {
-        let ten = cdb.opcode == 0x5a
+        let ten = cdb.opcode == SCSIOpcode.modeSense10.rawValue
         let disableBlockDescriptors = cdb[1] & 0x08 != 0
         let longLBA = ten && cdb[1] & 0x10 != 0
         let pageControl = cdb[2] >> 6
@@ -90,7 +90,7 @@ enum ModePages {
     /// MODE SELECT: the caching page's WCE is the one changeable field; anything else must equal
     /// the current value.
     static func select(_ cdb: CDB, data: [UInt8], unit: LogicalUnit) throws(SCSIError) -> SCSIResult {
-        let ten = cdb.opcode == 0x55
+        let ten = cdb.opcode == SCSIOpcode.modeSelect10.rawValue
         if cdb[1] & 0x01 != 0 { return .check(.invalidField(byte: 1, bit: 0)) }  // SP: nothing is saved
         guard !data.isEmpty else { return .good() }
         let headerLength = ten ? 8 : 4
@@ -116,46 +116,5 @@ enum ModePages {
         }
         if let newCache { unit.writeCache.store(newCache, ordering: .relaxed) }
         return .good()
-    }
-}
-
-/// REPORT SUPPORTED OPERATION CODES (SPC-4 §6.35) from the command table.
-enum SupportedOperations {
-    static func respond(_ cdb: CDB) throws(SCSIError) -> SCSIResult {
-        let timeouts = cdb[2] & 0x80 != 0
-        let options = cdb[2] & 0x07
-        let opcode = cdb[3]
-        let serviceAction = UInt8(truncatingIfNeeded: cdb.uint16(4))
-        let allocation = cdb.uint32(6)
-        let timeoutDescriptor: [UInt8] = [0, 10, 0, 0] + BigEndian.bytes(30, 4) + BigEndian.bytes(30, 4)
-        switch options {
-        case 0:
-            var list: [UInt8] = []
-            for spec in CommandTable.all {
-                list += [spec.opcode, 0] + BigEndian.bytes(UInt64(spec.serviceAction ?? 0), 2)
-                list += [0, (spec.serviceAction != nil ? 0x01 : 0) | (timeouts ? 0x02 : 0)]
-                list += BigEndian.bytes(UInt64(spec.cdbLength), 2)
-                if timeouts { list += timeoutDescriptor }
-            }
-            return .good((BigEndian.bytes(UInt64(list.count), 4) + list).truncated(to: allocation))
-        case 1, 2, 3:
-            let hasServiceActions = CommandTable.serviceActionOpcodes.contains(opcode)
-            if options == 1 && hasServiceActions { return .check(.invalidField(byte: 2)) }
-            if options == 2 && !hasServiceActions { return .check(.invalidField(byte: 2)) }
-            let spec = CommandTable.all.first {
-                $0.opcode == opcode && (!hasServiceActions || $0.serviceAction == serviceAction)
-            }
-            var data: [UInt8]
-            if let spec {
-                let usage = spec.usageMap
-                data = [0, (timeouts ? 0x80 : 0) | 0x03] + BigEndian.bytes(UInt64(usage.count), 2) + usage
-                if timeouts { data += timeoutDescriptor }
-            } else {
-                data = [0, 0x01, 0, 0]  // not supported
-            }
-            return .good(data.truncated(to: allocation))
-        default:
-            return .check(.invalidField(byte: 2))
-        }
     }
 }

@@ -10,7 +10,7 @@ import StrataCore
 import StrataFrontEnd
 import Synchronization
 
-public final class ISCSITarget: Sendable, LoginEnvironment {
+public final class ISCSITarget: Sendable, LoginEnvironment, SendTargetsDirectory {
     public let pool: Pool
     public let threadPool: NIOThreadPool
     public let registry: ConnectionRegistry
@@ -42,6 +42,10 @@ public final class ISCSITarget: Sendable, LoginEnvironment {
         if (try? self.pool.handle(object)) != nil { return object }
         // Names compare without regard to case (RFC 3722).
         return self.pool.targets().first { $0.name.lowercased() == object.lowercased() }?.name
+    }
+
+    public func targetObjects() -> [String] {
+        self.pool.targets().map(\.name)
     }
 
     public func chapSettings() -> ChapSettings {

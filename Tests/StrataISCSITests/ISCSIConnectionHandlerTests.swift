@@ -1,0 +1,120 @@
+// The connection handler as NIO glue, through `EmbeddedChannel`: bytes in, bytes out, with the
+// real framer, login and session. A login to the full feature phase, a NOP-Out ping, an inline
+// READ answered in Data-In with status, an inline WRITE with immediate data, and a logout that
+// closes the channel: what a client sees of the handler.
+
+import Logging
+import NIOCore
+import NIOEmbedded
+import NIOPosix
+import StrataCore
+import StrataFrontEnd
+import StrataTesting
+import Testing
+
+@testable import StrataISCSI
+
+@Suite("iSCSI connection handler")
+struct ISCSIConnectionHandlerTests {
+    let pool: Pool
+    /// Never started: every command here must run inline on the channel's loop; one sent to
+    /// the pool would come back as a HARDWARE ERROR and fail the test.
+    let threadPool = NIOThreadPool(numberOfThreads: 1)
+
+    init() throws {
+        self.pool = try makeTestUnit().pool
+    }
+
+    /// A channel with the handler, logged in to `vm1`; the final login response.
+    func loggedIn() throws -> (EmbeddedChannel, PDU) {
+        let target = ISCSITarget(
+            pool: self.pool, directory: nil, threadPool: self.threadPool, registry: ConnectionRegistry(),
+            logger: Logger(label: "test"))
+        let channel = EmbeddedChannel(handler: ISCSIConnectionHandler(target: target))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 3260)).wait()
+        // Login: security stage straight to the full feature phase, no CHAP set.
+        try self.write(
+            loginRequest(
+                current: 0, next: 3,
+                keys: [("InitiatorName", "iqn.2026-11.org.example:host"), ("SessionType", "Normal"),
+                       ("TargetName", "iqn.2026-11.org.strata:vm1"), ("AuthMethod", "None")]),
+            to: channel)
+        let login = try #require(try self.read(from: channel).first)
+        return (channel, login)
+    }
+
+    static let framing = FramingSettings(maxReceiveDataLength: 1 << 24)
+
+    func write(_ pdu: PDU, to channel: EmbeddedChannel) throws {
+        var buffer = channel.allocator.buffer(capacity: 64)
+        PDUFramer.encode(pdu, data: nil, into: &buffer, settings: Self.framing)
+        try channel.writeInbound(buffer)
+    }
+
+    /// Every PDU the handler wrote so far.
+    func read(from channel: EmbeddedChannel) throws -> [PDU] {
+        var stream = channel.allocator.buffer(capacity: 0)
+        while var piece = try channel.readOutbound(as: ByteBuffer.self) { stream.writeBuffer(&piece) }
+        var pdus: [PDU] = []
+        while let pdu = try PDUFramer.decode(&stream, settings: Self.framing) { pdus.append(pdu) }
+        #expect(stream.readableBytes == 0)
+        return pdus
+    }
+
+    @Test func loginCommandsAndLogoutThroughTheChannel() throws {
+        let (channel, login) = try self.loggedIn()
+        #expect(login.opcode == .loginResponse)
+        #expect(login.uint16(at: 36) == 0)  // success
+        #expect(login.tsih != 0)
+        let expected = login.expectedCommandSequenceNumber
+
+        // NOP-Out ping, echoed.
+        var nop = nopOut(tag: 1, sequence: expected)
+        nop.data = [1, 2, 3, 4]
+        try self.write(nop, to: channel)
+        let pong = try #require(try self.read(from: channel).first)
+        #expect(pong.opcode == .nopIn)
+        #expect(pong.initiatorTaskTag == 1)
+        #expect(pong.data == [1, 2, 3, 4])
+
+        // WRITE(10) of one block as immediate data, then READ(10) of it: both inline.
+        let block = (0..<512).map { UInt8(truncatingIfNeeded: $0 * 5) }
+        try self.write(
+            scsiCommand(tag: 2, sequence: expected &+ 1, cdb: [0x2a, 0, 0, 0, 0, 3, 0, 0, 1, 0], expectedLength: 512,
+                        write: true, data: block),
+            to: channel)
+        let written = try #require(try self.read(from: channel).first)
+        #expect(written.opcode == .scsiResponse)
+        #expect(written.status == SCSIStatus.good.rawValue)
+        try self.write(
+            scsiCommand(tag: 3, sequence: expected &+ 2, cdb: [0x28, 0, 0, 0, 0, 3, 0, 0, 1, 0], expectedLength: 512,
+                        read: true),
+            to: channel)
+        let dataIn = try self.read(from: channel)
+        #expect(dataIn.map(\.opcode) == [.dataIn])
+        #expect(dataIn.first?.data == block)
+        #expect(dataIn.first.map { $0.flags & PDU.Flag.status != 0 } == true)
+        #expect(dataIn.first?.expectedCommandSequenceNumber == expected &+ 3)
+
+        // Logout: the response, then the channel closes.
+        var logout = PDU(.logoutRequest, flags: PDU.Flag.final)
+        logout.initiatorTaskTag = 4
+        logout.set(expected &+ 3, at: 24)
+        try self.write(logout, to: channel)
+        let bye = try self.read(from: channel)
+        #expect(bye.map(\.opcode) == [.logoutResponse])
+        #expect(!channel.isActive)
+    }
+
+    /// A PDU whose data segment exceeds what the target declared is rejected and the connection closed.
+    @Test func anOversizedSegmentIsRejectedAndCloses() throws {
+        let (channel, login) = try self.loggedIn()
+        var big = nopOut(tag: 1, sequence: login.expectedCommandSequenceNumber)
+        big.data = [UInt8](repeating: 0, count: TargetLimits.maxReceiveDataLength + 4)
+        try self.write(big, to: channel)
+        let answer = try self.read(from: channel)
+        #expect(answer.map(\.opcode) == [.reject])
+        #expect(answer.first?.response == RejectReason.protocolError.rawValue)
+        #expect(!channel.isActive)
+    }
+}
