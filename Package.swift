@@ -162,7 +162,7 @@ package.targets.append(contentsOf: [
     ),
     .testTarget(
         name: "StrataImageTests",
-        dependencies: ["StrataImage", "StrataCore"],
+        dependencies: ["StrataImage", "StrataCore", "StrataTesting"],
         swiftSettings: strictSettings
     ),
 ])
