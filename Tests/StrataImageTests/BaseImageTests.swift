@@ -94,9 +94,11 @@ import Testing
         let mid = scratch.file("b/mid.qcow2")
         try Qemu.create(base, size: "8M", options: ["-o", "cluster_size=64k"])
         try Qemu.io(base, ["write -P 0x01 0 4M", "write -P 0x02 7M 1M"])
-        try Qemu.create("mid.qcow2", size: "12M", options: ["-b", "../a/base.qcow2", "-F", "qcow2"], in: scratch.file("b"))
+        try Qemu.create(
+            "mid.qcow2", size: "12M", options: ["-b", "../a/base.qcow2", "-F", "qcow2"], in: scratch.file("b"))
         try Qemu.io(mid, ["write -P 0x03 1M 64k", "write -z 2M 128k", "write -P 0x04 9M 4k"])
-        try Qemu.create("top.img", size: "6M", options: ["-b", "b/mid.qcow2", "-F", "qcow2", "-o", "cluster_size=4k"],
+        try Qemu.create(
+            "top.img", size: "6M", options: ["-b", "b/mid.qcow2", "-F", "qcow2", "-o", "cluster_size=4k"],
             in: scratch.path)
         try Qemu.io(scratch.file("top.img"), ["write -P 0x05 3M 8k", "write -z 0 4k"])
     }
@@ -137,9 +139,10 @@ import Testing
     @Test func chainLayersAreListedTopDownWithAbsolutePaths() throws {
         let fixture = try Self.build(.threeLevelChain)
         let image = try BaseImages.open(path: fixture.top)
-        #expect(image.layers.map(\.path) == [
-            fixture.top, fixture.scratch.file("b/mid.qcow2"), fixture.scratch.file("b/../a/base.qcow2"),
-        ])
+        #expect(
+            image.layers.map(\.path) == [
+                fixture.top, fixture.scratch.file("b/mid.qcow2"), fixture.scratch.file("b/../a/base.qcow2"),
+            ])
         #expect(image.layers.map(\.format) == ["qcow2", "qcow2", "qcow2"])
         #expect(image.layers.map(\.virtualSize) == [6 << 20, 12 << 20, 8 << 20])
     }
@@ -147,10 +150,11 @@ import Testing
     @Test func rawLayerIsListed() throws {
         let fixture = try Self.build(.rawBackingUnderQcow2)
         let image = try BaseImages.open(path: fixture.top)
-        #expect(image.layers == [
-            BaseLayer(path: fixture.top, format: "qcow2", virtualSize: 6 << 20),
-            BaseLayer(path: fixture.scratch.file("base.raw"), format: "raw", virtualSize: 4 << 20),
-        ])
+        #expect(
+            image.layers == [
+                BaseLayer(path: fixture.top, format: "qcow2", virtualSize: 6 << 20),
+                BaseLayer(path: fixture.scratch.file("base.raw"), format: "raw", virtualSize: 4 << 20),
+            ])
     }
 
     @Test func manyThreadsReadTheSameImage() async throws {

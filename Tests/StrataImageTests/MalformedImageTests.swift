@@ -12,7 +12,8 @@ import Testing
 @Suite struct MalformedImageTests {
     /// Expects `body` to throw a StrataError of `code` whose message names `path` and holds `words`.
     func expectRefusal(
-        _ code: StrataError.Code, naming path: String, _ words: [String], sourceLocation: SourceLocation = #_sourceLocation,
+        _ code: StrataError.Code, naming path: String, _ words: [String],
+        sourceLocation: SourceLocation = #_sourceLocation,
         _ body: () throws -> Void
     ) {
         do {
@@ -93,7 +94,8 @@ import Testing
         try Qemu.create("0.qcow2", size: "1M", in: scratch.path)
         for level in 1...Limits.baseImageChainDepthMax {
             try Qemu.create(
-                "\(level).qcow2", size: "1M", options: ["-u", "-b", "\(level - 1).qcow2", "-F", "qcow2"], in: scratch.path)
+                "\(level).qcow2", size: "1M", options: ["-u", "-b", "\(level - 1).qcow2", "-F", "qcow2"],
+                in: scratch.path)
         }
         let deepest = Limits.baseImageChainDepthMax
         self.expectRefusal(.invalidArgument, naming: scratch.path, ["backing chain too deep"]) {
@@ -142,7 +144,9 @@ import Testing
         let scratch = try ScratchDirectory()
         let path = scratch.file("image.qcow2")
         try Qemu.create(path, size: "1M", options: ["-o", "data_file=\(scratch.file("data.raw"))"])
-        self.expectRefusal(.invalidArgument, naming: path, ["external data file"]) { _ = try BaseImages.open(path: path) }
+        self.expectRefusal(.invalidArgument, naming: path, ["external data file"]) {
+            _ = try BaseImages.open(path: path)
+        }
     }
 
     @Test func extendedL2IsRefused() throws {
@@ -212,7 +216,9 @@ import Testing
         let source = scratch.file("source.raw")
         let pristinePath = scratch.file("pristine.qcow2")
         try BaseImageTests.mixedContents(source, size: 1 << 20)
-        try Qemu.run("qemu-img", ["convert", "-q", "-c", "-f", "raw", "-O", "qcow2", "-o", "cluster_size=4k", source, pristinePath])
+        try Qemu.run(
+            "qemu-img",
+            ["convert", "-q", "-c", "-f", "raw", "-O", "qcow2", "-o", "cluster_size=4k", source, pristinePath])
         try Qemu.io(pristinePath, ["write -P 0x31 512k 16k", "write -z 600k 8k"])
         let pristine = try Patch.bytes(pristinePath)
         let damaged = scratch.file("damaged.qcow2")

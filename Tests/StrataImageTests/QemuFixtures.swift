@@ -38,8 +38,9 @@ enum Qemu {
     @discardableResult
     static func run(_ tool: String, _ arguments: [String], in directory: String? = nil) throws -> Data {
         let searched = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
-        guard let executable = (searched + ["/usr/bin"]).map({ $0 + "/" + tool })
-            .first(where: { FileManager.default.isExecutableFile(atPath: $0) })
+        guard
+            let executable = (searched + ["/usr/bin"]).map({ $0 + "/" + tool })
+                .first(where: { FileManager.default.isExecutableFile(atPath: $0) })
         else {
             throw ToolFailure(description: "\(tool) is not installed: install qemu-utils (apt-get install qemu-utils)")
         }
@@ -57,7 +58,8 @@ enum Qemu {
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
             throw ToolFailure(
-                description: "\(tool) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(errorText)")
+                description:
+                    "\(tool) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(errorText)")
         }
         return data
     }
@@ -88,7 +90,8 @@ enum Qemu {
 
     /// The ranges `qemu-img map --output=json` reports as data, adjacent ones merged.
     static func dataRanges(_ path: String) throws -> [Range<UInt64>] {
-        let entries = try JSONDecoder().decode([MapEntry].self, from: try self.run("qemu-img", ["map", "--output=json", path]))
+        let entries = try JSONDecoder().decode(
+            [MapEntry].self, from: try self.run("qemu-img", ["map", "--output=json", path]))
         return merge(entries.filter(\.data).map { $0.start..<$0.start + $0.length })
     }
 }
@@ -144,7 +147,8 @@ enum Patch {
 func firstDifference(_ actual: [UInt8], _ expected: ArraySlice<UInt8>) -> Int? {
     let expected = Array(expected)
     if actual == expected { return nil }
-    return (0..<min(actual.count, expected.count)).first { actual[$0] != expected[$0] } ?? min(actual.count, expected.count)
+    return (0..<min(actual.count, expected.count)).first { actual[$0] != expected[$0] }
+        ?? min(actual.count, expected.count)
 }
 
 /// Reads all of `image` through the decoder.
