@@ -112,6 +112,39 @@ import Testing
         }
     }
 
+    @Test func anUnsupportedBackingFormatIsRefused() throws {
+        let scratch = try ScratchDirectory()
+        let path = scratch.file("top.qcow2")
+        try Qemu.create("top.qcow2", size: "1M", options: ["-u", "-b", "base.vmdk", "-F", "vmdk"], in: scratch.path)
+        self.expectRefusal(.invalidArgument, naming: path, ["backing file format \"vmdk\""]) {
+            _ = try BaseImages.open(path: path)
+        }
+    }
+
+    @Test func aBackingFileWithoutAFormatIsProbed() throws {
+        let scratch = try ScratchDirectory()
+        try Qemu.create("base.qcow2", size: "2M", in: scratch.path)
+        try Qemu.io(scratch.file("base.qcow2"), ["write -P 0x42 64k 64k"])
+        try Qemu.create("top.qcow2", size: "2M", options: ["-u", "-b", "base.qcow2", "-F", "qcow2"], in: scratch.path)
+        // qemu-img always writes the backing format now; older images lack it. Turn the
+        // extension into an unknown one, which a reader must skip, so the format is probed.
+        var header = try Patch.bytes(scratch.file("top.qcow2"))
+        let marker: [UInt8] = [0xE2, 0x79, 0x2A, 0xCA]
+        let at = try #require((0..<4096).first { Array(header[$0..<$0 + 4]) == marker })
+        header[at] = 0x12
+        try Patch.write(header, to: scratch.file("top.qcow2"))
+        let image = try BaseImages.open(path: scratch.file("top.qcow2"))
+        #expect(image.layers.map(\.format) == ["qcow2", "qcow2"])
+        let bytes = try readAll(image)
+        #expect(bytes[(64 << 10)..<(128 << 10)].allSatisfy { $0 == 0x42 })
+        #expect(
+            try image.allocation(at: 0, length: 2 << 20) == [
+                MappingExtent(offset: 0, length: 64 << 10, mapped: false),
+                MappingExtent(offset: 64 << 10, length: 64 << 10, mapped: true),
+                MappingExtent(offset: 128 << 10, length: (2 << 20) - (128 << 10), mapped: false),
+            ])
+    }
+
     @Test func aCompressedClusterThatDoesNotInflateFailsTheRead() throws {
         let scratch = try ScratchDirectory()
         let source = scratch.file("source.raw")
