@@ -177,7 +177,7 @@ package.targets.append(contentsOf: [
     ),
     .testTarget(
         name: "StrataImageTests",
-        dependencies: ["StrataImage", "StrataCore"],
+        dependencies: ["StrataImage", "StrataCore", "StrataTesting"],
         swiftSettings: strictSettings
     ),
 ])

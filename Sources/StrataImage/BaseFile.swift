@@ -7,12 +7,13 @@
 // `Limits.baseFingerprintPieceBytes` pieces, then the file's size. It detects change, not
 // tampering: a CRC is no cryptographic hash.
 
+import StrataCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import StrataCore
 
 /// A base file's size and modification time, compared to notice that it changed.
 public struct BaseFileIdentity: Codable, Sendable, Equatable {

@@ -8,12 +8,13 @@
 // probed. A chain is refused when a file appears twice in it (same device and inode: a loop,
 // however the paths are spelled) or when it is deeper than `Limits.baseImageChainDepthMax`.
 
+import StrataCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import StrataCore
 
 /// Opens external base images for StrataCore's `BaseImage` seam.
 public enum BaseImages {

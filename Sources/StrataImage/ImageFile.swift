@@ -6,12 +6,13 @@
 // the engine checks the file's identity before trusting it), so every bound check against
 // `size` is against one value. `pread` keeps no file position, so many threads read at once.
 
+import StrataCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import StrataCore
 
 /// A base image file opened read-only.
 final class ImageFile: Sendable {

@@ -210,7 +210,8 @@ struct Qcow2Header: Sendable {
         }
         let bytes = header[Int(offset)..<Int(offset + length)]
         guard !bytes.contains(0) else {
-            throw ImageErrors.corrupt(path, "qcow2 backing file name contains a NUL byte", "backing_file_offset=\(offset)")
+            throw ImageErrors.corrupt(
+                path, "qcow2 backing file name contains a NUL byte", "backing_file_offset=\(offset)")
         }
         return String(decoding: bytes, as: UTF8.self)
     }

@@ -249,7 +249,8 @@ final class Qcow2Image: BaseImage {
         guard let cluster = RawDeflate.inflate(input, count: clusterSize) else {
             throw ImageErrors.corruptRead(
                 self.file.path, "compressed cluster does not inflate to a full cluster",
-                "host_offset=\(host) compressed_bytes=\(available) guest_offset=\(guestOffset) cluster_bytes=\(clusterSize)")
+                "host_offset=\(host) compressed_bytes=\(available) guest_offset=\(guestOffset) "
+                    + "cluster_bytes=\(clusterSize)")
         }
         self.inflatedCache.insert(host, cluster, cost: clusterSize)
         return cluster

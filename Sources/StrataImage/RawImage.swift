@@ -6,12 +6,13 @@
 // system that refuses those seeks (EINVAL, EOPNOTSUPP) has its whole file reported mapped,
 // which is always safe: mapped only promises the bytes are worth reading.
 
+import StrataCore
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import StrataCore
 
 /// A raw file or block device presented as a disk.
 final class RawImage: BaseImage {
