@@ -32,7 +32,4 @@ extension Limits {
     /// cluster one at a time (a 4 KiB read of a 64 KiB cluster); 8 MiB keeps the recent ones
     /// without inflating them sixteen times, and at least four 2 MiB clusters.
     public static let qcow2InflatedCacheBytesMax = 8 << 20
-    /// Bytes of a base file read at once when its fingerprint is taken: large enough that the
-    /// system calls cost nothing next to the checksum, small enough to stay in cache.
-    public static let baseFingerprintPieceBytes = 1 << 20
 }

@@ -183,18 +183,4 @@ import Testing
     @Test func aMissingFileIsRefused() {
         #expect(throws: StrataError.self) { _ = try BaseImages.open(path: "/nonexistent/base.img") }
     }
-
-    @Test func fingerprintAndIdentityFollowTheFile() throws {
-        let scratch = try ScratchDirectory()
-        let path = scratch.file("base.raw")
-        try Patch.write([UInt8](repeating: 7, count: 3 << 20 + 5), to: path)
-        let first = try BaseImages.fingerprint(path: path)
-        #expect(first.hasPrefix("crc32c-") && first.hasSuffix("-0000000000300005"))
-        #expect(try BaseImages.fingerprint(path: path) == first)
-        let identity = try BaseImages.fileIdentity(path: path)
-        #expect(identity.size == 3 << 20 + 5)
-        #expect(identity.modificationNanos > 0)
-        try Patch.store(8, width: 1, at: 2 << 20, in: path)
-        #expect(try BaseImages.fingerprint(path: path) != first)
-    }
 }
