@@ -22,7 +22,7 @@ struct OverlayCommand: ParsableCommand {
         var arguments = ["--overlay", self.file, "--nbd", self.nbd, "--iscsi", self.iscsi]
         if let pool = self.options.pool { arguments += ["--pool", pool] }
         if let name = self.name { arguments += ["--overlay-name", name] }
-        var serve = try ServeCommand.parse(arguments)
+        let serve = try ServeCommand.parse(arguments)
         try serve.validate()
         try serve.run()
     }
