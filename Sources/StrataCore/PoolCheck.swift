@@ -27,12 +27,15 @@ public struct CheckReport: Sendable, Codable {
     }
 
     public var problems: [Problem] = []
+    /// Why the open pool failed (a failed sync or write), when it did: it is then read-only
+    /// until reopened, and whatever the last durable commit holds, the check is not clean.
+    public var failure: String?
     public var generation: UInt64 = 0
     public var volumes = 0
     public var snapshots = 0
     public var treePages = 0
     public var dataChunks = 0
-    public var clean: Bool { self.problems.isEmpty }
+    public var clean: Bool { self.problems.isEmpty && self.failure == nil }
 }
 
 extension Pool {
