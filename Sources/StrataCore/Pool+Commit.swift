@@ -120,7 +120,8 @@ extension Pool {
             dataStart: self.dataStart, chunkCount: self.chunkCount, epoch: self.epoch, nextVolumeID: self.nextVolumeID,
             volumeTableRoot: self.volumes.rootPage, metadataMapRoot: self.metaRefs.rootPage,
             dataMapRoot: self.dataRefs.rootPage, createdAtNanos: self.createdAtNanos, uuid: self.uuid,
-            dataChunksUsed: self.dataChunksReferenced, metadataReservePages: self.metadataReserve)
+            dataChunksUsed: self.dataChunksReferenced, metadataReservePages: self.metadataReserve,
+            incompatibleFeatures: self.incompatibleFeatures)
     }
 
     private func failOnError(_ body: () throws(StrataError) -> Void) throws(StrataError) {

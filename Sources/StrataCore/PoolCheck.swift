@@ -45,6 +45,12 @@ extension Pool {
         let lock = try PoolLock.acquire(directory: directory, exclusive: false)
         defer { withExtendedLifetime(lock) {} }
         let device = try FileDevice(path: directory + "/" + Self.fileName, readOnly: true)
+        // A pool from a newer strata is not damaged, only unreadable here: say so, with the fix.
+        if case .failure(let error) = Result(catching: { () throws(StrataError) in try Self.readSuperblock(device: device) }),
+            error.code == .unsupported
+        {
+            throw StrataError(.unsupported, "check pool \(directory): \(error.message)")
+        }
         return Self.check(device: device)
     }
 
@@ -133,6 +139,7 @@ private struct Checker {
                 self.problem(page: volumes.leafPages[slot / PagedArray<VolumeRecord>.perLeaf].rawValue, problem)
                 continue
             }
+            if let problem = record.featureProblem(block) { self.problem(page: block.slot.rawValue, "superblock: \(problem)") }
             records.append(record)
             if record.kind == .volume { names[record.id] = record.name }
         }
