@@ -256,3 +256,17 @@ public enum SimSeeds {
         return (0..<UInt64(count * max(factor, 1))).map { $0 &* 0x2545_F491_4F6C_DD1D ^ salt }
     }
 }
+
+extension SimDevice {
+    /// A simulated device with a freshly formatted pool on it, and the pool opened.
+    /// - Parameters:
+    ///   - metadataPages: the metadata region, in 4 KiB pages.
+    ///   - dataBytes: room after the metadata region (the data region is what of it fits whole chunks).
+    public static func formattedPool(metadataPages: UInt64, dataBytes: UInt64, chunkSize: UInt64 = 4096)
+        throws(StrataError) -> (SimDevice, Pool)
+    {
+        let device = SimDevice(size: metadataPages * UInt64(Self.pageSize) + dataBytes)
+        try Pool.format(device: device, chunkSize: chunkSize, metadataPages: metadataPages)
+        return (device, try Pool(device: device))
+    }
+}

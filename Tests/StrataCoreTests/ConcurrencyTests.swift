@@ -110,9 +110,7 @@ import Testing
     }
 
     @Test func readsAndWritesDoNotWaitForACommitsSync() throws {
-        let device = SimDevice(size: 512 * 4096 + 1024 * 4096)
-        try Pool.format(device: device, chunkSize: 4096, metadataPages: 512)
-        let pool = try Pool(device: device)
+        let (device, pool) = try SimDevice.formattedPool(metadataPages: 512, dataBytes: 4 << 20)
         try pool.createVolume("vm1", size: 1 << 20)
         let handle = try pool.handle("vm1")
         try pool.write(handle, at: 0, [UInt8](repeating: 7, count: 8192))

@@ -111,9 +111,7 @@ import Testing
 
     @Test func damagedInteriorPagesOfADeepTreeAreReportedNeverTrapped() throws {
         // 400 MiB of 4 KiB chunks: 102,400 chunks, a tree of three levels.
-        let device = SimDevice(size: 512 * 4096 + 2048 * 4096)
-        try Pool.format(device: device, chunkSize: 4096, metadataPages: 512)
-        let pool = try Pool(device: device)
+        let (device, pool) = try SimDevice.formattedPool(metadataPages: 512, dataBytes: 8 << 20)
         try pool.createVolume("deep", size: 400 << 20)
         let handle = try pool.handle("deep")
         var random = SeededRandom(seed: 400)

@@ -23,9 +23,7 @@ import Testing
 
     /// A pool with vm1 written and flushed, then a write the next flush must make durable.
     func poolWithPendingWrite(_ kind: FailingSync) throws -> (SimDevice, Pool, VolumeHandle) {
-        let device = SimDevice(size: 256 * 4096 + 256 * 4096)
-        try Pool.format(device: device, chunkSize: 4096, metadataPages: 256)
-        let pool = try Pool(device: device)
+        let (device, pool) = try SimDevice.formattedPool(metadataPages: 256, dataBytes: 1 << 20)
         try pool.createVolume("vm1", size: 64 * 4096)
         let handle = try pool.handle("vm1")
         try pool.write(handle, at: 0, [UInt8](repeating: 1, count: 4096))

@@ -16,9 +16,7 @@ import Testing
     static let unknownBit = IncompatibleFeatures(rawValue: 1 << 5)
 
     func makePool() throws -> (SimDevice, Pool) {
-        let device = SimDevice(size: 256 * 4096 + 256 * 4096)
-        try Pool.format(device: device, chunkSize: 4096, metadataPages: 256)
-        return (device, try Pool(device: device))
+        try SimDevice.formattedPool(metadataPages: 256, dataBytes: 1 << 20)
     }
 
     /// The newest superblock as this strata reads it.

@@ -17,9 +17,7 @@ import Testing
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("strata-control-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let device = SimDevice(size: 256 * 4096 + 256 * 4096)
-        try Pool.format(device: device, chunkSize: 4096, metadataPages: 256)
-        let pool = try Pool(device: device)
+        let (device, pool) = try SimDevice.formattedPool(metadataPages: 256, dataBytes: 1 << 20)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let threadPool = NIOThreadPool(numberOfThreads: 1)
         threadPool.start()
