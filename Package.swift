@@ -184,3 +184,15 @@ package.targets.append(contentsOf: [
 for target in package.targets where target.name == "StrataServer" || target.name == "strata" {
     target.dependencies.append("StrataImage")
 }
+
+// The daemon's control plane in one process (issue 13): the control socket served over a
+// simulated pool, so a device fault can be injected under a real `strata` request.
+package.targets.append(
+    .testTarget(
+        name: "StrataServerTests",
+        dependencies: [
+            "StrataServer", "StrataCore", "StrataTesting",
+            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+        ],
+        swiftSettings: strictSettings
+    ))

@@ -1,12 +1,37 @@
 #!/usr/bin/env bash
 # Builds Strata and runs every test tier, installing what it needs. This is the README's
-# test command and what CI runs. Exits non-zero on any failure.
+# test command and what CI runs. Exits non-zero on any failure, and under CI=true on any skip.
+# The last line is `N passed, N failed, N skipped`, counting `swift test` (skipped tests and
+# suites), the end-to-end tests (exit 77) and the README quick start.
 #
-#   STRATA_LONG=N  multiplies the seeded model and crash runs (long mode)
-#   STRATA_SEED=S  replays one seed of the model and crash runs
+# It always runs everything: the knobs that shrink or reshape a run (seeds, rounds, filters,
+# subsets, timeouts, another binary or pool) are cleared below, saying so. For a replay, a
+# subset or the long mode, run `swift test` or `tests/run-e2e.sh` directly (docs/TESTING.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+
+# Every environment variable tests/, scripts/, Tests/ and Sources/StrataTesting read to change
+# what runs (CI, which turns skips into failures, is the one kept).
+for knob in STRATA_SEED STRATA_LONG STRATA_TRACE CRASH_ROUNDS CU_TESTS CU_TIMEOUT CU_RESULTS MALFORMED_FILTER \
+    E2E_FILTER E2E_TIMEOUT POOL_SIZE KEEP_WORKDIR STRATA STRATA_POOL; do
+    if [ -n "${!knob+set}" ]; then
+        echo "test: ignoring $knob=${!knob}: this command runs everything (see docs/TESTING.md for reduced runs)"
+        unset "$knob"
+    fi
+done
+
+passed=0
+failed=0
+skipped=0
+# summary: the closing line; under CI=true a skip fails the run.
+summary() {
+    echo "$passed passed, $failed failed, $skipped skipped"
+    if [ "$failed" -eq 0 ] && [ "$skipped" -gt 0 ] && [ "${CI:-}" = "true" ]; then
+        echo "test: $skipped skipped under CI=true, where every test must run" >&2
+        exit 1
+    fi
+}
 
 source scripts/toolchain.sh
 
@@ -44,47 +69,78 @@ set +e
 swift test --skip-build 2>&1 | tee "$LOG"
 status=${PIPESTATUS[0]}
 set -e
+# swift-testing: `✘ Test NAME failed`, `➜ Test NAME skipped[: "why"]` (or Suite), and a last
+# line `Test run with N tests in M suites passed|failed …` where N includes the skipped tests.
+swift_failed=$(grep -cE '^✘ Test .* failed' "$LOG" || true)
+skipped_tests=$(grep -cE '^➜ Test .* skipped(\.|: )' "$LOG" || true)
+skipped_suites=$(grep -cE '^➜ Suite .* skipped(\.|: )' "$LOG" || true)
+skipped=$((skipped_tests + skipped_suites))
 if [ "$status" -ne 0 ]; then
     echo "test: swift test failed (exit $status)" >&2
+    failed=$((swift_failed > 0 ? swift_failed : 1))
+    summary
     exit "$status"
 fi
 tests=$(sed -n 's/.*Test run with \([0-9]*\) tests\{0,1\} in .* passed.*/\1/p' "$LOG" | tail -1)
-if [ -z "$tests" ] || [ "$tests" -eq 0 ]; then
+if [ -z "$tests" ] || [ "$tests" -le "$skipped_tests" ]; then
     echo "test: swift test ran no test" >&2
+    failed=1
+    summary
     exit 1
 fi
+passed=$((tests - skipped_tests))
 
 echo "== end to end with real clients (qemu-img, qemu-io, nbdinfo, nbdcopy, fio, libnbd, libiscsi)"
 set +e
 CI=${CI:-} tests/run-e2e.sh 2>&1 | tee "$LOG.e2e"
 e2e_status=${PIPESTATUS[0]}
 set -e
-e2e_passed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\1/p' "$LOG.e2e" | tail -1)
-e2e_failed=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed.*/\2/p' "$LOG.e2e" | tail -1)
+# run-e2e.sh's last line: `N passed, M failed` plus `, K skipped` when any were.
+e2e_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$LOG.e2e" | tail -1)
 rm -f "$LOG.e2e"
+e2e_passed=$(echo "$e2e_line" | sed -n 's/^\([0-9]*\) passed.*/\1/p')
+e2e_failed=$(echo "$e2e_line" | sed -n 's/^[0-9]* passed, \([0-9]*\) failed.*/\1/p')
+e2e_skipped=$(echo "$e2e_line" | sed -n 's/.* failed, \([0-9]*\) skipped$/\1/p')
+passed=$((passed + ${e2e_passed:-0}))
+skipped=$((skipped + ${e2e_skipped:-0}))
 if [ "$e2e_status" -ne 0 ] || [ -z "$e2e_passed" ]; then
     echo "test: end-to-end tests failed" >&2
-    echo "$((tests + ${e2e_passed:-0})) passed, ${e2e_failed:-1} failed"
+    failed=$((failed + ${e2e_failed:-1}))
+    [ "$failed" -gt 0 ] || failed=1
+    summary
     exit 1
 fi
 
 echo "== end to end: the README quick start, then strata check"
 WORK=$(mktemp -d)
 trap 'rm -f "$LOG"; rm -rf "$WORK"' EXIT
-STRATA="$ROOT/.build/debug/strata"
-export STRATA_POOL="$WORK/pool"
-"$STRATA" pool init --size 2G
-"$STRATA" volume create vm1 --size 64M
-head -c $((8 << 20)) /dev/urandom > "$WORK/image.raw"
-truncate -s 48M "$WORK/image.raw"
-"$STRATA" import "$WORK/image.raw" vm1
-"$STRATA" snapshot create vm1@imported
-"$STRATA" clone vm1@imported vm2
-"$STRATA" export vm2 "$WORK/out.raw"
-cmp -n $((48 << 20)) "$WORK/image.raw" "$WORK/out.raw"
-"$STRATA" diff vm1@imported vm1 >/dev/null
-"$STRATA" pool status
-"$STRATA" check
-e2e=1
+quick_start() {
+    local strata="$ROOT/.build/debug/strata"
+    export STRATA_POOL="$WORK/pool"
+    "$strata" pool init --size 2G
+    "$strata" volume create vm1 --size 64M
+    head -c $((8 << 20)) /dev/urandom >"$WORK/image.raw"
+    truncate -s 48M "$WORK/image.raw"
+    "$strata" import "$WORK/image.raw" vm1
+    "$strata" snapshot create vm1@imported
+    "$strata" clone vm1@imported vm2
+    "$strata" export vm2 "$WORK/out.raw"
+    cmp -n $((48 << 20)) "$WORK/image.raw" "$WORK/out.raw"
+    "$strata" diff vm1@imported vm1 >/dev/null
+    "$strata" pool status
+    "$strata" check
+}
+# A subshell outside any condition, so `set -e` stops it at the first failing step.
+set +e
+(set -e; quick_start)
+quick_status=$?
+set -e
+if [ "$quick_status" -ne 0 ]; then
+    echo "test: the README quick start failed (exit $quick_status)" >&2
+    failed=$((failed + 1))
+    summary
+    exit 1
+fi
+passed=$((passed + 1))
 
-echo "$((tests + e2e_passed + e2e)) passed, 0 failed"
+summary

@@ -122,7 +122,8 @@ extension Pool {
             dataStart: self.dataStart, chunkCount: self.chunkCount, epoch: self.epoch, nextVolumeID: self.nextVolumeID,
             volumeTableRoot: self.volumes.rootPage, metadataMapRoot: self.metaRefs.rootPage,
             dataMapRoot: self.dataRefs.rootPage, createdAtNanos: self.createdAtNanos, uuid: self.uuid,
-            dataChunksUsed: self.dataChunksReferenced, metadataReservePages: self.metadataReserve)
+            dataChunksUsed: self.dataChunksReferenced, metadataReservePages: self.metadataReserve,
+            incompatibleFeatures: self.incompatibleFeatures)
     }
 
     private func failOnError(_ body: () throws(StrataError) -> Void) throws(StrataError) {
@@ -136,10 +137,14 @@ extension Pool {
     }
 
     /// Commits, then checks the committed state while holding commits off, so the pages it
-    /// reads cannot change under it (reads and writes go on meanwhile).
+    /// reads cannot change under it (reads and writes go on meanwhile). When the commit fails,
+    /// or the pool failed earlier, the report carries the failure and is not clean: the last
+    /// durable commit may be intact, but writes acknowledged since may be lost.
     public func checkDurable() -> CheckReport {
-        _ = Result { () throws(StrataError) in try self.flush() }
-        return self.commitMutex.withLock { Pool.check(device: self.device) }
+        let flushed = Result { () throws(StrataError) in try self.flush() }
+        var report = self.commitMutex.withLock { Pool.check(device: self.device) }
+        if case .failure(let error) = flushed { report.failure = error.message }
+        return report
     }
 
     /// The last durable generation.

@@ -66,6 +66,7 @@ extension Pool {
 
     func store(_ record: VolumeRecord) {
         guard let slot = self.slotByID[record.id] else { preconditionFailure("record \(record.id) has no slot") }
+        self.noteFeatures(of: record)
         if self.volumes[slot] != record {
             self.volumes[slot] = record
             self.metadataChanged = true
@@ -111,6 +112,7 @@ extension Pool {
         }
         let slot = self.freeSlots.removeLast()
         precondition(self.volumes[slot].isZero, "volume table slot \(slot) is not free")
+        self.noteFeatures(of: record)
         self.volumes[slot] = record
         self.slotByID[record.id] = slot
         switch record.kind {

@@ -71,6 +71,8 @@ public final class Pool: @unchecked Sendable {
     var metadataChanged = false
     var committed: Generation
     var failure: StrataError?
+    /// What the next commit's superblock lists (FormatFeatures.swift); only ever grows.
+    var incompatibleFeatures: IncompatibleFeatures
 
     /// Counts data writes, so a flush with nothing new to make durable costs nothing.
     let dataWrites = Atomic<UInt64>(0)
@@ -98,6 +100,8 @@ public final class Pool: @unchecked Sendable {
         } catch where error.code == .corrupt {
             throw StrataError(
                 .corrupt, "open pool \(directory): \(error.message); run `strata check --pool \(directory)` for a full report")
+        } catch where error.code == .unsupported {
+            throw StrataError(.unsupported, "open pool \(directory): \(error.message)")
         }
     }
 
@@ -137,6 +141,7 @@ public final class Pool: @unchecked Sendable {
         self.epoch = superblock.epoch
         self.nextVolumeID = superblock.nextVolumeID
         self.committed = superblock.generation
+        self.incompatibleFeatures = superblock.incompatibleFeatures
 
         let limit = superblock.metadataPages
         let read: (PageNumber) throws(StrataError) -> [UInt8] = { page throws(StrataError) in
@@ -152,6 +157,7 @@ public final class Pool: @unchecked Sendable {
         self.dataInUse = Bitmap(count: Int(superblock.chunkCount))
         self.dataChunksReferenced = 0
         try self.rebuildAllocationState()
+        try self.adoptFeatures(superblock)
         guard self.dataChunksReferenced == superblock.dataChunksUsed else {
             throw StrataError.corrupt(
                 page: superblock.slot,
@@ -184,18 +190,28 @@ public final class Pool: @unchecked Sendable {
     }
 
     /// Reads both superblock slots and returns the valid one with the higher generation.
-    static func readSuperblock(device: any PoolDevice) throws(StrataError) -> Superblock {
+    /// - Throws: `.unsupported` when the newest intact slot is from a newer strata than `reader`
+    ///   (never falling back to the older slot, which would undo a commit); `.corrupt` when
+    ///   neither slot is valid.
+    static func readSuperblock(device: any PoolDevice, reader: FormatReader = .current) throws(StrataError) -> Superblock {
         var best: Superblock?
+        var newer: (generation: Generation, error: StrataError)?
         var problems: [String] = []
         for slot in [PageNumber(0), PageNumber(1)] {
             do throws(StrataError) {
                 let bytes = try device.read(count: Limits.pageSize, at: slot.rawValue * UInt64(Limits.pageSize))
-                let block = try Superblock.decode(bytes, slot: slot, deviceSize: device.size)
-                if best == nil || block.generation > best!.generation { best = block }
+                do throws(StrataError) {
+                    let block = try Superblock.decode(bytes, slot: slot, deviceSize: device.size, reader: reader)
+                    if best == nil || block.generation > best!.generation { best = block }
+                } catch where error.code == .unsupported {
+                    let generation = try PageHeader.verify(bytes, kind: .superblock, number: slot).generation
+                    if newer == nil || generation > newer!.generation { newer = (generation, error) }
+                }
             } catch {
                 problems.append(error.message)
             }
         }
+        if let newer, best.map({ newer.generation > $0.generation }) ?? true { throw newer.error }
         guard let best else {
             throw StrataError(
                 .corrupt, "no valid superblock (\(problems.joined(separator: "; "))); not a Strata pool, or damaged")

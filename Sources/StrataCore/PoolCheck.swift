@@ -27,12 +27,15 @@ public struct CheckReport: Sendable, Codable {
     }
 
     public var problems: [Problem] = []
+    /// Why the open pool failed (a failed sync or write), when it did: it is then read-only
+    /// until reopened, and whatever the last durable commit holds, the check is not clean.
+    public var failure: String?
     public var generation: UInt64 = 0
     public var volumes = 0
     public var snapshots = 0
     public var treePages = 0
     public var dataChunks = 0
-    public var clean: Bool { self.problems.isEmpty }
+    public var clean: Bool { self.problems.isEmpty && self.failure == nil }
 }
 
 extension Pool {
@@ -42,6 +45,12 @@ extension Pool {
         let lock = try PoolLock.acquire(directory: directory, exclusive: false)
         defer { withExtendedLifetime(lock) {} }
         let device = try FileDevice(path: directory + "/" + Self.fileName, readOnly: true)
+        // A pool from a newer strata is not damaged, only unreadable here: say so, with the fix.
+        if case .failure(let error) = Result(catching: { () throws(StrataError) in try Self.readSuperblock(device: device) }),
+            error.code == .unsupported
+        {
+            throw StrataError(.unsupported, "check pool \(directory): \(error.message)")
+        }
         var report = Self.check(device: device)
         report.problems += BaseTable(directory: directory).verifyAll()
         return report
@@ -132,6 +141,7 @@ private struct Checker {
                 self.problem(page: volumes.leafPages[slot / PagedArray<VolumeRecord>.perLeaf].rawValue, problem)
                 continue
             }
+            if let problem = record.featureProblem(block) { self.problem(page: block.slot.rawValue, "superblock: \(problem)") }
             records.append(record)
             if record.kind == .volume { names[record.id] = record.name }
         }

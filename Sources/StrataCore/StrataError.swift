@@ -14,6 +14,8 @@ public struct StrataError: Error, CustomStringConvertible, Sendable, Equatable {
     /// What kind of failure, independent of the message text.
     public enum Code: String, Sendable, Equatable {
         case invalidArgument, notFound, alreadyExists, readOnly, noSpace, io, corrupt, busy, failed
+        /// The pool was written by a newer strata (a format version or feature this one does not know).
+        case unsupported
     }
 
     public let code: Code
@@ -36,6 +38,7 @@ public struct StrataError: Error, CustomStringConvertible, Sendable, Equatable {
         case .noSpace: return ENOSPC
         case .io, .corrupt, .failed: return EIO
         case .busy: return EBUSY
+        case .unsupported: return EOPNOTSUPP
         }
     }
 

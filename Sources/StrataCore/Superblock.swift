@@ -8,7 +8,7 @@
 // | OFFSET | SIZE | FIELD                                                          |
 // |--------|------|----------------------------------------------------------------|
 // | 32     | 8    | format magic "STRATAPL" (0x4C50415441525453 little-endian)    |
-// | 40     | 4    | format version (1)                                             |
+// | 40     | 4    | format version (2; version 1 is still read, see FormatFeatures)|
 // | 44     | 4    | page size (4096)                                               |
 // | 48     | 8    | chunk size in bytes (power of two, 4 KiB ... 1 MiB)            |
 // | 56     | 8    | metadata pages (pages 0 ..< this are the metadata region)      |
@@ -23,11 +23,13 @@
 // | 128    | 16   | pool UUID                                                      |
 // | 144    | 8    | data chunks in use (checked against the data space map)        |
 // | 152    | 8    | metadata reserve pages                                         |
+// | 160    | 8    | version 2: incompatible features (FormatFeatures.swift); else 0 |
 
 /// The fields of a committed superblock.
 struct Superblock: Equatable, Sendable {
     static let formatMagic: UInt64 = 0x4C50_4154_4152_5453
-    static let formatVersion: UInt32 = 1
+    /// The format version this strata writes, and the newest it reads.
+    static let formatVersion: UInt32 = 2
 
     var generation: Generation
     var chunkSize: UInt64
@@ -43,6 +45,10 @@ struct Superblock: Equatable, Sendable {
     var uuid: (UInt64, UInt64)
     var dataChunksUsed: UInt64
     var metadataReservePages: UInt64
+    /// The version this superblock was read with (commits write `Superblock.formatVersion`).
+    var version: UInt32 = Superblock.formatVersion
+    /// Features a reader must know to open the pool; always empty at version 1.
+    var incompatibleFeatures: IncompatibleFeatures = []
 
     static func == (lhs: Self, rhs: Self) -> Bool {
         lhs.generation == rhs.generation && lhs.volumeTableRoot == rhs.volumeTableRoot
@@ -56,7 +62,8 @@ struct Superblock: Equatable, Sendable {
     func encode() -> [UInt8] {
         var page = [UInt8](repeating: 0, count: Limits.pageSize)
         page.storeLE(Self.formatMagic, at: 32)
-        page.storeLE(Self.formatVersion, at: 40)
+        precondition(self.version >= 2 || self.incompatibleFeatures.isEmpty, "version 1 has no feature field")
+        page.storeLE(self.version, at: 40)
         page.storeLE(UInt32(Limits.pageSize), at: 44)
         page.storeLE(self.chunkSize, at: 48)
         page.storeLE(self.metadataPages, at: 56)
@@ -72,20 +79,27 @@ struct Superblock: Equatable, Sendable {
         page.storeLE(self.uuid.1, at: 136)
         page.storeLE(self.dataChunksUsed, at: 144)
         page.storeLE(self.metadataReservePages, at: 152)
+        page.storeLE(self.incompatibleFeatures.rawValue, at: 160)
         PageHeader.seal(&page, kind: .superblock, level: 0, count: 0, number: self.slot, generation: self.generation)
         return page
     }
 
     /// Decodes and validates a superblock slot.
-    /// - Throws: `.corrupt` naming the slot when any field is invalid.
-    static func decode(_ page: [UInt8], slot: PageNumber, deviceSize: UInt64) throws(StrataError) -> Superblock {
+    /// - Parameter reader: the versions and features the reader knows (tests narrow it to play
+    ///   an older strata).
+    /// - Throws: `.unsupported` when the slot is intact but written by a newer strata (a format
+    ///   version or incompatible feature the reader does not know); `.corrupt` naming the slot
+    ///   when any field is invalid.
+    static func decode(
+        _ page: [UInt8], slot: PageNumber, deviceSize: UInt64, reader: FormatReader = .current
+    ) throws(StrataError) -> Superblock {
         let header = try PageHeader.verify(page, kind: .superblock, number: slot)
         func bad(_ what: String) -> StrataError { StrataError.corrupt(page: slot, "superblock: \(what)") }
         guard page.loadLE(at: 32) as UInt64 == Self.formatMagic else { throw bad("not a Strata pool (format magic)") }
         let version: UInt32 = page.loadLE(at: 40)
-        guard version == Self.formatVersion else {
-            throw bad("unsupported format version \(version) (this strata reads version \(Self.formatVersion))")
-        }
+        guard version >= 1 else { throw bad("invalid format version 0") }
+        let features = version >= 2 ? IncompatibleFeatures(rawValue: page.loadLE(at: 160)) : []
+        try reader.require(version: version, features: features, slot: slot)
         guard page.loadLE(at: 44) as UInt32 == UInt32(Limits.pageSize) else { throw bad("page size is not 4096") }
         let block = Superblock(
             generation: header.generation,
@@ -94,7 +108,7 @@ struct Superblock: Equatable, Sendable {
             volumeTableRoot: PageNumber(page.loadLE(at: 96)), metadataMapRoot: PageNumber(page.loadLE(at: 104)),
             dataMapRoot: PageNumber(page.loadLE(at: 112)), createdAtNanos: page.loadLE(at: 120),
             uuid: (page.loadLE(at: 128), page.loadLE(at: 136)), dataChunksUsed: page.loadLE(at: 144),
-            metadataReservePages: page.loadLE(at: 152))
+            metadataReservePages: page.loadLE(at: 152), version: version, incompatibleFeatures: features)
         guard block.generation.rawValue % 2 == slot.rawValue else { throw bad("generation in the wrong slot") }
         guard block.chunkSize.nonzeroBitCount == 1, block.chunkSize >= Limits.chunkSizeMin,
             block.chunkSize <= Limits.chunkSizeMax

@@ -3,7 +3,11 @@
 // it could look after power loss: every synced write, plus each later write either lost,
 // kept, or torn at 512-byte sector granularity (SQLite's crash VFS, redb's CrashBackend).
 // A device can also be told to fail after N more operations, which is how a crash "at any
-// point" is placed; later operations then throw EIO, as a dead disk would.
+// point" is placed; later operations then throw EIO, as a dead disk would. A single sync can
+// be made to fail instead (`failNextSync`): it drops the writes it was to make durable, as
+// Linux does when fsync reports EIO, and the device then works again, so a caller that
+// retried the sync would wrongly see success. `signalSyncStarts` lets a test know that a
+// sync has begun (and `holdSyncs` keeps it there) without guessing with a sleep.
 
 import Foundation
 import StrataCore
@@ -20,9 +24,13 @@ public final class SimDevice: PoolDevice, @unchecked Sendable {
     private var pending: [(offset: UInt64, bytes: [UInt8])] = []
     private var operationsLeft: Int?
     private var syncHold: DispatchSemaphore?
+    private var syncStarted: DispatchSemaphore?
+    private var syncFailuresLeft = 0
     public private(set) var crashed = false
     public private(set) var writes = 0
     public private(set) var syncs = 0
+    /// Syncs that failed through `failNextSync`.
+    public private(set) var syncsFailed = 0
 
     public init(size: UInt64) {
         self.size = size
@@ -36,6 +44,17 @@ public final class SimDevice: PoolDevice, @unchecked Sendable {
     /// Makes the next syncs wait until `semaphore` is signalled (one signal per sync).
     public func holdSyncs(on semaphore: DispatchSemaphore?) {
         self.lock.withLock { self.syncHold = semaphore }
+    }
+
+    /// Signals `semaphore` once as each later sync starts (before any hold), until set to nil.
+    public func signalSyncStarts(on semaphore: DispatchSemaphore?) {
+        self.lock.withLock { self.syncStarted = semaphore }
+    }
+
+    /// Makes the next sync fail with EIO, dropping the unsynced writes from what is durable (the
+    /// kernel marks the pages clean after a failed fsync); later operations work again.
+    public func failNextSync() {
+        self.lock.withLock { self.syncFailuresLeft = 1 }
     }
 
     private func tick() throws(StrataError) {
@@ -79,8 +98,17 @@ public final class SimDevice: PoolDevice, @unchecked Sendable {
 
     public func sync() throws(StrataError) {
         try self.tick()
-        let hold = self.lock.withLock { self.syncHold }
+        let (started, hold) = self.lock.withLock { (self.syncStarted, self.syncHold) }
+        started?.signal()
         hold?.wait()
+        let failing: Bool = self.lock.withLock {
+            guard self.syncFailuresLeft > 0 else { return false }
+            self.syncFailuresLeft -= 1
+            self.syncsFailed += 1
+            self.pending.removeAll()
+            return true
+        }
+        if failing { throw StrataError(.io, "simulated device: sync failed (errno=5)") }
         self.lock.withLock {
             for write in self.pending { Self.apply(write.bytes, at: write.offset, to: &self.durable) }
             self.pending.removeAll()
@@ -226,5 +254,19 @@ public enum SimSeeds {
         if let text = environment["STRATA_SEED"], let seed = UInt64(text) { return [seed] }
         let factor = Int(environment["STRATA_LONG"] ?? "") ?? 1
         return (0..<UInt64(count * max(factor, 1))).map { $0 &* 0x2545_F491_4F6C_DD1D ^ salt }
+    }
+}
+
+extension SimDevice {
+    /// A simulated device with a freshly formatted pool on it, and the pool opened.
+    /// - Parameters:
+    ///   - metadataPages: the metadata region, in 4 KiB pages.
+    ///   - dataBytes: room after the metadata region (the data region is what of it fits whole chunks).
+    public static func formattedPool(metadataPages: UInt64, dataBytes: UInt64, chunkSize: UInt64 = 4096)
+        throws(StrataError) -> (SimDevice, Pool)
+    {
+        let device = SimDevice(size: metadataPages * UInt64(Self.pageSize) + dataBytes)
+        try Pool.format(device: device, chunkSize: chunkSize, metadataPages: metadataPages)
+        return (device, try Pool(device: device))
     }
 }

@@ -120,7 +120,7 @@ struct DiffCommand: ParsableCommand {
 struct CheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
-        abstract: "Verify checksums, tree invariants, reference counts and free space; exit 1 if damaged.")
+        abstract: "Verify checksums, tree invariants, reference counts and free space; exit 1 if damaged or failed.")
     @OptionGroup var options: PoolOptions
     @Flag(help: "Print JSON.") var json = false
 
@@ -129,9 +129,11 @@ struct CheckCommand: ParsableCommand {
         if self.json {
             printJSON(report)
         } else {
+            if let failure = report.failure { print("failed: \(failure)") }
             for problem in report.problems { print("damaged: \(problem)") }
+            let verdict = report.failure != nil ? "FAILED" : report.clean ? "clean" : "DAMAGED"
             print(
-                "\(report.clean ? "clean" : "DAMAGED"): generation \(report.generation), \(report.volumes) volumes, \(report.snapshots) snapshots, \(report.treePages) tree pages, \(report.dataChunks) data chunks, \(report.problems.count) problems"
+                "\(verdict): generation \(report.generation), \(report.volumes) volumes, \(report.snapshots) snapshots, \(report.treePages) tree pages, \(report.dataChunks) data chunks, \(report.problems.count) problems"
             )
         }
         if !report.clean { throw ExitCode(1) }

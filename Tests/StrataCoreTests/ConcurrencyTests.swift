@@ -110,22 +110,25 @@ import Testing
     }
 
     @Test func readsAndWritesDoNotWaitForACommitsSync() throws {
-        let device = SimDevice(size: 512 * 4096 + 1024 * 4096)
-        try Pool.format(device: device, chunkSize: 4096, metadataPages: 512)
-        let pool = try Pool(device: device)
+        let (device, pool) = try SimDevice.formattedPool(metadataPages: 512, dataBytes: 4 << 20)
         try pool.createVolume("vm1", size: 1 << 20)
         let handle = try pool.handle("vm1")
         try pool.write(handle, at: 0, [UInt8](repeating: 7, count: 8192))
 
-        // Hold the commit inside its first sync.
+        // Hold the commit inside its first sync, and know (not guess) that it is there.
         let gate = DispatchSemaphore(value: 0)
+        let syncStarted = DispatchSemaphore(value: 0)
+        device.signalSyncStarts(on: syncStarted)
         device.holdSyncs(on: gate)
         let flushed = DispatchSemaphore(value: 0)
         DispatchQueue.global().async {
-            _ = Result { () throws(StrataError) in try pool.flush() }
+            if case .failure(let error) = Result(catching: { () throws(StrataError) in try pool.flush() }) {
+                Issue.record("the held flush failed: \(error)")
+            }
             flushed.signal()
         }
-        usleep(50_000)
+        try #require(syncStarted.wait(timeout: .now() + 20) == .success, "the flush never reached its sync")
+        device.signalSyncStarts(on: nil)
         // While the commit waits, reads and new writes complete.
         let served = DispatchSemaphore(value: 0)
         DispatchQueue.global().async {

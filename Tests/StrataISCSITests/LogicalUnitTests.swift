@@ -34,22 +34,25 @@ struct LogicalUnitTests {
         CDB([0x88, 0] + BigEndian.bytes(lba, 8) + BigEndian.bytes(UInt64(blocks), 4) + [0, 0])
     }
 
-    func sense(_ result: SCSIResult) -> (UInt8, UInt8, UInt8)? {
-        guard result.status == .checkCondition, result.sense.count >= 14 else { return nil }
+    /// Sense key, ASC and ASCQ of a CHECK CONDITION; a test issue (not a crash) when the result
+    /// is anything else.
+    func sense(_ result: SCSIResult) throws -> (UInt8, UInt8, UInt8) {
+        try #require(result.status == .checkCondition, "status \(result.status), not CHECK CONDITION")
+        try #require(result.sense.count >= 14, "sense data of \(result.sense.count) bytes")
         return (result.sense[2] & 0x0f, result.sense[12], result.sense[13])
     }
 
-    @Test func writesReadBackAndRangesAreChecked() {
+    @Test func writesReadBackAndRangesAreChecked() throws {
         let data = (0..<1024).map { UInt8(truncatingIfNeeded: $0 * 3) }
         #expect(self.unit.execute(Self.write16(lba: 5, blocks: 2), data: data, nexus: self.nexus).status == .good)
         let read = self.unit.execute(Self.read16(lba: 5, blocks: 2), data: [], nexus: self.nexus)
         #expect(read.data == data)
         let beyond = self.unit.execute(Self.read16(lba: 2047, blocks: 2), data: [], nexus: self.nexus)
-        #expect(self.sense(beyond)! == (0x05, 0x21, 0x00))
+        #expect(try self.sense(beyond) == (0x05, 0x21, 0x00))
         let unknown = self.unit.execute(self.cdb([0xc7]), data: [], nexus: self.nexus)
-        #expect(self.sense(unknown)! == (0x05, 0x20, 0x00))
+        #expect(try self.sense(unknown) == (0x05, 0x20, 0x00))
         let protected = self.unit.execute(self.cdb([0x28, 0x20, 0, 0, 0, 0, 0, 0, 1, 0]), data: [], nexus: self.nexus)
-        #expect(self.sense(protected)! == (0x05, 0x24, 0x00))
+        #expect(try self.sense(protected) == (0x05, 0x24, 0x00))
     }
 
     @Test func capacityAndProvisioningAreReported() {
@@ -78,7 +81,7 @@ struct LogicalUnitTests {
         try self.pool.createSnapshot("vm1", "s1")
         let snapshot = LogicalUnit(pool: self.pool, handle: try self.pool.handle("vm1@s1"))
         let write = snapshot.execute(Self.write16(lba: 0, blocks: 1), data: [UInt8](repeating: 1, count: 512), nexus: self.nexus)
-        #expect(self.sense(write)! == (0x07, 0x27, 0x00))
+        #expect(try self.sense(write) == (0x07, 0x27, 0x00))
         let modeSense = snapshot.execute(self.cdb([0x1a, 0x08, 0x3f, 0, 255, 0]), data: [], nexus: self.nexus)
         #expect(modeSense.data[2] & 0x80 != 0)  // WP
     }
@@ -91,17 +94,17 @@ struct LogicalUnitTests {
         for index in 0..<64 where last.status == .good {
             last = big.execute(Self.write16(lba: UInt64(index) * 128, blocks: 128), data: block, nexus: self.nexus)
         }
-        #expect(self.sense(last)! == (0x07, 0x27, 0x07))
+        #expect(try self.sense(last) == (0x07, 0x27, 0x07))
     }
 
-    @Test func compareAndWriteWritesOnlyOnAMatch() {
+    @Test func compareAndWriteWritesOnlyOnAMatch() throws {
         let old = [UInt8](repeating: 0x41, count: 512)
         let new = [UInt8](repeating: 0x42, count: 512)
         _ = self.unit.execute(Self.write16(lba: 9, blocks: 1), data: old, nexus: self.nexus)
         let caw = CDB([0x89, 0] + BigEndian.bytes(9, 8) + [0, 0, 0, 1, 0, 0])
         #expect(self.unit.execute(caw, data: old + new, nexus: self.nexus).status == .good)
         let miss = self.unit.execute(caw, data: old + old, nexus: self.nexus)
-        #expect(self.sense(miss)! == (0x0e, 0x1d, 0x00))
+        #expect(try self.sense(miss) == (0x0e, 0x1d, 0x00))
         #expect(self.unit.execute(Self.read16(lba: 9, blocks: 1), data: [], nexus: self.nexus).data == new)
         #expect(throws: SCSIError.self) {
             try self.unit.dataOutLength(caw, nexus: self.nexus, expectedLength: 512).get()
@@ -124,8 +127,8 @@ struct LogicalUnitTests {
         #expect(self.unit.execute(Self.read16(lba: 2040, blocks: 8), data: [], nexus: self.nexus).data.allSatisfy { $0 == 0 })
     }
 
-    @Test func modeSelectClearsTheWriteCache() {
-        var page = ModePages.page(ModePages.caching, control: 0, unit: self.unit)!
+    @Test func modeSelectClearsTheWriteCache() throws {
+        var page = try #require(ModePages.page(ModePages.caching, control: 0, unit: self.unit))
         page[2] &= ~0x04
         let parameters: [UInt8] = [0, 0, 0, 0] + page
         let select = self.unit.execute(self.cdb([0x15, 0x10, 0, 0, UInt8(parameters.count), 0]), data: parameters, nexus: self.nexus)
@@ -135,7 +138,7 @@ struct LogicalUnitTests {
         var wrong = parameters
         wrong[4 + 3] = 0xff
         let refused = self.unit.execute(self.cdb([0x15, 0x10, 0, 0, UInt8(wrong.count), 0]), data: wrong, nexus: self.nexus)
-        #expect(self.sense(refused)! == (0x05, 0x26, 0x00))
+        #expect(try self.sense(refused) == (0x05, 0x26, 0x00))
     }
 
     func prOut(_ action: UInt8, type: UInt8 = 0, key: UInt64, serviceKey: UInt64, nexus: String) -> SCSIResult {
@@ -143,7 +146,7 @@ struct LogicalUnitTests {
         return self.unit.execute(self.cdb([0x5f, action, type, 0, 0, 0, 0, 0, 24, 0]), data: parameters, nexus: nexus)
     }
 
-    @Test func persistentReservationsFenceOtherInitiators() {
+    @Test func persistentReservationsFenceOtherInitiators() throws {
         #expect(self.prOut(0, key: 0, serviceKey: 0xaa, nexus: self.nexus).status == .good)
         #expect(self.prOut(0, key: 0, serviceKey: 0xbb, nexus: self.other).status == .good)
         #expect(self.prOut(1, type: 1, key: 0xaa, serviceKey: 0, nexus: self.nexus).status == .good)  // write exclusive
@@ -158,7 +161,7 @@ struct LogicalUnitTests {
         #expect(self.unit.execute(Self.write16(lba: 0, blocks: 1), data: block, nexus: self.other).status == .good)
         // The preempted initiator is told once, then fenced.
         let attention = self.unit.execute(Self.write16(lba: 0, blocks: 1), data: block, nexus: self.nexus)
-        #expect(self.sense(attention)! == (0x06, 0x2a, 0x05))
+        #expect(try self.sense(attention) == (0x06, 0x2a, 0x05))
         #expect(self.unit.execute(Self.write16(lba: 0, blocks: 1), data: block, nexus: self.nexus).status == .reservationConflict)
         #expect(self.prOut(0, key: 0xaa, serviceKey: 0xcc, nexus: self.nexus).status == .reservationConflict)
     }

@@ -123,23 +123,32 @@ func replies(_ buffer: ByteBuffer) -> [(UInt32, UInt32, ByteBuffer)] {
         #expect(Array(decoded.data.readableBytesView) == [9, 8, 7])
     }
 
+    /// Decodes `option` whole and hands it to the negotiation.
+    func send(_ option: ByteBuffer, to negotiation: inout NBDNegotiation, catalog: FakeCatalog = FakeCatalog()) throws
+        -> NBDNegotiation.Outcome
+    {
+        var bytes = option
+        let request = try #require(try NBDWire.decodeOption(&bytes), "the option did not decode whole")
+        return negotiation.handle(request, catalog: catalog)
+    }
+
+    /// The bytes of an outcome that keeps negotiating; a test failure (never a silent pass) otherwise.
+    func reply(_ outcome: NBDNegotiation.Outcome, _ what: String) throws -> ByteBuffer {
+        guard case .reply(let bytes) = outcome else {
+            throw NegotiationMismatch(what: what, outcome: outcome)
+        }
+        return bytes
+    }
+
     @Test func negotiationAnswersEachOption() throws {
         var negotiation = NBDNegotiation()
         let catalog = FakeCatalog()
         negotiation.clientFlags(NBD.clientFlagFixedNewstyle | NBD.clientFlagNoZeroes)
-        var bytes = option(NBD.Option.list.rawValue)
-        guard case .reply(let list) = negotiation.handle(try NBDWire.decodeOption(&bytes)!, catalog: catalog) else {
-            Issue.record("LIST did not reply")
-            return
-        }
+        let list = try self.reply(try self.send(option(NBD.Option.list.rawValue), to: &negotiation), "LIST")
         let listed = replies(list)
         #expect(listed.map(\.1) == [NBD.OptionReply.server.rawValue, NBD.OptionReply.server.rawValue, NBD.OptionReply.ack.rawValue])
         // Unknown options: ERR_UNSUP, negotiation goes on.
-        bytes = option(99)
-        guard case .reply(let unsupported) = negotiation.handle(try NBDWire.decodeOption(&bytes)!, catalog: catalog) else {
-            Issue.record("unknown option did not reply")
-            return
-        }
+        let unsupported = try self.reply(try self.send(option(99), to: &negotiation), "an unknown option")
         #expect(replies(unsupported).first?.1 == NBD.OptionReply.errorUnsupported.rawValue)
         // Meta contexts need structured replies first.
         var query = ByteBuffer()
@@ -148,50 +157,52 @@ func replies(_ buffer: ByteBuffer) -> [(UInt32, UInt32, ByteBuffer)] {
         query.writeInteger(UInt32(1))
         query.writeInteger(UInt32(15))
         query.writeString("base:allocation")
-        bytes = option(NBD.Option.setMetaContext.rawValue, Array(query.readableBytesView))
-        guard case .reply(let early) = negotiation.handle(try NBDWire.decodeOption(&bytes)!, catalog: catalog) else { return }
+        let setMeta = option(NBD.Option.setMetaContext.rawValue, Array(query.readableBytesView))
+        let early = try self.reply(try self.send(setMeta, to: &negotiation), "SET_META_CONTEXT before STRUCTURED_REPLY")
         #expect(replies(early).first?.1 == NBD.OptionReply.errorInvalid.rawValue)
-        bytes = option(NBD.Option.structuredReply.rawValue)
-        _ = negotiation.handle(try NBDWire.decodeOption(&bytes)!, catalog: catalog)
-        bytes = option(NBD.Option.setMetaContext.rawValue, Array(query.readableBytesView))
-        guard case .reply(let set) = negotiation.handle(try NBDWire.decodeOption(&bytes)!, catalog: catalog) else { return }
+        let structured = try self.reply(
+            try self.send(option(NBD.Option.structuredReply.rawValue), to: &negotiation), "STRUCTURED_REPLY")
+        #expect(replies(structured).first?.1 == NBD.OptionReply.ack.rawValue)
+        let set = try self.reply(try self.send(setMeta, to: &negotiation, catalog: catalog), "SET_META_CONTEXT")
         #expect(replies(set).map(\.1) == [NBD.OptionReply.metaContext.rawValue, NBD.OptionReply.ack.rawValue])
         #expect(negotiation.allocationContext(for: "vm1"))
         // INFO on an unknown export: ERR_UNKNOWN; GO on a snapshot: read-only flags, then start.
-        bytes = option(NBD.Option.info.rawValue, infoData("nope", []))
-        guard case .reply(let unknown) = negotiation.handle(try NBDWire.decodeOption(&bytes)!, catalog: catalog) else { return }
+        let unknown = try self.reply(
+            try self.send(option(NBD.Option.info.rawValue, infoData("nope", [])), to: &negotiation), "INFO of an unknown export")
         #expect(replies(unknown).first?.1 == NBD.OptionReply.errorUnknown.rawValue)
-        bytes = option(NBD.Option.go.rawValue, infoData("vm1@s1", [NBD.Info.name.rawValue, NBD.Info.description.rawValue]))
-        guard case .start(let go, let export) = negotiation.handle(try NBDWire.decodeOption(&bytes)!, catalog: catalog) else {
-            Issue.record("GO did not start transmission")
-            return
+        let goOption = option(NBD.Option.go.rawValue, infoData("vm1@s1", [NBD.Info.name.rawValue, NBD.Info.description.rawValue]))
+        let outcome = try self.send(goOption, to: &negotiation, catalog: catalog)
+        guard case .start(let go, let export) = outcome else {
+            throw NegotiationMismatch(what: "GO", outcome: outcome)
         }
         #expect(export.name == "vm1@s1")
         let infos = replies(go)
         #expect(infos.last?.1 == NBD.OptionReply.ack.rawValue)
+        try #require(infos.count == 5)  // export, name, description, block size, ack
         var exportInfo = infos[0].2
         #expect(exportInfo.readInteger(as: UInt16.self) == NBD.Info.export.rawValue)
         #expect(exportInfo.readInteger(as: UInt64.self) == 1 << 20)
-        let flags = NBD.TransmissionFlags(rawValue: exportInfo.readInteger(as: UInt16.self)!)
+        let flagBits = exportInfo.readInteger(as: UInt16.self)
+        let flags = NBD.TransmissionFlags(rawValue: try #require(flagBits))
         #expect(flags.contains(.readOnly))
         #expect(flags.contains(.canMultiConn))
         #expect(flags.contains(.sendDF))
-        #expect(infos.count == 5)  // export, name, description, block size, ack
     }
 
     @Test func exportNameClosesOnUnknownAndPadsWithoutNoZeroes() throws {
         var negotiation = NBDNegotiation()
         negotiation.clientFlags(NBD.clientFlagFixedNewstyle)
-        var bytes = option(NBD.Option.exportName.rawValue, Array("ghost".utf8))
-        guard case .close = negotiation.handle(try NBDWire.decodeOption(&bytes)!, catalog: FakeCatalog()) else {
-            Issue.record("unknown EXPORT_NAME did not close")
-            return
-        }
-        bytes = option(NBD.Option.exportName.rawValue, Array("vm1".utf8))
-        guard case .start(let reply, _) = negotiation.handle(try NBDWire.decodeOption(&bytes)!, catalog: FakeCatalog()) else {
-            Issue.record("EXPORT_NAME did not start")
-            return
-        }
+        let ghost = try self.send(option(NBD.Option.exportName.rawValue, Array("ghost".utf8)), to: &negotiation)
+        guard case .close = ghost else { throw NegotiationMismatch(what: "EXPORT_NAME of an unknown export", outcome: ghost) }
+        let vm1 = try self.send(option(NBD.Option.exportName.rawValue, Array("vm1".utf8)), to: &negotiation)
+        guard case .start(let reply, _) = vm1 else { throw NegotiationMismatch(what: "EXPORT_NAME vm1", outcome: vm1) }
         #expect(reply.readableBytes == 8 + 2 + 124)
     }
+}
+
+/// A negotiation outcome other than the one a test step expects: thrown, so the test fails.
+struct NegotiationMismatch: Error, CustomStringConvertible {
+    let what: String
+    let outcome: NBDNegotiation.Outcome
+    var description: String { "\(self.what): unexpected outcome \(self.outcome)" }
 }

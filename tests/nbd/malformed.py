@@ -1533,9 +1533,56 @@ class BusyClient(threading.Thread):
             self.error = e
 
 
+IDLE_RECHECK_SECONDS_MAX = 50  # the daemon closes handshakes idle for 60 s, rightly
+IDLE_ATTEMPTS = 2
+
+
+def open_idle_connections(idle):
+    """Opens the 1000 idle connections into `idle` as (kind, Conn); returns the RSS peak seen."""
+    rss_peak = 0.0
+    for i in range(IDLE_GREETING + IDLE_HALF_OPTION + IDLE_TRANSMISSION):
+        c = Conn()
+        if i < IDLE_GREETING:
+            c.greeting()
+            kind = "greeting"
+        elif i < IDLE_GREETING + IDLE_HALF_OPTION:
+            c.hello()
+            c.send(struct.pack(">QII", IHAVEOPT, 99, HALF_OPTION_LENGTH) + b"\x5a" * (HALF_OPTION_LENGTH // 2))
+            kind = "half-option"
+        else:
+            c.enter()
+            kind = "transmission"
+        idle.append((kind, c))
+        if i % 100 == 99:
+            rss_peak = max(rss_peak, rss_mib())
+    return rss_peak
+
+
+def recheck_idle_connections(idle):
+    """Every idle connection must still be open and working."""
+    for kind, c in idle:
+        if kind == "greeting":
+            c.send(u32(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES))
+            c.send_option(OPT_ABORT)
+            reply_type, _, header = c.option_reply(OPT_ABORT)
+            expect_bytes("idle connection (after the greeting): ABORT's reply", ack_header(OPT_ABORT), header)
+        elif kind == "half-option":
+            c.send(b"\x5a" * (HALF_OPTION_LENGTH - HALF_OPTION_LENGTH // 2))
+            reply_type, _, _ = c.option_reply(99)
+            expect(reply_type == REP_ERR_UNSUP, f"idle connection (half an option): {rep_name(reply_type)}")
+        else:
+            expect_bytes("idle connection (transmission): READ", PATTERN[:4096], c.read(0, 4096))
+
+
 def t_idle_connections():
     """1000 connections idle in the handshake (after the greeting, or half-way through an option) or
-    in transmission, while another client works; RSS stays bounded; the daemon keeps serving.
+    in transmission, while another client works; RSS stays bounded; the daemon keeps serving; and
+    every idle connection still answers afterwards.
+
+    The daemon rightly closes a handshake idle for 60 s, so the connections are re-checked only when
+    the first of them is younger than 50 s. When opening them took longer (a loaded machine), they
+    are closed and opened again; a second slow attempt is a failure, never a pass without the
+    re-check (issue 13).
 
     Bound: the debug daemon idles at ~30 MiB. Each idle connection costs a NIO channel, a handler
     and at most its partial option: 400 x 30000 bytes = 12 MB buffered, a few KiB of state each
@@ -1545,55 +1592,35 @@ def t_idle_connections():
     rss_start = rss_mib()
     busy = BusyClient()
     busy.start()
-    idle = []
-    started = time.monotonic()
     rss_peak = rss_start
+    slow = []
     try:
-        for i in range(IDLE_GREETING + IDLE_HALF_OPTION + IDLE_TRANSMISSION):
-            c = Conn()
-            if i < IDLE_GREETING:
-                c.greeting()
-                kind = "greeting"
-            elif i < IDLE_GREETING + IDLE_HALF_OPTION:
-                c.hello()
-                c.send(struct.pack(">QII", IHAVEOPT, 99, HALF_OPTION_LENGTH) + b"\x5a" * (HALF_OPTION_LENGTH // 2))
-                kind = "half-option"
-            else:
-                c.enter()
-                kind = "transmission"
-            idle.append((kind, c))
-            if i % 100 == 99:
-                rss_peak = max(rss_peak, rss_mib())
-        opened = time.monotonic() - started
-        ops_before = busy.ops
-        for _ in range(20):  # hold them all open for 2 s
-            time.sleep(0.1)
-            rss_peak = max(rss_peak, rss_mib())
-        held_ops = busy.ops - ops_before
-        expect(busy.error is None, f"the busy client failed while the idle connections were open: "
-                                   f"{describe(busy.error) if busy.error else ''}")
-        expect(held_ops > 0, "the busy client made no progress in 2 s while 1000 connections were idle")
-        # Every idle connection must still be open and working.
-        if time.monotonic() - started < 50:  # the daemon closes handshakes after 60 s, rightly
-            for kind, c in idle:
-                if kind == "greeting":
-                    c.send(u32(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES))
-                    c.send_option(OPT_ABORT)
-                    reply_type, _, header = c.option_reply(OPT_ABORT)
-                    expect_bytes("idle connection (after the greeting): ABORT's reply", ack_header(OPT_ABORT), header)
-                elif kind == "half-option":
-                    c.send(b"\x5a" * (HALF_OPTION_LENGTH - HALF_OPTION_LENGTH // 2))
-                    reply_type, _, _ = c.option_reply(99)
-                    expect(reply_type == REP_ERR_UNSUP, f"idle connection (half an option): {rep_name(reply_type)}")
-                else:
-                    expect_bytes("idle connection (transmission): READ", PATTERN[:4096], c.read(0, 4096))
-            alive = "all 1000 still answered afterwards"
+        for _ in range(IDLE_ATTEMPTS):
+            idle = []
+            try:
+                started = time.monotonic()
+                rss_peak = max(rss_peak, open_idle_connections(idle))
+                opened = time.monotonic() - started
+                ops_before = busy.ops
+                for _ in range(20):  # hold them all open for 2 s
+                    time.sleep(0.1)
+                    rss_peak = max(rss_peak, rss_mib())
+                held_ops = busy.ops - ops_before
+                expect(busy.error is None, f"the busy client failed while the idle connections were open: "
+                                           f"{describe(busy.error) if busy.error else ''}")
+                expect(held_ops > 0, "the busy client made no progress in 2 s while 1000 connections were idle")
+                if time.monotonic() - started < IDLE_RECHECK_SECONDS_MAX:
+                    recheck_idle_connections(idle)
+                    rss_peak = max(rss_peak, rss_mib())
+                    break
+                slow.append(f"{opened:.1f}")
+            finally:
+                for _, c in idle:
+                    c.close()
         else:
-            alive = "not re-checked: opening them took too long"
-        rss_peak = max(rss_peak, rss_mib())
+            fail(f"opening 1000 connections took {' s, then '.join(slow)} s: over {IDLE_RECHECK_SECONDS_MAX} s "
+                 f"each time, so they could not be re-checked before the daemon's 60 s handshake limit")
     finally:
-        for _, c in idle:
-            c.close()
         busy.stop.set()
         busy.join(30)
     expect(busy.error is None, f"the busy client failed: {describe(busy.error) if busy.error else ''}")
@@ -1601,9 +1628,10 @@ def t_idle_connections():
     rss_end = rss_mib()
     expect(rss_peak < RSS_BOUND_MIB, f"daemon RSS peaked at {rss_peak:.0f} MiB with 1000 idle connections "
                                      f"(start {rss_start:.0f} MiB), over the {RSS_BOUND_MIB} MiB bound")
-    return (f"opened 1000 in {opened:.1f} s; {alive}; busy client {busy.ops} ops ({held_ops} during the 2 s hold), "
-            f"worst write+read {busy.max_latency * 1000:.0f} ms; RSS {rss_start:.0f} -> peak {rss_peak:.0f} -> "
-            f"{rss_end:.0f} MiB after closing (bound {RSS_BOUND_MIB})")
+    retried = f" (after {len(slow)} slow attempt(s): {', '.join(slow)} s)" if slow else ""
+    return (f"opened 1000 in {opened:.1f} s{retried}; all 1000 still answered afterwards; busy client {busy.ops} ops "
+            f"({held_ops} during the 2 s hold), worst write+read {busy.max_latency * 1000:.0f} ms; "
+            f"RSS {rss_start:.0f} -> peak {rss_peak:.0f} -> {rss_end:.0f} MiB after closing (bound {RSS_BOUND_MIB})")
 
 
 SLOW_READS, SLOW_READ_LENGTH, SLOW_GROWTH_BOUND_MIB = 40, 16 * MiB, 160

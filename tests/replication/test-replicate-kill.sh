@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # Killing either daemon mid-transfer: the replica keeps its last complete snapshot (a partial
-# receive stays hidden in staging), and after a restart the next cycle catches up, resuming the
-# staged transfer; the replicated snapshots equal the source's and both pools check clean.
+# receive stays hidden in staging), and after a restart the next cycle catches up; the
+# replicated snapshots equal the source's and both pools check clean.
+#
+# The resume is checked where it happens. A killed replica loses what it applied since its last
+# progress commit (every Limits.receiveCommitBytes, 1 GiB, more than this stream), so its next
+# cycle sends again. A killed source leaves the replica alive: it sees the stream break and keeps
+# what it applied, with a resume token. To make that kill land mid-stream and after data was
+# applied, the replica is paused (SIGSTOP) and stepped until the source has sent 32 MiB; paused,
+# it cannot take the stream's end. The token's offset must be past 0, and the restarted job must
+# resume at exactly that byte (the replica logs it) and deliver that snapshot byte for byte.
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/replication-lib.sh"
 POOL_SIZE=4G
@@ -27,12 +35,36 @@ head -c 128M /dev/urandom >"$WORKDIR/b.raw"
 on_source import "$WORKDIR/b.raw" vm1 >/dev/null
 before=$(newest_replicated)
 wait_until 60 "a transfer in progress" bash -c "[ \"\$(STRATA_POOL=$SOURCE_POOL $STRATA replicate status --json | grep -c '\"sending\"')\" = 1 ]"
+kill -STOP "$REPLICA_PID"
+sent=$(job_field transferDone)
+for _ in $(seq 1 600); do
+    [ "$sent" -ge $((32 << 20)) ] && break
+    kill -CONT "$REPLICA_PID"
+    sleep 0.02
+    kill -STOP "$REPLICA_PID"
+    sent=$(job_field transferDone)
+done
+total=$(job_field transferTotal)
+[ "$sent" -ge $((32 << 20)) ] || { kill -CONT "$REPLICA_PID"; fail "the source sent only $sent bytes while the replica was stepped"; }
+[ "$sent" -lt "$total" ] || { kill -CONT "$REPLICA_PID"; fail "the stream ended ($sent of $total bytes) before the kill"; }
 kill9 "$SOURCE_PID" "$SOURCE_POOL"
+kill -CONT "$REPLICA_PID"
+# The replica kept the interrupted receive: its token resumes past byte 0 (hex field 67-82).
+wait_until 60 "the replica to keep the interrupted receive" on_replica receive --token vm1
+token=$(on_replica receive --token vm1)
+resume_at=$((16#${token:66:16}))
+[ "$resume_at" -gt 0 ] || fail "the interrupted receive kept nothing to resume from (token $token, $sent bytes sent)"
+echo "REPORT source killed after sending $sent of $total bytes; the replica kept $resume_at bytes to resume from"
 # The replica holds a complete snapshot: the one before, or the one just finished.
 same_snapshot_after_restart=$(newest_replicated)
 start_source
 same_snapshot "$same_snapshot_after_restart"
 wait_until 180 "a newer replicated snapshot" bash -c "[ \"\$(STRATA_POOL=$REPLICA_POOL $STRATA snapshot list vm1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1][\"name\"])')\" != $before ]"
+# The restarted job resumed the staged stream at the token's byte. (Its snapshot may be pruned by
+# --keep before it could be exported; the newest, compared below, is an incremental on top of it
+# with the source unchanged since, so it holds the same bytes.)
+wait_until 60 "a receive resumed at byte $resume_at" grep -q "replication: received vm1@.* resumed at byte $resume_at)\$" "$WORKDIR/daemon.log"
+grep "resumed at byte $resume_at)" "$WORKDIR/daemon.log" | sed 's/^/REPORT /'
 # One full cycle after the restart: the replica's newest equals the source's.
 wait_until 180 "a cycle after the restart" bash -c "[ \$(STRATA_POOL=$SOURCE_POOL $STRATA replicate status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0][\"cycles\"])') -ge 1 ]"
 newest=$(newest_replicated)

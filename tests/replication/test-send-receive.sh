@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Send and receive between two pools through a pipe, once with the target's daemon running
 # (the stream's descriptor goes over the stream socket) and once without: full and incremental
-# streams arrive byte for byte with their GUIDs; a flipped byte, a truncation and a base mismatch
-# are refused naming the byte offset or both GUIDs and leave the target as it was; an
+# streams arrive byte for byte with their GUIDs; a flipped byte, a truncation, a stream already
+# received and a base mismatch (a stream from a snapshot the target never received) are refused
+# naming the byte offset or both GUIDs and leave the target as it was; an
 # interrupted receive resumes from its token; --abort discards it; `strata check` stays clean.
 source "$(dirname "$0")/../lib.sh"
 SOURCE="$WORKDIR/source"
@@ -41,8 +42,17 @@ python3 -c "import sys; d=bytearray(open(sys.argv[1],'rb').read()); d[len(d)//2]
     "$WORKDIR/s3.str" "$WORKDIR/bad.str"
 if strata receive vm1 -i "$WORKDIR/bad.str" 2>"$WORKDIR/err"; then fail "corrupt stream accepted"; fi
 grep -q "byte offset" "$WORKDIR/err" || fail "corruption message: $(cat "$WORKDIR/err")"
-# A base mismatch: vm1 already holds s2, the stream starts at s1.
+# A stream the target already holds (s1 -> s2): refused.
 if strata receive vm1 -i "$WORKDIR/s2.str" 2>"$WORKDIR/err"; then fail "stream received twice"; fi
+grep -q "already received" "$WORKDIR/err" || fail "received-twice message: $(cat "$WORKDIR/err")"
+# A base mismatch: the stream s3 -> s4 needs base s3, which the target (s1, s2) does not hold.
+src snapshot create vm1@s4 >/dev/null
+src send vm1@s4 --from vm1@s3 -o "$WORKDIR/s4.str" 2>/dev/null
+if strata receive vm1 -i "$WORKDIR/s4.str" 2>"$WORKDIR/err"; then fail "a stream whose base the target lacks was accepted"; fi
+guid_of() { src snapshot list vm1 --json | python3 -c "import json,sys; print([s['guid'] for s in json.load(sys.stdin) if s['name'] == sys.argv[1]][0])" "$1"; }
+grep -q "base mismatch" "$WORKDIR/err" || fail "base mismatch message: $(cat "$WORKDIR/err")"
+grep -q "$(guid_of s3)" "$WORKDIR/err" || fail "the message does not name the stream's base s3: $(cat "$WORKDIR/err")"
+grep -q "$(guid_of s2)" "$WORKDIR/err" || fail "the message does not name the target's newest s2: $(cat "$WORKDIR/err")"
 [ "$(strata snapshot list --json)" = "$before" ] || fail "a refused stream changed the target"
 
 # A truncated full stream into a new volume: refused, staged, resumed from its token.

@@ -24,7 +24,7 @@ struct NBDRequestExecutor {
         case .readOnly: return .permission
         case .noSpace: return .noSpace
         case .notFound: return .shutdown
-        case .alreadyExists, .busy, .io, .corrupt, .failed: return .io
+        case .alreadyExists, .busy, .io, .corrupt, .failed, .unsupported: return .io
         }
     }
 
