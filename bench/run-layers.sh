@@ -5,7 +5,8 @@
 #   - a fresh Strata overlay of the raw base vs nbdkit's file plugin on (a copy of) the raw file;
 #   - a fresh Strata overlay of the same image as qcow2 vs qemu-nbd serving a new qcow2 overlay
 #     whose backing file is that qcow2;
-#   - Strata reads through a 10-layer stack vs a 1-layer stack over the raw base.
+#   - Strata reads through a 10-layer stack vs a 1-layer stack over the raw base, both holding
+#     the same writes.
 # Reads run before writes on each target, so reads read through the base.
 #
 #   BENCH_DIR  scratch directory (default /work/bench-tmp)    SIZE  base size (default 2G)
@@ -42,19 +43,23 @@ wait_daemon $PORT
 "$STRATA" volume create raw1 --base "$BENCH_DIR/base.raw" >/dev/null
 "$STRATA" volume create qcow1 --base "$BENCH_DIR/base.qcow2" >/dev/null
 "$STRATA" volume create stack10 --base "$BENCH_DIR/base.raw" >/dev/null
+"$STRATA" volume create stack1 --base "$BENCH_DIR/base.raw" >/dev/null
+# Both stacks get the same ten batches of 64 scattered 4 KiB writes: stack10 freezes a layer
+# after each batch, stack1 one layer after all ten, so the two differ only in depth.
 for layer in $(seq 1 10); do
-    # Each layer holds 64 scattered 4 KiB writes, so reads cross every level of the stack.
-    fio --name=layer --ioengine=nbd --uri="nbd://127.0.0.1:$PORT/stack10" --rw=randwrite --bs=4k --number_ios=64 \
-        --size="$SIZE" --randseed=$layer >/dev/null 2>&1
+    for volume in stack10 stack1; do
+        fio --name=layer --ioengine=nbd --uri="nbd://127.0.0.1:$PORT/$volume" --rw=randwrite --bs=4k --number_ios=64 \
+            --size="$SIZE" --randseed=$layer >/dev/null 2>&1
+    done
     "$STRATA" layer push stack10 >/dev/null
 done
+"$STRATA" layer push stack1 >/dev/null
 echo "== strata over raw" >&2
 run_jobs strata-raw "nbd://127.0.0.1:$PORT/raw1" "${JOBS[@]}"
 echo "== strata over qcow2" >&2
 run_jobs strata-qcow2 "nbd://127.0.0.1:$PORT/qcow1" "${JOBS[@]}"
-"$STRATA" volume create one --base "$BENCH_DIR/base.raw" >/dev/null
 echo "== strata 1 and 10 layers" >&2
-run_jobs strata-1layer "nbd://127.0.0.1:$PORT/one" "${JOBS[@]:0:2}"
+run_jobs strata-1layer "nbd://127.0.0.1:$PORT/stack1" "${JOBS[@]:0:2}"
 run_jobs strata-10layer "nbd://127.0.0.1:$PORT/stack10" "${JOBS[@]:0:2}"
 "$STRATA" check >/dev/null
 kill "$STRATA_PID"; wait "$STRATA_PID" || true
