@@ -12,7 +12,7 @@ struct ISCSICommand: ParsableCommand {
         commandName: "iscsi",
         abstract: "iSCSI settings: CHAP secrets.",
         discussion: """
-            Every volume is the iSCSI target iqn.2026-11.org.strata:VOLUME (LUN 0) and every snapshot
+            Every volume is the iSCSI target iqn.2026-11.org.strata:VOLUME (LUN 0) and every snapshot \
             the read-only target iqn.2026-11.org.strata:VOLUME:SNAPSHOT, on `strata serve --iscsi`.
             """,
         subcommands: [ChapCommand.self])
@@ -62,8 +62,8 @@ struct ChapCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Require CHAP for a target (VOLUME or VOLUME@SNAPSHOT), or for every target.",
             discussion: """
-                Without TARGET the secret applies to every target without one of its own, and to
-                discovery sessions. With --mutual-user and --mutual-secret the target also proves
+                Without TARGET the secret applies to every target without one of its own, and to \
+                discovery sessions. With --mutual-user and --mutual-secret the target also proves \
                 itself to the initiator (mutual CHAP). Secrets are 12 to 255 bytes.
                 """)
         @OptionGroup var options: PoolOptions

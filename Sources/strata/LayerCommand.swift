@@ -6,7 +6,7 @@ struct LayerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "layer", abstract: "Freeze a volume's top as a read-only layer, and list its layers.",
         discussion: """
-            A layer is a snapshot: `layer push` freezes the volume as it is now (named NAME, else the
+            A layer is a snapshot: `layer push` freezes the volume as it is now (named NAME, else the \
             next layerN) and the volume goes on as the writable top over it.
             """,
         subcommands: [LayerPush.self, LayerList.self])

@@ -8,8 +8,8 @@ struct OverlayCommand: ParsableCommand {
         commandName: "overlay",
         abstract: "Serve a writable volume over an image file at once: create (or reuse) it in the pool, print its URIs, serve.",
         discussion: """
-            The image (raw, or qcow2 with its backing chain) is read in place and never written; writes
-            go to the pool, so the volume persists across restarts and takes snapshots and layers.
+            The image (raw, or qcow2 with its backing chain) is read in place and never written; writes \
+            go to the pool, so the volume persists across restarts and takes snapshots and layers. \
             Equivalent to `strata serve --overlay FILE [--overlay-name VOL]`, which takes every serve option.
             """)
     @OptionGroup var options: PoolOptions

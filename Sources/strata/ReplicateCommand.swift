@@ -18,9 +18,9 @@ struct ReplicateCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Snapshot VOLUME and send the delta to a peer now and then every DURATION.",
             discussion: """
-                Each cycle takes a snapshot repl-TIME, sends what changed since the last snapshot the
-                replica holds (the whole volume the first time), and keeps the newest --keep
-                replicated snapshots on both sides. A lost connection is retried with backoff and the
+                Each cycle takes a snapshot repl-TIME, sends what changed since the last snapshot the \
+                replica holds (the whole volume the first time), and keeps the newest --keep \
+                replicated snapshots on both sides. A lost connection is retried with backoff and the \
                 transfer resumes where the replica stopped. The job survives daemon restarts.
                 """)
         @OptionGroup var options: PoolOptions

@@ -9,10 +9,10 @@ struct ServeCommand: ParsableCommand {
         commandName: "serve",
         abstract: "Run the daemon: serve volumes over NBD and iSCSI and answer the other commands.",
         discussion: """
-            Creates the pool on first start (sparse, --create-size). Exports every volume read-write
-            as VOLUME and every snapshot read-only as VOLUME@SNAPSHOT, e.g. nbd://127.0.0.1:10809/vm1;
-            over iSCSI, the targets iqn.2026-11.org.strata:VOLUME and iqn.2026-11.org.strata:VOLUME:SNAPSHOT
-            (LUN 0), e.g. iscsi://127.0.0.1:3260/iqn.2026-11.org.strata:vm1/0.
+            Creates the pool on first start (sparse, --create-size). Exports every volume read-write \
+            as VOLUME and every snapshot read-only as VOLUME@SNAPSHOT, e.g. nbd://127.0.0.1:10809/vm1; \
+            over iSCSI, the targets iqn.2026-11.org.strata:VOLUME and iqn.2026-11.org.strata:VOLUME:SNAPSHOT \
+            (LUN 0), e.g. iscsi://127.0.0.1:3260/iqn.2026-11.org.strata:vm1/0. \
             Runs until SIGINT or SIGTERM, then finishes requests in flight, commits and exits 0.
             """)
 

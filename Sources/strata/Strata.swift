@@ -15,10 +15,10 @@ struct Strata: ParsableCommand {
         commandName: "strata",
         abstract: "Thin-provisioned volumes with instant snapshots and clones.",
         discussion: """
-            `strata serve` runs the daemon; every other command talks to it through the control
-            socket in the pool directory, or opens the pool itself when no daemon runs.
-            Every command takes --pool DIR; without it, $STRATA_POOL, else ./strata-data.
-            Volumes are named [A-Za-z0-9._-]{1,64}; a snapshot is VOLUME@SNAPSHOT.
+            `strata serve` runs the daemon; every other command talks to it through the control \
+            socket in the pool directory, or opens the pool itself when no daemon runs. \
+            Every command takes --pool DIR; without it, $STRATA_POOL, else ./strata-data. \
+            Volumes are named [A-Za-z0-9._-]{1,64}; a snapshot is VOLUME@SNAPSHOT. \
             Sizes are bytes or take a K, M, G or T suffix (powers of 1024).
             """,
         version: Self.version,

@@ -65,9 +65,9 @@ struct SendCommand: ParsableCommand {
         commandName: "send",
         abstract: "Write a snapshot as a stream: full, or incremental from a base snapshot.",
         discussion: """
-            A full stream carries the snapshot's data; with --from, only the extents that differ
-            from the base. `strata receive` applies it on another pool. The stream goes to
-            standard output (never a terminal) or to -o FILE. Progress and the summary go to
+            A full stream carries the snapshot's data; with --from, only the extents that differ \
+            from the base. `strata receive` applies it on another pool. The stream goes to \
+            standard output (never a terminal) or to -o FILE. Progress and the summary go to \
             standard error; --json prints the summary as JSON (on standard output with -o).
             """)
     @OptionGroup var options: PoolOptions
@@ -128,10 +128,10 @@ struct ReceiveCommand: ParsableCommand {
         commandName: "receive",
         abstract: "Apply a stream from `strata send` (or `rbd export-diff`) to a volume.",
         discussion: """
-            A full stream creates VOLUME and its snapshot; an incremental one needs VOLUME's newest
-            snapshot to be the stream's base and VOLUME unchanged since (--force rolls it back and
-            deletes newer snapshots). The snapshot appears only once the whole stream is verified.
-            An interrupted receive keeps what it applied and prints a resume token for
+            A full stream creates VOLUME and its snapshot; an incremental one needs VOLUME's newest \
+            snapshot to be the stream's base and VOLUME unchanged since (--force rolls it back and \
+            deletes newer snapshots). The snapshot appears only once the whole stream is verified. \
+            An interrupted receive keeps what it applied and prints a resume token for \
             `strata send --resume`; --token prints it again, --abort discards it.
             """)
     @OptionGroup var options: PoolOptions

@@ -16,7 +16,7 @@ struct VolumeCreate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "create", abstract: "Create a thin volume, empty or over a base image file.",
         discussion: """
-            With --base FILE (raw, or qcow2 with its backing chain), every chunk never written reads
+            With --base FILE (raw, or qcow2 with its backing chain), every chunk never written reads \
             from FILE, which is opened read-only and never written; --size defaults to its virtual size.
             """)
     @OptionGroup var options: PoolOptions
