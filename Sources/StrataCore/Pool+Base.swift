@@ -41,18 +41,19 @@ extension Pool {
     /// Writes zero chunks over every chunk in [first, end) where `base` holds data: the part of
     /// a trim of a based volume that a hole cannot express. Cost: the base's data in the range.
     func zeroBaseData(
-        _ base: any BaseImage, id: UInt64, name: String, from first: UInt64, to end: UInt64, zeros: [UInt8]
+        _ base: any BaseImage, id: UInt64, name: String, from first: ChunkIndex, to end: ChunkIndex, zeros: [UInt8]
     ) throws(StrataError) {
-        let start = first << self.chunkShift
+        let start = first.rawValue << self.chunkShift
         guard start < base.virtualSize else { return }
-        let stop = min(end << self.chunkShift, base.virtualSize)
-        var next = first
+        let stop = min(end.rawValue << self.chunkShift, base.virtualSize)
+        var next = first.rawValue
         for extent in try base.allocation(at: start, length: stop - start) where extent.mapped {
             let from = max(next, extent.offset >> self.chunkShift)
             let to = (extent.offset + extent.length + self.chunkSize - 1) >> self.chunkShift
             for chunk in from..<max(from, to) {
                 try zeros.withUnsafeBufferPointer { buffer throws(StrataError) in
-                    try self.writePiece(id: id, name: name, chunk: chunk, inside: 0, UnsafeRawBufferPointer(buffer))
+                    try self.writePiece(
+                        id: id, name: name, chunk: ChunkIndex(chunk), inside: 0, UnsafeRawBufferPointer(buffer))
                 }
             }
             next = max(next, to)

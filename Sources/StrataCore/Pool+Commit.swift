@@ -55,7 +55,7 @@ extension Pool {
         let writesBefore = self.dataWrites.load(ordering: .sequentiallyConsistent)
         var pages: [(UInt64, [UInt8])] = []
         var releasingMeta: [UInt64] = []
-        var releasingData: [UInt64] = []
+        var releasingData: [PhysicalChunk] = []
         let superblock = try self.meta.withWriteLock { () throws(StrataError) -> Superblock? in
             if let failure = self.failure {
                 throw StrataError(.failed, "commit: pool failed earlier and is read-only until reopened (\(failure.message))")
@@ -85,13 +85,13 @@ extension Pool {
         self.meta.withWriteLock {
             self.committed = superblock.generation
             for page in releasingMeta { self.metaInUse.remove(Int(page)) }
-            for chunk in releasingData { self.dataInUse.remove(Int(chunk)) }
+            for chunk in releasingData { self.dataInUse.remove(Int(chunk.rawValue)) }
         }
     }
 
     /// Step 1 of a commit; runs under `meta` exclusively.
     private func prepareCommit(
-        pages: inout [(UInt64, [UInt8])], releasingMeta: inout [UInt64], releasingData: inout [UInt64]
+        pages: inout [(UInt64, [UInt8])], releasingMeta: inout [UInt64], releasingData: inout [PhysicalChunk]
     ) throws(StrataError) -> Superblock {
         let generation = Generation(self.committed.rawValue + 1)
         for (number, node) in self.dirtyNodes {

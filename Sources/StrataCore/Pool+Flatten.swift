@@ -49,7 +49,7 @@ extension Pool {
                     let first = extent.offset >> self.chunkShift
                     let last = (extent.offset + extent.length - 1) >> self.chunkShift
                     for chunk in first...last {
-                        if try self.fillFromBase(base, id: id, name: volume, chunk: chunk, buffer: &buffer) {
+                        if try self.fillFromBase(base, id: id, name: volume, chunk: ChunkIndex(chunk), buffer: &buffer) {
                             uncommitted += self.chunkSize
                         }
                     }
@@ -100,18 +100,18 @@ extension Pool {
 
     /// Copies one chunk from the base if it is still a hole; true when it copied.
     private func fillFromBase(
-        _ base: any BaseImage, id: UInt64, name: String, chunk: UInt64, buffer: inout [UInt8]
+        _ base: any BaseImage, id: UInt64, name: String, chunk: ChunkIndex, buffer: inout [UInt8]
     ) throws(StrataError) -> Bool {
-        try self.chunkLocks.withLock(volume: id, chunk: chunk) { () throws(StrataError) -> Bool in
+        try self.chunkLocks.withLock(volume: id, chunk: chunk.rawValue) { () throws(StrataError) -> Bool in
             let hole = try self.meta.withReadLock { () throws(StrataError) -> Bool in
                 guard let record = self.record(id: id) else {
                     throw StrataError(.notFound, "flatten \(name): the volume was deleted")
                 }
-                return try self.lookup(record, chunk: chunk).value == 0
+                return try self.lookup(record, chunk: chunk).isHole
             }
             guard hole else { return false }
             try buffer.withUnsafeMutableBufferPointer { raw throws(StrataError) in
-                try base.read(at: chunk << self.chunkShift, into: UnsafeMutableRawBufferPointer(raw))
+                try base.read(at: chunk.rawValue << self.chunkShift, into: UnsafeMutableRawBufferPointer(raw))
             }
             try buffer.withUnsafeBufferPointer { raw throws(StrataError) in
                 try self.remap(id: id, name: name, chunk: chunk, contents: UnsafeRawBufferPointer(raw), at: 0)

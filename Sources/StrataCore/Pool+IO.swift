@@ -94,8 +94,7 @@ extension Pool {
         let token = self.readGuard.enter()
         defer { self.readGuard.leave(token) }
         let length = UInt64(buffer.count)
-        // (buffer offset, byte count, physical chunk + 1, offset inside the chunk)
-        var pieces: [(Int, Int, UInt64, UInt64)] = []
+        var pieces: [ReadPiece] = []
         let baseID = try self.meta.withReadLock { () throws(StrataError) -> UInt32 in
             guard let record = self.record(id: handle.id) else {
                 throw StrataError(.notFound, "read \(handle.name): the volume was deleted")
@@ -103,40 +102,38 @@ extension Pool {
             try self.checkRange(record, handle, operation: "read", offset: offset, length: length)
             var position = offset
             while position < offset + length {
-                let chunk = position >> self.chunkShift
+                let chunk = ChunkIndex(position >> self.chunkShift)
                 let inside = position & (self.chunkSize - 1)
                 let count = min(self.chunkSize - inside, offset + length - position)
-                let (value, _) = try self.lookup(record, chunk: chunk)
-                pieces.append((Int(position - offset), Int(count), value, inside))
+                pieces.append(
+                    ReadPiece(
+                        start: Int(position - offset), count: Int(count),
+                        physical: try self.lookup(record, chunk: chunk).chunk, inside: inside))
                 position += count
             }
             return record.baseID
         }
         // Holes of a based volume read through to its base image; of any other volume, zeros.
-        let throughBase = baseID != 0 && pieces.contains { $0.2 == 0 }
+        let throughBase = baseID != 0 && pieces.contains { $0.physical == nil }
         let base = throughBase ? try self.bases.image(baseID, for: handle.name) : nil
         // Physically contiguous pieces are read with one call.
         var index = 0
         while index < pieces.count {
-            let (start, _, value, inside) = pieces[index]
+            let first = pieces[index]
             var end = index + 1
-            if value != 0 {
-                while end < pieces.count, pieces[end].2 == pieces[end - 1].2 + 1, pieces[end].3 == 0,
-                    pieces[end - 1].3 + UInt64(pieces[end - 1].1) == self.chunkSize
-                {
-                    end += 1
-                }
+            if first.physical != nil {
+                while end < pieces.count, pieces[end].continues(pieces[end - 1], chunkSize: self.chunkSize) { end += 1 }
             } else {
-                while end < pieces.count, pieces[end].2 == 0 { end += 1 }
+                while end < pieces.count, pieces[end].physical == nil { end += 1 }
             }
-            let stop = pieces[end - 1].0 + pieces[end - 1].1
-            let target = UnsafeMutableRawBufferPointer(rebasing: buffer[start..<stop])
-            if value == 0, let base {
-                try base.read(at: offset + UInt64(start), into: target)
-            } else if value == 0 {
-                target.initializeMemory(as: UInt8.self, repeating: 0)
+            let stop = pieces[end - 1].start + pieces[end - 1].count
+            let target = UnsafeMutableRawBufferPointer(rebasing: buffer[first.start..<stop])
+            if let physical = first.physical {
+                try self.device.read(into: target, at: self.dataOffset(physical) + first.inside)
+            } else if let base {
+                try base.read(at: offset + UInt64(first.start), into: target)
             } else {
-                try self.device.read(into: target, at: self.dataOffset(value - 1) + inside)
+                target.initializeMemory(as: UInt8.self, repeating: 0)
             }
             index = end
         }
@@ -180,7 +177,7 @@ extension Pool {
         var position = offset
         let end = offset + UInt64(bytes.count)
         while position < end {
-            let chunk = position >> self.chunkShift
+            let chunk = ChunkIndex(position >> self.chunkShift)
             let inside = position & (self.chunkSize - 1)
             let count = min(self.chunkSize - inside, end - position)
             let start = Int(position - offset)
@@ -210,14 +207,15 @@ extension Pool {
         let last = (offset + UInt64(bytes.count) - 1) >> self.chunkShift
         guard last > first else { return false }
         return try self.chunkLocks.withLocks(volume: id, chunks: first..<(last + 1)) { () throws(StrataError) -> Bool in
-            var physical: [UInt64] = []
+            var physical: [PhysicalChunk] = []
             physical.reserveCapacity(Int(last - first + 1))
             let exclusive = try self.meta.withReadLock { () throws(StrataError) -> Bool in
                 guard let record = self.record(id: id) else { return false }
                 for chunk in first...last {
-                    let (value, time) = try self.lookup(record, chunk: chunk)
-                    guard value != 0, UInt64(time) >= record.sharedBefore else { return false }
-                    physical.append(value - 1)
+                    guard case .mapped(let owned, let epoch) = try self.lookup(record, chunk: ChunkIndex(chunk)),
+                        UInt64(epoch) >= record.sharedBefore
+                    else { return false }
+                    physical.append(owned)
                 }
                 return true
             }
@@ -225,7 +223,9 @@ extension Pool {
             var runStart = 0
             while runStart < physical.count {
                 var runEnd = runStart + 1
-                while runEnd < physical.count, physical[runEnd] == physical[runEnd - 1] + 1 { runEnd += 1 }
+                while runEnd < physical.count, physical[runEnd].rawValue == physical[runEnd - 1].rawValue + 1 {
+                    runEnd += 1
+                }
                 let from = max(offset, (first + UInt64(runStart)) << self.chunkShift)
                 let to = min(offset + UInt64(bytes.count), (first + UInt64(runEnd)) << self.chunkShift)
                 let source = UnsafeRawBufferPointer(rebasing: bytes[Int(from - offset)..<Int(to - offset)])
@@ -239,38 +239,37 @@ extension Pool {
     }
 
     /// Writes part of one chunk. The caller holds the volume's gate and has checked the range.
-    func writePiece(id: UInt64, name: String, chunk: UInt64, inside: UInt64, _ bytes: UnsafeRawBufferPointer)
+    func writePiece(id: UInt64, name: String, chunk: ChunkIndex, inside: UInt64, _ bytes: UnsafeRawBufferPointer)
         throws(StrataError)
     {
-        try self.chunkLocks.withLock(volume: id, chunk: chunk) { () throws(StrataError) in
-            let (value, exclusive, baseID) = try self.meta.withReadLock { () throws(StrataError) in
+        try self.chunkLocks.withLock(volume: id, chunk: chunk.rawValue) { () throws(StrataError) in
+            let (entry, sharedBefore, baseID) = try self.meta.withReadLock { () throws(StrataError) in
                 guard let record = self.record(id: id) else {
                     throw StrataError(.notFound, "write \(name): the volume was deleted")
                 }
-                let (value, time) = try self.lookup(record, chunk: chunk)
-                return (value, value != 0 && UInt64(time) >= record.sharedBefore, record.baseID)
+                return (try self.lookup(record, chunk: chunk), record.sharedBefore, record.baseID)
             }
-            if exclusive {
-                try self.device.write(bytes, at: self.dataOffset(value - 1) + inside)
+            if case .mapped(let owned, let epoch) = entry, UInt64(epoch) >= sharedBefore {
+                try self.device.write(bytes, at: self.dataOffset(owned) + inside)
                 self.dataWrites.add(1, ordering: .relaxed)
                 return
             }
             let partial = !(inside == 0 && UInt64(bytes.count) == self.chunkSize)
-            if value == 0 && baseID == 0 && self.freeChunksAreZero.load(ordering: .relaxed) {
+            if entry.isHole && baseID == 0 && self.freeChunksAreZero.load(ordering: .relaxed) {
                 // A fresh chunk already reads as zeros: write only the new bytes.
                 try self.remap(id: id, name: name, chunk: chunk, contents: bytes, at: inside)
                 return
             }
             var whole: [UInt8]
-            if value != 0 && partial {
-                whole = try self.device.read(count: Int(self.chunkSize), at: self.dataOffset(value - 1))
+            if let shared = entry.chunk, partial {
+                whole = try self.device.read(count: Int(self.chunkSize), at: self.dataOffset(shared))
             } else {
                 whole = [UInt8](repeating: 0, count: Int(self.chunkSize))
-                if value == 0 && baseID != 0 && partial {
+                if entry.isHole && baseID != 0 && partial {
                     // The first write to a chunk of a based volume keeps the rest of the base's chunk.
                     let base = try self.bases.image(baseID, for: name)
                     try whole.withUnsafeMutableBufferPointer { buffer throws(StrataError) in
-                        try base.read(at: chunk << self.chunkShift, into: UnsafeMutableRawBufferPointer(buffer))
+                        try base.read(at: chunk.rawValue << self.chunkShift, into: UnsafeMutableRawBufferPointer(buffer))
                     }
                 }
             }
@@ -286,7 +285,7 @@ extension Pool {
 
     /// Writes `contents` at `offset` inside a fresh chunk and points `chunk` at it, releasing
     /// the old one. The rest of the fresh chunk must already hold what it should (zeros).
-    func remap(id: UInt64, name: String, chunk: UInt64, contents: UnsafeRawBufferPointer, at offset: UInt64)
+    func remap(id: UInt64, name: String, chunk: ChunkIndex, contents: UnsafeRawBufferPointer, at offset: UInt64)
         throws(StrataError)
     {
         let fresh = try self.allocateData(operation: "write \(name)")
@@ -309,9 +308,9 @@ extension Pool {
                 throw error
             }
             do throws(StrataError) {
-                let old = try self.setEntry(&record, chunk: chunk, value: fresh + 1, time: UInt32(self.epoch))
+                let old = try self.setEntry(&record, chunk: chunk, to: .mapped(fresh, epoch: UInt32(self.epoch)))
                 self.retainChunk(fresh)
-                if old != 0 { self.releaseChunk(old - 1) }
+                if let replaced = old.chunk { self.releaseChunk(replaced) }
                 self.store(record)
             } catch {
                 // Corruption met half way through a tree update: stop writing (STYLE §4).
@@ -323,19 +322,19 @@ extension Pool {
 
     /// Returns a chunk that was allocated but never mapped (its write or remap failed). Nothing
     /// references it, so it is free at once, once it reads as zeros again.
-    private func abandon(_ chunk: UInt64) {
+    private func abandon(_ chunk: PhysicalChunk) {
         self.meta.withWriteLock { self.abandonLocked(chunk) }
     }
 
-    private func abandonLocked(_ chunk: UInt64) {
+    private func abandonLocked(_ chunk: PhysicalChunk) {
         if !self.device.discard(at: self.dataOffset(chunk), length: self.chunkSize) {
             self.freeChunksAreZero.store(false, ordering: .sequentiallyConsistent)
         }
-        self.dataInUse.remove(Int(chunk))
+        self.dataInUse.remove(Int(chunk.rawValue))
     }
 
     /// A free data chunk; when the pool is full but chunks await a commit, commits and retries.
-    private func allocateData(operation: String) throws(StrataError) -> UInt64 {
+    private func allocateData(operation: String) throws(StrataError) -> PhysicalChunk {
         for attempt in 0..<2 {
             let (chunk, pending) = self.meta.withWriteLock { (self.allocateDataChunk(), !self.pendingData.isEmpty) }
             if let chunk { return chunk }
@@ -383,21 +382,21 @@ extension Pool {
         let base = try self.baseImage(id: id, name: name)
         var position = start
         while position < end {
-            let chunk = position >> self.chunkShift
+            let chunk = ChunkIndex(position >> self.chunkShift)
             let inside = position & (self.chunkSize - 1)
             let count = min(self.chunkSize - inside, end - position)
             if allowTrim && count == self.chunkSize {
-                let wholeEnd = end >> self.chunkShift
+                let wholeEnd = ChunkIndex(end >> self.chunkShift)
                 try self.unmapMapped(id: id, name: name, from: chunk, to: wholeEnd)
                 if let base {
                     try self.zeroBaseData(base, id: id, name: name, from: chunk, to: wholeEnd, zeros: zeros)
                 }
-                position = wholeEnd << self.chunkShift
+                position = wholeEnd.rawValue << self.chunkShift
                 continue
             } else {
                 let mapped = try self.meta.withReadLock { () throws(StrataError) in
                     guard let record = self.record(id: id) else { return false }
-                    return try self.lookup(record, chunk: chunk).value != 0
+                    return try !self.lookup(record, chunk: chunk).isHole
                 }
                 let baseData = try base.map { base throws(StrataError) in
                     try Self.holdsData(base, at: position, length: count)
@@ -417,10 +416,10 @@ extension Pool {
 
     /// Unmaps every mapped chunk in [first, end), finding them by walks of the tree in batches of
     /// `Limits.trimBatchChunks`, so the cost follows the mapped chunks and memory stays bounded.
-    private func unmapMapped(id: UInt64, name: String, from first: UInt64, to end: UInt64) throws(StrataError) {
+    private func unmapMapped(id: UInt64, name: String, from first: ChunkIndex, to end: ChunkIndex) throws(StrataError) {
         var cursor = first
         while cursor < end {
-            let batch = try self.meta.withReadLock { () throws(StrataError) -> [UInt64] in
+            let batch = try self.meta.withReadLock { () throws(StrataError) -> [ChunkIndex] in
                 guard let record = self.record(id: id) else {
                     throw StrataError(.notFound, "trim \(name): the volume was deleted")
                 }
@@ -428,21 +427,21 @@ extension Pool {
             }
             for chunk in batch { try self.unmap(id: id, name: name, chunk: chunk) }
             guard batch.count == Limits.trimBatchChunks, let last = batch.last else { return }
-            cursor = last + 1
+            cursor = last.advanced(by: 1)
         }
     }
 
-    private func unmap(id: UInt64, name: String, chunk: UInt64) throws(StrataError) {
-        try self.chunkLocks.withLock(volume: id, chunk: chunk) { () throws(StrataError) in
+    private func unmap(id: UInt64, name: String, chunk: ChunkIndex) throws(StrataError) {
+        try self.chunkLocks.withLock(volume: id, chunk: chunk.rawValue) { () throws(StrataError) in
             try self.meta.withWriteLock { () throws(StrataError) in
                 guard var record = self.record(id: id) else {
                     throw StrataError(.notFound, "trim \(name): the volume was deleted")
                 }
-                guard try self.lookup(record, chunk: chunk).value != 0 else { return }
+                guard try !self.lookup(record, chunk: chunk).isHole else { return }
                 try self.requireNodePages(Int(record.depth) + 2, forRelease: true, operation: "trim \(name)")
                 do throws(StrataError) {
-                    let old = try self.setEntry(&record, chunk: chunk, value: 0, time: 0, forRelease: true)
-                    if old != 0 { self.releaseChunk(old - 1) }
+                    let old = try self.setEntry(&record, chunk: chunk, to: .hole, forRelease: true)
+                    if let replaced = old.chunk { self.releaseChunk(replaced) }
                     self.store(record)
                 } catch {
                     self.failure = error
@@ -505,16 +504,35 @@ extension Pool {
                 extents.append(MappingExtent(offset: start, length: stop - start, mapped: mapped))
             }
         }
-        let first = offset >> self.chunkShift
-        let last = (end + self.chunkSize - 1) >> self.chunkShift
+        let first = ChunkIndex(offset >> self.chunkShift)
+        let last = ChunkIndex((end + self.chunkSize - 1) >> self.chunkShift)
         try self.forEachMapping(record, from: first, to: last) { chunk, _, _ in
-            let start = max(chunk << self.chunkShift, offset)
-            let stop = min((chunk + 1) << self.chunkShift, end)
+            let start = max(chunk.rawValue << self.chunkShift, offset)
+            let stop = min((chunk.rawValue + 1) << self.chunkShift, end)
             add(cursor, start, false)
             add(start, stop, true)
             cursor = stop
         }
         add(cursor, end, false)
         return extents
+    }
+}
+
+/// One chunk-sized piece of a read: where it goes in the caller's buffer, and where it comes
+/// from (a physical chunk and the offset inside it, or nil for a hole).
+struct ReadPiece {
+    /// Offset in the caller's buffer.
+    let start: Int
+    let count: Int
+    let physical: PhysicalChunk?
+    /// Offset of the piece inside its chunk.
+    let inside: UInt64
+
+    /// True when this piece starts where `previous` ends on the device: the next physical chunk,
+    /// from its start, after a piece that ran to the end of its chunk.
+    func continues(_ previous: ReadPiece, chunkSize: UInt64) -> Bool {
+        guard let physical = self.physical, let before = previous.physical else { return false }
+        return physical.rawValue == before.rawValue + 1 && self.inside == 0
+            && previous.inside + UInt64(previous.count) == chunkSize
     }
 }

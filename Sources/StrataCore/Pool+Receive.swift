@@ -198,8 +198,8 @@ extension Pool {
         try self.meta.withWriteLock { () throws(StrataError) in
             guard var record = self.record(id: id) else { return }
             let keep = self.chunks(for: size)
-            if size < record.size { try self.truncate(&record, keepBelow: keep) }
-            try self.ensureDepth(&record, chunk: keep - 1)
+            if size < record.size { try self.truncate(&record, keepBelow: ChunkIndex(keep)) }
+            try self.ensureDepth(&record, chunk: ChunkIndex(keep - 1))
             record.size = size
             self.store(record)
         }

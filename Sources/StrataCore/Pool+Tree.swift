@@ -16,24 +16,24 @@ extension Pool {
         return depth
     }
 
-    /// The leaf entry for `chunk`: physical chunk + 1 (0 = hole) and its epoch.
-    func lookup(_ record: VolumeRecord, chunk: UInt64) throws(StrataError) -> (value: UInt64, time: UInt32) {
-        guard chunk < Self.span(depth: record.depth) else { return (0, 0) }
+    /// The leaf entry for `chunk`.
+    func lookup(_ record: VolumeRecord, chunk: ChunkIndex) throws(StrataError) -> LeafEntry {
+        guard chunk.rawValue < Self.span(depth: record.depth) else { return .hole }
         var page = record.root.rawValue
         var level = record.depth - 1
         while page != 0 {
             let node = try self.node(page, level: level)
-            let index = Int((chunk >> (8 * UInt64(level))) & 0xFF)
-            if level == 0 { return (node.slots[index], node.times[index]) }
+            let index = Int((chunk.rawValue >> (8 * UInt64(level))) & 0xFF)
+            if level == 0 { return LeafEntry(slot: node.slots[index], time: node.times[index]) }
             page = node.slots[index]
             level -= 1
         }
-        return (0, 0)
+        return .hole
     }
 
     /// Grows the tree until it addresses `chunk`, adding root levels above the old root.
-    func ensureDepth(_ record: inout VolumeRecord, chunk: UInt64) throws(StrataError) {
-        while chunk >= Self.span(depth: record.depth) {
+    func ensureDepth(_ record: inout VolumeRecord, chunk: ChunkIndex) throws(StrataError) {
+        while chunk.rawValue >= Self.span(depth: record.depth) {
             precondition(Int(record.depth) < Limits.treeDepthMax, "volume \(record.name): tree deeper than 8")
             if record.root != .none {
                 let (page, node) = try self.newNode(level: record.depth)
@@ -57,11 +57,11 @@ extension Pool {
     }
 
     /// Sets the leaf entry for `chunk`, shadowing the path; returns the entry it replaced.
-    /// The caller owns the old value's reference and the new value's reference.
+    /// The caller owns the old entry's chunk reference and the new entry's.
     @discardableResult
     func setEntry(
-        _ record: inout VolumeRecord, chunk: UInt64, value: UInt64, time: UInt32, forRelease: Bool = false
-    ) throws(StrataError) -> UInt64 {
+        _ record: inout VolumeRecord, chunk: ChunkIndex, to entry: LeafEntry, forRelease: Bool = false
+    ) throws(StrataError) -> LeafEntry {
         try self.ensureDepth(&record, chunk: chunk)
         var level = record.depth - 1
         var (page, node) =
@@ -70,7 +70,7 @@ extension Pool {
             : try self.shadow(record.root.rawValue, level: level, forRelease: forRelease)
         record.root = PageNumber(page)
         while level > 0 {
-            let index = Int((chunk >> (8 * UInt64(level))) & 0xFF)
+            let index = Int((chunk.rawValue >> (8 * UInt64(level))) & 0xFF)
             let child = node.slots[index]
             let (childPage, childNode) =
                 child == 0
@@ -81,18 +81,19 @@ extension Pool {
             page = childPage
             level -= 1
         }
-        let index = Int(chunk & 0xFF)
-        let old = node.slots[index]
-        node.slots[index] = value
-        node.times[index] = value == 0 ? 0 : time
+        let index = Int(chunk.rawValue & 0xFF)
+        let old = LeafEntry(slot: node.slots[index], time: node.times[index])
+        node.slots[index] = entry.slot
+        node.times[index] = entry.time
         self.metadataChanged = true
         return old
     }
 
-    /// Drops every entry at or past `keepBelow` chunks, freeing what nothing else references.
-    func truncate(_ record: inout VolumeRecord, keepBelow: UInt64) throws(StrataError) {
+    /// Drops every entry at or past chunk `keepBelow`, freeing what nothing else references.
+    func truncate(_ record: inout VolumeRecord, keepBelow: ChunkIndex) throws(StrataError) {
         guard record.root != .none else { return }
-        let root = try self.truncate(page: record.root.rawValue, level: record.depth - 1, base: 0, keepBelow: keepBelow)
+        let root = try self.truncate(
+            page: record.root.rawValue, level: record.depth - 1, base: 0, keepBelow: keepBelow.rawValue)
         record.root = PageNumber(root)
     }
 
@@ -109,7 +110,7 @@ extension Pool {
             let childBase = base + UInt64(index) * childSpan
             if level == 0 {
                 if childBase >= keepBelow {
-                    self.releaseChunk(node.slots[index] - 1)
+                    if let chunk = LeafEntry(slot: node.slots[index], time: 0).chunk { self.releaseChunk(chunk) }
                     node.slots[index] = 0
                     node.times[index] = 0
                 }
@@ -125,30 +126,33 @@ extension Pool {
         return copyPage
     }
 
-    /// Calls `body(chunk, physical+1, time)` for every mapped entry in [first, end).
+    /// Calls `body(chunk, physical, epoch)` for every mapped entry in [first, end).
     func forEachMapping(
-        _ record: VolumeRecord, from first: UInt64 = 0, to end: UInt64 = .max,
-        _ body: (UInt64, UInt64, UInt32) throws(StrataError) -> Void
+        _ record: VolumeRecord, from first: ChunkIndex = ChunkIndex(0), to end: ChunkIndex = ChunkIndex(.max),
+        _ body: (ChunkIndex, PhysicalChunk, UInt32) throws(StrataError) -> Void
     ) throws(StrataError) {
         guard record.root != .none else { return }
-        _ = try self.walk(page: record.root.rawValue, level: record.depth - 1, base: 0, first: first, end: end) {
-            chunk, value, time throws(StrataError) in
-            try body(chunk, value, time)
+        _ = try self.walk(
+            page: record.root.rawValue, level: record.depth - 1, base: 0, first: first.rawValue, end: end.rawValue
+        ) { chunk, slot, time throws(StrataError) in
+            guard case .mapped(let physical, let epoch) = LeafEntry(slot: slot, time: time) else { return true }
+            try body(ChunkIndex(chunk), physical, epoch)
             return true
         }
     }
 
     /// The first `limit` mapped chunks in [first, end), in order. Cost: the nodes on the way to
     /// them; empty subtrees are skipped whole.
-    func mappedChunks(_ record: VolumeRecord, from first: UInt64, to end: UInt64, limit: Int) throws(StrataError)
-        -> [UInt64]
+    func mappedChunks(_ record: VolumeRecord, from first: ChunkIndex, to end: ChunkIndex, limit: Int)
+        throws(StrataError) -> [ChunkIndex]
     {
         precondition(limit > 0, "mappedChunks needs a positive limit")
         guard record.root != .none else { return [] }
-        var found: [UInt64] = []
-        _ = try self.walk(page: record.root.rawValue, level: record.depth - 1, base: 0, first: first, end: end) {
-            chunk, _, _ in
-            found.append(chunk)
+        var found: [ChunkIndex] = []
+        _ = try self.walk(
+            page: record.root.rawValue, level: record.depth - 1, base: 0, first: first.rawValue, end: end.rawValue
+        ) { chunk, _, _ in
+            found.append(ChunkIndex(chunk))
             return found.count < limit
         }
         return found

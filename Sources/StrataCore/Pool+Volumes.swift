@@ -259,10 +259,10 @@ extension Pool {
             let keep = self.chunks(for: size)
             if size < record.size {
                 try self.requireNodePages(Int(record.depth) * 2, forRelease: true, operation: "resize volume \(name)")
-                try self.truncate(&record, keepBelow: keep)
+                try self.truncate(&record, keepBelow: ChunkIndex(keep))
             }
             try self.requireNodePages(Int(Limits.treeDepthMax), forRelease: false, operation: "resize volume \(name)")
-            try self.ensureDepth(&record, chunk: keep - 1)
+            try self.ensureDepth(&record, chunk: ChunkIndex(keep - 1))
             record.size = size
             self.store(record)
         }

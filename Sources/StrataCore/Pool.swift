@@ -60,7 +60,7 @@ public final class Pool: @unchecked Sendable {
     var dataChunksReferenced: UInt64
     var dirtyNodes: [UInt64: TreeNode] = [:]
     var pendingMeta: [UInt64] = []
-    var pendingData: [UInt64] = []
+    var pendingData: [PhysicalChunk] = []
     var slotByID: [UInt64: Int] = [:]
     /// Empty volume-table slots, so creating a record never scans the table.
     var freeSlots: [Int] = []
@@ -180,7 +180,7 @@ public final class Pool: @unchecked Sendable {
             let start = chunk
             while chunk < self.dataRefs.count && self.dataRefs[chunk] == 0 { chunk += 1 }
             let punched = self.device.discard(
-                at: self.dataOffset(UInt64(start)), length: UInt64(chunk - start) << self.chunkShift)
+                at: self.dataOffset(PhysicalChunk(UInt64(start))), length: UInt64(chunk - start) << self.chunkShift)
             if !punched {
                 allZero = false
                 break
@@ -400,9 +400,9 @@ public final class Pool: @unchecked Sendable {
         return UInt64(page)
     }
 
-    func allocateDataChunk() -> UInt64? {
+    func allocateDataChunk() -> PhysicalChunk? {
         guard let chunk = self.dataInUse.allocate() else { return nil }
-        return UInt64(chunk)
+        return PhysicalChunk(UInt64(chunk))
     }
 
     // MARK: Nodes and reference counts (callers hold `meta`; mutators exclusively)
@@ -457,7 +457,11 @@ public final class Pool: @unchecked Sendable {
         if references > 1 {
             self.metaRefs[Int(page)] = references - 1
             for slot in copy.slots where slot != 0 {
-                if level == 0 { self.retainChunk(slot - 1) } else { try self.retainNode(slot) }
+                if level == 0 {
+                    self.retainChunk(PhysicalChunk(slot - 1))  // a leaf slot holds chunk + 1 (LeafEntry)
+                } else {
+                    try self.retainNode(slot)
+                }
             }
         } else {
             self.metaRefs[Int(page)] = 0
@@ -488,7 +492,11 @@ public final class Pool: @unchecked Sendable {
         }
         let node = try self.node(page, level: level)
         for slot in node.slots where slot != 0 {
-            if level == 0 { self.releaseChunk(slot - 1) } else { try self.releaseNode(slot, level: level - 1) }
+            if level == 0 {
+                self.releaseChunk(PhysicalChunk(slot - 1))  // a leaf slot holds chunk + 1 (LeafEntry)
+            } else {
+                try self.releaseNode(slot, level: level - 1)
+            }
         }
         self.metaRefs[Int(page)] = 0
         self.releasePage(page)
@@ -502,18 +510,18 @@ public final class Pool: @unchecked Sendable {
         self.metadataChanged = true
     }
 
-    func retainChunk(_ chunk: UInt64) {
-        let references = self.dataRefs[Int(chunk)]
+    func retainChunk(_ chunk: PhysicalChunk) {
+        let references = self.dataRefs[Int(chunk.rawValue)]
         precondition(references < UInt32.max, "chunk \(chunk): reference count overflow")
         if references == 0 { self.dataChunksReferenced += 1 }
-        self.dataRefs[Int(chunk)] = references + 1
+        self.dataRefs[Int(chunk.rawValue)] = references + 1
         self.metadataChanged = true
     }
 
-    func releaseChunk(_ chunk: UInt64) {
-        let references = self.dataRefs[Int(chunk)]
+    func releaseChunk(_ chunk: PhysicalChunk) {
+        let references = self.dataRefs[Int(chunk.rawValue)]
         precondition(references > 0, "chunk \(chunk): released with reference count 0")
-        self.dataRefs[Int(chunk)] = references - 1
+        self.dataRefs[Int(chunk.rawValue)] = references - 1
         if references == 1 {
             self.dataChunksReferenced -= 1
             self.pendingData.append(chunk)
@@ -523,7 +531,7 @@ public final class Pool: @unchecked Sendable {
 
     /// Byte offset of a data chunk on the device.
     @inline(__always)
-    func dataOffset(_ chunk: UInt64) -> UInt64 { self.dataStart + chunk << self.chunkShift }
+    func dataOffset(_ chunk: PhysicalChunk) -> UInt64 { self.dataStart + chunk.rawValue << self.chunkShift }
 
     /// Throws if the pool has failed or is read-only.
     func checkWritable(_ operation: String, _ object: String) throws(StrataError) {

@@ -60,6 +60,13 @@ struct Superblock: Equatable, Sendable {
     var slot: PageNumber { PageNumber(self.generation.rawValue % 2) }
 
     func encode() -> [UInt8] {
+        // Paired with `decode`'s checks (STYLE §5): geometry that decode would refuse is a bug here.
+        precondition(self.chunkSize.nonzeroBitCount == 1, "superblock: chunk size \(self.chunkSize) not a power of two")
+        precondition(
+            self.chunkSize >= Limits.chunkSizeMin && self.chunkSize <= Limits.chunkSizeMax,
+            "superblock: chunk size \(self.chunkSize) out of range")
+        precondition(self.dataChunksUsed <= self.chunkCount, "superblock: more chunks used than exist")
+        precondition(self.volumeTableRoot.rawValue < self.metadataPages, "superblock: volume table outside metadata")
         var page = [UInt8](repeating: 0, count: Limits.pageSize)
         page.storeLE(Self.formatMagic, at: 32)
         precondition(self.version >= 2 || self.incompatibleFeatures.isEmpty, "version 1 has no feature field")

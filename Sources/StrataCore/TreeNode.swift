@@ -40,9 +40,21 @@ final class TreeNode: @unchecked Sendable {
     var isEmpty: Bool { self.slots.allSatisfy { $0 == 0 } }
 
     func encode(page: PageNumber, generation: Generation) -> [UInt8] {
+        // Paired with `decode`'s checks (STYLE §5): what is written must decode again.
+        precondition(Int(self.level) < Limits.treeDepthMax, "node for page \(page): level \(self.level) out of range")
+        precondition(self.slots.count == Self.fanout, "node for page \(page): \(self.slots.count) slots")
+        // Negative space: only a leaf has epochs, and a hole carries none.
+        precondition(self.times.count == (self.level == 0 ? Self.fanout : 0), "node for page \(page): epochs")
+        precondition(page.rawValue >= 2, "node written over a superblock (page \(page))")
         var bytes = [UInt8](repeating: 0, count: Limits.pageSize)
         var used: UInt32 = 0
+        if self.level == 0 {
+            for index in 0..<Self.fanout {
+                precondition(self.slots[index] != 0 || self.times[index] == 0, "node for page \(page): epoch on a hole")
+            }
+        }
         for index in 0..<Self.fanout where self.slots[index] != 0 {
+            precondition(self.level == 0 || self.slots[index] >= 2, "node for page \(page): child points at a superblock")
             used += 1
             bytes.storeLE(self.slots[index], at: PageHeader.size + index * 8)
             if self.level == 0 { bytes.storeLE(self.times[index], at: Self.timesOffset + index * 4) }

@@ -48,3 +48,44 @@ extension UInt64 {
         return (self + alignment - 1) & ~(alignment - 1)
     }
 }
+
+/// One leaf slot of a mapping tree: a hole (reads as zeros, or as the volume's base image), or
+/// a physical chunk with the epoch its mapping was made in (the copy-on-write test compares it
+/// with the volume's shared-before epoch).
+enum LeafEntry: Equatable, Sendable {
+    case hole
+    case mapped(PhysicalChunk, epoch: UInt32)
+
+    /// Decodes a leaf slot. In `TreeNode.slots` (and on disk) a mapped chunk is stored as its
+    /// number plus one, so that zero is a hole; this is the only place that knows it.
+    init(slot: UInt64, time: UInt32) {
+        self = slot == 0 ? .hole : .mapped(PhysicalChunk(slot - 1), epoch: time)
+    }
+
+    /// The slot value that encodes this entry (see `init(slot:time:)`).
+    var slot: UInt64 {
+        guard case .mapped(let chunk, _) = self else { return 0 }
+        precondition(chunk.rawValue < UInt64.max, "physical chunk \(chunk) cannot be encoded")
+        return chunk.rawValue + 1
+    }
+
+    /// The epoch stored beside the slot (zero for a hole).
+    var time: UInt32 {
+        guard case .mapped(_, let epoch) = self else { return 0 }
+        return epoch
+    }
+
+    /// The mapped chunk, or nil for a hole.
+    var chunk: PhysicalChunk? {
+        guard case .mapped(let chunk, _) = self else { return nil }
+        return chunk
+    }
+
+    var isHole: Bool { self == .hole }
+}
+
+extension ChunkIndex {
+    /// The chunk index `count` chunks further on.
+    @inline(__always)
+    func advanced(by count: UInt64) -> ChunkIndex { ChunkIndex(self.rawValue + count) }
+}

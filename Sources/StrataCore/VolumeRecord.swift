@@ -137,6 +137,13 @@ struct VolumeRecord: PagedElement, Equatable {
     func encode(into page: inout [UInt8], at offset: Int) {
         let nameBytes = Array(self.name.utf8)
         precondition(nameBytes.count <= Limits.nameBytesMax, "record \(self.id): name too long")
+        // Paired with `init(decoding:)`'s checks (STYLE §5): a live record must decode cleanly.
+        if self.id != 0 {
+            precondition(Names.isValid(self.name), "record \(self.id): invalid name")
+            precondition(self.depth >= 1 && Int(self.depth) <= Limits.treeDepthMax, "record \(self.id): depth \(self.depth)")
+            precondition(self.flags & ~Self.flagsKnown == 0, "record \(self.id): unknown flags \(self.flags)")
+            precondition(self.kind == .staging || self.receivedBytes == 0, "record \(self.id): progress on a non-staging record")
+        }
         page.storeLE(self.id, at: offset)
         page[offset + 8] = self.kind.rawValue
         page[offset + 9] = self.depth
