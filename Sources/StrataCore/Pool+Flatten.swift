@@ -40,7 +40,7 @@ extension Pool {
         while offset < end {
             if isCancelled() {
                 try self.flush()
-                throw StrataError(.busy, "\(operation): interrupted at byte offset \(offset); it resumes when the daemon starts, or run `strata volume flatten \(volume)` again")
+                throw StrataError(.busy, "\(operation): interrupted at byte offset \(offset); it resumes when the daemon starts, or run `strata volume flatten \(volume)` again").at(byteOffset: offset)
             }
             let length = min(step, end - offset)
             gate.lockShared()
@@ -200,7 +200,7 @@ extension Pool {
                 throw StrataError(
                     .invalidArgument,
                     "\(operation): \(newPath) reads differently from the current base at byte offset \(at), where the volume still reads its base; rebase only onto an identical copy, or flatten the volume against the original"
-                )
+                ).at(byteOffset: at)
             }
             offset += UInt64(count)
         }

@@ -34,7 +34,7 @@ extension Pool {
         } catch where error.code == .corrupt || error.code == .io {
             if error.message.hasPrefix("\(operation) \(object)") { throw error }
             let hint = error.code == .corrupt && !error.message.contains("strata check") ? "; run `strata check` for a full report" : ""
-            throw StrataError(error.code, "\(operation) \(object): \(error.message)\(hint)")
+            throw error.withMessage("\(operation) \(object): \(error.message)\(hint)")
         }
     }
 

@@ -127,7 +127,7 @@ extension Pool {
             throw StrataError(
                 .invalidArgument,
                 "\(operation): base mismatch: the stream needs base snapshot \(base) but the newest snapshot of \(volume) is \(newest); send from a snapshot the target holds"
-            )
+            ).naming(guids: [base, newest])
         }
         let baseRecord = snapshots[index]
         let newer = Array(snapshots[(index + 1)...])
@@ -135,7 +135,7 @@ extension Pool {
             throw StrataError(
                 .invalidArgument,
                 "\(operation): base mismatch: the stream's base \(base) is not the newest snapshot of \(volume) (\(newest)); pass --force to delete the newer snapshots (\(newer.map(\.name).joined(separator: ", ")))"
-            )
+            ).naming(guids: [base, newest])
         }
         let modified = record.root != baseRecord.root || record.size != baseRecord.size || record.depth != baseRecord.depth
         if modified && !force {

@@ -16,14 +16,49 @@ public struct StrataError: Error, CustomStringConvertible, Sendable, Equatable {
         case invalidArgument, notFound, alreadyExists, readOnly, noSpace, io, corrupt, busy, failed
         /// The pool was written by a newer strata (a format version or feature this one does not know).
         case unsupported
+        /// A peer or client failed authentication (a wrong replication secret, a wrong CHAP answer).
+        case unauthorized
     }
 
     public let code: Code
     public let message: String
+    /// What the message names, as fields: callers and tests match these, never the text.
+    /// The byte offset in a stream or file where the problem starts.
+    public var byteOffset: UInt64? = nil
+    /// The metadata page that is damaged.
+    public var page: PageNumber? = nil
+    /// Snapshot GUIDs involved (a base mismatch names the expected and the found one).
+    public var guids: [StrataGUID] = []
 
     public init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
+    }
+
+    /// This error with `byteOffset` set.
+    public func at(byteOffset offset: UInt64) -> StrataError {
+        var copy = self
+        copy.byteOffset = offset
+        return copy
+    }
+
+    /// This error, its code and fields kept, with `note` added to the message.
+    public func appending(_ note: String) -> StrataError { self.withMessage(self.message + note) }
+
+    /// This error, its code and fields kept, with another message (context added around it).
+    public func withMessage(_ message: String) -> StrataError {
+        var copy = StrataError(self.code, message)
+        copy.byteOffset = self.byteOffset
+        copy.page = self.page
+        copy.guids = self.guids
+        return copy
+    }
+
+    /// This error with `guids` set.
+    public func naming(guids: [StrataGUID]) -> StrataError {
+        var copy = self
+        copy.guids = guids
+        return copy
     }
 
     public var description: String { self.message }
@@ -39,6 +74,7 @@ public struct StrataError: Error, CustomStringConvertible, Sendable, Equatable {
         case .io, .corrupt, .failed: return EIO
         case .busy: return EBUSY
         case .unsupported: return EOPNOTSUPP
+        case .unauthorized: return EACCES
         }
     }
 
@@ -47,9 +83,8 @@ public struct StrataError: Error, CustomStringConvertible, Sendable, Equatable {
     }
 
     static func corrupt(page: PageNumber, _ what: String) -> StrataError {
-        StrataError(
-            .corrupt,
-            "metadata page \(page): \(what)"
-        )
+        var error = StrataError(.corrupt, "metadata page \(page): \(what)")
+        error.page = page
+        return error
     }
 }

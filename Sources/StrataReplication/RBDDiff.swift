@@ -75,7 +75,7 @@ struct RBDDiffDecoder: StreamDecoder {
         self.context = context
         let rest = try reader.read(RBDDiff.header.count - magic.count, what: "rbd diff header")
         guard magic + rest == RBDDiff.header else {
-            throw StrataError(.corrupt, "\(context): not an rbd diff v1 stream at byte offset 0 (bad header)")
+            throw StrataError(.corrupt, "\(context): not an rbd diff v1 stream at byte offset 0 (bad header)").at(byteOffset: 0)
         }
         var fromName: String?
         var toName: String?
@@ -87,7 +87,7 @@ struct RBDDiffDecoder: StreamDecoder {
             case RBDDiff.tagFrom, RBDDiff.tagTo:
                 let length: UInt32 = try reader.read(4, what: "snapshot name length").loadLE(at: 0)
                 guard length > 0, length <= UInt32(Limits.nameBytesMax) else {
-                    throw StrataError(.corrupt, "\(context): corrupt stream at byte offset \(position): snapshot name of \(length) bytes")
+                    throw StrataError(.corrupt, "\(context): corrupt stream at byte offset \(position): snapshot name of \(length) bytes").at(byteOffset: position)
                 }
                 let name = String(decoding: try reader.read(Int(length), what: "snapshot name"), as: UTF8.self)
                 if tag == RBDDiff.tagFrom { fromName = name } else { toName = name }
@@ -96,7 +96,7 @@ struct RBDDiffDecoder: StreamDecoder {
             case RBDDiff.tagData, RBDDiff.tagZero, RBDDiff.tagEnd:
                 self.pendingTag = tag
             default:
-                throw StrataError(.corrupt, "\(context): corrupt stream at byte offset \(position): unknown rbd diff tag \(tag)")
+                throw StrataError(.corrupt, "\(context): corrupt stream at byte offset \(position): unknown rbd diff tag \(tag)").at(byteOffset: position)
             }
             if self.pendingTag != nil { break }
         }
@@ -124,7 +124,7 @@ struct RBDDiffDecoder: StreamDecoder {
         }
         if tag == RBDDiff.tagEnd { return .end }
         guard tag == RBDDiff.tagData || tag == RBDDiff.tagZero else {
-            throw StrataError(.corrupt, "\(self.context): corrupt stream at byte offset \(position): unexpected rbd diff tag \(tag)")
+            throw StrataError(.corrupt, "\(self.context): corrupt stream at byte offset \(position): unexpected rbd diff tag \(tag)").at(byteOffset: position)
         }
         let fields = try self.reader.read(16, what: "rbd diff extent")
         let offset: UInt64 = fields.loadLE(at: 0)
@@ -133,11 +133,11 @@ struct RBDDiffDecoder: StreamDecoder {
         guard offset <= size, length <= size - offset else {
             throw StrataError(
                 .corrupt,
-                "\(self.context): corrupt stream at byte offset \(position): extent offset \(offset) length \(length) past the end (size=\(size))")
+                "\(self.context): corrupt stream at byte offset \(position): extent offset \(offset) length \(length) past the end (size=\(size))").at(byteOffset: position)
         }
         if tag == RBDDiff.tagZero { return .zero(offset: offset, length: length) }
         guard length <= Limits.rbdDiffExtentBytesMax else {
-            throw StrataError(.corrupt, "\(self.context): corrupt stream at byte offset \(position): data extent of \(length) bytes is too large")
+            throw StrataError(.corrupt, "\(self.context): corrupt stream at byte offset \(position): data extent of \(length) bytes is too large").at(byteOffset: position)
         }
         return .data(offset: offset, bytes: try self.reader.read(Int(length), what: "rbd diff data"))
     }

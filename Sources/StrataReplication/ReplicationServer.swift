@@ -144,7 +144,7 @@ public final class ReplicationServer: Sendable {
             let answer = try TCPSocket.read(fd, count: 32, what: "the authentication answer")
             guard ReplicationWire.verify(answer, challenge: challenge, secret: secret) else {
                 logger.warning("replication: refused \(peer): wrong secret")
-                throw StrataError(.readOnly, "replication: authentication failed: wrong secret")
+                throw StrataError(.unauthorized, "replication: authentication failed: wrong secret")
             }
             let line = try TCPSocket.readLine(fd, limit: Limits.streamRequestBytesMax, what: "the request")
             guard let request = try? JSONDecoder().decode(ReplicationRequest.self, from: Data(line)) else {

@@ -44,7 +44,7 @@ enum StreamDecoders {
             return try RBDDiffDecoder(reader: reader, magic: magic, context: context)
         }
         throw StrataError(
-            .corrupt, "\(context): not a Strata stream or an rbd diff v1 stream at byte offset 0 (bad magic)")
+            .corrupt, "\(context): not a Strata stream or an rbd diff v1 stream at byte offset 0 (bad magic)").at(byteOffset: 0)
     }
 }
 
@@ -64,12 +64,12 @@ struct StrataStreamDecoder: StreamDecoder {
         let bytes = magic + (try reader.read(StreamHeader.size - magic.count, what: "stream header"))
         let header = try StreamHeader.decode(bytes, context: context)
         guard header.flags & ~StreamHeader.flagCompression == 0 else {
-            throw StrataError(.corrupt, "\(context): corrupt stream at byte offset 16: unknown header flags \(header.flags)")
+            throw StrataError(.corrupt, "\(context): corrupt stream at byte offset 16: unknown header flags \(header.flags)").at(byteOffset: 16)
         }
         guard header.resumeOffset <= header.volumeSize, header.volumeSize > 0, header.volumeSize % 512 == 0,
             header.volumeSize <= Limits.volumeSizeMax
         else {
-            throw StrataError(.corrupt, "\(context): corrupt stream at byte offset 24: invalid volume size or resume offset")
+            throw StrataError(.corrupt, "\(context): corrupt stream at byte offset 24: invalid volume size or resume offset").at(byteOffset: 24)
         }
         self.digest.update(data: bytes)
         self.nextOffset = header.resumeOffset
@@ -91,11 +91,11 @@ struct StrataStreamDecoder: StreamDecoder {
             throw StrataError(
                 .corrupt,
                 "\(self.context): corrupt stream at byte offset \(payloadPosition): record payload checksum mismatch (stored=\(hex(record.payloadCRC)) computed=\(hex(crc)))"
-            )
+            ).at(byteOffset: payloadPosition)
         }
         let context = self.context
         let invalid = { (what: String) in
-            StrataError(.corrupt, "\(context): corrupt stream at byte offset \(position): \(what)")
+            StrataError(.corrupt, "\(context): corrupt stream at byte offset \(position): \(what)").at(byteOffset: position)
         }
         switch record.kind {
         case .end:
@@ -133,7 +133,7 @@ struct StrataStreamDecoder: StreamDecoder {
             guard compressed else { return .data(offset: record.offset, bytes: payload) }
             guard let inflated = RecordCompression.decompress(payload, length: Int(record.length)) else {
                 throw StrataError(
-                    .corrupt, "\(self.context): corrupt stream at byte offset \(payloadPosition): compressed payload does not inflate to \(record.length) bytes")
+                    .corrupt, "\(self.context): corrupt stream at byte offset \(payloadPosition): compressed payload does not inflate to \(record.length) bytes").at(byteOffset: payloadPosition)
             }
             return .data(offset: record.offset, bytes: inflated)
         }

@@ -84,24 +84,24 @@ public struct StreamHeader: Sendable, Equatable {
     public static func decode(_ bytes: [UInt8], context: String) throws(StrataError) -> StreamHeader {
         precondition(bytes.count == Self.size, "header decode needs \(Self.size) bytes")
         guard Array(bytes[0..<8]) == Self.magic else {
-            throw StrataError(.corrupt, "\(context): not a Strata stream at byte offset 0 (bad magic)")
+            throw StrataError(.corrupt, "\(context): not a Strata stream at byte offset 0 (bad magic)").at(byteOffset: 0)
         }
         let version: UInt32 = bytes.loadLE(at: 8)
         guard version == Self.version else {
             throw StrataError(
-                .corrupt, "\(context): stream version \(version) at byte offset 8 is not supported (this strata reads version 1)")
+                .corrupt, "\(context): stream version \(version) at byte offset 8 is not supported (this strata reads version 1)").at(byteOffset: 8)
         }
         let stored: UInt32 = bytes.loadLE(at: 148)
         let computed = crc32c(Array(bytes[0..<148]))
         guard stored == computed else {
             throw StrataError(
                 .corrupt,
-                "\(context): corrupt stream at byte offset 0: header checksum mismatch (stored=\(hex(stored)) computed=\(hex(computed)))")
+                "\(context): corrupt stream at byte offset 0: header checksum mismatch (stored=\(hex(stored)) computed=\(hex(computed)))").at(byteOffset: 0)
         }
         let length: UInt32 = bytes.loadLE(at: 12)
         let nameLength = Int(bytes[80])
         guard length == UInt32(Self.size), nameLength <= Limits.nameBytesMax else {
-            throw StrataError(.corrupt, "\(context): corrupt stream at byte offset 12: invalid header fields")
+            throw StrataError(.corrupt, "\(context): corrupt stream at byte offset 12: invalid header fields").at(byteOffset: 12)
         }
         let header = StreamHeader(
             flags: bytes.loadLE(at: 16), chunkSize: bytes.loadLE(at: 20), volumeSize: bytes.loadLE(at: 24),
@@ -109,7 +109,7 @@ public struct StreamHeader: Sendable, Equatable {
             createdAtNanos: Int64(bitPattern: bytes.loadLE(at: 64)), resumeOffset: bytes.loadLE(at: 72),
             snapshotName: String(decoding: bytes[81..<(81 + nameLength)], as: UTF8.self))
         guard Names.isValid(header.snapshotName), !header.toGUID.isZero else {
-            throw StrataError(.corrupt, "\(context): corrupt stream at byte offset 80: invalid snapshot name or GUID")
+            throw StrataError(.corrupt, "\(context): corrupt stream at byte offset 80: invalid snapshot name or GUID").at(byteOffset: 80)
         }
         return header
     }
@@ -165,10 +165,10 @@ public struct RecordHeader: Sendable, Equatable {
             throw StrataError(
                 .corrupt,
                 "\(context): corrupt stream at byte offset \(position): record header checksum mismatch (stored=\(hex(stored)) computed=\(hex(computed)))"
-            )
+            ).at(byteOffset: position)
         }
         guard let kind = Kind(rawValue: bytes[0]) else {
-            throw StrataError(.corrupt, "\(context): corrupt stream at byte offset \(position): unknown record type \(bytes[0])")
+            throw StrataError(.corrupt, "\(context): corrupt stream at byte offset \(position): unknown record type \(bytes[0])").at(byteOffset: position)
         }
         let header = RecordHeader(
             kind: kind, flags: bytes[1], payloadLength: bytes.loadLE(at: 4), offset: bytes.loadLE(at: 8),
@@ -177,7 +177,7 @@ public struct RecordHeader: Sendable, Equatable {
             throw StrataError(
                 .corrupt,
                 "\(context): corrupt stream at byte offset \(position): invalid record (payload \(header.payloadLength) bytes, flags \(header.flags))"
-            )
+            ).at(byteOffset: position)
         }
         return header
     }

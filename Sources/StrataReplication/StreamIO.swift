@@ -130,7 +130,7 @@ public final class StreamReader {
         guard let bytes = try self.readUpTo(count) else {
             throw StrataError(
                 .corrupt,
-                "\(self.context): truncated stream at byte offset \(self.position): \(what) at byte offset \(at) needs \(count) bytes")
+                "\(self.context): truncated stream at byte offset \(self.position): \(what) at byte offset \(at) needs \(count) bytes").at(byteOffset: self.position)
         }
         return bytes
     }

@@ -137,18 +137,17 @@ public enum StreamReceiver {
                 try pool.flush()
             }
             if case .failure(let other) = discarded {
-                return StrataError(error.code, "\(error.message); discarding the partial receive failed too: \(other.message)")
+                return error.appending("; discarding the partial receive failed too: \(other.message)")
             }
-            return StrataError(error.code, "\(error.message); the target is unchanged")
+            return error.appending("; the target is unchanged")
         }
         pool.recordReceiveProgress(volume, receivedBytes: applied)
         if case .failure(let other) = Result(catching: { () throws(StrataError) in try pool.flush() }) {
-            return StrataError(error.code, "\(error.message); saving the partial receive failed too: \(other.message)")
+            return error.appending("; saving the partial receive failed too: \(other.message)")
         }
         let token = ResumeToken(target: description.toGUID, base: description.fromGUID, offset: applied)
-        return StrataError(
-            error.code,
-            "\(error.message); the target is unchanged; \(applied) bytes are staged: resume with `strata send --resume \(token) ...` or discard with `strata receive --abort \(volume)` (resume token: \(token))"
+        return error.appending(
+            "; the target is unchanged; \(applied) bytes are staged: resume with `strata send --resume \(token) ...` or discard with `strata receive --abort \(volume)` (resume token: \(token))"
         )
     }
 

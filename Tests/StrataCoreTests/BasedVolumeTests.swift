@@ -173,7 +173,7 @@ private func baseBytes(_ size: Int, seed: UInt64) -> [UInt8] {
         // Where the volume no longer reads its base, the new file may differ.
         try pool.write(try pool.handle("vm"), at: 0, [UInt8](repeating: 7, count: 4096))
         let error = #expect(throws: StrataError.self) { try pool.rebase("vm", basePath: other) }
-        #expect(error?.message.contains("byte offset 40000") == true, "\(String(describing: error))")
+        #expect(error?.byteOffset == 40000, "\(String(describing: error))")
         try pool.write(try pool.handle("vm"), at: 36_864, [UInt8](repeating: 7, count: 4096))
         try pool.rebase("vm", basePath: other)
         #expect(try pool.base(of: "vm")?.descriptor.path == other)

@@ -39,7 +39,7 @@ import Testing
                 continue
             }
             #expect(error.code == .corrupt)
-            #expect(error.message.contains("page 7"))
+            #expect(error.page == PageNumber(7))
         }
     }
 

@@ -150,7 +150,7 @@ func fingerprint(_ pool: Pool) throws -> [String] {
             damaged[position] ^= 0x40
             let error = receive(target, "vm", damaged)
             #expect(error != nil, "flip at \(position) accepted")
-            #expect(error?.message.contains("byte offset") == true, "flip at \(position): \(error?.message ?? "")")
+            #expect(error?.byteOffset != nil, "flip at \(position): \(error?.message ?? "")")
             if target.receiveStaging("vm") != nil { try target.abortReceive("vm") }
             #expect(try fingerprint(target) == before, "flip at \(position) changed the target")
         }
@@ -162,7 +162,7 @@ func fingerprint(_ pool: Pool) throws -> [String] {
         let before = try fingerprint(target)
         for length in Array(0..<200) + stride(from: 200, to: bytes.count, by: 1531).map({ $0 }) + [bytes.count - 1] {
             let error = receive(target, "vm", Array(bytes[0..<length]))
-            #expect(error?.message.contains("byte offset") == true, "cut at \(length): \(error?.message ?? "none")")
+            #expect(error?.byteOffset != nil, "cut at \(length): \(error?.message ?? "none")")
             #expect(try fingerprint(target) == before, "cut at \(length) changed the target")
             if target.receiveStaging("vm") != nil { try target.abortReceive("vm") }
         }
@@ -183,13 +183,13 @@ func fingerprint(_ pool: Pool) throws -> [String] {
 
     @Test func baseMismatchNamesBothGUIDsAndForceRollsBack() throws {
         let (source, target, _, bytes) = try self.twoSnapshotFixture()
-        let baseGUID = try source.snapshotIdentity("vm@a").guid.description
+        let baseGUID = try source.snapshotIdentity("vm@a").guid
         // The target takes a snapshot of its own: the stream's base is no longer the newest.
         try target.createSnapshot("vm", "local")
-        let localGUID = try target.snapshotIdentity("vm@local").guid.description
+        let localGUID = try target.snapshotIdentity("vm@local").guid
         let mismatch = receive(target, "vm", bytes)
-        #expect(mismatch?.message.contains(baseGUID) == true)
-        #expect(mismatch?.message.contains(localGUID) == true)
+        #expect(mismatch?.guids == [baseGUID, localGUID])
+        #expect(mismatch?.message.contains(baseGUID.description) == true)
         try target.deleteSnapshot("vm", "local")
         // A write since the base is refused, and --force rolls it back.
         try target.write(try target.handle("vm"), at: 0, [UInt8](repeating: 7, count: 512))
@@ -215,7 +215,7 @@ func fingerprint(_ pool: Pool) throws -> [String] {
         }
         // A truncated rbd diff leaves nothing staged (the format cannot resume).
         let bytes = try stream(source, "vm@b", format: .rbdDiff)
-        #expect(receive(target, "copy", Array(bytes.dropLast(100)))?.message.contains("byte offset") == true)
+        #expect(receive(target, "copy", Array(bytes.dropLast(100)))?.byteOffset != nil)
         #expect(target.receiveStaging("copy") == nil)
         #expect(Pool.check(device: device).clean)
     }
@@ -284,7 +284,7 @@ func fingerprint(_ pool: Pool) throws -> [String] {
         // A flipped byte inside a compressed payload is caught by its CRC.
         var damaged = output.bytes
         damaged[StreamHeader.size + RecordHeader.size + 10] ^= 1
-        #expect(receive(target, "copy", damaged)?.message.contains("byte offset") == true)
+        #expect(receive(target, "copy", damaged)?.byteOffset == UInt64(StreamHeader.size + RecordHeader.size))
         #expect(Pool.check(device: device).clean)
     }
 }
@@ -385,7 +385,7 @@ struct StreamForge {
         forge.add(.data, offset: 0, length: 1 << 40, payload: [0x78, 0x9c, 0x03, 0x00], compressed: true)
         let error = receive(target, "vm", forge.bytes)
         #expect(error?.code == .corrupt)
-        #expect(error?.message.contains("byte offset \(StreamHeader.size)") == true, "\(String(describing: error))")
+        #expect(error?.byteOffset == UInt64(StreamHeader.size), "\(String(describing: error))")
         #expect(error?.message.contains("exceeds the limit") == true)
         if target.receiveStaging("vm") != nil { try target.abortReceive("vm") }
         #expect(try target.listVolumes().isEmpty)
@@ -413,7 +413,7 @@ struct StreamForge {
         let forge = StreamForge(volumeSize: Limits.volumeSizeMax + 512)
         let error = receive(target, "vm", forge.bytes)
         #expect(error?.code == .corrupt)
-        #expect(error?.message.contains("byte offset 24") == true, "\(String(describing: error))")
+        #expect(error?.byteOffset == 24, "\(String(describing: error))")
     }
 
     /// The story: a zero record was applied one chunk at a time even where nothing was mapped,

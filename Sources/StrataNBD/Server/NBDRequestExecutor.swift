@@ -24,6 +24,7 @@ struct NBDRequestExecutor {
         case .readOnly: return .permission
         case .noSpace: return .noSpace
         case .notFound: return .shutdown
+        case .unauthorized: return .permission
         case .alreadyExists, .busy, .io, .corrupt, .failed, .unsupported: return .io
         }
     }
