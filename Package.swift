@@ -196,3 +196,31 @@ package.targets.append(
         ],
         swiftSettings: strictSettings
     ))
+
+// The object-store tier (issue 11, docs/OBJECTSTORE.md): `ObjectStore` with an OpenStack Swift
+// client (TempAuth v1.0) and an S3 client (SigV4 with swift-crypto), both on async-http-client;
+// remotes, manifests, push, ls, delete and gc. StrataCore never imports it; the daemon and the
+// CLI do.
+package.dependencies.append(.package(url: "https://github.com/swift-server/async-http-client", exact: "1.37.0"))
+package.targets.append(contentsOf: [
+    .target(
+        name: "StrataObjectStore",
+        dependencies: [
+            "StrataCore",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+        ],
+        swiftSettings: strictSettings
+    ),
+    .testTarget(
+        name: "StrataObjectStoreTests",
+        dependencies: ["StrataObjectStore", "StrataCore", .product(name: "Crypto", package: "swift-crypto")],
+        swiftSettings: strictSettings
+    ),
+])
+for target in package.targets where target.name == "StrataServer" || target.name == "strata" {
+    target.dependencies.append("StrataObjectStore")
+}

@@ -91,7 +91,22 @@ if [ -z "$tests" ] || [ "$tests" -le "$skipped_tests" ]; then
 fi
 passed=$((tests - skipped_tests))
 
-echo "== end to end with real clients (qemu-img, qemu-io, nbdinfo, nbdcopy, fio, libnbd, libiscsi)"
+echo "== object store: a real OpenStack Swift, native and S3 API, on loopback (scripts/objectstore.sh)"
+# Started before the end-to-end tests that use it (tests/objectstore/), stopped by its PIDs at
+# exit; its endpoints reach the tests as STRATA_SWIFT_* and STRATA_S3_*. If it cannot start,
+# those tests skip, which fails the run under CI=true.
+OBJECTSTORE_DIR=$(mktemp -d /tmp/strata-objectstore.XXXXXX)
+stop_objectstore() { scripts/objectstore.sh destroy "$OBJECTSTORE_DIR" >/dev/null 2>&1 || rm -rf "$OBJECTSTORE_DIR"; }
+trap 'rm -f "$LOG"; stop_objectstore' EXIT
+if scripts/objectstore.sh start "$OBJECTSTORE_DIR"; then
+    set -a
+    source "$OBJECTSTORE_DIR/objectstore.env"
+    set +a
+else
+    echo "test: the object store did not start; tests/objectstore/ will skip" >&2
+fi
+
+echo "== end to end with real clients (qemu-img, qemu-io, nbdinfo, nbdcopy, fio, libnbd, libiscsi, OpenStack Swift)"
 set +e
 CI=${CI:-} tests/run-e2e.sh 2>&1 | tee "$LOG.e2e"
 e2e_status=${PIPESTATUS[0]}
@@ -114,7 +129,7 @@ fi
 
 echo "== end to end: the README quick start, then strata check"
 WORK=$(mktemp -d)
-trap 'rm -f "$LOG"; rm -rf "$WORK"' EXIT
+trap 'rm -f "$LOG"; rm -rf "$WORK"; stop_objectstore' EXIT
 quick_start() {
     local strata="$ROOT/.build/debug/strata"
     export STRATA_POOL="$WORK/pool"

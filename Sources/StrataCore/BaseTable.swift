@@ -336,8 +336,10 @@ public final class BaseTable: @unchecked Sendable {
 
 /// Whole-file replacement that a crash leaves old or new: write a temporary file, sync it,
 /// rename it over the target, sync the directory.
-enum AtomicFile {
-    static func write(_ data: Data, to path: String, operation: String) throws(StrataError) {
+public enum AtomicFile {
+    /// Replaces the file at `path` with `data` (mode 0600), durably.
+    /// - Throws: `StrataError` with the errno of the step that failed.
+    public static func write(_ data: Data, to path: String, operation: String) throws(StrataError) {
         let temporary = path + ".tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw StrataError.io(operation, temporary, errno: errno) }

@@ -4,6 +4,7 @@
 // from the daemon or from a pool it opened itself, because both run `PoolService`.
 
 import StrataCore
+import StrataObjectStore
 
 /// Everything the control plane can be asked.
 public enum ControlRequest: Codable, Sendable, Equatable {
@@ -30,12 +31,16 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     case rebaseVolume(name: String, base: String)
     /// Freezes the volume's top as a read-only layer (a snapshot, `layerN` when unnamed).
     case pushLayer(volume: String, name: String?)
+    /// A remote verb (`strata remote …`, `strata push`): StrataObjectStore's RemoteService.
+    case remote(RemoteRequest)
 
     /// True when the request only reads.
     public var isReadOnly: Bool {
         switch self {
         case .poolStatus, .listVolumes, .listSnapshots, .exportImage, .diff, .check, .connections, .volumeLayers:
             return true
+        // Remote verbs read the pool only (push reads a snapshot); remotes.json is not the pool.
+        case .remote: return true
         default: return false
         }
     }
@@ -54,6 +59,7 @@ public enum ControlResult: Codable, Sendable {
     case layers([LayerInfo])
     /// The name of what a request created (`layer push`).
     case created(String)
+    case remote(RemoteResult)
 }
 
 /// An image import or export's totals.

@@ -8,6 +8,7 @@ import NIOCore
 import StrataCore
 import StrataFrontEnd
 import StrataNBD
+import StrataObjectStore
 
 /// The control plane over one pool.
 public struct PoolService: Sendable {
@@ -89,6 +90,8 @@ public struct PoolService: Sendable {
             if name == nil { snapshot = try self.nextLayerName(volume) }
             try self.pool.createSnapshot(volume, snapshot)
             return .created("\(volume)@\(snapshot)")
+        case .remote(let request):
+            return .remote(try RemoteService(pool: self.pool).execute(request, progress: progress))
         case .connections:
             return .connections(
                 (self.registry?.all ?? []).map {

@@ -26,7 +26,7 @@ struct Strata: ParsableCommand {
             SendCommand.self, ReceiveCommand.self, ReplicateCommand.self,
             ServeCommand.self, PoolCommand.self, VolumeCommand.self, SnapshotCommand.self, CloneCommand.self,
             ImportCommand.self, ExportCommand.self, DiffCommand.self, CheckCommand.self, ConnectionsCommand.self,
-            ISCSICommand.self, LayerCommand.self, OverlayCommand.self,
+            ISCSICommand.self, LayerCommand.self, OverlayCommand.self, RemoteCommand.self, PushCommand.self,
         ]
     )
 }

@@ -1,0 +1,170 @@
+// HTTP for both object-store clients, on async-http-client: one `HTTPClient` per remote session
+// (its connection pool reuses connections across requests), a connect timeout and a per-request
+// deadline, bounded retries with exponential backoff on 5xx, timeouts and connection errors, and
+// a bound on requests in flight (`AsyncLimiter`). All bounds are in Limits+ObjectStore.swift.
+//
+// A request is built by a closure so every attempt is built afresh: an S3 signature carries the
+// attempt's time, and a Swift token may have been refreshed between attempts.
+
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import StrataCore
+import Synchronization
+
+/// One request as a client builds it.
+struct HTTPRequestSpec: Sendable {
+    var method: HTTPMethod
+    var url: String
+    var headers: HTTPHeaders
+    var body: ByteBuffer?
+}
+
+/// A final answer: status, headers, and the body (bounded by `Limits.objectStoreResponseBytesMax`).
+struct HTTPReply: Sendable {
+    let status: UInt
+    let headers: HTTPHeaders
+    let body: ByteBuffer
+
+    var isSuccess: Bool { (200..<300).contains(self.status) }
+
+    /// Throws the request's error unless the answer is a success (or, with `orMissing`, a 404).
+    func requireSuccess(_ context: RequestContext, orMissing: Bool = false) throws(StrataError) {
+        guard self.isSuccess || (orMissing && self.status == 404) else {
+            throw ObjectStoreError.http(context, status: self.status, detail: self.detail, attempts: 1)
+        }
+    }
+
+    /// A HEAD answer as the object it describes, nil for 404.
+    func objectInfo(_ key: String, _ context: RequestContext) throws(StrataError) -> ObjectInfo? {
+        if self.status == 404 { return nil }
+        try self.requireSuccess(context)
+        return ObjectInfo(key: key, headers: self.headers)
+    }
+
+    /// The body as text, shortened for an error message (HTML tags and XML left as they are).
+    var detail: String {
+        let text = String(buffer: self.body).trimmingCharacters(in: .whitespacesAndNewlines)
+        if let code = XMLScanner.firstValue(of: "Code", in: text) { return "code=\(code)" }
+        return text.isEmpty ? "" : "body=\(text.prefix(120))"
+    }
+}
+
+/// The HTTP client a remote session uses; shut it down when done.
+final class HTTPTransport: Sendable {
+    let client: HTTPClient
+    let limiter = AsyncLimiter(permits: Limits.objectStoreParallelRequestsMax)
+
+    init() {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout = .init(
+            connect: .seconds(Limits.objectStoreConnectTimeoutSeconds),
+            read: .seconds(Limits.objectStoreRequestTimeoutSeconds))
+        configuration.connectionPool = .init(
+            idleTimeout: .seconds(60),
+            concurrentHTTP1ConnectionsPerHostSoftLimit: Limits.objectStoreParallelRequestsMax)
+        configuration.httpVersion = .http1Only
+        configuration.decompression = .disabled
+        configuration.redirectConfiguration = .disallow
+        self.client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    func shutdown() async {
+        // A failed shutdown leaves nothing to undo: the connections are closed either way.
+        do { try await self.client.shutdown() } catch {}
+    }
+
+    /// Sends the request `build` makes, retrying 5xx answers and transport failures with
+    /// exponential backoff up to `Limits.objectStoreAttemptsMax` attempts. Any other answer,
+    /// success or not, is returned for the caller to judge.
+    /// - Throws: the transport error after the last attempt, or the caller's own from `build`.
+    func send(_ context: RequestContext, _ build: () async throws(StrataError) -> HTTPRequestSpec)
+        async throws(StrataError) -> HTTPReply
+    {
+        await self.limiter.acquire()
+        defer { self.limiter.release() }
+        var delay = Limits.objectStoreBackoffMillisecondsInitial
+        var failure = ""
+        var url = ""
+        for attempt in 1...Limits.objectStoreAttemptsMax {
+            let spec = try await build()
+            url = spec.url
+            do {
+                let reply = try await self.execute(spec)
+                if reply.status < 500 || attempt == Limits.objectStoreAttemptsMax {
+                    if reply.status >= 500 {
+                        throw ObjectStoreError.http(context, status: reply.status, detail: reply.detail, attempts: attempt)
+                    }
+                    return reply
+                }
+                failure = "status=\(reply.status)"
+            } catch let error as StrataError {
+                throw error
+            } catch is CancellationError {
+                throw StrataError(.io, "\(context.operation) \(context.object) on \(context.remote): cancelled")
+            } catch {
+                failure = "\(error)"
+            }
+            guard attempt < Limits.objectStoreAttemptsMax else { break }
+            do {
+                try await Task.sleep(for: .milliseconds(delay))
+            } catch {
+                throw StrataError(.io, "\(context.operation) \(context.object) on \(context.remote): cancelled")
+            }
+            delay = min(delay * 2, Limits.objectStoreBackoffMillisecondsMax)
+        }
+        throw ObjectStoreError.transport(context, url: url, failure: failure, attempts: Limits.objectStoreAttemptsMax)
+    }
+
+    private func execute(_ spec: HTTPRequestSpec) async throws -> HTTPReply {
+        var request = HTTPClientRequest(url: spec.url)
+        request.method = spec.method
+        request.headers = spec.headers
+        if let body = spec.body { request.body = .bytes(body) }
+        let response = try await self.client.execute(
+            request, timeout: .seconds(Limits.objectStoreRequestTimeoutSeconds))
+        let body = try await response.body.collect(upTo: Limits.objectStoreResponseBytesMax)
+        return HTTPReply(status: response.status.code, headers: response.headers, body: body)
+    }
+}
+
+/// A counting semaphore for async code: at most `permits` holders at once, the rest wait in
+/// order. The lock guards two fields for a few instructions; continuations resume outside it.
+final class AsyncLimiter: Sendable {
+    private struct State {
+        var available: Int
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+    private let state: Mutex<State>
+
+    init(permits: Int) {
+        precondition(permits > 0, "a limiter needs at least one permit")
+        self.state = Mutex(State(available: permits))
+    }
+
+    func acquire() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let granted = self.state.withLock { state -> Bool in
+                guard state.available > 0 else {
+                    state.waiters.append(continuation)
+                    return false
+                }
+                state.available -= 1
+                return true
+            }
+            if granted { continuation.resume() }
+        }
+    }
+
+    func release() {
+        let next = self.state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard !state.waiters.isEmpty else {
+                state.available += 1
+                return nil
+            }
+            return state.waiters.removeFirst()
+        }
+        next?.resume()
+    }
+}

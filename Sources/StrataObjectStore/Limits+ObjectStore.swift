@@ -1,0 +1,48 @@
+// Bounds of the object-store tier, each with the reason for its value (STYLE §5). In their own
+// file so this module and the engine's Limits.swift change apart.
+
+import StrataCore
+
+extension Limits {
+    /// Default object size: 8 MiB, the size snap2swift and RBD use. Large enough that a request's
+    /// fixed cost (2-3 ms of server CPU on Swift, NOTES.md) is small next to its transfer, small
+    /// enough that changing 4 KiB re-uploads little.
+    public static let objectSizeDefault: UInt64 = 8 << 20
+    /// Smallest object size: 1 MiB (the largest chunk), so an object always holds whole chunks.
+    public static let objectSizeMin: UInt64 = 1 << 20
+    /// Largest object size: 64 MiB. A push holds `objectStoreParallelRequestsMax` objects in
+    /// memory at once (512 MiB at this size), and Swift's s3api refuses single PUTs over 5 GiB.
+    public static let objectSizeMax: UInt64 = 64 << 20
+    /// Requests one remote client has in flight at once: 8 parallel PUTs reached the store's
+    /// ceiling in NOTES.md's measurements; more only queue in the proxy.
+    public static let objectStoreParallelRequestsMax = 8
+    /// Attempts of one request before its error is reported (the first try and four retries):
+    /// with the backoff below that rides out ~3 s of a restarting server.
+    public static let objectStoreAttemptsMax = 5
+    /// First retry delay; each further retry doubles it.
+    public static let objectStoreBackoffMillisecondsInitial: Int64 = 100
+    /// Longest retry delay, so a bounded retry budget never sleeps for minutes.
+    public static let objectStoreBackoffMillisecondsMax: Int64 = 2_000
+    /// Seconds to establish a TCP connection: a loopback or LAN store answers in milliseconds, so
+    /// 5 s means the host is gone.
+    public static let objectStoreConnectTimeoutSeconds: Int64 = 5
+    /// Seconds one request may take end to end: an 8 MiB PUT at a slow 1 MiB/s, with margin.
+    /// A stalled object server makes Swift's proxy answer 503 after its node_timeout (3-10 s).
+    public static let objectStoreRequestTimeoutSeconds: Int64 = 60
+    /// Largest response body read into memory: one object at the largest object size plus room
+    /// for a listing page or an error document.
+    public static let objectStoreResponseBytesMax = Int(objectSizeMax) + (1 << 20)
+    /// Keys one listing request asks for: the most both Swift and S3 return per page.
+    public static let objectStoreListPageMax = 1000
+    /// Listing pages one walk follows before giving up: 10 million keys, far past any pool, so
+    /// a store that keeps answering "truncated" cannot loop forever.
+    public static let objectStoreListPagesMax = 10_000
+    /// Largest manifest accepted: a 64 TiB volume at 8 MiB objects has 8 Mi entries of ~150
+    /// bytes; 2 GiB refuses a garbage document before it fills memory.
+    public static let manifestBytesMax = 2 << 30
+    /// Seconds after which a push or gc lease that was not refreshed counts as dead (its process
+    /// was killed). Generous, so clock skew between hosts cannot expire a live lease.
+    public static let leaseExpirySeconds: Double = 15 * 60
+    /// Seconds between refreshes of a live lease: a small fraction of the expiry.
+    public static let leaseRefreshSeconds: Double = 60
+}
