@@ -45,4 +45,10 @@ public enum Limits {
     public static let flattenCommitBytes: UInt64 = 256 << 20
     /// Seconds between timer commits when the owner asks for them (dm-thin commits every second).
     public static let commitIntervalSecondsDefault: Double = 1.0
+    /// Chunks an in-pool copy shares per hold of the chunk locks and the metadata lock: a batch
+    /// of 256 (one leaf) keeps writers to other chunks waiting at most one leaf's updates.
+    public static let shareBatchChunks: UInt64 = 256
+    /// Bytes an in-pool copy moves through memory per read and write where it cannot share
+    /// (unaligned edges, based volumes): large enough for sequential I/O, small enough to hold.
+    public static let copyPieceBytes: UInt64 = 1 << 20
 }

@@ -97,7 +97,12 @@ final class StripedLocks: @unchecked Sendable {
     /// Holds the stripes of every chunk in `chunks` at once, taken in ascending stripe order
     /// (the one order every multi-stripe holder uses, so two never deadlock).
     func withLocks<T, E: Error>(volume: UInt64, chunks: Range<UInt64>, _ body: () throws(E) -> T) throws(E) -> T {
-        let indexes = Set(chunks.map { self.stripe(volume: volume, chunk: $0) }).sorted()
+        try self.withLocks(chunks.map { (volume, $0) }, body)
+    }
+
+    /// Holds the stripes of every (volume, chunk) in `keys` at once, in ascending stripe order.
+    func withLocks<T, E: Error>(_ keys: [(volume: UInt64, chunk: UInt64)], _ body: () throws(E) -> T) throws(E) -> T {
+        let indexes = Set(keys.map { self.stripe(volume: $0.volume, chunk: $0.chunk) }).sorted()
         for index in indexes { self.stripes[index].lock() }
         defer { for index in indexes.reversed() { self.stripes[index].unlock() } }
         return try body()

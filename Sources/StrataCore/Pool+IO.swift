@@ -38,7 +38,7 @@ extension Pool {
         }
     }
 
-    private func checkRange(
+    func checkRange(
         _ record: VolumeRecord, _ handle: VolumeHandle, operation: String, offset: UInt64, length: UInt64
     ) throws(StrataError) {
         let (end, overflow) = offset.addingReportingOverflow(length)
@@ -50,7 +50,7 @@ extension Pool {
         }
     }
 
-    private func writableRecord(_ handle: VolumeHandle, operation: String, offset: UInt64, length: UInt64)
+    func writableRecord(_ handle: VolumeHandle, operation: String, offset: UInt64, length: UInt64)
         throws(StrataError) -> VolumeRecord
     {
         try self.meta.withReadLock { () throws(StrataError) in
@@ -322,7 +322,7 @@ extension Pool {
 
     /// Returns a chunk that was allocated but never mapped (its write or remap failed). Nothing
     /// references it, so it is free at once, once it reads as zeros again.
-    private func abandon(_ chunk: PhysicalChunk) {
+    func abandon(_ chunk: PhysicalChunk) {
         self.meta.withWriteLock { self.abandonLocked(chunk) }
     }
 
@@ -334,7 +334,7 @@ extension Pool {
     }
 
     /// A free data chunk; when the pool is full but chunks await a commit, commits and retries.
-    private func allocateData(operation: String) throws(StrataError) -> PhysicalChunk {
+    func allocateData(operation: String) throws(StrataError) -> PhysicalChunk {
         for attempt in 0..<2 {
             let (chunk, pending) = self.meta.withWriteLock { (self.allocateDataChunk(), !self.pendingData.isEmpty) }
             if let chunk { return chunk }

@@ -169,8 +169,14 @@ public final class Pool: @unchecked Sendable {
     /// Punches every run of free chunks, so free chunks read as zeros whatever a crash left in
     /// them (a chunk freed by a commit may not have been punched before the crash). One call
     /// per run: the cost follows the number of allocated extents, not the pool size.
+    ///
+    /// Free chunks read as zeros only once the device has proven it punches: a pool opened full
+    /// (no free chunk to punch) on a device that cannot punch would otherwise claim it, and the
+    /// chunks its next commit frees would keep their old bytes under a first write that writes
+    /// only its own (found by ShareTests' model: a copy, then a write to a hole of a full pool).
     private func punchFreeChunks() {
         var allZero = true
+        var punchedAny = false
         var chunk = 0
         while chunk < self.dataRefs.count {
             guard self.dataRefs[chunk] == 0 else {
@@ -185,8 +191,9 @@ public final class Pool: @unchecked Sendable {
                 allZero = false
                 break
             }
+            punchedAny = true
         }
-        self.freeChunksAreZero.store(allZero, ordering: .sequentiallyConsistent)
+        self.freeChunksAreZero.store(allZero && punchedAny, ordering: .sequentiallyConsistent)
     }
 
     /// Reads both superblock slots and returns the valid one with the higher generation.

@@ -7,11 +7,13 @@ Usage:
                [--mutual-target IQN --mutual-initiator U:S --mutual-target-credentials U:S]
                [--filter WORD]
   iscsi_raw.py write-protect --portal HOST:PORT --target IQN [--lun N]
+  iscsi_raw.py xcopy --portal HOST:PORT --target IQN --dest IQN --blocks N
+               [--source-lba L] [--dest-lba L] [--segment-blocks N] [--expect-sense KEY/ASC/ASCQ]
   iscsi_raw.py selftest                        (CRC32C against RFC 7143's example vectors)
 
 tests/iscsi/test-malformed.sh runs `malformed` against a Strata daemon (--pid is the daemon,
 whose liveness and VmRSS are checked); tests/iscsi/test-chap.sh runs `write-protect` against a
-snapshot target. Python standard library only: every byte on the wire is built here, so what is
+snapshot target; tests/iscsi/test-xcopy.sh and bench/run-xcopy.sh run `xcopy`. Python standard library only: every byte on the wire is built here, so what is
 checked is the target, not an initiator library.
 
 `malformed` first logs in (security stage with AuthMethod=None, then the operational stage)
@@ -1163,9 +1165,65 @@ def write_protect(args):
     return 1 if r.failures else 0
 
 
+def naa_target_descriptor(session):
+    """The identification target descriptor (E4h, SPC-4 §6.4.5.2) of a session's logical unit:
+    its first NAA designator from VPD page 83h, and a disk block length of 512."""
+    status, sense, page = session.scsi(bytes([0x12, 0x01, 0x83, 0x01, 0x00, 0x00]), read_length=256)
+    if status != 0:
+        raise ProtocolViolation("INQUIRY VPD 83h failed: status 0x%02x sense %s" % (status, hx(sense)))
+    offset = 4
+    while offset + 4 <= len(page):
+        length = page[offset + 3]
+        if page[offset + 1] & 0x0F == 3:
+            designator = page[offset:offset + 4 + length]
+            return bytes([0xE4, 0, 0, 0]) + designator.ljust(24, b"\0") + bytes([0, 0, 0x02, 0x00])
+        offset += 4 + length
+    raise ProtocolViolation("VPD page 83h has no NAA designator")
+
+
+def xcopy(args):
+    """EXTENDED COPY (LID1) of --blocks blocks from --target to --dest, sent to --target as copy
+    manager, in block-to-block segments of --segment-blocks, up to 128 segments per command.
+    Prints the seconds it took; with --expect-sense, the first command must fail with it."""
+    source = Session(args.portal, args.target, args.lun)
+    dest = Session(args.portal, args.dest, args.lun)
+    for s in (source, dest):
+        status = s.login()
+        if status:
+            raise ProtocolViolation("login to %s failed with status 0x%04x" % (s.target, status))
+    targets = naa_target_descriptor(source) + naa_target_descriptor(dest)
+    dest.logout()
+    dest.close()
+    started = time.monotonic()
+    done = 0
+    while done < args.blocks:
+        segments = b""
+        while done < args.blocks and len(segments) < 128 * 28:
+            count = min(args.segment_blocks, args.blocks - done)
+            segments += struct.pack(">BBHHHHHQQ", 0x02, 0, 0x18, 0, 1, 0, count,
+                                    args.source_lba + done, args.dest_lba + done)
+            done += count
+        # List ID 0 with LIST ID USAGE 11b (no list identifier, nothing held).
+        header = struct.pack(">BBH4xII", 0, 0x18, len(targets), len(segments), 0)
+        plist = header + targets + segments
+        cdb = bytes([0x83, 0x00]) + bytes(8) + struct.pack(">I", len(plist)) + bytes(2)
+        status, sense, _ = source.scsi(cdb, write_data=plist, timeout=600)
+        if args.expect_sense:
+            got = "%x/%02x/%02x" % sense_key(sense) if status == 2 else "good"
+            print("EXTENDED COPY: %s (expected %s)" % (got, args.expect_sense))
+            return 0 if got == args.expect_sense else 1
+        if status != 0:
+            print("EXTENDED COPY failed: status 0x%02x sense %s" % (status, "%x/%02x/%02x" % sense_key(sense)))
+            return 1
+    print("EXTENDED COPY of %d blocks: %.3f s" % (args.blocks, time.monotonic() - started))
+    source.logout()
+    source.close()
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("command", choices=["malformed", "write-protect", "selftest"])
+    ap.add_argument("command", choices=["malformed", "write-protect", "xcopy", "selftest"])
     ap.add_argument("--portal")
     ap.add_argument("--target")
     ap.add_argument("--lun", type=int, default=0)
@@ -1177,6 +1235,12 @@ def main():
     ap.add_argument("--mutual-initiator", help="USER:SECRET the initiator proves")
     ap.add_argument("--mutual-target-credentials", help="USER:SECRET the target proves")
     ap.add_argument("--filter")
+    ap.add_argument("--dest", help="xcopy: the destination target")
+    ap.add_argument("--blocks", type=int, default=0)
+    ap.add_argument("--source-lba", type=int, default=0)
+    ap.add_argument("--dest-lba", type=int, default=0)
+    ap.add_argument("--segment-blocks", type=int, default=32768)
+    ap.add_argument("--expect-sense", help="xcopy: KEY/ASC/ASCQ in hex, as 7/27/00")
     args = ap.parse_args()
     if args.command == "selftest":
         selftest()
@@ -1184,6 +1248,8 @@ def main():
     selftest()
     if args.command == "malformed":
         return malformed(args)
+    if args.command == "xcopy":
+        return xcopy(args)
     return write_protect(args)
 
 

@@ -25,6 +25,8 @@ struct BlockExtent: Sendable {
         case cdb16
         /// COMPARE AND WRITE: LBA in bytes 2–9, blocks in byte 13.
         case compareAndWrite
+        /// WRITE ATOMIC(16): LBA in bytes 2–9, blocks in bytes 12–13.
+        case writeAtomic16
     }
 
     /// Which maximum the number of blocks is held to.
@@ -35,6 +37,8 @@ struct BlockExtent: Sendable {
         case writeSame
         /// MAXIMUM COMPARE AND WRITE LENGTH.
         case compareAndWrite
+        /// MAXIMUM ATOMIC TRANSFER LENGTH.
+        case atomic
         /// No transfer: SYNCHRONIZE CACHE, PRE-FETCH and VERIFY only name a range.
         case none
     }
@@ -62,6 +66,7 @@ struct BlockExtent: Sendable {
         case .cdb12: return 6
         case .cdb16: return 10
         case .compareAndWrite: return 13
+        case .writeAtomic16: return 12
         }
     }
 
@@ -74,6 +79,7 @@ struct BlockExtent: Sendable {
         case .cdb12: return (cdb.uint32(2), cdb.uint32(6))
         case .cdb16: return (cdb.uint64(2), cdb.uint32(10))
         case .compareAndWrite: return (cdb.uint64(2), UInt64(cdb[13]))
+        case .writeAtomic16: return (cdb.uint64(2), cdb.uint16(12))
         }
     }
 }
@@ -229,6 +235,13 @@ enum CommandTable {
         CommandSpec(.modeSense10, "MODE SENSE(10)", access: .read) { unit, cdb, _, _ throws(SCSIError) in
             try ModePages.sense(cdb, unit: unit)
         },
+        // A thin volume has no media defects: an empty list in the format asked for.
+        CommandSpec(.readDefectData10, "READ DEFECT DATA(10)", access: .read) { _, cdb, _, _ in
+            .good([0, cdb[2] & 0x1f, 0, 0].truncated(to: cdb.uint16(7)))
+        },
+        CommandSpec(.readDefectData12, "READ DEFECT DATA(12)", access: .read) { _, cdb, _, _ in
+            .good([0, cdb[1] & 0x1f, 0, 0, 0, 0, 0, 0].truncated(to: cdb.uint32(6)))
+        },
         CommandSpec(.reportLUNs, "REPORT LUNS", access: .always) { unit, cdb, _, _ throws(SCSIError) in
             try unit.reportLUNs(cdb)
         },
@@ -267,6 +280,13 @@ enum CommandTable {
                 .compareAndWrite, "COMPARE AND WRITE", access: .write, writes: true, dataOut: .compareAndWrite,
                 exactDataOutField: 13, extent: BlockExtent(.compareAndWrite, limit: .compareAndWrite)
             ) { unit, cdb, data, _ throws(SCSIError) in try unit.compareAndWrite(cdb, data: data) },
+        ]
+        + [
+            // All or nothing, also across a crash (`Pool.writeAtomic`); a shorter buffer is refused.
+            CommandSpec(
+                .writeAtomic16, "WRITE ATOMIC(16)", access: .write, writes: true, dataOut: .blocks,
+                exactDataOutField: 12, extent: BlockExtent(.writeAtomic16, limit: .atomic)
+            ) { unit, cdb, data, _ throws(SCSIError) in try unit.writeAtomic(cdb, data: data) }
         ]
         + [(SCSIOpcode.writeSame10, "WRITE SAME(10)", BlockExtent.Layout.cdb10), (.writeSame16, "WRITE SAME(16)", .cdb16)]
         .map { opcode, name, layout in
@@ -313,6 +333,20 @@ enum CommandTable {
                 .persistentReserveOut, serviceAction: action, "PERSISTENT RESERVE OUT", access: .always,
                 dataOut: .parameterList(offset: 5, size: 4)
             ) { unit, cdb, data, nexus in unit.persistentReserveOut(cdb, data: data, nexus: nexus) }
+        } + [
+            // Any unit may be the copy manager; the copy checks its source's and destination's
+            // reservations and write protection itself.
+            CommandSpec(
+                .extendedCopy, serviceAction: 0x00, "EXTENDED COPY(LID1)", access: .read,
+                dataOut: .parameterList(offset: 10, size: 4)
+            ) { unit, cdb, data, nexus throws(SCSIError) in
+                try ExtendedCopy.execute(cdb, data: data, unit: unit, nexus: nexus)
+            },
+        ]
+        + [0x00, 0x03].map { action in
+            CommandSpec(.receiveCopyResults, serviceAction: action, "RECEIVE COPY RESULTS", access: .always) {
+                unit, cdb, _, nexus in ExtendedCopy.receiveResults(cdb, unit: unit, nexus: nexus)
+            }
         } + [
             CommandSpec(.serviceActionIn16, serviceAction: 0x10, "READ CAPACITY(16)", access: .always) {
                 unit, cdb, _, _ throws(SCSIError) in try unit.readCapacity16(cdb)

@@ -1,13 +1,13 @@
 // INQUIRY (SPC-4 §6.6): standard data and the vital product data pages a thin-provisioned
 // block device reports: 00h supported pages, 80h unit serial number, 83h device
-// identification, B0h block limits, B1h block device characteristics and B2h logical block
+// identification, 8Fh third-party copy (SPC-4 §7.8.17), B0h block limits, B1h block device characteristics and B2h logical block
 // provisioning (SBC-4 §6.6).
 
 enum Inquiry {
     static let vendor = "STRATA  "
     static let product = "Strata volume   "
     static let revision = "0001"
-    static let pages: [UInt8] = [0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2]
+    static let pages: [UInt8] = [0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2]
 
     static func respond(_ cdb: CDB, unit: LogicalUnit) throws(SCSIError) -> SCSIResult {
         let evpd = cdb[1] & 0x01 != 0
@@ -23,6 +23,7 @@ enum Inquiry {
         case 0x00: body = Self.pages
         case 0x80: body = Array(Self.serial(unit).utf8)
         case 0x83: body = Self.identification(unit)
+        case 0x8f: body = ExtendedCopy.thirdPartyCopyPage()
         case 0xb0: body = Self.blockLimits(unit)
         case 0xb1: body = [0x00, 0x01, 0x00, 0x00] + [UInt8](repeating: 0, count: 56)  // non-rotating
         case 0xb2: body = Self.provisioning()
@@ -37,6 +38,7 @@ enum Inquiry {
         data[0] = 0x00  // connected direct-access block device
         data[2] = 0x06  // SPC-4
         data[3] = 0x12  // HiSup, response data format 2
+        data[5] = 0x08  // 3PC: third-party copy (EXTENDED COPY) supported
         data[4] = UInt8(data.count - 5)
         data[7] = 0x02  // CmdQue
         data.replaceSubrange(8..<16, with: Array(Self.vendor.utf8))
@@ -55,12 +57,16 @@ enum Inquiry {
         "STRATA" + String(unit.handle.id, radix: 16, uppercase: true).leftPadded(to: 16)
     }
 
-    /// Designators (SPC-4 §7.8.6): an EUI-64 and a T10 vendor ID for the logical unit, and the
-    /// target's iSCSI name.
+    /// Designators (SPC-4 §7.8.6): an NAA, an EUI-64 and a T10 vendor ID for the logical unit,
+    /// and the target's iSCSI name. EXTENDED COPY's target descriptors name units by the first
+    /// two (`Designators`).
     static func identification(_ unit: LogicalUnit) -> [UInt8] {
         var out: [UInt8] = []
+        // NAA 6h, binary, associated with the logical unit.
+        let naa = Designators.naa(id: unit.handle.id, pool: unit.pool)
+        out += [0x01, 0x03, 0x00, UInt8(naa.count)] + naa
         // EUI-64, binary, associated with the logical unit.
-        let eui: [UInt8] = [0x53, 0x54, 0x52] + BigEndian.bytes(unit.handle.id, 5)
+        let eui = Designators.eui64(id: unit.handle.id)
         out += [0x01, 0x02, 0x00, UInt8(eui.count)] + eui
         // T10 vendor ID, ASCII.
         let t10 = Array((Self.vendor + Self.serial(unit)).utf8)
@@ -86,6 +92,8 @@ enum Inquiry {
         BigEndian.put(granularity, 4, into: &page, at: 24)  // optimal unmap granularity
         BigEndian.put(0x8000_0000, 4, into: &page, at: 28)  // UGAVALID, alignment 0
         BigEndian.put(LogicalUnit.maxWriteSameBlocks, 8, into: &page, at: 32)
+        // Atomic writes: any alignment and granularity, no atomic boundaries (SBC-4 §6.6.4).
+        BigEndian.put(LogicalUnit.maxAtomicBlocks, 4, into: &page, at: 40)
         return page
     }
 

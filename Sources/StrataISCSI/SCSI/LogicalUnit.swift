@@ -28,6 +28,8 @@ public final class LogicalUnit: Sendable {
     static let maxUnmapBlocks: UInt64 = 1 << 20
     static let maxUnmapDescriptors: UInt64 = 256
     static let maxCompareAndWriteBlocks: UInt64 = 255
+    /// MAXIMUM ATOMIC TRANSFER LENGTH (blocks): 4 MiB, built whole in memory before its remap.
+    static let maxAtomicBlocks: UInt64 = 8192
 
     public let pool: Pool
     public let handle: VolumeHandle
@@ -36,10 +38,22 @@ public final class LogicalUnit: Sendable {
     let writeCache = Atomic<Bool>(true)
     /// Serializes COMPARE AND WRITE's read-compare-write.
     let compareLock = Mutex(())
+    /// The copy manager's held results (RECEIVE COPY RESULTS), by I_T nexus and list identifier.
+    let copyResults = CopyResults()
+    /// The other units of the pool, which EXTENDED COPY's target descriptors name; nil for a
+    /// unit on its own, which can only copy within itself.
+    let table: UnitTable?
 
-    public init(pool: Pool, handle: VolumeHandle) {
+    public init(pool: Pool, handle: VolumeHandle, table: UnitTable? = nil) {
         self.pool = pool
         self.handle = handle
+        self.table = table
+    }
+
+    /// Forgets what belonged to an I_T nexus that ended: its legacy reservation and held copy results.
+    public func nexusLost(_ nexus: String) {
+        self.reservations.nexusLost(nexus)
+        self.copyResults.discard(nexus)
     }
 
     var readOnly: Bool { self.handle.readOnly }
@@ -99,6 +113,7 @@ public final class LogicalUnit: Sendable {
         case .transfer: blocksMax = Self.maxTransferBlocks
         case .writeSame: blocksMax = Self.maxWriteSameBlocks
         case .compareAndWrite: blocksMax = Self.maxCompareAndWriteBlocks
+        case .atomic: blocksMax = Self.maxAtomicBlocks
         case .none: return nil
         }
         if blocks > blocksMax { return .check(.invalidField(byte: extent.lengthByte)) }
@@ -198,6 +213,17 @@ public final class LogicalUnit: Sendable {
         let fua = cdb.forceUnitAccess || !self.writeCache.load(ordering: .relaxed)
         try self.engine { () throws(StrataError) in
             try self.pool.write(self.handle, at: lba << Self.blockShift, data, fua: fua)
+        }
+        return .good()
+    }
+
+    /// WRITE ATOMIC(16) (SBC-4 §5.48): all blocks or none, for readers and across a crash.
+    func writeAtomic(_ cdb: CDB, data: [UInt8]) throws(SCSIError) -> SCSIResult {
+        let (lba, _) = cdb.extent
+        guard !data.isEmpty else { return .good() }
+        let fua = cdb.forceUnitAccess || !self.writeCache.load(ordering: .relaxed)
+        try self.engine { () throws(StrataError) in
+            try self.pool.writeAtomic(self.handle, at: lba << Self.blockShift, data, fua: fua)
         }
         return .good()
     }

@@ -23,12 +23,17 @@ public enum SCSIOpcode: UInt8, Sendable, CaseIterable {
     case verify10 = 0x2f
     case preFetch10 = 0x34
     case synchronizeCache10 = 0x35
+    case readDefectData10 = 0x37
     case writeSame10 = 0x41
     case unmap = 0x42
     case modeSelect10 = 0x55
     case modeSense10 = 0x5a
     case persistentReserveIn = 0x5e
     case persistentReserveOut = 0x5f
+    /// EXTENDED COPY (LID1 is service action 00h).
+    case extendedCopy = 0x83
+    /// RECEIVE COPY RESULTS: COPY STATUS (00h) and OPERATING PARAMETERS (03h).
+    case receiveCopyResults = 0x84
     case read16 = 0x88
     case compareAndWrite = 0x89
     case write16 = 0x8a
@@ -38,6 +43,7 @@ public enum SCSIOpcode: UInt8, Sendable, CaseIterable {
     case preFetch16 = 0x90
     case synchronizeCache16 = 0x91
     case writeSame16 = 0x93
+    case writeAtomic16 = 0x9c
     /// SERVICE ACTION IN(16): READ CAPACITY(16) and GET LBA STATUS.
     case serviceActionIn16 = 0x9e
     case reportLUNs = 0xa0
@@ -47,6 +53,7 @@ public enum SCSIOpcode: UInt8, Sendable, CaseIterable {
     case write12 = 0xaa
     case writeAndVerify12 = 0xae
     case verify12 = 0xaf
+    case readDefectData12 = 0xb7
 
     /// The CDB length of an opcode, from the group code in its top three bits (SPC-4 §4.2.5.1):
     /// group 0 is 6 bytes, 1 and 2 are 10, 4 is 16, 5 is 12.

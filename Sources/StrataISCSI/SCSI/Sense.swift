@@ -58,6 +58,13 @@ public struct SenseCode: Error, Sendable, Equatable, CustomStringConvertible {
     public static let unitAttentionRegistrationsPreempted = SenseCode(key: 0x06, asc: 0x2a, ascq: 0x05)
     public static let writeProtected = SenseCode(key: 0x07, asc: 0x27, ascq: 0x00)
     public static let spaceAllocationFailed = SenseCode(key: 0x07, asc: 0x27, ascq: 0x07)
+    public static let tooManyTargetDescriptors = SenseCode(key: 0x05, asc: 0x26, ascq: 0x06)
+    public static let unsupportedTargetDescriptorType = SenseCode(key: 0x05, asc: 0x26, ascq: 0x07)
+    public static let tooManySegmentDescriptors = SenseCode(key: 0x05, asc: 0x26, ascq: 0x08)
+    public static let unsupportedSegmentDescriptorType = SenseCode(key: 0x05, asc: 0x26, ascq: 0x09)
+    /// COPY ABORTED with no more specific code (a segment past the end of a copy target).
+    public static let copyAborted = SenseCode(key: 0x0a, asc: 0x00, ascq: 0x00)
+    public static let unreachableCopyTarget = SenseCode(key: 0x0a, asc: 0x08, ascq: 0x04)
     public static let abortedCommand = SenseCode(key: 0x0b, asc: 0x00, ascq: 0x00)
     public static let dataPhaseError = SenseCode(key: 0x0b, asc: 0x4b, ascq: 0x00)
     public static let miscompare = SenseCode(key: 0x0e, asc: 0x1d, ascq: 0x00)

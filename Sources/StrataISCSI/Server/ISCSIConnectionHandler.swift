@@ -72,7 +72,7 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         self.target.registry.remove(context.channel)
         if let session = self.session {
             self.target.closeSession(session.tsih)
-            self.unit?.reservations.nexusLost(session.nexus)
+            self.unit?.nexusLost(session.nexus)
         }
         self.session?.connectionLost()
         self.context = nil

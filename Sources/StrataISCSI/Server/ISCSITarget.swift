@@ -18,8 +18,10 @@ public final class ISCSITarget: Sendable, LoginEnvironment, SendTargetsDirectory
     /// Where `iscsi-chap.json` lives; nil reads no CHAP settings.
     let directory: String?
 
+    /// The logical units, shared by every session (and found by EXTENDED COPY).
+    let units: UnitTable
+
     private struct Tables {
-        var units: [UInt64: LogicalUnit] = [:]
         /// Live sessions: TSIH → (I_T nexus, the channel).
         var sessions: [UInt16: (nexus: String, channel: any Channel)] = [:]
         var nextTSIH: UInt16 = 1
@@ -33,6 +35,7 @@ public final class ISCSITarget: Sendable, LoginEnvironment, SendTargetsDirectory
         self.threadPool = threadPool
         self.registry = registry
         self.logger = logger
+        self.units = UnitTable(pool: pool)
     }
 
     // MARK: LoginEnvironment
@@ -70,13 +73,7 @@ public final class ISCSITarget: Sendable, LoginEnvironment, SendTargetsDirectory
 
     /// The logical unit of a pool object, shared by every session that opens it.
     func unit(for object: String) throws(StrataError) -> LogicalUnit {
-        let handle = try self.pool.handle(object)
-        return self.tables.withLock { tables in
-            if let unit = tables.units[handle.id], unit.handle == handle { return unit }
-            let unit = LogicalUnit(pool: self.pool, handle: handle)
-            tables.units[handle.id] = unit
-            return unit
-        }
+        try self.units.unit(for: object)
     }
 
     /// Registers a new session for `nexus`. An older session of the same nexus is closed first

@@ -260,7 +260,7 @@ public struct ISCSISession {
         self.send(pdu)
         if reason == 2 { return }
         self.logger.info("iSCSI session \(self.tsih) logged out")
-        self.unit?.reservations.nexusLost(self.nexus)
+        self.unit?.nexusLost(self.nexus)
         self.outbox.append(.close)
     }
 
