@@ -274,9 +274,9 @@ class Checker:
         around = sorted({c for i in ends for c in (i, i + 1)})
         if len(around) > self.cuts_wanted // 2:
             around = chooser.sample(around, self.cuts_wanted // 2)
-        count = len(self.log.records) + 1
-        randoms = chooser.sample(range(count), min(count, self.cuts_wanted - len(around)))
-        return sorted(set(around) | set(randoms))
+        rest = sorted(set(range(len(self.log.records) + 1)) - set(around))
+        randoms = chooser.sample(rest, min(len(rest), self.cuts_wanted - len(around)))
+        return sorted(around + randoms)
 
     def check_volume(self, volume, data, t):
         for block in range(BLOCKS):
