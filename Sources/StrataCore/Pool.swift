@@ -94,7 +94,12 @@ public final class Pool: @unchecked Sendable {
     public static func open(directory: String, readOnly: Bool = false) throws(StrataError) -> Pool {
         try Self.requirePool(directory)
         let lock = try PoolLock.acquire(directory: directory, exclusive: !readOnly)
-        let device = try FileDevice(path: directory + "/" + Self.fileName, readOnly: readOnly)
+        let file = try FileDevice(path: directory + "/" + Self.fileName, readOnly: readOnly)
+        // Testing only (WriteLogDevice.swift): a log of every write for the power-loss test.
+        var device: any PoolDevice = file
+        if !readOnly, let logPath = WriteLogDevice.requestedPath {
+            device = try WriteLogDevice(logging: file, to: logPath)
+        }
         do throws(StrataError) {
             return try Pool(device: device, readOnly: readOnly, lock: lock, directory: directory)
         } catch where error.code == .corrupt {

@@ -36,6 +36,11 @@ final class ModelRun {
     var durable = ModelPool()
     var step = 0
     var log: [String] = []
+    /// Since the last durable point: each volume's name then (by its name now), and the chunk
+    /// contents written since into it (ModelTests+Crash.swift).
+    var durableName: [String: String] = [:]
+    var writtenSinceDurable: [String: [UInt64: [[UInt8]]]] = [:]
+    var afterTornCrash = false
     /// How often each interesting outcome happened, so the suite can prove it reached them.
     var counts: [String: Int] = [:]
 
@@ -48,6 +53,13 @@ final class ModelRun {
         self.device.discardZeroes = seed % 2 == 0
         try Pool.format(device: self.device, chunkSize: Self.chunk, metadataPages: 512)
         self.pool = try Pool(device: self.device)
+    }
+
+    /// The model's state is durable now: the pool committed it.
+    func markDurable() {
+        self.durable = self.model
+        self.durableName = Dictionary(uniqueKeysWithValues: self.model.volumes.keys.map { ($0, $0) })
+        self.writtenSinceDurable.removeAll()
     }
 
     func fail(_ message: String) -> ModelFailure {
@@ -138,14 +150,17 @@ final class ModelRun {
     func step(_ index: Int) throws {
         self.step = index
         let generation = self.pool.committedGeneration
+        let before = self.model.volumes
         try self.randomStep()
+        self.noteWritten(since: before)
         // A write that finds the pool full commits to reuse freed chunks. Make that commit's
         // point the model's durable state (crashes in the middle of one write are the crash
         // simulation's job).
-        if self.pool.committedGeneration != generation && self.log.last != "flush" && self.log.last != "crash" {
+        let committing = ["flush", "crash", "torn crash"].contains { self.log.last?.hasPrefix($0) == true }
+        if self.pool.committedGeneration != generation && !committing {
             self.counts["commit on full", default: 0] += 1
             try self.pool.flush()
-            self.durable = self.model
+            self.markDurable()
         }
     }
 
@@ -165,7 +180,12 @@ final class ModelRun {
         case 78..<80: try self.doRename()
         case 80..<84: try self.doRollback()
         case 84..<92: try self.doFlush()
-        default: try self.doCrash()
+        default:
+            switch self.random.next(below: 3) {
+            case 0: try self.doCrash()
+            case 1: try self.doTornCrash()
+            default: try self.doReceive()
+            }
         }
     }
 
@@ -214,7 +234,7 @@ final class ModelRun {
         let result = Result { () throws(StrataError) in try self.pool.write(handle, at: offset, bytes, fua: fua) }
         try self.settle(result, name: name, handle: handle, offset: offset, bytes: bytes)
         // A FUA write commits the whole pool, as a flush does.
-        if fua, case .success = result { self.durable = self.model }
+        if fua, case .success = result { self.markDurable() }
     }
 
     func writePastEnd(_ handle: VolumeHandle, size: UInt64) throws {
@@ -233,6 +253,7 @@ final class ModelRun {
     ) throws {
         switch result {
         case .success:
+            if self.afterTornCrash { self.counts["write after a torn crash", default: 0] += 1 }
             var image = self.model.volumes[name]!
             Self.write(&image, at: offset, bytes)
             self.model.volumes[name] = image
@@ -350,6 +371,7 @@ final class ModelRun {
         }
         try self.pool.deleteVolume(name, recursive: recursive)
         self.model.volumes[name] = nil
+        self.durableName[name] = nil
         self.model.snapshots[name] = nil
     }
 
@@ -388,6 +410,7 @@ final class ModelRun {
         try self.pool.renameVolume(name, to: target)
         self.model.volumes[target] = self.model.volumes.removeValue(forKey: name)
         self.model.snapshots[target] = self.model.snapshots.removeValue(forKey: name)
+        self.durableName[target] = self.durableName.removeValue(forKey: name)
     }
 
     func doRollback() throws {
@@ -401,7 +424,7 @@ final class ModelRun {
     func doFlush() throws {
         self.log.append("flush")
         try self.pool.flush()
-        self.durable = self.model
+        self.markDurable()
     }
 
     func doCrash() throws {
@@ -413,6 +436,7 @@ final class ModelRun {
         try self.verifyCheck("after crash")
         self.pool = try Pool(device: self.device)
         self.model = self.durable
+        self.markDurable()
         try self.verifyAll()
     }
 
@@ -447,7 +471,9 @@ final class ModelRun {
         }
     }
 
-    func verifyAll() throws {
+    /// Compares the pool with the model: volume names, snapshots, and every byte (volumes' only
+    /// with `volumeContent`).
+    func verifyAll(volumeContent: Bool = true) throws {
         let volumes = try self.pool.listVolumes()
         guard volumes.map(\.name) == self.model.volumes.keys.sorted() else {
             throw self.fail("volumes \(volumes.map(\.name)) != model \(self.model.volumes.keys.sorted())")
@@ -455,7 +481,7 @@ final class ModelRun {
         let snapshots = try self.pool.listSnapshots().map { "\($0.volume)@\($0.name)" }.sorted()
         let expected = self.model.snapshots.flatMap { volume, names in names.keys.map { "\(volume)@\($0)" } }.sorted()
         guard snapshots == expected else { throw self.fail("snapshots \(snapshots) != model \(expected)") }
-        for (name, image) in self.model.volumes { try self.verify(name, image) }
+        for (name, image) in self.model.volumes where volumeContent { try self.verify(name, image) }
         for (volume, snapshots) in self.model.snapshots {
             for (snapshot, image) in snapshots { try self.verify("\(volume)@\(snapshot)", image) }
         }
@@ -470,7 +496,11 @@ final class ModelRun {
             // The run must have reached every outcome it exists to test (unless replaying one seed).
             print("model totals:", totals.sorted { $0.key < $1.key })
             if seeds.count > 1 {
-                for outcome in ["pool full", "commit on full", "crash", "clone", "rollback"] {
+                for outcome in [
+                "pool full", "commit on full", "crash", "clone", "rollback", "torn crash kept the flushed state",
+                "torn crash landed the commit", "torn crash after a torn crash", "write after a torn crash",
+                "receive", "receive abort", "receive left staged",
+            ] {
                     #expect(totals[outcome, default: 0] > 0, "no sequence reached '\(outcome)'")
                 }
             }
