@@ -119,6 +119,15 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
+            name: "StrataServerTests",
+            dependencies: [
+                "StrataServer", "StrataCore", "StrataFrontEnd", "StrataReplication",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "CLITests",
             dependencies: ["StrataCore"],
             swiftSettings: strictSettings

@@ -67,12 +67,17 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
             return
         }
         self.started = true
-        let line = self.buffer.getSlice(at: self.buffer.readerIndex, length: newline - self.buffer.readerIndex)!
+        let line = self.buffer.readableBytesView.prefix(newline - self.buffer.readerIndex)
         let request: ControlRequest
-        do {
-            request = try JSONDecoder().decode(ControlRequest.self, from: Data(line.readableBytesView))
+        do throws(StrataError) {
+            request = try JSONLines.decode(
+                ControlRequest.self, from: line, error: StrataError(.invalidArgument, "control: malformed request"))
+            guard !request.needsDescriptor else {
+                throw StrataError(
+                    .invalidArgument, "control: a stream request goes to \(StreamServer.socketName) with its descriptor")
+            }
         } catch {
-            Self.send(ControlMessage(error: ControlError(StrataError(.invalidArgument, "control: malformed request (\(error))"))), on: context.channel)
+            Self.send(ControlMessage(error: ControlError(error)), on: context.channel)
             context.close(promise: nil)
             return
         }
@@ -99,9 +104,7 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
 
     @discardableResult
     static func send(_ message: ControlMessage, on channel: any Channel) -> EventLoopFuture<Void> {
-        var data = (try? JSONEncoder().encode(message)) ?? Data("{}".utf8)
-        data.append(UInt8(ascii: "\n"))
-        return channel.writeAndFlush(ByteBuffer(bytes: data))
+        channel.writeAndFlush(ByteBuffer(bytes: JSONLines.encodeReply(message)))
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

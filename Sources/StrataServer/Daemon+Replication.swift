@@ -1,5 +1,5 @@
 // The daemon's replication parts, started after the front ends and stopped before them: the
-// stream socket (send/receive/replicate requests from the CLI), the replication jobs this pool
+// stream socket (send and receive from the CLI), the replication jobs this pool
 // runs as a source (restarted from replication.json), and, with `--replication`, the listener
 // that accepts replicas from peers.
 
@@ -13,10 +13,9 @@ struct DaemonReplication {
     let replicas: ReplicationServer?
 
     /// Starts all three; on failure stops what it started and throws.
-    static func start(_ options: DaemonOptions, pool: Pool, service: PoolService, logger: Logger) throws(StrataError)
-        -> DaemonReplication
-    {
-        let replicator = Replicator(pool: pool, directory: options.directory, logger: logger)
+    static func start(
+        _ options: DaemonOptions, replicator: Replicator, pool: Pool, service: PoolService, logger: Logger
+    ) throws(StrataError) -> DaemonReplication {
         var replicas: ReplicationServer?
         if let (host, port) = options.replication {
             replicas = try ReplicationServer.start(
@@ -25,7 +24,7 @@ struct DaemonReplication {
         }
         do throws(StrataError) {
             let streams = try StreamServer.start(
-                directory: options.directory, service: service, replicator: replicator, logger: logger)
+                directory: options.directory, service: service, logger: logger)
             replicator.resumeSavedJobs()
             return DaemonReplication(streams: streams, replicator: replicator, replicas: replicas)
         } catch {

@@ -11,6 +11,7 @@ import StrataCore
 import StrataFrontEnd
 import StrataISCSI
 import StrataNBD
+import StrataReplication
 
 #if canImport(Glibc)
 import Glibc
@@ -74,7 +75,8 @@ public enum Daemon {
         let threadPool = NIOThreadPool(numberOfThreads: 16)
         threadPool.start()
         let registry = ConnectionRegistry()
-        let service = PoolService(pool: pool, registry: registry)
+        let replicator = Replicator(pool: pool, directory: directory, logger: logger)
+        let service = PoolService(pool: pool, registry: registry, replicator: replicator)
 
         let nbd: NBDServer
         var iscsi: ISCSIServer?
@@ -119,7 +121,7 @@ public enum Daemon {
             FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
         }
         let flattens = FlattenResumer.start(pool: pool, logger: logger)
-        let replication = try DaemonReplication.start(options, pool: pool, service: service, logger: logger)
+        let replication = try DaemonReplication.start(options, replicator: replicator, pool: pool, service: service, logger: logger)
         // Wait for SIGINT or SIGTERM.
         let stop = DispatchSemaphore(value: 0)
         var sources: [any DispatchSourceSignal] = []
