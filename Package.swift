@@ -29,6 +29,9 @@ let package = Package(
         // MD5 for iSCSI CHAP, SHA-256 and HMAC-SHA-256 for streams and replication, with
         // constant-time comparison; BoringSSL on Linux.
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        // The daemon is one ServiceGroup: services start together and stop in reverse order on
+        // SIGINT/SIGTERM (graceful shutdown).
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // MARK: C shims
@@ -111,6 +114,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSettings
         ),
@@ -183,9 +188,10 @@ let package = Package(
         .testTarget(
             name: "StrataServerTests",
             dependencies: [
-                "StrataServer", "StrataCore", "StrataFrontEnd", "StrataReplication",
+                "StrataServer", "StrataCore", "StrataFrontEnd", "StrataReplication", "StrataTesting",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSettings
         ),

@@ -82,7 +82,6 @@ public final class Pool: @unchecked Sendable {
     // Guarded by `commitMutex`.
     var dataWritesSynced: UInt64 = 0
     var flushesDurable: UInt64 = 0
-    var commitTimer: CommitTimer?
 
     // MARK: Open
 
@@ -246,7 +245,6 @@ public final class Pool: @unchecked Sendable {
 
     /// Commits and releases the pool. Further calls fail.
     public func close() throws(StrataError) {
-        self.stopCommitTimer()
         if !self.readOnly { try self.flush() }
     }
 

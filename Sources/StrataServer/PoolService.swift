@@ -26,13 +26,13 @@ public struct PoolService: Sendable {
 
     /// Runs one request.
     /// - Parameters:
-    ///   - stream: the descriptor of a `send` or `receive` stream; -1 for every other request.
+    ///   - stream: the descriptor of a `send` or `receive` stream; `.none` for every other request.
     ///   - progress: `(done, total)` of imports, exports, flattens and streams.
     /// - Throws: the engine's error, or `.invalidArgument` when a stream request has no descriptor.
     public func execute(
-        _ request: ControlRequest, stream: Int32 = -1, progress: (UInt64, UInt64) -> Void = { _, _ in }
+        _ request: ControlRequest, stream: StreamDescriptor = .none, progress: (UInt64, UInt64) -> Void = { _, _ in }
     ) throws(StrataError) -> ControlResult {
-        guard !request.needsDescriptor || stream >= 0 else {
+        guard !request.needsDescriptor || stream.fd >= 0 else {
             throw StrataError(.invalidArgument, "stream: no descriptor attached")
         }
         let result = try self.perform(request, stream: stream, progress: progress)
@@ -44,7 +44,7 @@ public struct PoolService: Sendable {
         return result
     }
 
-    private func perform(_ request: ControlRequest, stream: Int32, progress: (UInt64, UInt64) -> Void)
+    private func perform(_ request: ControlRequest, stream: StreamDescriptor, progress: (UInt64, UInt64) -> Void)
         throws(StrataError) -> ControlResult
     {
         switch request {

@@ -8,8 +8,12 @@
 // attached, answered by progress lines and then one line holding the result or the error,
 // exactly as on the control socket and with the same codec (`JSONLines`).
 //
-// Each connection runs on its own thread (a stream can take hours, and must not hold a thread
-// of the pool the NBD server uses for disk I/O); at most `streamsMax` run at once.
+// Each connection runs on a thread of its own that `run` starts and awaits (a stream can take
+// hours, and must not hold a thread of the pool the NBD server uses for disk I/O); at most
+// `streamsMax` run at once. At shutdown (`close`) the socket stops accepting and the streams in
+// flight stop at their next read or write (within `pollMilliseconds` of an idle pipe) with an
+// error reply; a receive keeps what it staged, so `strata send --resume` goes on from there.
+// `run` returns once every stream has ended, so the pool is committed after the last one.
 
 import CStrata
 import Foundation
@@ -24,59 +28,79 @@ import Glibc
 /// The daemon side of the stream socket.
 public final class StreamServer: Sendable {
     public static let socketName = "stream.sock"
+    /// How long a stream waits on an idle descriptor before checking for shutdown again.
+    static let pollMilliseconds: Int32 = 200
 
     let listener: Int32
     let path: String
+    let service: PoolService
+    let logger: Logger
     let active = Mutex(0)
+    let closed = Atomic<Bool>(false)
 
-    private init(listener: Int32, path: String) {
+    private init(listener: Int32, path: String, service: PoolService, logger: Logger) {
         self.listener = listener
         self.path = path
+        self.service = service
+        self.logger = logger
     }
 
-    /// Binds `stream.sock` in `directory` and starts accepting.
-    public static func start(
-        directory: String, service: PoolService, logger: Logger
-    ) throws(StrataError) -> StreamServer {
+    /// Binds `stream.sock` in `directory`; `run` serves it.
+    /// - Throws: `.io` when the socket cannot be bound.
+    public static func bind(directory: String, service: PoolService, logger: Logger) throws(StrataError) -> StreamServer {
         let path = directory + "/" + Self.socketName
         let fd = try UnixSocketAddress.listen(path, backlog: 64)
-        let server = StreamServer(listener: fd, path: path)
-        let thread = Thread { server.acceptLoop(service: service, logger: logger) }
-        thread.name = "strata-stream-accept"
-        thread.start()
-        return server
+        return StreamServer(listener: fd, path: path, service: service, logger: logger)
     }
 
-    private func acceptLoop(service: PoolService, logger: Logger) {
-        while true {
+    /// Accepts and serves streams until `close`; returns once every stream has ended.
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            while let connection = await DedicatedThread.run(name: "strata-stream-accept", { self.acceptOne() }) {
+                group.addTask {
+                    await DedicatedThread.run(name: "strata-stream") {
+                        self.serve(connection)
+                        Glibc.close(connection)
+                        self.active.withLock { $0 -= 1 }
+                    }
+                }
+            }
+        }
+        Glibc.close(self.listener)
+    }
+
+    /// Stops accepting and stops the streams in flight at their next read or write. Does not block.
+    public func close() {
+        self.closed.store(true, ordering: .releasing)
+        shutdown(self.listener, Int32(SHUT_RDWR))
+        unlink(self.path)
+    }
+
+    var isClosed: Bool { self.closed.load(ordering: .acquiring) }
+
+    /// The next admitted connection; nil once the socket is closed.
+    private func acceptOne() -> Int32? {
+        while !self.isClosed {
             let connection = Glibc.accept(self.listener, nil, nil)
             if connection < 0 {
                 if errno == EINTR || errno == ECONNABORTED { continue }
-                return  // closed by `close()`
+                return nil
             }
             let admitted = self.active.withLock { count in
                 guard count < Limits.streamsMax else { return false }
                 count += 1
                 return true
             }
-            guard admitted else {
-                Self.reply(
-                    ControlMessage(error: ControlError(StrataError(.busy, "stream: \(Limits.streamsMax) streams are running; try again later"))),
-                    on: connection)
-                Glibc.close(connection)
-                continue
-            }
-            let thread = Thread {
-                Self.serve(connection, service: service, logger: logger)
-                Glibc.close(connection)
-                self.active.withLock { $0 -= 1 }
-            }
-            thread.name = "strata-stream"
-            thread.start()
+            if admitted { return connection }
+            Self.reply(
+                ControlMessage(error: ControlError(StrataError(.busy, "stream: \(Limits.streamsMax) streams are running; try again later"))),
+                on: connection)
+            Glibc.close(connection)
         }
+        return nil
     }
 
-    private static func serve(_ connection: Int32, service: PoolService, logger: Logger) {
+    private func serve(_ connection: Int32) {
         var line: [UInt8] = []
         var descriptor: Int32 = -1
         var buffer = [UInt8](repeating: 0, count: 4096)
@@ -101,9 +125,10 @@ public final class StreamServer: Sendable {
                     .invalidArgument, "stream: \(Self.socketName) takes send and receive only; other requests go to \(ControlServer.socketName)")
             }
             let progress = ProgressThrottle { done, total in Self.reply(ControlMessage(progress: [done, total]), on: connection) }
-            message = ControlMessage(result: try service.execute(decoded, stream: descriptor, progress: progress.report))
+            let stream = StreamDescriptor(fd: descriptor, isCancelled: { self.isClosed })
+            message = ControlMessage(result: try self.service.execute(decoded, stream: stream, progress: progress.report))
         } catch {
-            logger.warning("stream request failed: \(error.message)")
+            self.logger.warning("stream request failed: \(error.message)")
             message = ControlMessage(error: ControlError(error))
         }
         Self.reply(message, on: connection)
@@ -112,13 +137,6 @@ public final class StreamServer: Sendable {
     static func reply(_ message: ControlMessage, on connection: Int32) {
         let line = JSONLines.encodeReply(message)
         _ = line.withUnsafeBytes { Glibc.send(connection, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-    }
-
-    /// Stops accepting; streams in progress run to their end.
-    public func close() {
-        shutdown(self.listener, Int32(SHUT_RDWR))
-        Glibc.close(self.listener)
-        unlink(self.path)
     }
 }
 

@@ -8,7 +8,7 @@ import StrataCore
 import StrataServer
 
 @main
-struct Strata: ParsableCommand {
+struct Strata: AsyncParsableCommand {
     static let version = "0.1.0"
 
     static let configuration = CommandConfiguration(
@@ -61,7 +61,8 @@ struct PoolOptions: ParsableArguments {
             if request == .check { return .check(try Pool.check(directory: self.directory)) }
             let pool = try Pool.openServing(directory: self.directory, readOnly: request.isReadOnly)
             do throws(StrataError) {
-                let result = try PoolService(pool: pool, registry: nil).execute(request, stream: stream, progress: report)
+                let result = try PoolService(pool: pool, registry: nil).execute(
+                    request, stream: StreamDescriptor(fd: stream), progress: report)
                 try pool.close()
                 return result
             } catch {
