@@ -1,17 +1,23 @@
 // swift-tools-version: 6.1
-// Strata: a user-space block-storage target. See README.md and docs/.
-import Foundation
+// Strata: a user-space block-storage target. See README.md, HACKING.md (the module map) and docs/.
+//
+// One declaration, read top to bottom: the packages Strata depends on, then its targets from
+// the bottom of the layering up (C shims, the engine, image decoders and streams, the front
+// ends, the daemon, the CLI, the benchmark), then the test targets. Nothing here depends on the
+// environment: every build sees the same targets.
 import PackageDescription
 
-// Every target turns on `ExistentialAny` so an existential is always spelled `any P`.
-// SE-0335: https://github.com/swiftlang/swift-evolution/blob/main/proposals/0335-existential-any.md
 let strictSettings: [SwiftSetting] = [
+    // Every existential is spelled `any P`, so the cost of a dynamic type is visible where it is paid.
+    // SE-0335: https://github.com/swiftlang/swift-evolution/blob/main/proposals/0335-existential-any.md
     .enableUpcomingFeature("ExistentialAny")
 ]
 
 let package = Package(
     name: "Strata",
-    platforms: [.macOS(.v15)],
+    // No `platforms`: Strata runs on Linux only (it calls Glibc directly: SCM_RIGHTS, fallocate,
+    // rlimits, sockaddr_un), and SwiftPM declares minimum versions for Apple platforms only. The
+    // macOS 15 line this replaces claimed a platform the code never built on.
     products: [
         .executable(name: "strata", targets: ["strata"]),
         .library(name: "StrataCore", targets: ["StrataCore"]),
@@ -23,20 +29,64 @@ let package = Package(
         // MD5 for iSCSI CHAP, SHA-256 and HMAC-SHA-256 for streams and replication, with
         // constant-time comparison; BoringSSL on Linux.
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        // The daemon is one ServiceGroup: services start together and stop in reverse order on
+        // SIGINT/SIGTERM (graceful shutdown).
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        // HTTP for the object-store tier (Swift and S3 APIs): connection reuse, timeouts.
+        .package(url: "https://github.com/swift-server/async-http-client", exact: "1.37.0"),
     ],
     targets: [
-        // crc32c with SSE4.2 where the CPU has it, and fallocate(2): Swift cannot reach either.
+        // MARK: C shims
+
+        // crc32c with SSE4.2 where the CPU has it, fallocate(2), and descriptor passing
+        // (SCM_RIGHTS): Swift cannot reach them.
         .target(name: "CStrata"),
+        // zlib for `send --compress` and compressed qcow2 clusters (Debian: zlib1g-dev).
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+
+        // MARK: Engine, images, streams
+
         .target(
             name: "StrataCore",
             dependencies: ["CStrata"],
             swiftSettings: strictSettings
         ),
+        // Read-only decoders of external base images (raw, qcow2 with backing chains) behind
+        // StrataCore's `BaseImage` seam.
         .target(
-            name: "StrataTesting",
-            dependencies: ["StrataCore"],
+            name: "StrataImage",
+            dependencies: ["StrataCore", "CStrata", "CZlib"],
             swiftSettings: strictSettings
         ),
+        // Send/receive streams and daemon-to-daemon replication (docs/STREAM.md).
+        .target(
+            name: "StrataReplication",
+            dependencies: [
+                "StrataCore", "CZlib",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
+        // The object-store tier (docs/OBJECTSTORE.md): `ObjectStore` with an OpenStack Swift client
+        // (TempAuth v1.0) and an S3 client (SigV4 with swift-crypto), both on async-http-client;
+        // remotes, manifests, push, ls, delete and gc. StrataCore never imports it.
+        .target(
+            name: "StrataObjectStore",
+            dependencies: [
+                "StrataCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
+        // MARK: Front ends
+
         // What the front ends share: the registry of open connections and the listener.
         .target(
             name: "StrataFrontEnd",
@@ -58,7 +108,7 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         // iSCSI front end: Wire/ is the PDU codec, Login/ the login and text negotiation (with
-        // CHAP), SCSI/ the block command set over the engine, Server/ the NIO glue and sessions.
+        // CHAP), Session/ the full feature phase, SCSI/ the command set, Server/ the NIO glue.
         .target(
             name: "StrataISCSI",
             dependencies: [
@@ -70,31 +120,67 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
-        // The daemon: exports, the control socket, and the service shared with the local CLI.
+
+        // MARK: Daemon and CLI
+
+        // The daemon: its services, the control protocol and sockets, and `PoolService`, which
+        // the local CLI shares.
         .target(
             name: "StrataServer",
             dependencies: [
-                "StrataCore", "StrataFrontEnd", "StrataNBD", "StrataISCSI",
+                "StrataCore", "StrataFrontEnd", "StrataNBD", "StrataISCSI", "StrataReplication", "StrataImage",
+                "StrataObjectStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSettings
         ),
         .executableTarget(
             name: "strata",
             dependencies: [
-                "StrataCore",
-                "StrataServer",
-                "StrataISCSI",
+                "StrataCore", "StrataServer", "StrataISCSI", "StrataReplication", "StrataImage", "StrataObjectStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
         ),
+        // The engine benchmark; bench/run-engine.sh builds it in release mode with
+        // `--product StrataBench`. An ordinary target: a debug test build compiles it too, which
+        // costs seconds (HACKING.md has the measurement).
+        .executableTarget(
+            name: "StrataBench",
+            dependencies: ["StrataCore"],
+            path: "bench/StrataBench",
+            swiftSettings: strictSettings
+        ),
+
+        // MARK: Tests
+
+        .target(
+            name: "StrataTesting",
+            dependencies: ["StrataCore"],
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "StrataCoreTests",
             dependencies: ["StrataCore", "StrataTesting"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "StrataImageTests",
+            dependencies: ["StrataImage", "StrataCore", "StrataTesting"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "StrataReplicationTests",
+            dependencies: [
+                "StrataReplication", "StrataCore", "StrataTesting",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(
@@ -119,108 +205,28 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
+            name: "StrataServerTests",
+            dependencies: [
+                "StrataServer", "StrataCore", "StrataFrontEnd", "StrataReplication", "StrataTesting",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "StrataObjectStoreTests",
+            dependencies: ["StrataObjectStore", "StrataCore", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "CLITests",
             dependencies: ["StrataCore"],
             swiftSettings: strictSettings
         ),
     ],
-    // Swift 6 language mode: complete data-race checking in every target.
-    // SE-0337/SE-0414: https://github.com/swiftlang/swift-evolution/blob/main/proposals/0414-region-based-isolation.md
+    // Swift 6 language mode in every target: complete data-race checking.
+    // SE-0337: https://github.com/swiftlang/swift-evolution/blob/main/proposals/0337-support-incremental-migration-to-concurrency-checking.md
+    // SE-0414: https://github.com/swiftlang/swift-evolution/blob/main/proposals/0414-region-based-isolation.md
     swiftLanguageModes: [.v6]
 )
-
-// The engine benchmark (bench/run-engine.sh builds it in release mode). STRATA_NO_BENCH=1
-// leaves it out of a build that only needs the tests.
-if ProcessInfo.processInfo.environment["STRATA_NO_BENCH"] == nil {
-    package.targets.append(
-        .executableTarget(
-            name: "StrataBench",
-            dependencies: ["StrataCore"],
-            path: "bench/StrataBench",
-            swiftSettings: strictSettings
-        ))
-}
-
-// Send/receive streams and replication (issue 5, docs/STREAM.md): zlib for `send --compress`
-// (Debian: zlib1g-dev), the StrataReplication module and its tests, and the daemon's and the
-// CLI's dependency on it. Kept in one block so the module's wiring lives in one place.
-package.targets.append(contentsOf: [
-    .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
-    .target(
-        name: "StrataReplication",
-        dependencies: [
-            "StrataCore", "CZlib", .product(name: "Logging", package: "swift-log"),
-            .product(name: "Crypto", package: "swift-crypto"),
-        ],
-        swiftSettings: strictSettings
-    ),
-    .testTarget(
-        name: "StrataReplicationTests",
-        dependencies: [
-            "StrataReplication", "StrataCore", "StrataTesting", .product(name: "Logging", package: "swift-log"),
-            .product(name: "Crypto", package: "swift-crypto"),
-        ],
-        swiftSettings: strictSettings
-    ),
-])
-for target in package.targets where target.name == "StrataServer" || target.name == "strata" {
-    target.dependencies.append("StrataReplication")
-}
-
-// Layered images (issue 10): read-only decoders of external base images (raw, qcow2 with
-// backing chains) behind StrataCore's `BaseImage` seam, and their tests.
-package.targets.append(contentsOf: [
-    .target(
-        name: "StrataImage",
-        dependencies: ["StrataCore", "CStrata", "CZlib"],
-        swiftSettings: strictSettings
-    ),
-    .testTarget(
-        name: "StrataImageTests",
-        dependencies: ["StrataImage", "StrataCore", "StrataTesting"],
-        swiftSettings: strictSettings
-    ),
-])
-for target in package.targets where target.name == "StrataServer" || target.name == "strata" {
-    target.dependencies.append("StrataImage")
-}
-
-// The daemon's control plane in one process (issue 13): the control socket served over a
-// simulated pool, so a device fault can be injected under a real `strata` request.
-package.targets.append(
-    .testTarget(
-        name: "StrataServerTests",
-        dependencies: [
-            "StrataServer", "StrataCore", "StrataTesting",
-            .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
-        ],
-        swiftSettings: strictSettings
-    ))
-
-// The object-store tier (issue 11, docs/OBJECTSTORE.md): `ObjectStore` with an OpenStack Swift
-// client (TempAuth v1.0) and an S3 client (SigV4 with swift-crypto), both on async-http-client;
-// remotes, manifests, push, ls, delete and gc. StrataCore never imports it; the daemon and the
-// CLI do.
-package.dependencies.append(.package(url: "https://github.com/swift-server/async-http-client", exact: "1.37.0"))
-package.targets.append(contentsOf: [
-    .target(
-        name: "StrataObjectStore",
-        dependencies: [
-            "StrataCore",
-            .product(name: "AsyncHTTPClient", package: "async-http-client"),
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOHTTP1", package: "swift-nio"),
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "Logging", package: "swift-log"),
-        ],
-        swiftSettings: strictSettings
-    ),
-    .testTarget(
-        name: "StrataObjectStoreTests",
-        dependencies: ["StrataObjectStore", "StrataCore", .product(name: "Crypto", package: "swift-crypto")],
-        swiftSettings: strictSettings
-    ),
-])
-for target in package.targets where target.name == "StrataServer" || target.name == "strata" {
-    target.dependencies.append("StrataObjectStore")
-}

@@ -21,7 +21,7 @@ bench_cleanup() {
 # build_strata: a release build of the strata executable; sets STRATA.
 build_strata() {
     echo "building strata (release)" >&2
-    STRATA_NO_BENCH=1 swift build -c release --product strata >&2
+    swift build -c release --product strata >&2
     STRATA=$ROOT/.build/release/strata
 }
 

@@ -62,7 +62,7 @@ trap cleanup EXIT
 
 if has_peer strata && [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     echo "building strata (release)" >&2
-    STRATA_NO_BENCH=1 swift build -c release --scratch-path .build-release --product strata >&2
+    swift build -c release --scratch-path .build-release --product strata >&2
 fi
 STRATA=$ROOT/.build-release/release/strata
 

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/toolchain.sh
 
-STRATA_NO_BENCH=1 swift build -c release --product strata
+swift build -c release --product strata
 STRATA=$PWD/.build/release/strata
 export STRATA_POOL=${STRATA_POOL:-$PWD/strata-data}
 

@@ -6,5 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/toolchain.sh
-STRATA_NO_BENCH=1 swift build -c release --product strata >&2
+swift build -c release --product strata >&2
 exec "$PWD/.build/release/strata" serve "$@"

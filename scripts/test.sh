@@ -57,9 +57,6 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# The benchmark target is not needed here; leaving it out keeps the build short.
-export STRATA_NO_BENCH=1
-
 echo "== build (debug, with tests)"
 swift build --build-tests
 

@@ -87,3 +87,14 @@ kill_daemon() {
 }
 
 strata() { "$STRATA" "$@"; }
+
+# source_volume MIB: a second pool, $SOURCE, holding vm1 (64 MiB) with MIB MiB of random data
+# from $WORKDIR/a.raw; `src CMD...` runs strata against it. The sending side of stream tests.
+SOURCE="$WORKDIR/source"
+src() { STRATA_POOL="$SOURCE" "$STRATA" "$@"; }
+source_volume() {
+    src pool init --size 1G >/dev/null
+    src volume create vm1 --size 64M >/dev/null
+    head -c "$1M" /dev/urandom >"$WORKDIR/a.raw"
+    src import "$WORKDIR/a.raw" vm1 >/dev/null
+}

@@ -19,7 +19,7 @@ TIMEOUT=${E2E_TIMEOUT:-240}
 if [ ! -x "$STRATA" ]; then
     echo "run-e2e: building strata (debug)"
     [ -x /opt/swift/usr/bin/swift ] && export PATH=/opt/swift/usr/bin:$PATH
-    STRATA_NO_BENCH=1 swift build >/dev/null || { echo "run-e2e: build failed" >&2; exit 1; }
+    swift build --product strata >/dev/null || { echo "run-e2e: build failed" >&2; exit 1; }
 fi
 
 passed=0

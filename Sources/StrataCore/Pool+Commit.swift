@@ -45,7 +45,7 @@ extension Pool {
         }
     }
 
-    /// Commits only if something changed; for timers.
+    /// Commits only if something changed; for the daemon's commit timer (StrataServer's `CommitService`).
     public func commitIfNeeded() throws(StrataError) {
         try self.commitMutex.withLock { () throws(StrataError) in try self.commitLocked() }
     }
@@ -163,58 +163,5 @@ extension Pool {
                 volumes: self.volumeIDByName.count, snapshots: snapshots, generation: self.committed.rawValue,
                 createdAt: Self.timestamp(self.createdAtNanos), uuid: Self.guidString(self.uuid))
         }
-    }
-
-    // MARK: Timer
-
-    /// Commits every `interval` seconds while anything is dirty, until `close`.
-    public func startCommitTimer(interval: Double = Limits.commitIntervalSecondsDefault) {
-        self.commitMutex.withLock {
-            guard self.commitTimer == nil, !self.readOnly else { return }
-            self.commitTimer = CommitTimer(pool: self, interval: interval)
-        }
-    }
-
-    func stopCommitTimer() {
-        let timer = self.commitMutex.withLock { () -> CommitTimer? in
-            defer { self.commitTimer = nil }
-            return self.commitTimer
-        }
-        timer?.stop()
-    }
-}
-
-/// A thread that commits a pool periodically. A commit failure leaves the pool failed, which
-/// later requests report; the timer itself then stops.
-final class CommitTimer: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var stopping = false
-    private var finished = false
-
-    init(pool: Pool, interval: Double) {
-        let thread = Thread { [self] in
-            self.condition.lock()
-            while !self.stopping {
-                _ = self.condition.wait(until: Date(timeIntervalSinceNow: interval))
-                if self.stopping { break }
-                self.condition.unlock()
-                let result: Result<Void, StrataError> = Result { () throws(StrataError) in try pool.commitIfNeeded() }
-                self.condition.lock()
-                if case .failure = result { break }
-            }
-            self.finished = true
-            self.condition.broadcast()
-            self.condition.unlock()
-        }
-        thread.name = "strata-commit"
-        thread.start()
-    }
-
-    func stop() {
-        self.condition.lock()
-        self.stopping = true
-        self.condition.broadcast()
-        while !self.finished { self.condition.wait() }
-        self.condition.unlock()
     }
 }

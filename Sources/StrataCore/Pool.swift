@@ -84,7 +84,6 @@ public final class Pool: @unchecked Sendable {
     // Guarded by `commitMutex`.
     var dataWritesSynced: UInt64 = 0
     var flushesDurable: UInt64 = 0
-    var commitTimer: CommitTimer?
 
     // MARK: Open
 
@@ -274,7 +273,6 @@ public final class Pool: @unchecked Sendable {
 
     /// Commits and releases the pool. Further calls fail.
     public func close() throws(StrataError) {
-        self.stopCommitTimer()
         if !self.readOnly { try self.flush() }
     }
 

@@ -69,8 +69,20 @@ enum ReplicationWire {
         HMAC<SHA256>.isValidAuthenticationCode(answer, authenticating: challenge, using: SymmetricKey(data: secret))
     }
 
+    /// Sends `reply` as one line. A reply that cannot be encoded goes as an error reply saying
+    /// so, never as an empty object the client would take for success.
     static func reply(_ reply: ReplicationReply, on fd: Int32) {
-        var data = Array((try? JSONEncoder().encode(reply)) ?? Data("{}".utf8))
+        var data: [UInt8]
+        do {
+            data = Array(try JSONEncoder().encode(reply))
+        } catch {
+            let failure = ReplicationReply(error: "replication: cannot encode the reply (\(error))", errorCode: "io")
+            // Two strings always encode: failing here is a bug in this file, not an input.
+            guard let encoded = try? JSONEncoder().encode(failure) else {
+                preconditionFailure("replication: an error reply of two strings did not encode")
+            }
+            data = Array(encoded)
+        }
         data.append(UInt8(ascii: "\n"))
         _ = data.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
@@ -87,36 +99,65 @@ enum ReplicationWire {
     }
 }
 
-/// Accepts replication from peers that know the secret.
+/// Accepts replication from peers that know the secret. `bind` listens; `run` accepts, each
+/// connection on a thread of its own (at most `Limits.replicationConnectionsMax`), until `close`,
+/// and returns once every connection has ended.
 public final class ReplicationServer: Sendable {
     let listener: Int32
+    let secret: [UInt8]
+    let pool: Pool
+    let logger: Logger
     let connections = Mutex<Set<Int32>>([])
-    /// The port listened on (useful when started on port 0).
+    let closed = Atomic<Bool>(false)
+    /// The port listened on (useful when bound to port 0).
     public var port: Int { TCPSocket.localPort(self.listener) }
 
-    private init(listener: Int32) { self.listener = listener }
+    private init(listener: Int32, secret: [UInt8], pool: Pool, logger: Logger) {
+        self.listener = listener
+        self.secret = secret
+        self.pool = pool
+        self.logger = logger
+    }
 
-    /// Listens on `host:port` and serves replicas into `pool`.
-    public static func start(host: String, port: Int, secretFile: String, pool: Pool, logger: Logger) throws(StrataError)
+    /// Listens on `host:port` for replicas into `pool`; `run` serves them.
+    /// - Throws: `.notFound`/`.invalidArgument` for the secret file, `.io` when the port is taken.
+    public static func bind(host: String, port: Int, secretFile: String, pool: Pool, logger: Logger) throws(StrataError)
         -> ReplicationServer
     {
         let secret = try ReplicationWire.readSecret(secretFile)
-        let server = ReplicationServer(listener: try TCPSocket.listen(host: host, port: port))
-        let thread = Thread { server.acceptLoop(secret: secret, pool: pool, logger: logger) }
-        thread.name = "strata-replication-accept"
-        thread.start()
-        return server
+        return ReplicationServer(
+            listener: try TCPSocket.listen(host: host, port: port), secret: secret, pool: pool, logger: logger)
     }
 
-    private func acceptLoop(secret: [UInt8], pool: Pool, logger: Logger) {
-        while true {
+    /// Accepts and serves until `close`; returns when every connection has ended.
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            while let fd = await DedicatedThread.run(name: "strata-replication-accept", { self.acceptOne() }) {
+                group.addTask {
+                    await DedicatedThread.run(name: "strata-replication") {
+                        Self.serve(fd, secret: self.secret, pool: self.pool, logger: self.logger)
+                        self.connections.withLock { _ = $0.remove(fd) }
+                        Glibc.close(fd)
+                    }
+                }
+            }
+        }
+        Glibc.close(self.listener)
+    }
+
+    /// The next admitted connection; nil once the listener is closed.
+    private func acceptOne() -> Int32? {
+        while !self.closed.load(ordering: .acquiring) {
             let fd = accept(self.listener, nil, nil)
             if fd < 0 {
                 if errno == EINTR || errno == ECONNABORTED { continue }
-                return
+                return nil
             }
+            // Admitted under the lock `close` cuts under, so no connection slips past the cut.
             let admitted = self.connections.withLock { set in
-                guard set.count < Limits.replicationConnectionsMax else { return false }
+                guard !self.closed.load(ordering: .acquiring), set.count < Limits.replicationConnectionsMax else {
+                    return false
+                }
                 set.insert(fd)
                 return true
             }
@@ -125,14 +166,9 @@ public final class ReplicationServer: Sendable {
                 continue
             }
             TCPSocket.setTimeouts(fd)
-            let thread = Thread {
-                Self.serve(fd, secret: secret, pool: pool, logger: logger)
-                self.connections.withLock { _ = $0.remove(fd) }
-                Glibc.close(fd)
-            }
-            thread.name = "strata-replication"
-            thread.start()
+            return fd
         }
+        return nil
     }
 
     private static func serve(_ fd: Int32, secret: [UInt8], pool: Pool, logger: Logger) {
@@ -204,10 +240,14 @@ public final class ReplicationServer: Sendable {
         try pool.flush()
     }
 
-    /// Stops accepting and cuts every connection (their receives keep what they applied).
+    /// Stops accepting and cuts every connection (their receives keep what they applied); `run`
+    /// returns once they have ended. Does not block.
     public func close() {
+        // Cut under the lock: a connection's thread closes its descriptor only after leaving the set.
+        self.connections.withLock { set in
+            self.closed.store(true, ordering: .releasing)
+            for fd in set { shutdown(fd, Int32(SHUT_RDWR)) }
+        }
         shutdown(self.listener, Int32(SHUT_RDWR))
-        Glibc.close(self.listener)
-        for fd in self.connections.withLock({ $0 }) { shutdown(fd, Int32(SHUT_RDWR)) }
     }
 }

@@ -1,5 +1,5 @@
-// The source side of daemon-to-daemon replication: one job per replicated volume, each on its
-// own thread. A cycle takes a snapshot `repl-<time>` (unless the newest one has not reached the
+// The source side of daemon-to-daemon replication: one job per replicated volume, each on a
+// thread of its own that `run` starts and awaits (the daemon runs it as a service). A cycle takes a snapshot `repl-<time>` (unless the newest one has not reached the
 // replica yet), asks the replica what it holds, and sends the delta from the newest snapshot
 // both sides share (a full stream the first time; the rest of a staged receive when one was
 // interrupted), then keeps the newest N replicated snapshots on both sides. A failed cycle is
@@ -64,19 +64,53 @@ public final class Replicator: Sendable {
     let directory: String
     let logger: Logger
     let jobs = Mutex<[String: JobRunner]>([:])
+    /// Jobs to start: `launch` yields them, `run` starts each on its own thread.
+    let launches: AsyncStream<JobRunner>
+    let launcher: AsyncStream<JobRunner>.Continuation
 
     public init(pool: Pool, directory: String, logger: Logger) {
         self.pool = pool
         self.directory = directory
         self.logger = logger
+        (self.launches, self.launcher) = AsyncStream.makeStream(of: JobRunner.self)
     }
 
-    /// Starts the jobs saved in the pool directory.
+    /// Runs every job (each on a thread of its own) until `close`; returns once every job has
+    /// stopped.
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            for await runner in self.launches {
+                group.addTask {
+                    await DedicatedThread.run(name: "strata-replicate-\(runner.job.volume)") { runner.run() }
+                }
+            }
+        }
+    }
+
+    /// Stops every job (at daemon shutdown; they resume at the next start) and takes no new
+    /// ones; `run` returns once they have stopped. Does not block.
+    public func close() {
+        let runners = self.jobs.withLock { jobs in
+            self.launcher.finish()
+            defer { jobs.removeAll() }
+            return Array(jobs.values)
+        }
+        for runner in runners { runner.requestStop() }
+    }
+
+    /// Queues the jobs saved in the pool directory (they start when `run` runs). The daemon calls
+    /// it before it accepts requests, so a saved job never races a `replicate start`.
     public func resumeSavedJobs() {
         guard let data = FileManager.default.contents(atPath: self.path),
             let saved = try? JSONDecoder().decode([ReplicationJob].self, from: data)
         else { return }
-        for job in saved { self.launch(job) }
+        for job in saved {
+            do throws(StrataError) {
+                try self.launch(job)
+            } catch {
+                self.logger.warning("replicate \(job.volume): \(error.message)")
+            }
+        }
     }
 
     var path: String { self.directory + "/" + Self.fileName }
@@ -86,11 +120,12 @@ public final class Replicator: Sendable {
         _ = try self.pool.handle(job.volume)
         _ = try ReplicationWire.readSecret(job.secretFile)
         self.stop(job.volume, save: false)
-        self.launch(job)
+        try self.launch(job)
         try self.save()
     }
 
-    /// Stops the job for `volume` (its transfer is cut; the replica keeps what it staged).
+    /// Stops the job for `volume` (its transfer is cut; the replica keeps what it staged) and
+    /// waits for it to end. Blocks: call it from a thread that may wait.
     public func stop(_ volume: String, save: Bool = true) {
         let runner = self.jobs.withLock { $0.removeValue(forKey: volume) }
         runner?.stop()
@@ -108,19 +143,16 @@ public final class Replicator: Sendable {
             .sorted { $0.volume < $1.volume }
     }
 
-    /// Stops every job (at daemon shutdown); they resume at the next start.
-    public func shutdown() {
-        let runners = self.jobs.withLock { jobs in
-            defer { jobs.removeAll() }
-            return Array(jobs.values)
-        }
-        for runner in runners { runner.stop() }
-    }
-
-    private func launch(_ job: ReplicationJob) {
+    private func launch(_ job: ReplicationJob) throws(StrataError) {
         let runner = JobRunner(job: job, pool: self.pool, logger: self.logger)
-        self.jobs.withLock { $0[job.volume] = runner }
-        runner.start()
+        // Registered and yielded under one lock, so `close` either sees the job or refuses it.
+        let launched = self.jobs.withLock { jobs in
+            guard case .enqueued = self.launcher.yield(runner) else { return false }
+            // A job it replaces stops; `run` still awaits its thread.
+            jobs.updateValue(runner, forKey: job.volume)?.requestStop()
+            return true
+        }
+        guard launched else { throw StrataError(.busy, "replicate \(job.volume): the daemon is shutting down") }
     }
 
     private func save() throws(StrataError) {
@@ -141,7 +173,9 @@ final class JobRunner: Sendable {
     let pool: Pool
     let logger: Logger
     let status: Mutex<ReplicationStatus>
-    let stopping = Mutex(false)
+    /// Whether `run` has begun, and whether a stop was asked: one lock, so a stop either waits
+    /// for a running job or finds it not yet started (and `run` then returns at once).
+    let life = Mutex((started: false, stopping: false))
     let wake = DispatchSemaphore(value: 0)
     /// The socket of the transfer in progress, so `stop` can cut it.
     let socket = Mutex<Int32>(-1)
@@ -154,26 +188,38 @@ final class JobRunner: Sendable {
         self.status = Mutex(ReplicationStatus(volume: job.volume, peer: "\(job.host):\(job.port)"))
     }
 
-    func start() {
-        let thread = Thread { [self] in
-            self.run()
-            self.finished.signal()
+    /// Asks the job to stop: cuts its transfer and wakes it. Does not wait.
+    /// - Returns: whether the job had started (and so will signal `finished`).
+    @discardableResult
+    func requestStop() -> Bool {
+        let started = self.life.withLock { life in
+            life.stopping = true
+            return life.started
         }
-        thread.name = "strata-replicate-\(self.job.volume)"
-        thread.start()
-    }
-
-    func stop() {
-        self.stopping.withLock { $0 = true }
         let fd = self.socket.withLock { $0 }
         if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
         self.wake.signal()
-        self.finished.wait()
+        return started
     }
 
-    var isStopping: Bool { self.stopping.withLock { $0 } }
+    /// Stops the job and waits for it to end.
+    func stop() {
+        if self.requestStop() { self.finished.wait() }
+    }
 
-    private func run() {
+    var isStopping: Bool { self.life.withLock { $0.stopping } }
+
+    /// Cycles until stopped (on a thread of the replicator's `run`).
+    func run() {
+        let stopped = self.life.withLock { life in
+            life.started = true
+            return life.stopping
+        }
+        defer { self.finished.signal() }
+        if !stopped { self.cycles() }
+    }
+
+    private func cycles() {
         var failures = 0
         while !self.isStopping {
             let outcome = Result { () throws(StrataError) in try self.cycle() }

@@ -1,10 +1,14 @@
-// The control socket's protocol: one JSON object per line. The client sends one
-// `ControlRequest`; the daemon answers with zero or more progress lines and then one line
-// holding either a result or an error. The CLI prints results the same way whether they came
-// from the daemon or from a pool it opened itself, because both run `PoolService`.
+// The daemon's one control protocol: every verb the CLI sends is a case of `ControlRequest`,
+// framed by `JSONLines`. The client sends one request per connection; the daemon answers with
+// zero or more progress lines and then one line holding either a result or an error. Requests
+// go to control.sock, except the two that carry a stream (`send`, `receive`): they go to
+// stream.sock with the stream's descriptor attached (SCM_RIGHTS), which is all that socket
+// adds. The CLI prints results the same way whether they came from the daemon or from a pool it
+// opened itself, because both run `PoolService`.
 
 import StrataCore
 import StrataObjectStore
+import StrataReplication
 
 /// Everything the control plane can be asked.
 public enum ControlRequest: Codable, Sendable, Equatable {
@@ -33,14 +37,39 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     case pushLayer(volume: String, name: String?)
     /// A remote verb (`strata remote …`, `strata push`): StrataObjectStore's RemoteService.
     case remote(RemoteRequest)
+    /// Writes a snapshot's stream to the attached descriptor (stream.sock).
+    case send(SendRequest)
+    /// Applies the stream read from the attached descriptor to `volume` (stream.sock).
+    case receive(volume: String, force: Bool)
+    /// Discards the staging of an interrupted receive.
+    case abortReceive(volume: String)
+    /// The resume token of an interrupted receive.
+    case receiveToken(volume: String)
+    /// Starts (or replaces) a replication job; the daemon only.
+    case replicateStart(ReplicationJob)
+    /// Stops a replication job; the daemon only.
+    case replicateStop(volume: String)
+    /// Every replication job's state; the daemon only.
+    case replicateStatus
+    /// Makes a replica writable (failover).
+    case promote(volume: String)
 
-    /// True when the request only reads.
+    /// True when the request only reads the pool.
     public var isReadOnly: Bool {
         switch self {
-        case .poolStatus, .listVolumes, .listSnapshots, .exportImage, .diff, .check, .connections, .volumeLayers:
+        case .poolStatus, .listVolumes, .listSnapshots, .exportImage, .diff, .check, .connections, .volumeLayers,
+            .send, .receiveToken, .replicateStart, .replicateStop, .replicateStatus:
             return true
         // Remote verbs read the pool only (push reads a snapshot); remotes.json is not the pool.
         case .remote: return true
+        default: return false
+        }
+    }
+
+    /// True when the request carries a stream: it goes to stream.sock with a descriptor attached.
+    public var needsDescriptor: Bool {
+        switch self {
+        case .send, .receive: return true
         default: return false
         }
     }
@@ -60,6 +89,11 @@ public enum ControlResult: Codable, Sendable {
     /// The name of what a request created (`layer push`).
     case created(String)
     case remote(RemoteResult)
+    case sent(SendSummary)
+    case received(ReceiveSummary)
+    /// A resume token (`receive --token`).
+    case token(String)
+    case replication([ReplicationStatus])
 }
 
 /// An image import or export's totals.
@@ -91,7 +125,7 @@ public struct ControlError: Codable, Sendable {
     }
 }
 
-/// One line from the daemon.
+/// One line from the daemon: progress, or the final result or error.
 public struct ControlMessage: Codable, Sendable {
     public var progress: [UInt64]?
     public var result: ControlResult?

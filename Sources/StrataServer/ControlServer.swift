@@ -1,13 +1,17 @@
 // The control socket: a Unix socket in the pool directory (mode 0600) through which every
 // `strata` command reaches a running daemon. One request per connection, one JSON object per
-// line; requests run on the thread pool through `PoolService`.
+// line; requests run on the thread pool through `PoolService`. At shutdown
+// (`shutdownAndWait`) it stops accepting, closes the connections that have not sent a request,
+// and waits for every request in flight to answer, so none runs after the final commit.
 
 import Foundation
 import Logging
 import NIOCore
 import NIOPosix
 import StrataCore
+import StrataFrontEnd
 import StrataNBD
+import Synchronization
 
 /// The daemon side of the control socket.
 public final class ControlServer: Sendable {
@@ -16,29 +20,53 @@ public final class ControlServer: Sendable {
     static let requestBytesMax = 64 << 10
 
     let channel: any Channel
+    let connections: OpenChannels
 
-    private init(channel: any Channel) { self.channel = channel }
+    private init(channel: any Channel, connections: OpenChannels) {
+        self.channel = channel
+        self.connections = connections
+    }
 
     public static func start(
         directory: String, service: PoolService, group: any EventLoopGroup, threadPool: NIOThreadPool, logger: Logger
     ) throws -> ControlServer {
         let path = directory + "/" + Self.socketName
+        let connections = OpenChannels()
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                connections.insert(channel)
+                return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
                         ControlConnectionHandler(service: service, threadPool: threadPool, logger: logger))
                 }
             }
         let channel = try bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).wait()
         chmod(path, 0o600)
-        return ControlServer(channel: channel)
+        return ControlServer(channel: channel, connections: connections)
     }
 
-    public func close() {
+    /// Stops accepting, closes connections that have sent no request, and waits for the
+    /// requests in flight to answer. Blocks: call it from a thread that is not an event loop.
+    public func shutdownAndWait() {
         try? self.channel.close().wait()
+        let open = self.connections.all
+        for channel in open { channel.pipeline.fireUserInboundEventTriggered(DrainEvent()) }
+        for channel in open { try? channel.closeFuture.wait() }
     }
+}
+
+/// The control connections open now.
+final class OpenChannels: Sendable {
+    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+
+    func insert(_ channel: any Channel) {
+        let key = ObjectIdentifier(channel)
+        self.channels.withLock { $0[key] = channel }
+        channel.closeFuture.whenComplete { _ in _ = self.channels.withLock { $0.removeValue(forKey: key) } }
+    }
+
+    var all: [any Channel] { self.channels.withLock { Array($0.values) } }
 }
 
 final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
@@ -67,12 +95,17 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
             return
         }
         self.started = true
-        let line = self.buffer.getSlice(at: self.buffer.readerIndex, length: newline - self.buffer.readerIndex)!
+        let line = self.buffer.readableBytesView.prefix(newline - self.buffer.readerIndex)
         let request: ControlRequest
-        do {
-            request = try JSONDecoder().decode(ControlRequest.self, from: Data(line.readableBytesView))
+        do throws(StrataError) {
+            request = try JSONLines.decode(
+                ControlRequest.self, from: line, error: StrataError(.invalidArgument, "control: malformed request"))
+            guard !request.needsDescriptor else {
+                throw StrataError(
+                    .invalidArgument, "control: a stream request goes to \(StreamServer.socketName) with its descriptor")
+            }
         } catch {
-            Self.send(ControlMessage(error: ControlError(StrataError(.invalidArgument, "control: malformed request (\(error))"))), on: context.channel)
+            Self.send(ControlMessage(error: ControlError(error)), on: context.channel)
             context.close(promise: nil)
             return
         }
@@ -99,9 +132,13 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
 
     @discardableResult
     static func send(_ message: ControlMessage, on channel: any Channel) -> EventLoopFuture<Void> {
-        var data = (try? JSONEncoder().encode(message)) ?? Data("{}".utf8)
-        data.append(UInt8(ascii: "\n"))
-        return channel.writeAndFlush(ByteBuffer(bytes: data))
+        channel.writeAndFlush(ByteBuffer(bytes: JSONLines.encodeReply(message)))
+    }
+
+    /// At shutdown a connection that has not sent its request is closed; one whose request runs
+    /// closes once it has answered.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is DrainEvent, !self.started { context.close(promise: nil) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -1,8 +1,9 @@
-// `strata serve`: opens (or creates) the pool, commits on a timer, serves NBD, answers the
-// control socket, and on SIGINT or SIGTERM shuts down gracefully: stop accepting, let every
+// `strata serve`: opens (or creates) the pool, binds every socket, then runs the daemon's
+// services as one `ServiceGroup` (Daemon+Services.swift): the commit timer, NBD, iSCSI, the
+// replicator, the replica listener, the stream socket, the flatten resumer and the control
+// socket. On SIGINT or SIGTERM the group shuts down gracefully: stop accepting, let every
 // connection finish what is in flight, commit, exit 0. Nothing acknowledged is lost.
 
-import Dispatch
 import Foundation
 import Logging
 import NIOCore
@@ -11,6 +12,9 @@ import StrataCore
 import StrataFrontEnd
 import StrataISCSI
 import StrataNBD
+import ServiceLifecycle
+import StrataReplication
+import UnixSignals
 
 #if canImport(Glibc)
 import Glibc
@@ -47,8 +51,9 @@ public struct DaemonOptions: Sendable {
 
 public enum Daemon {
     /// Runs until SIGINT or SIGTERM. Returns after a clean shutdown.
-    /// - Throws: `StrataError` when the pool cannot be opened, or the bind error.
-    public static func run(_ options: DaemonOptions, logger: Logger) throws {
+    /// - Throws: `StrataError` when the pool cannot be opened or a socket cannot be bound, or
+    ///   the error that stopped a service (a failed last commit).
+    public static func run(_ options: DaemonOptions, logger: Logger) async throws {
         signal(SIGPIPE, SIG_IGN)
         Self.raiseFileLimit()
         let directory = options.directory
@@ -69,47 +74,22 @@ public enum Daemon {
                 throw error
             }
         }
-        pool.startCommitTimer(interval: options.commitIntervalSeconds)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(System.coreCount, 2))
         let threadPool = NIOThreadPool(numberOfThreads: 16)
         threadPool.start()
-        let registry = ConnectionRegistry()
-        let service = PoolService(pool: pool, registry: registry)
-
-        let nbd: NBDServer
-        var iscsi: ISCSIServer?
-        let control: ControlServer
+        let services: DaemonServices
         do {
-            nbd = try NBDServer.start(
-                host: options.nbdHost, port: options.nbdPort, pool: pool, group: group, threadPool: threadPool,
-                registry: registry, logger: logger)
-            if let portal = options.iscsi {
-                do {
-                    iscsi = try ISCSIServer.start(
-                        host: portal.host, port: portal.port, pool: pool, directory: directory, group: group,
-                        threadPool: threadPool, registry: registry, logger: logger)
-                } catch {
-                    nbd.shutdownAndWait()
-                    throw StrataError(
-                        .io,
-                        "serve: cannot listen for iSCSI on \(portal.host):\(portal.port) (\(error)); is another target using it? Choose another with --iscsi ADDR:PORT, or --iscsi off"
-                    )
-                }
-            }
-            control = try ControlServer.start(
-                directory: directory, service: service, group: group, threadPool: threadPool, logger: logger)
+            services = try Self.bind(options, pool: pool, group: group, threadPool: threadPool, logger: logger)
         } catch {
             _ = Result { () throws(StrataError) in try pool.close() }
-            try? threadPool.syncShutdownGracefully()
-            try? group.syncShutdownGracefully()
-            if let error = error as? StrataError { throw error }
-            throw StrataError(.io, "serve: cannot listen on \(options.nbdHost):\(options.nbdPort) (\(error)); is another server using it?")
+            try? await threadPool.shutdownGracefully()
+            try? await group.shutdownGracefully()
+            throw error
         }
         let iscsiNote = options.iscsi.map { "iSCSI on \($0.host):\($0.port)" } ?? "iSCSI off"
         logger.notice(
             "serving pool \(directory): NBD on \(options.nbdHost):\(options.nbdPort), \(iscsiNote), control socket \(directory)/\(ControlServer.socketName)"
         )
-
         if let overlayVolume {
             // The URIs go to stdout, for people and scripts; everything else is logged.
             var lines = ["nbd://\(options.nbdHost):\(options.nbdPort)/\(overlayVolume)"]
@@ -118,37 +98,101 @@ public enum Daemon {
             }
             FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
         }
-        let flattens = FlattenResumer.start(pool: pool, logger: logger)
-        let replication = try DaemonReplication.start(options, pool: pool, service: service, logger: logger)
-        // Wait for SIGINT or SIGTERM.
-        let stop = DispatchSemaphore(value: 0)
-        var sources: [any DispatchSourceSignal] = []
-        for number in [SIGINT, SIGTERM] {
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler { stop.signal() }
-            source.resume()
-            sources.append(source)
-        }
-        stop.wait()
-        logger.notice("shutting down: finishing requests in flight")
-        control.close()
-        flattens.stop()
-        replication.close()
-        nbd.shutdownAndWait()
-        iscsi?.shutdownAndWait()
-        var exitError: StrataError?
-        do throws(StrataError) {
-            try pool.close()
+        // Every socket is bound and the pool is open: tell systemd (Type=notify) it may go on.
+        if let problem = SystemdNotify.send("READY=1\nSTATUS=serving \(directory)") { logger.warning("\(problem)") }
+
+        let serviceGroup = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: services.startOrder, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        var exitError: (any Error)?
+        do {
+            try await serviceGroup.run()
         } catch {
             exitError = error
         }
+        do throws(StrataError) {
+            try pool.close()
+        } catch {
+            exitError = exitError ?? error
+        }
         unlink(directory + "/" + ControlServer.socketName)
-        try? threadPool.syncShutdownGracefully()
-        try? group.syncShutdownGracefully()
-        withExtendedLifetime(sources) {}
+        try? await threadPool.shutdownGracefully()
+        try? await group.shutdownGracefully()
         if let exitError { throw exitError }
         logger.notice("stopped; pool \(directory) committed at generation \(pool.committedGeneration)")
+    }
+
+    /// Binds every socket and makes the services; on failure closes what it bound and throws
+    /// the error naming the address and the fix.
+    static func bind(
+        _ options: DaemonOptions, pool: Pool, group: any EventLoopGroup, threadPool: NIOThreadPool, logger: Logger
+    ) throws -> DaemonServices {
+        var undo: [() -> Void] = []
+        do {
+            let registry = ConnectionRegistry()
+            let replicator = Replicator(pool: pool, directory: options.directory, logger: logger)
+            replicator.resumeSavedJobs()
+            undo.append { replicator.close() }
+            let service = PoolService(pool: pool, registry: registry, replicator: replicator)
+            let nbd = try Self.listening("NBD", on: (options.nbdHost, options.nbdPort), option: "--nbd ADDR:PORT") {
+                try NBDServer.start(
+                    host: options.nbdHost, port: options.nbdPort, pool: pool, group: group, threadPool: threadPool,
+                    registry: registry, logger: logger)
+            }
+            undo.append { nbd.shutdownAndWait() }
+            let iscsi = try options.iscsi.map { portal in
+                try Self.listening("iSCSI", on: portal, option: "--iscsi ADDR:PORT, or --iscsi off") {
+                    try ISCSIServer.start(
+                        host: portal.host, port: portal.port, pool: pool, directory: options.directory, group: group,
+                        threadPool: threadPool, registry: registry, logger: logger)
+                }
+            }
+            undo.append { iscsi?.shutdownAndWait() }
+            let control = try ControlServer.start(
+                directory: options.directory, service: service, group: group, threadPool: threadPool, logger: logger)
+            undo.append { control.shutdownAndWait() }
+            let replicas = try options.replication.map { address in
+                try ReplicationServer.bind(
+                    host: address.host, port: address.port, secretFile: options.replicationSecretFile ?? "", pool: pool,
+                    logger: logger)
+            }
+            undo.append { replicas?.close() }
+            if let address = options.replication { logger.notice("accepting replication on \(address.host):\(address.port)") }
+            let streams = try StreamServer.bind(directory: options.directory, service: service, logger: logger)
+            let flattens = FlattenResumer(pool: pool, logger: logger)
+            return DaemonServices(
+                commit: CommitService(
+                    pool: pool, interval: .milliseconds(Int64(options.commitIntervalSeconds * 1000)), threadPool: threadPool,
+                    logger: logger),
+                iscsi: iscsi.map { server in LifecycleService.draining("iscsi") { server.shutdownAndWait() } },
+                nbd: LifecycleService.draining("nbd") { nbd.shutdownAndWait() },
+                replicator: LifecycleService(work: { await replicator.run() }, stop: { replicator.close() }),
+                replicas: replicas.map { server in LifecycleService(work: { await server.run() }, stop: { server.close() }) },
+                streams: LifecycleService(work: { await streams.run() }, stop: { streams.close() }),
+                flattens: LifecycleService(work: { await flattens.run() }, stop: { flattens.stop() }),
+                control: LifecycleService.draining("control") {
+                    logger.notice("shutting down: finishing requests in flight")
+                    if let problem = SystemdNotify.send("STOPPING=1") { logger.warning("\(problem)") }
+                    control.shutdownAndWait()
+                })
+        } catch {
+            for step in undo.reversed() { step() }
+            throw error
+        }
+    }
+
+    /// Runs `bind`, turning a bind error into one that names the front end, the address and the fix.
+    private static func listening<T>(
+        _ name: String, on address: (host: String, port: Int), option: String, _ bind: () throws -> T
+    ) throws(StrataError) -> T {
+        do {
+            return try bind()
+        } catch {
+            throw StrataError(
+                .io,
+                "serve: cannot listen for \(name) on \(address.host):\(address.port) (\(error)); is another server using it? Choose another with \(option)"
+            )
+        }
     }
 
     /// Lets the daemon hold as many connections as the hard limit allows.

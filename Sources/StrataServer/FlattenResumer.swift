@@ -1,7 +1,8 @@
 // Resumes flattens a crash or a shutdown interrupted: a volume whose record carries the
 // flatten flag is flattened again in the background when the daemon opens the pool, while it
 // serves. A resumed flatten skips the chunks already copied (they are no longer holes). At
-// shutdown the flattens stop between steps, commit, and resume at the next start.
+// shutdown (`stop`) the flattens stop between steps, commit, and resume at the next start.
+// Each flatten runs on a thread of its own that `run` starts and awaits.
 
 import Foundation
 import Logging
@@ -9,35 +10,41 @@ import StrataCore
 import Synchronization
 
 final class FlattenResumer: Sendable {
+    private let pool: Pool
+    private let logger: Logger
     private let cancelled = Atomic<Bool>(false)
-    private let done = DispatchGroup()
 
-    /// Starts a background flatten for every volume whose flatten was interrupted.
-    static func start(pool: Pool, logger: Logger) -> FlattenResumer {
-        let resumer = FlattenResumer()
-        for volume in pool.volumesFlattening() {
-            logger.notice("resuming the flatten of volume \(volume)")
-            resumer.done.enter()
-            let thread = Thread { [resumer] in
-                defer { resumer.done.leave() }
-                do throws(StrataError) {
-                    try pool.flatten(volume, isCancelled: { resumer.cancelled.load(ordering: .relaxed) })
-                    try pool.flush()
-                    try pool.collectBases()
-                    logger.notice("flattened volume \(volume): it no longer needs its base image")
-                } catch {
-                    logger.error("\(error.message)")
-                }
-            }
-            thread.name = "flatten \(volume)"
-            thread.start()
-        }
-        return resumer
+    init(pool: Pool, logger: Logger) {
+        self.pool = pool
+        self.logger = logger
     }
 
-    /// Stops every flatten between steps and waits for them.
+    /// Flattens every volume whose flatten was interrupted; returns when all have finished or
+    /// stopped.
+    func run() async {
+        await withDiscardingTaskGroup { group in
+            for volume in self.pool.volumesFlattening() {
+                self.logger.notice("resuming the flatten of volume \(volume)")
+                group.addTask {
+                    await DedicatedThread.run(name: "strata-flatten-\(volume)") { self.flatten(volume) }
+                }
+            }
+        }
+    }
+
+    /// Stops every flatten at its next step. Does not block.
     func stop() {
         self.cancelled.store(true, ordering: .relaxed)
-        self.done.wait()
+    }
+
+    private func flatten(_ volume: String) {
+        do throws(StrataError) {
+            try self.pool.flatten(volume, isCancelled: { self.cancelled.load(ordering: .relaxed) })
+            try self.pool.flush()
+            try self.pool.collectBases()
+            self.logger.notice("flattened volume \(volume): it no longer needs its base image")
+        } catch {
+            self.logger.error("\(error.message)")
+        }
     }
 }

@@ -2,29 +2,41 @@
 // behaviour lives, used by the daemon for socket requests and by the CLI when it opens the
 // pool itself. Mutations commit before they return, so a command's effect is durable when it
 // reports success. With a connection registry (in the daemon), deleting a volume or snapshot
-// that clients are using is refused, naming them, unless forced.
+// that clients are using is refused, naming them, unless forced. Replication jobs exist only
+// in the daemon (`replicator`); without one the replicate verbs say to start `strata serve`.
 
 import NIOCore
 import StrataCore
 import StrataFrontEnd
 import StrataNBD
 import StrataObjectStore
+import StrataReplication
 
 /// The control plane over one pool.
 public struct PoolService: Sendable {
     public let pool: Pool
     public let registry: ConnectionRegistry?
+    /// The daemon's replication jobs; nil when the CLI opened the pool itself.
+    public let replicator: Replicator?
 
-    public init(pool: Pool, registry: ConnectionRegistry?) {
+    public init(pool: Pool, registry: ConnectionRegistry?, replicator: Replicator? = nil) {
         self.pool = pool
         self.registry = registry
+        self.replicator = replicator
     }
 
-    /// Runs one request. `progress(done, total)` reports import and export progress.
-    public func execute(_ request: ControlRequest, progress: (UInt64, UInt64) -> Void = { _, _ in })
-        throws(StrataError) -> ControlResult
-    {
-        let result = try self.perform(request, progress: progress)
+    /// Runs one request.
+    /// - Parameters:
+    ///   - stream: the descriptor of a `send` or `receive` stream; `.none` for every other request.
+    ///   - progress: `(done, total)` of imports, exports, flattens and streams.
+    /// - Throws: the engine's error, or `.invalidArgument` when a stream request has no descriptor.
+    public func execute(
+        _ request: ControlRequest, stream: StreamDescriptor = .none, progress: (UInt64, UInt64) -> Void = { _, _ in }
+    ) throws(StrataError) -> ControlResult {
+        guard !request.needsDescriptor || stream.fd >= 0 else {
+            throw StrataError(.invalidArgument, "stream: no descriptor attached")
+        }
+        let result = try self.perform(request, stream: stream, progress: progress)
         if !request.isReadOnly {
             try self.pool.flush()
             // Base descriptors no record names any more go only once that change is durable.
@@ -33,8 +45,8 @@ public struct PoolService: Sendable {
         return result
     }
 
-    private func perform(_ request: ControlRequest, progress: (UInt64, UInt64) -> Void) throws(StrataError)
-        -> ControlResult
+    private func perform(_ request: ControlRequest, stream: StreamDescriptor, progress: (UInt64, UInt64) -> Void)
+        throws(StrataError) -> ControlResult
     {
         switch request {
         case .poolStatus:
@@ -97,6 +109,10 @@ public struct PoolService: Sendable {
                 (self.registry?.all ?? []).map {
                     ConnectionInfo(protocolName: $0.protocolName, remote: $0.remote, export: $0.export)
                 }.sorted { ($0.export ?? "", $0.remote) < ($1.export ?? "", $1.remote) })
+        case .send, .receive, .abortReceive, .receiveToken, .promote:
+            return try self.performStream(request, stream: stream, progress: progress)
+        case .replicateStart, .replicateStop, .replicateStatus:
+            return try self.performReplication(request)
         }
         return .done
     }

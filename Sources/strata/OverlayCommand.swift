@@ -3,7 +3,7 @@ import StrataCore
 import StrataServer
 
 /// `strata overlay FILE`: `strata serve --overlay FILE` with the defaults, in one word.
-struct OverlayCommand: ParsableCommand {
+struct OverlayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "overlay",
         abstract: "Serve a writable volume over an image file at once: create (or reuse) it in the pool, print its URIs, serve.",
@@ -18,12 +18,12 @@ struct OverlayCommand: ParsableCommand {
     @Option(help: "NBD listen address, ADDR:PORT.") var nbd: String = "127.0.0.1:10809"
     @Option(help: "iSCSI listen address, ADDR:PORT, or 'off'.") var iscsi: String = "127.0.0.1:3260"
 
-    func run() throws {
+    func run() async throws {
         var arguments = ["--overlay", self.file, "--nbd", self.nbd, "--iscsi", self.iscsi]
         if let pool = self.options.pool { arguments += ["--pool", pool] }
         if let name = self.name { arguments += ["--overlay-name", name] }
         let serve = try ServeCommand.parse(arguments)
         try serve.validate()
-        try serve.run()
+        try await serve.run()
     }
 }

@@ -24,9 +24,9 @@ struct RemoteCommand: ParsableCommand {
         commandName: "remote",
         abstract: "Object-store remotes (OpenStack Swift or S3): add, list, check, browse, delete, collect garbage.",
         discussion: """
-            A remote is a container (Swift) or bucket (S3) that `strata push` stores snapshots in,
-            as fixed-size content-addressed objects plus one manifest per snapshot
-            (docs/OBJECTSTORE.md). Credentials live in remotes.json in the pool directory (0600).
+            A remote is a container (Swift) or bucket (S3) that `strata push` stores snapshots in, \
+            as fixed-size content-addressed objects plus one manifest per snapshot \
+            (docs/OBJECTSTORE.md). Credentials live in remotes.json in the pool directory (0600). \
             Keystone authentication is not supported; Swift remotes use v1.0 (TempAuth) auth.
             """,
         subcommands: [

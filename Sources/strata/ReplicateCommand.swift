@@ -44,7 +44,7 @@ struct ReplicateCommand: ParsableCommand {
             let job = ReplicationJob(
                 volume: self.volume, host: host, port: port, everySeconds: parseDuration(self.every)!, keep: self.keep,
                 secretFile: URL(fileURLWithPath: self.secretFile).standardizedFileURL.path)
-            _ = try self.options.executeStream(.replicateStart(job), fd: -1, readOnly: true, progressLabel: nil)
+            _ = try self.options.execute(.replicateStart(job))
             print("replicating \(self.volume) to \(self.to) every \(self.every), keeping \(self.keep) snapshots")
         }
     }
@@ -55,7 +55,7 @@ struct ReplicateCommand: ParsableCommand {
         @Argument(help: "Volume.") var volume: String
 
         func run() throws {
-            _ = try self.options.executeStream(.replicateStop(volume: self.volume), fd: -1, readOnly: true, progressLabel: nil)
+            _ = try self.options.execute(.replicateStop(volume: self.volume))
             print("stopped replicating \(self.volume)")
         }
     }
@@ -70,7 +70,7 @@ struct ReplicateCommand: ParsableCommand {
 
         func run() throws {
             if self.watch { try self.watchTransfer() }
-            let result = try self.options.executeStream(.replicateStatus, fd: -1, readOnly: true, progressLabel: nil)
+            let result = try self.options.execute(.replicateStatus)
             guard case .replication(let jobs) = result else { return }
             if self.json { return printJSON(jobs) }
             printTable(
@@ -89,7 +89,7 @@ struct ReplicateCommand: ParsableCommand {
         private func watchTransfer() throws {
             var bar: Progress?
             while true {
-                let result = try self.options.executeStream(.replicateStatus, fd: -1, readOnly: true, progressLabel: nil)
+                let result = try self.options.execute(.replicateStatus)
                 guard case .replication(let jobs) = result,
                     let job = jobs.first(where: { $0.state == "sending" && $0.transferTotal > 0 })
                 else { break }
@@ -108,7 +108,7 @@ struct ReplicateCommand: ParsableCommand {
         @Argument(help: "Replica volume.") var volume: String
 
         func run() throws {
-            _ = try self.options.executeStream(.promote(volume: self.volume), fd: -1, readOnly: false, progressLabel: nil)
+            _ = try self.options.execute(.promote(volume: self.volume))
             print("promoted \(self.volume): it is writable")
         }
     }

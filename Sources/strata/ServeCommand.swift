@@ -4,7 +4,7 @@ import Logging
 import StrataCore
 import StrataServer
 
-struct ServeCommand: ParsableCommand {
+struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
         abstract: "Run the daemon: serve volumes over NBD and iSCSI and answer the other commands.",
@@ -80,7 +80,7 @@ struct ServeCommand: ParsableCommand {
         }
     }
 
-    func run() throws {
+    func run() async throws {
         let (host, port) = try self.parseAddress()
         let level = Logger.Level(rawValue: self.logLevel) ?? .info
         LoggingSystem.bootstrap { label in
@@ -98,14 +98,14 @@ struct ServeCommand: ParsableCommand {
         options.replicationSecretFile = self.replicationSecretFile
         options.overlay = self.overlay.map(absolutePath)
         options.overlayName = self.overlayName
-        try failing { () throws(StrataError) in
-            do {
-                try Daemon.run(options, logger: logger)
-            } catch let error as StrataError {
-                throw error
-            } catch {
-                throw StrataError(.io, "serve: \(error)")
-            }
+        do {
+            try await Daemon.run(options, logger: logger)
+        } catch let error as StrataError {
+            printError(error.message)
+            throw ExitCode(1)
+        } catch {
+            printError("serve: \(error)")
+            throw ExitCode(1)
         }
     }
 }

@@ -8,7 +8,7 @@ import StrataCore
 import StrataServer
 
 @main
-struct Strata: ParsableCommand {
+struct Strata: AsyncParsableCommand {
     static let version = "0.1.0"
 
     static let configuration = CommandConfiguration(
@@ -44,21 +44,25 @@ struct PoolOptions: ParsableArguments {
         return "./strata-data"
     }
 
-    /// Runs a control request on the running daemon, or on the pool opened here when no daemon
-    /// runs; the result is the same either way. Engine errors exit 1 with the message.
-    func execute(_ request: ControlRequest, progressLabel: String? = nil) throws -> ControlResult {
-        try withProgress(progressLabel) { report in try self.execute(request, report: report) }
+    /// Runs a request on the running daemon, or on the pool opened here when no daemon runs;
+    /// the result is the same either way. `stream` is the descriptor of a `send` or `receive`
+    /// stream (-1 for other requests). Engine errors exit 1 with the message.
+    func execute(_ request: ControlRequest, stream: Int32 = -1, progressLabel: String? = nil) throws -> ControlResult {
+        try withProgress(progressLabel) { report in try self.execute(request, stream: stream, report: report) }
     }
 
-    private func execute(_ request: ControlRequest, report: @escaping (UInt64, UInt64) -> Void) throws -> ControlResult {
+    private func execute(_ request: ControlRequest, stream: Int32, report: @escaping (UInt64, UInt64) -> Void) throws
+        -> ControlResult
+    {
         try failing { () throws(StrataError) in
-            if let client = ControlClient.connect(directory: self.directory) {
-                return try client.send(request, progress: report)
+            if let client = ControlClient.connect(directory: self.directory, for: request) {
+                return try client.send(request, stream: stream, progress: report)
             }
             if request == .check { return .check(try Pool.check(directory: self.directory)) }
             let pool = try Pool.openServing(directory: self.directory, readOnly: request.isReadOnly)
             do throws(StrataError) {
-                let result = try PoolService(pool: pool, registry: nil).execute(request, progress: report)
+                let result = try PoolService(pool: pool, registry: nil).execute(
+                    request, stream: StreamDescriptor(fd: stream), progress: report)
                 try pool.close()
                 return result
             } catch {

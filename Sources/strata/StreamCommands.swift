@@ -1,6 +1,6 @@
 // `strata send` and `strata receive`: snapshot streams (docs/STREAM.md). With a daemon running,
 // the command hands the daemon its stream's descriptor over the stream socket (the daemon holds
-// the pool); without one, it opens the pool itself. Either way the work is `PoolService.stream`.
+// the pool); without one, it opens the pool itself. Either way the work is `PoolService`.
 
 import ArgumentParser
 import Foundation
@@ -11,33 +11,6 @@ import StrataServer
 #if canImport(Glibc)
 import Glibc
 #endif
-
-extension PoolOptions {
-    /// Runs a stream request on the daemon, or on the pool opened here when no daemon runs.
-    func executeStream(_ request: StreamRequest, fd: Int32, readOnly: Bool, progressLabel: String?) throws
-        -> StreamResult
-    {
-        try withProgress(progressLabel) { report in try self.runStream(request, fd: fd, readOnly: readOnly, report) }
-    }
-
-    private func runStream(
-        _ request: StreamRequest, fd: Int32, readOnly: Bool, _ report: @escaping (UInt64, UInt64) -> Void
-    ) throws -> StreamResult {
-        try failing { () throws(StrataError) in
-            if let result = try StreamClient.run(directory: self.directory, request, fd: fd, progress: report) {
-                return result
-            }
-            let pool = try Pool.openServing(directory: self.directory, readOnly: readOnly)
-            let outcome = Result { () throws(StrataError) in
-                try PoolService(pool: pool, registry: nil).stream(request, fd: fd, progress: report)
-            }
-            let closed = Result { () throws(StrataError) in try pool.close() }
-            let result = try outcome.get()
-            try closed.get()
-            return result
-        }
-    }
-}
 
 /// Runs `body` with a progress callback that draws a bar labelled `label` (none when nil).
 func withProgress<T>(_ label: String?, _ body: (@escaping (UInt64, UInt64) -> Void) throws -> T) rethrows -> T {
@@ -105,9 +78,9 @@ struct SendCommand: ParsableCommand {
             throw ExitCode(1)
         }
         defer { if fd != 1 { close(fd) } }
-        let result: StreamResult
+        let result: ControlResult
         do {
-            result = try self.options.executeStream(.send(request), fd: fd, readOnly: true, progressLabel: "send")
+            result = try self.options.execute(.send(request), stream: fd, progressLabel: "send")
         } catch {
             if let output = self.output { unlink(output) }
             throw error
@@ -144,8 +117,8 @@ struct ReceiveCommand: ParsableCommand {
 
     func run() throws {
         if self.abort || self.token {
-            let request: StreamRequest = self.abort ? .abort(volume: self.volume) : .token(volume: self.volume)
-            let result = try self.options.executeStream(request, fd: -1, readOnly: !self.abort, progressLabel: nil)
+            let request: ControlRequest = self.abort ? .abortReceive(volume: self.volume) : .receiveToken(volume: self.volume)
+            let result = try self.options.execute(request)
             if case .token(let token) = result { print(token) } else { print("discarded the interrupted receive into \(self.volume)") }
             return
         }
@@ -161,8 +134,8 @@ struct ReceiveCommand: ParsableCommand {
             throw ExitCode(1)
         }
         defer { if fd != 0 { close(fd) } }
-        let result = try self.options.executeStream(
-            .receive(volume: self.volume, force: self.force), fd: fd, readOnly: false, progressLabel: "receive")
+        let result = try self.options.execute(
+            .receive(volume: self.volume, force: self.force), stream: fd, progressLabel: "receive")
         guard case .received(let summary) = result else { return }
         if self.json {
             printJSON(summary)

@@ -12,15 +12,31 @@ import StrataTesting
 import Testing
 
 @Suite struct ReplicationTests {
-    func waitUntil(_ what: String, seconds: Double = 60, _ condition: () throws -> Bool) throws {
+    func waitUntil(_ what: String, seconds: Double = 60, _ condition: () throws -> Bool) async throws {
         let deadline = Date().addingTimeInterval(seconds)
         while try !condition() {
             try #require(Date() < deadline, "gave up waiting for \(what)")
-            usleep(20_000)
+            try await Task.sleep(for: .milliseconds(20))
         }
     }
 
-    @Test func wrongSecretIsRefusedAndTheRightOneReplicates() throws {
+    /// Runs the replica server and the replicator while `body` runs, then closes both and waits
+    /// for their threads, as the daemon's services do.
+    func whileRunning(
+        _ server: ReplicationServer, _ replicator: Replicator, _ body: () async throws -> Void
+    ) async throws {
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { await server.run() }
+            group.addTask { await replicator.run() }
+            defer {
+                server.close()
+                replicator.close()
+            }
+            try await body()
+        }
+    }
+
+    @Test func wrongSecretIsRefusedAndTheRightOneReplicates() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("strata-repl-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -29,31 +45,47 @@ import Testing
         let logger = Logger(label: "replication-test")
         let (_, source) = try makePool()
         let (replicaDevice, replica) = try makePool()
-        let server = try ReplicationServer.start(
+        let server = try ReplicationServer.bind(
             host: "127.0.0.1", port: 0, secretFile: directory + "/secret", pool: replica, logger: logger)
-        defer { server.close() }
         try source.createVolume("vm", size: 2 << 20)
         let handle = try source.handle("vm")
         var random = SeededRandom(seed: 3)
         try source.write(handle, at: 0, random.bytes(512 << 10))
         let replicator = Replicator(pool: source, directory: directory, logger: logger)
-        defer { replicator.shutdown() }
+        try await self.whileRunning(server, replicator) {
+            try await self.replicate(source: source, replica: replica, server: server, replicator: replicator, directory: directory)
+        }
+        #expect(replicator.status().isEmpty, "closing the replicator stops every job")
+        // The replica is read-only until promoted.
+        let replicaHandle = try replica.handle("vm")
+        #expect(replicaHandle.readOnly)
+        #expect(throws: StrataError.self) { try replica.write(replicaHandle, at: 0, [1, 2, 3]) }
+        try replica.setReplica("vm", false)
+        try replica.write(try replica.handle("vm"), at: 0, [UInt8](repeating: 9, count: 512))
+        try replica.flush()
+        #expect(Pool.check(device: replicaDevice).clean)
+    }
 
+    func replicate(source: Pool, replica: Pool, server: ReplicationServer, replicator: Replicator, directory: String)
+        async throws
+    {
+        let handle = try source.handle("vm")
+        var random = SeededRandom(seed: 4)
         let job = ReplicationJob(
             volume: "vm", host: "127.0.0.1", port: server.port, everySeconds: 0.2, keep: 2,
             secretFile: directory + "/wrong")
         try replicator.start(job)
-        try self.waitUntil("a refused attempt") { (replicator.status().first?.errors ?? 0) > 0 }
+        try await self.waitUntil("a refused attempt") { (replicator.status().first?.errors ?? 0) > 0 }
         #expect(replicator.status().first?.lastError?.contains("wrong secret") == true)
         #expect(try replica.listVolumes().isEmpty)
 
         var right = job
         right.secretFile = directory + "/secret"
         try replicator.start(right)
-        try self.waitUntil("two cycles") { (replicator.status().first?.cycles ?? 0) >= 2 }
+        try await self.waitUntil("two cycles") { (replicator.status().first?.cycles ?? 0) >= 2 }
         try source.write(handle, at: 1 << 20, random.bytes(64 << 10))
         let cycles = replicator.status().first?.cycles ?? 0
-        try self.waitUntil("two more cycles") { (replicator.status().first?.cycles ?? 0) >= cycles + 2 }
+        try await self.waitUntil("two more cycles") { (replicator.status().first?.cycles ?? 0) >= cycles + 2 }
         replicator.stop("vm")
 
         let held = try replica.listSnapshots(of: "vm")
@@ -65,13 +97,5 @@ import Testing
         let expected = try source.read(try source.handle("vm@\(newest.name)"), at: 0, count: 2 << 20)
         #expect(try replica.read(try replica.handle("vm@\(newest.name)"), at: 0, count: 2 << 20) == expected)
         #expect(try source.read(handle, at: 0, count: 2 << 20) == expected)
-        // The replica is read-only until promoted.
-        let replicaHandle = try replica.handle("vm")
-        #expect(replicaHandle.readOnly)
-        #expect(throws: StrataError.self) { try replica.write(replicaHandle, at: 0, [1, 2, 3]) }
-        try replica.setReplica("vm", false)
-        try replica.write(try replica.handle("vm"), at: 0, [UInt8](repeating: 9, count: 512))
-        try replica.flush()
-        #expect(Pool.check(device: replicaDevice).clean)
     }
 }

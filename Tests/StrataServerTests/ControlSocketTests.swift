@@ -28,9 +28,9 @@ import Testing
         let server = try ControlServer.start(
             directory: directory, service: PoolService(pool: pool, registry: nil), group: group, threadPool: threadPool,
             logger: Logger(label: "control-socket-test"))
-        defer { server.close() }
+        defer { server.shutdownAndWait() }
         func send(_ request: ControlRequest) throws(StrataError) -> ControlResult {
-            guard let client = ControlClient.connect(directory: directory) else {
+            guard let client = ControlClient.connect(directory: directory, for: request) else {
                 throw StrataError(.notFound, "no control socket in \(directory)")
             }
             return try client.send(request) { _, _ in }

@@ -4,8 +4,6 @@
 # rbd-diff streams, and Strata receives the merged stream correctly.
 source "$(dirname "$0")/../lib.sh"
 requires rbd
-SOURCE="$WORKDIR/source"
-src() { STRATA_POOL="$SOURCE" "$STRATA" "$@"; }
 src pool init --size 1G >/dev/null
 strata pool init --size 1G >/dev/null
 src volume create vm1 --size 32M >/dev/null

@@ -6,14 +6,9 @@
 # naming the byte offset or both GUIDs and leave the target as it was; an
 # interrupted receive resumes from its token; --abort discards it; `strata check` stays clean.
 source "$(dirname "$0")/../lib.sh"
-SOURCE="$WORKDIR/source"
 TARGET="$STRATA_POOL"
-src() { STRATA_POOL="$SOURCE" "$STRATA" "$@"; }
 
-src pool init --size 1G >/dev/null
-src volume create vm1 --size 64M >/dev/null
-head -c 6M /dev/urandom >"$WORKDIR/a.raw"
-src import "$WORKDIR/a.raw" vm1 >/dev/null
+source_volume 6
 src snapshot create vm1@s1 >/dev/null
 head -c 1M /dev/urandom >"$WORKDIR/b.raw"
 src import "$WORKDIR/b.raw" vm1 >/dev/null

@@ -1,0 +1,20 @@
+// Blocking work that lasts (an accept loop, a replication job, a stream, a flatten) runs on a
+// thread of its own, never on the cooperative pool, whose few threads every service shares,
+// and never on the NIO thread pool, whose threads serve disk I/O. `DedicatedThread.run` starts
+// such a thread and suspends until the work returns, so the work is a child task like any other:
+// the service that awaits it (in a task group) returns only after it has, and no thread
+// outlives the service that started it.
+
+import Foundation
+
+/// A thread for one piece of blocking work, awaited like a child task.
+package enum DedicatedThread {
+    /// Runs `body` on a new thread named `name` and returns its result.
+    package static func run<T: Sendable>(name: String, _ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            let thread = Thread { continuation.resume(returning: body()) }
+            thread.name = name
+            thread.start()
+        }
+    }
+}
