@@ -32,6 +32,10 @@ cp "$BENCH_DIR/base.raw" "$BENCH_DIR/nbdkit.raw"
 
 JOBS=("randread-4k-qd32:randread:4k:32" "seqread-1M:read:1M:8" "randwrite-4k-qd32:randwrite:4k:32")
 declare -A RESULT
+# warm FILE...: reads files whole into the page cache, so every peer starts with its image cached
+# (the kernel's reclaim can drop cold pages between peers; without this, the first run of a job
+# measured the disk and the medians swung by several times).
+warm() { cat "$@" >/dev/null; }
 
 # Strata: overlays of the raw and the qcow2 base, and a 10-layer stack.
 export STRATA_POOL=$BENCH_DIR/strata
@@ -54,10 +58,13 @@ for layer in $(seq 1 10); do
     "$STRATA" layer push stack10 >/dev/null
 done
 "$STRATA" layer push stack1 >/dev/null
+warm "$BENCH_DIR/base.raw"
 echo "== strata over raw" >&2
 run_jobs strata-raw "nbd://127.0.0.1:$PORT/raw1" "${JOBS[@]}"
+warm "$BENCH_DIR/base.qcow2"
 echo "== strata over qcow2" >&2
 run_jobs strata-qcow2 "nbd://127.0.0.1:$PORT/qcow1" "${JOBS[@]}"
+warm "$BENCH_DIR/base.raw"
 echo "== strata 1 and 10 layers" >&2
 run_jobs strata-1layer "nbd://127.0.0.1:$PORT/stack1" "${JOBS[@]:0:2}"
 run_jobs strata-10layer "nbd://127.0.0.1:$PORT/stack10" "${JOBS[@]:0:2}"
@@ -69,6 +76,7 @@ PORT=$(free_port)
 nbdkit -f -i 127.0.0.1 -p $PORT file "$BENCH_DIR/nbdkit.raw" &
 PIDS+=($!)
 wait_port $PORT
+warm "$BENCH_DIR/nbdkit.raw"
 echo "== nbdkit file" >&2
 run_jobs nbdkit-file "nbd://127.0.0.1:$PORT/" "${JOBS[@]}"
 
@@ -78,6 +86,7 @@ PORT=$(free_port)
 qemu-nbd -f qcow2 -b 127.0.0.1 -p $PORT -t --shared=8 "$BENCH_DIR/overlay.qcow2" &
 PIDS+=($!)
 wait_port $PORT
+warm "$BENCH_DIR/base.qcow2"
 echo "== qemu-nbd overlay" >&2
 run_jobs qemu-nbd-overlay "nbd://127.0.0.1:$PORT/" "${JOBS[@]}"
 

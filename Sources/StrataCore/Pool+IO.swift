@@ -460,6 +460,25 @@ extension Pool {
         }
     }
 
+    /// The extents a READ may answer as holes without reading them (NBD's OFFSET_HOLE): the
+    /// tree's holes of a volume without a base. A based volume's holes read its base, and asking
+    /// the base where its own holes are costs a system call or a table walk per request, so for
+    /// a based volume the whole range is one data extent and the read itself fills it.
+    public func readExtents(_ handle: VolumeHandle, at offset: UInt64, length: UInt64) throws(StrataError)
+        -> [MappingExtent]
+    {
+        try self.withContext("read", handle.name) { () throws(StrataError) in
+            try self.meta.withReadLock { () throws(StrataError) -> [MappingExtent] in
+                guard let record = self.record(id: handle.id) else {
+                    throw StrataError(.notFound, "read \(handle.name): the volume was deleted")
+                }
+                try self.checkRange(record, handle, operation: "read", offset: offset, length: length)
+                guard record.baseID == 0 else { return [MappingExtent(offset: offset, length: length, mapped: true)] }
+                return try self.treeExtents(record, at: offset, length: length)
+            }
+        }
+    }
+
     private func mappingUnchecked(_ handle: VolumeHandle, at offset: UInt64, length: UInt64) throws(StrataError)
         -> [MappingExtent]
     {

@@ -20,11 +20,13 @@ run_overlay() {
     "$STRATA" "$@" --nbd "127.0.0.1:$PORT" --iscsi "127.0.0.1:$ISCSI_PORT" >overlay.out 2>>"$WORKDIR/daemon.log" &
     DAEMON_PID=$!
     STRATA_PIDS+=("$DAEMON_PID")
-    for _ in $(seq 1 400); do
+    # Up to 60 s: on a loaded machine a debug build takes a while to open the pool and fingerprint the image.
+    for _ in $(seq 1 1200); do
         [ "$(wc -l <overlay.out)" -ge 2 ] && break
         kill -0 "$DAEMON_PID" 2>/dev/null || fail "strata $* exited: $(tail -5 "$WORKDIR/daemon.log")"
         sleep 0.05
     done
+    [ "$(wc -l <overlay.out)" -ge 2 ] || fail "strata $* printed no URIs within 60 s: $(cat overlay.out)"
     NBD_URI=$(sed -n 1p overlay.out)
     ISCSI_URI=$(sed -n 2p overlay.out)
 }

@@ -176,7 +176,7 @@ struct NBDRequestExecutor {
             try readData(request.offset, length, into: &out)
             return
         }
-        let extents = try self.pool.mapping(handle, at: request.offset, length: UInt64(length))
+        let extents = try self.pool.readExtents(handle, at: request.offset, length: UInt64(length))
         out.reserveCapacity(length + 32 * extents.count)
         for (index, extent) in extents.enumerated() {
             let last = index == extents.count - 1
