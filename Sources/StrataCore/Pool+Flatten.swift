@@ -14,6 +14,8 @@
 // either every file of the new stack has the recorded size and content fingerprint (a moved
 // or copied base), or the old base is readable and the two compare equal over every hole.
 
+import Foundation
+
 extension Pool {
     /// Copies everything `volume` reads from its base into the pool and drops the base.
     /// `progress(done, total)` counts bytes of the base's range.
@@ -21,8 +23,11 @@ extension Pool {
     ///   file) when it cannot be read, `.noSpace` when the pool fills.
     /// `isCancelled` is asked between steps; a cancelled flatten throws `.busy` and leaves the
     /// volume marked, so it resumes when the pool next opens in a daemon.
+    /// `rateBytesPerSecond` bounds the copy: after each step the flatten sleeps until it is
+    /// back under the rate (the base's range counts, as progress does).
     public func flatten(
-        _ volume: String, progress: (UInt64, UInt64) -> Void = { _, _ in }, isCancelled: () -> Bool = { false }
+        _ volume: String, rateBytesPerSecond: UInt64? = nil, progress: (UInt64, UInt64) -> Void = { _, _ in },
+        isCancelled: () -> Bool = { false }
     ) throws(StrataError) {
         let operation = "flatten \(volume)"
         let id = try self.setFlattening(volume, operation: operation)
@@ -37,6 +42,7 @@ extension Pool {
         var buffer = [UInt8](repeating: 0, count: Int(self.chunkSize))
         var uncommitted: UInt64 = 0
         var offset: UInt64 = 0
+        let started = DispatchTime.now().uptimeNanoseconds
         while offset < end {
             if isCancelled() {
                 try self.flush()
@@ -59,6 +65,11 @@ extension Pool {
             try outcome.get()
             offset += length
             progress(offset, end)
+            if let rate = rateBytesPerSecond, rate > 0 {
+                let due = started + UInt64(Double(offset) / Double(rate) * 1e9)
+                let now = DispatchTime.now().uptimeNanoseconds
+                if due > now { usleep(useconds_t(min((due - now) / 1000, 1_000_000))) }
+            }
             if uncommitted >= Limits.flattenCommitBytes {
                 try self.flush()
                 uncommitted = 0

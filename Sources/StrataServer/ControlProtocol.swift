@@ -31,7 +31,8 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     /// A volume over a base image file; `size` nil takes the image's virtual size.
     case createBasedVolume(name: String, size: UInt64?, base: String)
     case volumeLayers(name: String)
-    case flattenVolume(name: String)
+    /// Copies what the volume reads from its base into the pool; `rate` bounds it (bytes/s).
+    case flattenVolume(name: String, rate: UInt64?)
     case rebaseVolume(name: String, base: String)
     /// Freezes the volume's top as a read-only layer (a snapshot, `layerN` when unnamed).
     case pushLayer(volume: String, name: String?)

@@ -93,8 +93,8 @@ public struct PoolService: Sendable {
             try self.pool.createVolume(name, size: size, basePath: base)
         case .volumeLayers(let name):
             return .layers(try self.pool.layers(of: name))
-        case .flattenVolume(let name):
-            try self.pool.flatten(name, progress: progress)
+        case .flattenVolume(let name, let rate):
+            try self.pool.flatten(name, rateBytesPerSecond: rate, progress: progress)
         case .rebaseVolume(let name, let base):
             try self.pool.rebase(name, basePath: base)
         case .pushLayer(let volume, let name):

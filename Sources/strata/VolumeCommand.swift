@@ -84,9 +84,16 @@ struct VolumeFlatten: ParsableCommand {
         discussion: "I/O to the volume continues meanwhile. An interrupted flatten resumes when the daemon starts, or when run again.")
     @OptionGroup var options: PoolOptions
     @Argument(help: "Volume name.") var name: String
+    @Option(help: "Copy at most this many bytes a second (K/M/G suffixes), leaving the disk to the volume's clients.")
+    var rate: String?
+
+    func validate() throws {
+        if let rate, try parseSize(rate, option: "--rate") == 0 { throw ValidationError("--rate must be positive") }
+    }
 
     func run() throws {
-        _ = try self.options.execute(.flattenVolume(name: self.name), progressLabel: "flatten \(self.name)")
+        let bytes = try self.rate.map { try parseSize($0, option: "--rate") }
+        _ = try self.options.execute(.flattenVolume(name: self.name, rate: bytes), progressLabel: "flatten \(self.name)")
         print("flattened volume \(self.name): it no longer needs its base image")
     }
 }

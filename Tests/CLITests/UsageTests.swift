@@ -51,7 +51,7 @@ struct UsageTests {
         HelpCase(path: ["volume"], mentions: ["layers", "flatten", "rebase"]),
         HelpCase(path: ["volume", "create"], mentions: ["--base", "qcow2"]),
         HelpCase(path: ["volume", "layers"], mentions: ["--pool", "--json", "<name>"]),
-        HelpCase(path: ["volume", "flatten"], mentions: ["--pool", "<name>", "resumes"]),
+        HelpCase(path: ["volume", "flatten"], mentions: ["--pool", "<name>", "resumes", "--rate"]),
         HelpCase(path: ["volume", "rebase"], mentions: ["--pool", "--base", "<name>"]),
         HelpCase(path: ["layer"], mentions: ["push", "list"]),
         HelpCase(path: ["layer", "push"], mentions: ["--pool", "<volume>", "<name>", "layerN"]),

@@ -41,7 +41,8 @@ same_bytes expect.raw "$URI/vm" "vm after a flatten under load"
 
 # kill -9 in the middle of a flatten of a second volume, then restart: it resumes by itself.
 strata volume create vm2 --base base.qcow2 >/dev/null
-strata volume flatten vm2 >flatten2.out 2>&1 &
+# --rate keeps the copy slow enough (256 MiB of base range at 16 MiB/s) for the kill to land in it.
+strata volume flatten vm2 --rate 16M >flatten2.out 2>&1 &
 FLATTEN_PID=$!
 STRATA_PIDS+=("$FLATTEN_PID")
 allocated=0
