@@ -52,6 +52,17 @@ func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
     }
 }
 
+/// 4 KiB read from `base` at `offset`, or the error.
+func readResult(_ base: RemoteBase, at offset: UInt64) -> Result<[UInt8], StrataError> {
+    var bytes = [UInt8](repeating: 0, count: 4096)
+    var failure: StrataError?
+    bytes.withUnsafeMutableBytes { buffer in
+        do throws(StrataError) { try base.read(at: offset, into: buffer) } catch { failure = error }
+    }
+    if let failure { return .failure(failure) }
+    return .success(bytes)
+}
+
 @Suite struct RemoteBaseTests {
     static let MiB: UInt64 = 1 << 20
 
@@ -157,13 +168,7 @@ func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
         let key = manifest.objects[0].key
         store.objects.withLock { $0[key]![4096] ^= 0xff }
         let base = Self.base(manifest, store)
-        let outcome = try await onThread { () -> Result<[UInt8], StrataError> in
-            var bytes = [UInt8](repeating: 0, count: 4096)
-            return Result { () throws(StrataError) -> [UInt8] in
-                try bytes.withUnsafeMutableBytes { buffer throws(StrataError) in try base.read(at: 0, into: buffer) }
-                return bytes
-            }
-        }
+        let outcome = try await onThread { readResult(base, at: 0) }
         guard case .failure(let error) = outcome else {
             Issue.record("a damaged object was served")
             return
@@ -177,13 +182,7 @@ func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
     @Test func anUnreachableStoreFailsOnlyUnfetchedObjectsAndIsRetried() async throws {
         let (manifest, store) = Self.fixture()
         let base = Self.base(manifest, store)
-        @Sendable func read(_ offset: UInt64) -> Result<[UInt8], StrataError> {
-            var bytes = [UInt8](repeating: 0, count: 4096)
-            return Result { () throws(StrataError) -> [UInt8] in
-                try bytes.withUnsafeMutableBytes { buffer throws(StrataError) in try base.read(at: offset, into: buffer) }
-                return bytes
-            }
-        }
+        @Sendable func read(_ offset: UInt64) -> Result<[UInt8], StrataError> { readResult(base, at: offset) }
         let results = try await onThread { () -> [Result<[UInt8], StrataError>] in
             let cached = read(0)
             store.failing.store(true, ordering: .relaxed)
