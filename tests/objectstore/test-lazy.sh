@@ -12,7 +12,7 @@
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/lib-objectstore.sh"
 requires_objectstore
-requires qemu-img qemu-io nbdsh
+requires qemu-img qemu-io nbdsh  # nbdsh: its python3-nbd module, used directly
 
 MiB=$((1 << 20))
 # 16 objects of 8 MiB: random data in objects 0-2, 6 and 10-11; the rest holes.
@@ -45,7 +45,10 @@ fetched() { grep -c "GET /v1/AUTH_test/$container/$1 " "$PROXY_LOG" || true; }
 # nbd_read VOLUME OFFSET LENGTH FILE: prints `same` when the range reads as in FILE, `differ`,
 # or `error: …` when the read fails.
 nbd_read() {
-    nbdsh -u "nbd://127.0.0.1:$PORT/$1" -c "
+    /usr/bin/python3 -c "
+import nbd
+h = nbd.NBD()
+h.connect_uri('nbd://127.0.0.1:$PORT/$1')
 with open('$4', 'rb') as f:
     f.seek($2)
     want = f.read($3)
