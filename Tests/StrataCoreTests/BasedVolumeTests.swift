@@ -291,3 +291,27 @@ extension BasedVolumeTests {
         #expect(base.inner.reads.value > beforeSnapshotRead)
     }
 }
+
+extension BasedVolumeTests {
+    /// bases.json written before remote bases existed has no `remote` field: it decodes as a
+    /// file base, and a remote descriptor round-trips with its reference and no files to stat.
+    @Test func baseTablesWithoutRemoteFieldsStillDecode() throws {
+        let old = Data(
+            """
+            [{"createdAtNanos":1,"files":[{"modifiedNanos":2,"path":"/b.raw","size":4096}],"fingerprints":["00000000"],\
+            "format":"raw","id":1,"layers":[{"format":"raw","path":"/b.raw","virtualSize":4096}],"path":"/b.raw","virtualSize":4096}]
+            """.utf8)
+        let decoded = try JSONDecoder().decode([BaseDescriptor].self, from: old)
+        #expect(decoded.first?.remote == nil)
+        #expect(decoded.first?.source == .file("/b.raw"))
+        let reference = RemoteBaseReference(
+            remote: "r1", volume: "vm1", snapshot: "s1", manifestKey: "manifests/vm1/s1", manifestSHA256: "ab")
+        let remote = BaseDescriptor(
+            id: 2, path: reference.label, format: "remote", virtualSize: 4096, files: [], layers: [], fingerprints: [],
+            createdAtNanos: 1, remote: reference)
+        let back = try JSONDecoder().decode(BaseDescriptor.self, from: JSONEncoder().encode(remote))
+        #expect(back == remote)
+        #expect(back.source == .remote(reference))
+        #expect(back.change() == nil)
+    }
+}
