@@ -216,7 +216,10 @@ let package = Package(
         ),
         .testTarget(
             name: "StrataObjectStoreTests",
-            dependencies: ["StrataObjectStore", "StrataCore", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "StrataObjectStore", "StrataCore", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -41,4 +41,15 @@ public protocol BaseImage: AnyObject, Sendable {
     /// was ever written there (a hole, an unallocated or zero cluster, or past the end).
     /// - Throws: `.io` or `.corrupt` naming the file and the problem.
     func allocation(at offset: UInt64, length: UInt64) throws(StrataError) -> [MappingExtent]
+
+    /// Nil for an image that is cheap to read again (a file). Set for one whose reads are costly
+    /// (a remote snapshot): then after a read of a writable volume goes through to the base,
+    /// the engine stores the whole aligned unit of this many bytes around it into the volume's
+    /// chunks that are still holes, so the base is read there only once. A power of two and a
+    /// multiple of every chunk size.
+    var fillUnitBytes: UInt64? { get }
+}
+
+extension BaseImage {
+    public var fillUnitBytes: UInt64? { nil }
 }

@@ -80,6 +80,45 @@ public struct BaseFileIdentity: Codable, Sendable, Equatable {
     }
 }
 
+/// A snapshot in an object-store remote that a volume reads through (`volume create --from`).
+/// The manifest's checksum is the change detection: reopening refuses a manifest whose bytes
+/// differ, and each object's SHA-256 (in the manifest) is its integrity.
+public struct RemoteBaseReference: Codable, Sendable, Equatable {
+    /// The remote's name in the pool's remotes.json.
+    public var remote: String
+    public var volume: String
+    public var snapshot: String
+    /// The manifest's key in the remote.
+    public var manifestKey: String
+    /// SHA-256 (hex) of the manifest's bytes as read when the volume was created.
+    public var manifestSHA256: String
+
+    public init(remote: String, volume: String, snapshot: String, manifestKey: String, manifestSHA256: String) {
+        self.remote = remote
+        self.volume = volume
+        self.snapshot = snapshot
+        self.manifestKey = manifestKey
+        self.manifestSHA256 = manifestSHA256
+    }
+
+    /// `REMOTE:VOL@SNAP`, how listings and errors name the base.
+    public var label: String { "\(self.remote):\(self.volume)@\(self.snapshot)" }
+}
+
+/// What an opener is asked to open: an image file, or a snapshot in a remote.
+public enum BaseSource: Sendable, Equatable {
+    case file(String)
+    case remote(RemoteBaseReference)
+
+    /// The file's path, or `REMOTE:VOL@SNAP`.
+    public var path: String {
+        switch self {
+        case .file(let path): return path
+        case .remote(let reference): return reference.label
+        }
+    }
+}
+
 /// What the pool recorded about one base image.
 public struct BaseDescriptor: Codable, Sendable, Equatable {
     public var id: UInt32
@@ -94,10 +133,13 @@ public struct BaseDescriptor: Codable, Sendable, Equatable {
     /// Each file's content fingerprint, in the order of `files`.
     public var fingerprints: [String]
     public var createdAtNanos: Int64
+    /// Set for a remote snapshot (then `files` and `fingerprints` are empty); absent in tables
+    /// written before remote bases existed, which decode as file bases.
+    public var remote: RemoteBaseReference?
 
     public init(
         id: UInt32, path: String, format: String, virtualSize: UInt64, files: [BaseFileIdentity],
-        layers: [BaseLayer], fingerprints: [String], createdAtNanos: Int64
+        layers: [BaseLayer], fingerprints: [String], createdAtNanos: Int64, remote: RemoteBaseReference? = nil
     ) {
         self.id = id
         self.path = path
@@ -107,6 +149,19 @@ public struct BaseDescriptor: Codable, Sendable, Equatable {
         self.layers = layers
         self.fingerprints = fingerprints
         self.createdAtNanos = createdAtNanos
+        self.remote = remote
+    }
+
+    /// Records a remote snapshot opened as `image`.
+    public static func recording(_ image: any BaseImage, remote: RemoteBaseReference) -> BaseDescriptor {
+        BaseDescriptor(
+            id: 0, path: remote.label, format: "remote", virtualSize: image.virtualSize, files: [], layers: image.layers,
+            fingerprints: [], createdAtNanos: Int64(Date().timeIntervalSince1970 * 1e9), remote: remote)
+    }
+
+    /// What an opener is given to open this base.
+    public var source: BaseSource {
+        self.remote.map { .remote($0) } ?? .file(self.path)
     }
 
     /// Records `image` (opened from `path`): identities and fingerprints of every file it reads.
@@ -125,8 +180,10 @@ public struct BaseDescriptor: Codable, Sendable, Equatable {
     }
 
     /// The first difference between the files as recorded and as they are now, as a sentence;
-    /// nil when every file has its recorded size and modification time.
+    /// nil when every file has its recorded size and modification time. Only file bases have
+    /// files to stat; a remote base's manifest checksum is checked by its opener instead.
     func change() -> String? {
+        guard self.remote == nil else { return nil }
         for recorded in self.files {
             let now: BaseFileIdentity
             do throws(StrataError) {
@@ -145,8 +202,9 @@ public struct BaseDescriptor: Codable, Sendable, Equatable {
     }
 }
 
-/// Opens a base image file (StrataImage's `BaseImages.open`, injected by the layer above).
-public typealias BaseOpener = @Sendable (String) throws(StrataError) -> any BaseImage
+/// Opens a base image: a file (StrataImage's `BaseImages.open`) or a remote snapshot
+/// (StrataObjectStore's `RemoteBase`), injected by the layer above.
+public typealias BaseOpener = @Sendable (BaseSource) throws(StrataError) -> any BaseImage
 
 /// The base images of one pool: their descriptors (persisted) and their open images.
 public final class BaseTable: @unchecked Sendable {
@@ -209,7 +267,9 @@ public final class BaseTable: @unchecked Sendable {
     func register(_ descriptor: BaseDescriptor, image: any BaseImage) throws(StrataError) -> UInt32 {
         let (id, snapshot) = self.guarded.withLock { guarded -> (UInt32, [BaseDescriptor]?) in
             for existing in guarded.descriptors.values
-            where existing.files == descriptor.files && existing.fingerprints == descriptor.fingerprints {
+            where existing.files == descriptor.files && existing.fingerprints == descriptor.fingerprints
+                && existing.remote == descriptor.remote
+            {
                 return (existing.id, nil)
             }
             let id = (guarded.descriptors.keys.max() ?? 0) + 1
@@ -263,7 +323,7 @@ public final class BaseTable: @unchecked Sendable {
             if let change = descriptor.change() { throw StrataError(.failed, change) }
             if case .open(let image, _) = state { return image }
             guard let opener else { throw StrataError(.failed, "this strata cannot open base images here") }
-            return try opener(descriptor.path)
+            return try opener(descriptor.source)
         }
         switch outcome {
         case .success(let image):
@@ -313,7 +373,13 @@ public final class BaseTable: @unchecked Sendable {
     }
 
     static func unavailable(_ descriptor: BaseDescriptor, volume: String, reason: String) -> StrataError {
-        StrataError(
+        if let remote = descriptor.remote {
+            return StrataError(
+                .failed,
+                "volume \(volume): remote base \(remote.label) is unavailable: \(reason); check that remote \(remote.remote) is reachable (`strata remote check \(remote.remote)`) and still holds \(remote.volume)@\(remote.snapshot)"
+            )
+        }
+        return StrataError(
             .failed,
             "volume \(volume): base image \(descriptor.path) is unavailable: \(reason); restore the original file, or point the volume at an identical copy with `strata volume rebase \(volume) --base FILE` (or `strata volume flatten` against the original)"
         )
@@ -377,6 +443,6 @@ extension BaseTable {
         guard let opener = self.guarded.withLock({ $0.opener }) else {
             throw StrataError(.failed, "\(operation): this strata cannot open base images here")
         }
-        return try opener(path)
+        return try opener(.file(path))
     }
 }

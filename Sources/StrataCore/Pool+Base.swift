@@ -67,18 +67,23 @@ extension Pool {
     /// - Throws: `.invalidArgument` for a bad name, size or image, `.alreadyExists`, and the
     ///   image's own errors naming the file.
     public func createVolume(_ name: String, size: UInt64?, basePath: String) throws(StrataError) {
-        try Names.validate(name, kind: "volume", operation: "create")
-        try self.meta.withReadLock { () throws(StrataError) in
-            try self.checkWritable("create volume", name)
-            guard self.volumeIDByName[name] == nil else {
-                throw StrataError(.alreadyExists, "create volume \(name): a volume with that name exists; choose another name")
-            }
-        }
+        try self.checkNewVolume(name)
         let path = Self.absolutePath(basePath)
         let image = try self.bases.openFile(path, operation: "create volume \(name)")
+        let descriptor = try BaseDescriptor.recording(image, path: path)
+        try self.createVolume(name, size: size, base: image, descriptor: descriptor)
+    }
+
+    /// Creates a thin volume whose never-written chunks read from `base`, an image the caller
+    /// opened (a remote snapshot) and recorded as `descriptor`. `size` defaults to its size.
+    /// - Throws: `.invalidArgument` for a bad name or size, `.alreadyExists`, `.io` when the
+    ///   base table cannot be written.
+    public func createVolume(
+        _ name: String, size: UInt64?, base image: any BaseImage, descriptor: BaseDescriptor
+    ) throws(StrataError) {
+        try self.checkNewVolume(name)
         let bytes = size ?? (image.virtualSize + Limits.sectorSize - 1) / Limits.sectorSize * Limits.sectorSize
         try Self.validateSize(bytes, operation: "create volume", object: name)
-        let descriptor = try BaseDescriptor.recording(image, path: path)
         let baseID = try self.bases.register(descriptor, image: image)
         try self.meta.withWriteLock { () throws(StrataError) in
             try self.checkWritable("create volume", name)
@@ -88,6 +93,17 @@ extension Pool {
             var record = self.newRecord(kind: .volume, name: name, parent: 0, size: bytes)
             record.baseID = baseID
             self.insert(record)
+        }
+    }
+
+    /// Throws unless a volume called `name` could be created now.
+    private func checkNewVolume(_ name: String) throws(StrataError) {
+        try Names.validate(name, kind: "volume", operation: "create")
+        try self.meta.withReadLock { () throws(StrataError) in
+            try self.checkWritable("create volume", name)
+            guard self.volumeIDByName[name] == nil else {
+                throw StrataError(.alreadyExists, "create volume \(name): a volume with that name exists; choose another name")
+            }
         }
     }
 

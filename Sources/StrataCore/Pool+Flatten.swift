@@ -109,6 +109,32 @@ extension Pool {
         }
     }
 
+    /// Stores into volume `handle` what reads at `offsets` just fetched from its base: every
+    /// chunk of the aligned `fillUnitBytes` units around them where the base holds data and the
+    /// volume still has a hole (fill-on-read, docs/OBJECTSTORE.md "Storing what was fetched").
+    /// Each chunk is copied under its lock only if still a hole, so a client write is never
+    /// overwritten; the base serves the copies from what the read just fetched.
+    /// - Throws: the base's errors, `.noSpace` when the pool fills.
+    func fillFetched(_ handle: VolumeHandle, offsets: [UInt64]) throws(StrataError) {
+        let gate = self.gates.gate(handle.id)
+        gate.lockShared()
+        defer { gate.unlock() }
+        guard let base = try self.baseImage(id: handle.id, name: handle.name), let unit = base.fillUnitBytes else { return }
+        precondition(unit.nonzeroBitCount == 1 && unit >= self.chunkSize, "a fill unit is a power of two of whole chunks")
+        let size = self.meta.withReadLock { self.record(id: handle.id)?.size ?? 0 }
+        let end = min(size, base.virtualSize)
+        var buffer = [UInt8](repeating: 0, count: Int(self.chunkSize))
+        for start in Set(offsets.map { $0 / unit * unit }).sorted() where start < end {
+            for extent in try base.allocation(at: start, length: min(unit, end - start)) where extent.mapped {
+                let first = extent.offset >> self.chunkShift
+                let last = (extent.offset + extent.length - 1) >> self.chunkShift
+                for chunk in first...last {
+                    _ = try self.fillFromBase(base, id: handle.id, name: handle.name, chunk: ChunkIndex(chunk), buffer: &buffer)
+                }
+            }
+        }
+    }
+
     /// Copies one chunk from the base if it is still a hole; true when it copied.
     private func fillFromBase(
         _ base: any BaseImage, id: UInt64, name: String, chunk: ChunkIndex, buffer: inout [UInt8]

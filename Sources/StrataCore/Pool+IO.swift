@@ -81,12 +81,16 @@ extension Pool {
         throws(StrataError)
     {
         try self.withContext("read", handle.name) { () throws(StrataError) in
-            try self.readUnchecked(handle, at: offset, into: buffer)
+            let fetched = try self.readUnchecked(handle, at: offset, into: buffer)
+            // Outside the read's gate and guard: storing what was fetched is a write.
+            if !fetched.isEmpty { try self.fillFetched(handle, offsets: fetched) }
         }
     }
 
+    /// Reads as `read` does; returns the volume offsets of pieces read through a base that
+    /// fills on read (`BaseImage.fillUnitBytes`), when the handle is a writable volume.
     private func readUnchecked(_ handle: VolumeHandle, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer)
-        throws(StrataError)
+        throws(StrataError) -> [UInt64]
     {
         let gate = self.gates.gate(handle.id)
         gate.lockShared()
@@ -95,10 +99,12 @@ extension Pool {
         defer { self.readGuard.leave(token) }
         let length = UInt64(buffer.count)
         var pieces: [ReadPiece] = []
+        var fillable = false
         let baseID = try self.meta.withReadLock { () throws(StrataError) -> UInt32 in
             guard let record = self.record(id: handle.id) else {
                 throw StrataError(.notFound, "read \(handle.name): the volume was deleted")
             }
+            fillable = !self.readOnly && !handle.readOnly && record.kind == .volume && !record.isReplica
             try self.checkRange(record, handle, operation: "read", offset: offset, length: length)
             var position = offset
             while position < offset + length {
@@ -116,6 +122,8 @@ extension Pool {
         // Holes of a based volume read through to its base image; of any other volume, zeros.
         let throughBase = baseID != 0 && pieces.contains { $0.physical == nil }
         let base = throughBase ? try self.bases.image(baseID, for: handle.name) : nil
+        let fills = fillable && base?.fillUnitBytes != nil
+        var fetched: [UInt64] = []
         // Physically contiguous pieces are read with one call.
         var index = 0
         while index < pieces.count {
@@ -132,11 +140,13 @@ extension Pool {
                 try self.device.read(into: target, at: self.dataOffset(physical) + first.inside)
             } else if let base {
                 try base.read(at: offset + UInt64(first.start), into: target)
+                if fills { fetched.append(offset + UInt64(first.start)) }
             } else {
                 target.initializeMemory(as: UInt8.self, repeating: 0)
             }
             index = end
         }
+        return fetched
     }
 
     /// Reads `count` bytes at `offset` into a new array.

@@ -43,6 +43,10 @@ extension Limits {
     /// Seconds after which a push or gc lease that was not refreshed counts as dead (its process
     /// was killed). Generous, so clock skew between hosts cannot expire a live lease.
     public static let leaseExpirySeconds: Double = 15 * 60
+    /// Verified objects a remote base keeps in memory after fetching them: 64 MiB at the default
+    /// object size, enough for a booting guest's working set of a few regions to be read again
+    /// without a request while the engine has not filled it into the volume.
+    public static let remoteBaseCachedObjects = 8
     /// Seconds between refreshes of a live lease: a small fraction of the expiry.
     public static let leaseRefreshSeconds: Double = 60
 }

@@ -30,6 +30,11 @@ public struct ObjectInfo: Sendable, Equatable {
 public struct ObjectListing: Sendable {
     public let objects: [ObjectInfo]
     public let next: String?
+
+    public init(objects: [ObjectInfo], next: String?) {
+        self.objects = objects
+        self.next = next
+    }
 }
 
 /// A container (Swift) or bucket (S3) of objects.

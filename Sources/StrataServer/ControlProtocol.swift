@@ -30,6 +30,9 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     case connections
     /// A volume over a base image file; `size` nil takes the image's virtual size.
     case createBasedVolume(name: String, size: UInt64?, base: String)
+    /// A volume over a snapshot in a remote (`volume create --from REMOTE:VOL@SNAP`): usable at
+    /// once, its data fetched as it is read; `size` nil takes the snapshot's size.
+    case createRemoteVolume(name: String, size: UInt64?, remote: String, volume: String, snapshot: String)
     case volumeLayers(name: String)
     /// Copies what the volume reads from its base into the pool; `rate` bounds it (bytes/s).
     case flattenVolume(name: String, rate: UInt64?)

@@ -91,6 +91,8 @@ public struct PoolService: Sendable {
             return .check(report)
         case .createBasedVolume(let name, let size, let base):
             try self.pool.createVolume(name, size: size, basePath: base)
+        case .createRemoteVolume(let name, let size, let remote, let volume, let snapshot):
+            try self.createRemoteVolume(name, size: size, remote: remote, volume: volume, snapshot: snapshot)
         case .volumeLayers(let name):
             return .layers(try self.pool.layers(of: name))
         case .flattenVolume(let name, let rate):
@@ -115,6 +117,19 @@ public struct PoolService: Sendable {
             return try self.performReplication(request)
         }
         return .done
+    }
+
+    /// Opens `remote:volume@snapshot` and creates `name` over it.
+    private func createRemoteVolume(
+        _ name: String, size: UInt64?, remote: String, volume: String, snapshot: String
+    ) throws(StrataError) {
+        guard let directory = self.pool.directory else {
+            throw StrataError(.invalidArgument, "create volume \(name): this pool has no directory to keep remotes.json in")
+        }
+        let config = try RemoteTable(directory: directory).remote(remote)
+        let base = try RemoteBase.open(remote: config, volume: volume, snapshot: snapshot, expectedSHA256: nil)
+        try self.pool.createVolume(
+            name, size: size, base: base, descriptor: BaseDescriptor.recording(base, remote: base.reference))
     }
 
     /// `layerN` with N one past the highest layer number among the volume's snapshots.

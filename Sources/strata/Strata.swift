@@ -27,6 +27,7 @@ struct Strata: AsyncParsableCommand {
             ServeCommand.self, PoolCommand.self, VolumeCommand.self, SnapshotCommand.self, CloneCommand.self,
             ImportCommand.self, ExportCommand.self, DiffCommand.self, CheckCommand.self, ConnectionsCommand.self,
             ISCSICommand.self, LayerCommand.self, OverlayCommand.self, RemoteCommand.self, PushCommand.self,
+            PullCommand.self,
         ]
     )
 }

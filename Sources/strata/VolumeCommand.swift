@@ -8,32 +8,42 @@ struct VolumeCommand: ParsableCommand {
         commandName: "volume", abstract: "Create, list, resize, rename and delete volumes; layers over base images.",
         subcommands: [
             VolumeCreate.self, VolumeList.self, VolumeResize.self, VolumeRename.self, VolumeDelete.self,
-            VolumeLayers.self, VolumeFlatten.self, VolumeRebase.self,
+            VolumeLayers.self, VolumeFlatten.self, VolumeRebase.self, VolumeHydrate.self,
         ])
 }
 
 struct VolumeCreate: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "create", abstract: "Create a thin volume, empty or over a base image file.",
+        commandName: "create", abstract: "Create a thin volume, empty, over a base image file, or over a remote snapshot.",
         discussion: """
             With --base FILE (raw, or qcow2 with its backing chain), every chunk never written reads \
             from FILE, which is opened read-only and never written; --size defaults to its virtual size.
+            With --from REMOTE:VOL@SNAP the volume is usable at once: what it never wrote reads from \
+            the snapshot in the remote, each object fetched when first read, verified against the \
+            manifest and stored into the volume. --hydrate now then copies the rest (as \
+            `strata volume hydrate`); lazy and off leave it to reads and to `volume hydrate`.
             """)
     @OptionGroup var options: PoolOptions
     @Argument(help: "Volume name.") var name: String
-    @Option(help: "Size (bytes or K/M/G/T); with --base, defaults to the image's size.") var size: String?
+    @Option(help: "Size (bytes or K/M/G/T); with --base or --from, defaults to the base's size.") var size: String?
     @Option(help: "A raw or qcow2 image file the volume's unwritten chunks read from.") var base: String?
+    @Option(help: "REMOTE:VOLUME@SNAPSHOT: a pushed snapshot the volume's unwritten chunks read from.") var from: String?
+    @Option(help: "With --from: now (copy everything at once), lazy or off (only what is read).") var hydrate: Hydration = .lazy
 
     func validate() throws {
         if let size { _ = try parseSize(size, option: "--size") }
-        guard self.size != nil || self.base != nil else {
+        if let from { _ = try splitRemoteSnapshot(from) }
+        guard self.base == nil || self.from == nil else { throw ValidationError("--base and --from exclude each other") }
+        guard self.size != nil || self.base != nil || self.from != nil else {
             throw ValidationError("missing --size SIZE (or --base FILE, whose size it then takes), such as --size 10G")
         }
     }
 
     func run() throws {
         let bytes = try self.size.map { try parseSize($0, option: "--size") }
-        if let base = self.base {
+        if let from = self.from {
+            try createFromRemote(self.options, name: self.name, size: bytes, from: from, hydrate: self.hydrate)
+        } else if let base = self.base {
             let path = absolutePath(base)
             _ = try self.options.execute(.createBasedVolume(name: self.name, size: bytes, base: path))
             print("created volume \(self.name) over \(path)")
@@ -41,6 +51,61 @@ struct VolumeCreate: ParsableCommand {
             _ = try self.options.execute(.createVolume(name: self.name, size: bytes))
             print("created volume \(self.name) (\(SizeParser.format(bytes)))")
         }
+    }
+}
+
+/// When a volume created from a remote snapshot copies what it has not read.
+enum Hydration: String, ExpressibleByArgument, CaseIterable {
+    case now, lazy, off
+}
+
+/// `REMOTE:VOLUME@SNAPSHOT` split into its parts.
+func splitRemoteSnapshot(_ text: String) throws -> (remote: String, volume: String, snapshot: String) {
+    guard let colon = text.firstIndex(of: ":"), colon != text.startIndex else {
+        throw ValidationError("'\(text)' is not a remote snapshot; write REMOTE:VOLUME@SNAPSHOT, such as r1:vm1@s1")
+    }
+    let (volume, snapshot) = try splitSnapshot(String(text[text.index(after: colon)...]))
+    return (String(text[..<colon]), volume, snapshot)
+}
+
+/// Creates `name` over the remote snapshot `from`, then hydrates it when asked to now.
+func createFromRemote(_ options: PoolOptions, name: String, size: UInt64?, from: String, hydrate: Hydration) throws {
+    let (remote, volume, snapshot) = try splitRemoteSnapshot(from)
+    _ = try options.execute(
+        .createRemoteVolume(name: name, size: size, remote: remote, volume: volume, snapshot: snapshot))
+    print("created volume \(name) over \(from)")
+    guard hydrate == .now else { return }
+    _ = try options.execute(.flattenVolume(name: name), progressLabel: "hydrate \(name)")
+    print("hydrated volume \(name): it no longer reads from \(from)")
+}
+
+struct VolumeHydrate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hydrate",
+        abstract: "Fetch everything a volume still reads from its remote snapshot into the pool, then drop the remote base.",
+        discussion: "The same as `strata volume flatten`: I/O continues meanwhile, and an interrupted hydration resumes when the daemon starts.")
+    @OptionGroup var options: PoolOptions
+    @Argument(help: "Volume name.") var name: String
+
+    func run() throws {
+        _ = try self.options.execute(.flattenVolume(name: self.name), progressLabel: "hydrate \(self.name)")
+        print("hydrated volume \(self.name): it no longer needs its base")
+    }
+}
+
+struct PullCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pull",
+        abstract: "Create a volume from a remote snapshot and fetch all of it (volume create --from … --hydrate now).")
+    @OptionGroup var options: PoolOptions
+    @Argument(help: "REMOTE:VOLUME@SNAPSHOT") var source: String
+    @Argument(help: "New volume name (default: the snapshot's volume name).") var name: String?
+
+    func validate() throws { _ = try splitRemoteSnapshot(self.source) }
+
+    func run() throws {
+        let name = try self.name ?? splitRemoteSnapshot(self.source).volume
+        try createFromRemote(self.options, name: name, size: nil, from: self.source, hydrate: .now)
     }
 }
 

@@ -7,6 +7,7 @@
 import Foundation
 @testable import StrataCore
 import StrataTesting
+import Synchronization
 import Testing
 
 /// A pool on a simulated device that opens bases as `TestBaseImage`s.
@@ -14,7 +15,7 @@ private func basedPool(chunk: UInt64 = 4096, dataChunks: UInt64 = 4096) throws -
     let device = SimDevice(size: 2048 * 4096 + dataChunks * chunk)
     try Pool.format(device: device, chunkSize: chunk, metadataPages: 2048)
     let pool = try Pool(device: device)
-    pool.bases.setOpener { path throws(StrataError) in try TestBaseImage(path: path) }
+    pool.bases.setOpener { source throws(StrataError) in try TestBaseImage(path: source.path) }
     return (device, pool)
 }
 
@@ -221,5 +222,96 @@ private func baseBytes(_ size: Int, seed: UInt64) -> [UInt8] {
         try pool.resizeVolume("vm", size: 128 * 1024, allowShrink: true)
         let error = #expect(throws: StrataError.self) { try pool.resizeVolume("vm", size: 32 * 1024, allowShrink: true) }
         #expect(error?.message.contains("flatten") == true)
+    }
+}
+
+/// A base that asks the engine to fill on read in 16 KiB units, as a remote base does with
+/// its objects; it reads a `TestBaseImage` and counts what reaches it.
+private final class FillingBase: BaseImage {
+    let inner: TestBaseImage
+    init(_ inner: TestBaseImage) { self.inner = inner }
+    var virtualSize: UInt64 { self.inner.virtualSize }
+    var layers: [BaseLayer] { self.inner.layers }
+    var fillUnitBytes: UInt64? { 16384 }
+    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError) {
+        try self.inner.read(at: offset, into: buffer)
+    }
+    func allocation(at offset: UInt64, length: UInt64) throws(StrataError) -> [MappingExtent] {
+        try self.inner.allocation(at: offset, length: length)
+    }
+}
+
+/// The base the opener made last.
+private final class OpenedBase: Sendable {
+    let base = Mutex<FillingBase?>(nil)
+}
+
+extension BasedVolumeTests {
+    /// A read through a fill-on-read base stores its whole unit into the volume's holes, never
+    /// over a chunk the client wrote; the unit is not read from the base again, its neighbours
+    /// still are, and a snapshot's reads fill nothing.
+    @Test func aReadStoresItsUnitIntoTheHoles() throws {
+        let scratch = Scratch()
+        var random = SeededRandom(seed: 7)
+        let bytes = random.bytes(64 * 1024)
+        let path = try scratch.file("base.raw", bytes)
+        let (_, pool) = try basedPool()
+        let opened = OpenedBase()
+        pool.bases.setOpener { source throws(StrataError) in
+            let base = FillingBase(try TestBaseImage(path: source.path))
+            opened.base.withLock { $0 = base }
+            return base
+        }
+        try pool.createVolume("vm", size: nil, basePath: path)
+        let base = try #require(opened.base.withLock { $0 })
+        let handle = try pool.handle("vm")
+        let written = [UInt8](repeating: 0xaa, count: 4096)
+        try pool.write(handle, at: 20480, written)
+        try pool.createSnapshot("vm", "before")
+
+        // The snapshot reads through without filling: the same range costs base reads again.
+        let snapshot = try pool.handle("vm@before")
+        let snapshotReads = base.inner.reads.value
+        _ = try pool.read(snapshot, at: 16384, count: 4096)
+        _ = try pool.read(snapshot, at: 16384, count: 4096)
+        #expect(base.inner.reads.value == snapshotReads + 2)
+
+        _ = try pool.read(handle, at: 16384 + 100, count: 100)
+        let afterFill = base.inner.reads.value
+        var expected = Array(bytes[16384..<32768])
+        expected.replaceSubrange(4096..<8192, with: written)
+        #expect(try pool.read(handle, at: 16384, count: 16384) == expected)
+        #expect(base.inner.reads.value == afterFill)
+        // The unit before is still a hole of the volume: it reads the base.
+        #expect(try pool.read(handle, at: 0, count: 4096) == Array(bytes[0..<4096]))
+        #expect(base.inner.reads.value > afterFill)
+        // The snapshot (taken after the write) still reads the same bytes, through the base.
+        let beforeSnapshotRead = base.inner.reads.value
+        #expect(try pool.read(snapshot, at: 16384, count: 16384) == expected)
+        #expect(base.inner.reads.value > beforeSnapshotRead)
+    }
+}
+
+extension BasedVolumeTests {
+    /// bases.json written before remote bases existed has no `remote` field: it decodes as a
+    /// file base, and a remote descriptor round-trips with its reference and no files to stat.
+    @Test func baseTablesWithoutRemoteFieldsStillDecode() throws {
+        let old = Data(
+            """
+            [{"createdAtNanos":1,"files":[{"modifiedNanos":2,"path":"/b.raw","size":4096}],"fingerprints":["00000000"],\
+            "format":"raw","id":1,"layers":[{"format":"raw","path":"/b.raw","virtualSize":4096}],"path":"/b.raw","virtualSize":4096}]
+            """.utf8)
+        let decoded = try JSONDecoder().decode([BaseDescriptor].self, from: old)
+        #expect(decoded.first?.remote == nil)
+        #expect(decoded.first?.source == .file("/b.raw"))
+        let reference = RemoteBaseReference(
+            remote: "r1", volume: "vm1", snapshot: "s1", manifestKey: "manifests/vm1/s1", manifestSHA256: "ab")
+        let remote = BaseDescriptor(
+            id: 2, path: reference.label, format: "remote", virtualSize: 4096, files: [], layers: [], fingerprints: [],
+            createdAtNanos: 1, remote: reference)
+        let back = try JSONDecoder().decode(BaseDescriptor.self, from: JSONEncoder().encode(remote))
+        #expect(back == remote)
+        #expect(back.source == .remote(reference))
+        #expect(back.change() == nil)
     }
 }

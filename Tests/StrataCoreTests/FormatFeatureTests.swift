@@ -143,7 +143,7 @@ import Testing
         let path = NSTemporaryDirectory() + "strata-feature-base-\(getpid()).raw"
         try Data(repeating: 0x5A, count: 64 << 10).write(to: URL(fileURLWithPath: path))
         defer { try? FileManager.default.removeItem(atPath: path) }
-        pool.bases.setOpener { path throws(StrataError) in try TestBaseImage(path: path) }
+        pool.bases.setOpener { source throws(StrataError) in try TestBaseImage(path: source.path) }
         try pool.createVolume("plain", size: 1 << 20)
         try pool.flush()
         #expect(try self.newest(device).incompatibleFeatures.isEmpty)

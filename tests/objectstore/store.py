@@ -10,6 +10,8 @@ the same name in account AUTH_test.
   store.py put-lease CONTAINER KEY      write a lease object now
   store.py delete CONTAINER KEY         delete one object
   store.py corrupt-header CONTAINER MANIFEST VERSION   rewrite a manifest's version field
+  store.py put CONTAINER KEY            write stdin's bytes as the object KEY
+  store.py key-of CONTAINER MANIFEST INDEX   the key of object INDEX in a manifest (none: a hole)
 """
 import hashlib, json, os, sys, urllib.parse, urllib.request
 
@@ -62,6 +64,11 @@ elif cmd == "put-lease":
     call("PUT", container, sys.argv[3], body=b"push lease written by the test\n")
 elif cmd == "delete":
     call("DELETE", container, sys.argv[3])
+elif cmd == "put":
+    call("PUT", container, sys.argv[3], body=sys.stdin.buffer.read())
+elif cmd == "key-of":
+    entries = [o for o in manifest(container, sys.argv[3])[1]["objects"] if o["index"] == int(sys.argv[4])]
+    print(entries[0]["key"] if entries else "none")
 elif cmd == "corrupt-header":
     data = call("GET", container, sys.argv[3])
     header_line, body = data.split(b"\n", 1)

@@ -1,0 +1,219 @@
+// A snapshot in a remote as a volume's base image (docs/OBJECTSTORE.md "Phase 2"): what
+// `volume create NEW --from REMOTE:VOL@SNAP` reads through, so NEW is usable at once and its
+// data arrives as it is read.
+//
+// `allocation` answers from the manifest alone: an object with no entry is a hole and reads
+// as zeros without a request. `read` takes each object it covers from the fetch table
+// (ObjectFetchTable.swift: one fetch per object at a time, a bounded cache), which GETs the
+// whole object and checks its length and SHA-256 against the manifest before any byte is used;
+// a mismatch is an error naming the object, never data. A store that cannot be reached fails
+// only reads of objects not cached (and not yet filled into the volume by the engine), with
+// one log line naming the object; the next read tries again.
+//
+// Opening reads and verifies the manifest; reopening (after a daemon restart) also checks that
+// its bytes hash to the SHA-256 recorded at creation, so a manifest deleted and pushed again
+// under the same name is refused rather than read as the same base.
+//
+// Calls arrive on thread-pool threads (the engine is synchronous); the network work goes
+// through `Blocking.run`, the one bridge (Blocking.swift).
+
+import Crypto
+import Foundation
+import Logging
+import NIOCore
+import StrataCore
+
+/// A read-only base image backed by a remote snapshot's manifest and objects.
+public final class RemoteBase: BaseImage {
+    /// What the pool records about this base.
+    public let reference: RemoteBaseReference
+    public let manifest: Manifest
+    private let store: any ObjectStore
+    private let entries: [UInt64: ManifestEntry]
+    /// Fetched, verified objects; `fetches` counts GETs of objects.
+    public let objects: ObjectFetchTable
+    private let logger = Logger(label: "strata.remote-base")
+
+    /// A base over `manifest` read from `store`, which it owns (and shuts down when released).
+    public init(reference: RemoteBaseReference, manifest: Manifest, store: any ObjectStore, cacheObjects: Int) {
+        self.reference = reference
+        self.manifest = manifest
+        self.store = store
+        self.entries = Dictionary(uniqueKeysWithValues: manifest.objects.map { ($0.index, $0) })
+        self.objects = ObjectFetchTable(capacity: cacheObjects)
+    }
+
+    deinit {
+        // The store's HTTP client must be shut down before it is released; the task holds it
+        // until then. Nothing waits for it: no request of this base is in flight any more.
+        let store = self.store
+        Task.detached { await store.shutdown() }
+    }
+
+    /// Opens `VOL@SNAP` in `remote`. With `expectedSHA256` (a reopen), the manifest's bytes
+    /// must hash to it.
+    /// - Throws: the store's errors naming the manifest; `.corrupt` for an unreadable manifest;
+    ///   `.failed` when the manifest changed since the volume was created.
+    public static func open(
+        remote: RemoteConfig, volume: String, snapshot: String, expectedSHA256: String?
+    ) throws(StrataError) -> RemoteBase {
+        let key = RemoteLayout.manifestKey(volume: volume, snapshot: snapshot)
+        let store = try remote.open()
+        let outcome = Result { () throws(StrataError) -> RemoteBase in
+            let bytes = try Blocking.run { () throws(StrataError) in try await store.get(key, range: nil) }
+            let data = Data(bytes.readableBytesView)
+            let digest = SigV4Signer.hex(SHA256.hash(data: data))
+            if let expectedSHA256, digest != expectedSHA256 {
+                throw StrataError(
+                    .failed,
+                    "open remote base \(remote.name):\(volume)@\(snapshot): manifest \(key) changed since the volume was created (recorded sha256=\(expectedSHA256) now=\(digest)); the snapshot was deleted and pushed again"
+                )
+            }
+            let manifest = try Manifest.decode(data, key: key)
+            let reference = RemoteBaseReference(
+                remote: remote.name, volume: volume, snapshot: snapshot, manifestKey: key, manifestSHA256: digest)
+            return RemoteBase(
+                reference: reference, manifest: manifest, store: store, cacheObjects: Limits.remoteBaseCachedObjects)
+        }
+        if case .failure = outcome {
+            let done = DispatchSemaphore(value: 0)
+            Task.detached {
+                await store.shutdown()
+                done.signal()
+            }
+            done.wait()
+        }
+        return try outcome.get()
+    }
+
+    /// Opens the base a pool recorded, with the remote from the pool's remotes.json.
+    /// - Throws: as `open`, and `.notFound` when the remote was removed.
+    public static func reopen(_ reference: RemoteBaseReference, remotes: RemoteTable) throws(StrataError) -> RemoteBase {
+        try Self.open(
+            remote: try remotes.remote(reference.remote), volume: reference.volume, snapshot: reference.snapshot,
+            expectedSHA256: reference.manifestSHA256)
+    }
+
+    public var virtualSize: UInt64 { self.manifest.sizeBytes }
+
+    /// One object: a read that fetched it has the engine store all of it into the volume.
+    public var fillUnitBytes: UInt64? { self.manifest.objectSizeBytes }
+
+    public var layers: [BaseLayer] {
+        [BaseLayer(path: self.reference.label, format: "remote", virtualSize: self.manifest.sizeBytes)]
+    }
+
+    public func allocation(at offset: UInt64, length: UInt64) throws(StrataError) -> [MappingExtent] {
+        self.manifest.allocation(at: offset, length: length)
+    }
+
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError) {
+        let objectSize = self.manifest.objectSizeBytes
+        var done = 0
+        while done < buffer.count {
+            let position = offset + UInt64(done)
+            let inside = position % objectSize
+            let count = Int(min(UInt64(buffer.count - done), objectSize - inside))
+            let target = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + count)])
+            if let entry = self.entries[position / objectSize] {
+                let bytes = try self.object(entry)
+                // The last object may be short; bytes past the volume's end read as zeros.
+                let available = max(0, min(count, bytes.count - Int(inside)))
+                if available > 0 {
+                    bytes.withUnsafeBytes { source in
+                        target.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[Int(inside)..<(Int(inside) + available)]))
+                    }
+                }
+                if available < count {
+                    UnsafeMutableRawBufferPointer(rebasing: target[available...]).initializeMemory(as: UInt8.self, repeating: 0)
+                }
+            } else {
+                target.initializeMemory(as: UInt8.self, repeating: 0)
+            }
+            done += count
+        }
+    }
+
+    /// The verified bytes of `entry`'s object.
+    /// - Throws: the store's error or `.corrupt`, both naming the object.
+    public func object(_ entry: ManifestEntry) throws(StrataError) -> [UInt8] {
+        try self.objects.object(entry.index) { () throws(StrataError) -> [UInt8] in
+            let store = self.store
+            let outcome = Result { () throws(StrataError) -> [UInt8] in
+                let body = try Blocking.run { () throws(StrataError) in try await store.get(entry.key, range: nil) }
+                let bytes = Array(body.readableBytesView)
+                try self.verify(bytes, entry)
+                return bytes
+            }
+            if case .failure(let error) = outcome {
+                self.logger.error("read \(self.reference.label) object \(entry.index) (\(entry.key)): \(error.message)")
+            }
+            return try outcome.get()
+        }
+    }
+
+    /// Throws unless `bytes` are exactly the object the manifest names.
+    private func verify(_ bytes: [UInt8], _ entry: ManifestEntry) throws(StrataError) {
+        let label = "read \(self.reference.label) object \(entry.index) (\(entry.key)) on \(self.store.label)"
+        guard UInt64(bytes.count) == entry.bytes else {
+            throw StrataError(
+                .corrupt,
+                "\(label): the store returned \(bytes.count) bytes, the manifest says \(entry.bytes); the object is damaged: push the snapshot again from a pool that holds it"
+            )
+        }
+        let digest = SigV4Signer.hex(SHA256.hash(data: bytes))
+        guard digest == entry.sha256 else {
+            throw StrataError(
+                .corrupt,
+                "\(label): SHA-256 mismatch (expected=\(entry.sha256) actual=\(digest)); the object is damaged: push the snapshot again from a pool that holds it"
+            )
+        }
+    }
+}
+
+extension Manifest {
+    /// The extents of [offset, offset + length) in order, merged, covering the whole range:
+    /// mapped where an object holds data, unmapped over holes and past the end.
+    public func allocation(at offset: UInt64, length: UInt64) -> [MappingExtent] {
+        var result: [MappingExtent] = []
+        func add(_ start: UInt64, _ count: UInt64, _ mapped: Bool) {
+            guard count > 0 else { return }
+            if let last = result.last, last.mapped == mapped, last.offset + last.length == start {
+                result[result.count - 1] = MappingExtent(offset: last.offset, length: last.length + count, mapped: mapped)
+            } else {
+                result.append(MappingExtent(offset: start, length: count, mapped: mapped))
+            }
+        }
+        let end = offset + length
+        var position = offset
+        // Binary search for the first entry that can overlap the range.
+        var low = 0
+        var high = self.objects.count
+        let firstIndex = offset / self.objectSizeBytes
+        while low < high {
+            let middle = (low + high) / 2
+            if self.objects[middle].index < firstIndex { low = middle + 1 } else { high = middle }
+        }
+        var next = low
+        while position < end {
+            guard next < self.objects.count else {
+                add(position, end - position, false)
+                break
+            }
+            let entry = self.objects[next]
+            let start = entry.index * self.objectSizeBytes
+            let stop = start + entry.bytes
+            if start >= end {
+                add(position, end - position, false)
+                break
+            }
+            if start > position { add(position, start - position, false) }
+            let from = max(position, start)
+            let to = min(end, stop)
+            add(from, to - from, true)
+            position = max(position, to)
+            next += 1
+        }
+        return result
+    }
+}
