@@ -75,7 +75,7 @@ func createFromRemote(_ options: PoolOptions, name: String, size: UInt64?, from:
         .createRemoteVolume(name: name, size: size, remote: remote, volume: volume, snapshot: snapshot))
     print("created volume \(name) over \(from)")
     guard hydrate == .now else { return }
-    _ = try options.execute(.flattenVolume(name: name), progressLabel: "hydrate \(name)")
+    _ = try options.execute(.flattenVolume(name: name, rate: nil), progressLabel: "hydrate \(name)")
     print("hydrated volume \(name): it no longer reads from \(from)")
 }
 
@@ -86,9 +86,16 @@ struct VolumeHydrate: ParsableCommand {
         discussion: "The same as `strata volume flatten`: I/O continues meanwhile, and an interrupted hydration resumes when the daemon starts.")
     @OptionGroup var options: PoolOptions
     @Argument(help: "Volume name.") var name: String
+    @Option(help: "Fetch at most this many bytes a second (K/M/G suffixes), leaving the link to the volume's clients.")
+    var rate: String?
+
+    func validate() throws {
+        if let rate, try parseSize(rate, option: "--rate") == 0 { throw ValidationError("--rate must be positive") }
+    }
 
     func run() throws {
-        _ = try self.options.execute(.flattenVolume(name: self.name), progressLabel: "hydrate \(self.name)")
+        let bytes = try self.rate.map { try parseSize($0, option: "--rate") }
+        _ = try self.options.execute(.flattenVolume(name: self.name, rate: bytes), progressLabel: "hydrate \(self.name)")
         print("hydrated volume \(self.name): it no longer needs its base")
     }
 }
