@@ -160,9 +160,9 @@ class Load:
         while True:
             choice = rng.randrange(100)
             block = 2 * rng.randrange(BLOCKS // 2)
-            if choice < 12:
+            if choice < 5:
                 self.timed({"op": "flush", "proto": "nbd"}, handle.flush)
-            elif choice < 22:
+            elif choice < 15:
                 self.timed({"op": "write", "proto": "nbd", "block": block, "seq": 0, "fua": False},
                            lambda: handle.trim(BS, block * BS))
             else:
@@ -192,7 +192,7 @@ class Load:
         while True:
             choice = rng.randrange(100)
             block = 2 * rng.randrange(BLOCKS // 2) + 1
-            if choice < 12:
+            if choice < 5:
                 self.timed({"op": "flush", "proto": "iscsi"},
                            lambda: checked(session.scsi(bytes([0x35] + [0] * 9)), "SYNCHRONIZE CACHE(10)"))
             else:
@@ -212,7 +212,7 @@ class Load:
         first = True
         while True:
             time.sleep(rng.uniform(0.01, 0.08))
-            if len(live) > 3 and rng.randrange(2) == 0:
+            if len(live) > 4 or (len(live) > 1 and rng.randrange(3) == 0):
                 name = live.pop(0)
                 self.timed({"op": "snapshot-delete", "name": name},
                            lambda: control(self.socket, {"deleteSnapshot": {"volume": self.volume, "snapshot": name,
