@@ -69,16 +69,26 @@ import Testing
         let race = RaceRecord()
         let done = DispatchGroup()
         for writer in 0..<Self.writers {
-            DispatchQueue.global().async(group: done) {
+            Self.spawn(done) {
                 Self.writerLoop(writer: writer, seed: seed, pool: pool, handle: handle, race: race)
             }
         }
-        DispatchQueue.global().async(group: done) { Self.snapshotLoop(seed: seed, pool: pool, race: race) }
-        DispatchQueue.global().async(group: done) { Self.timerLoop(pool: pool, race: race) }
+        Self.spawn(done) { Self.snapshotLoop(seed: seed, pool: pool, race: race) }
+        Self.spawn(done) { Self.timerLoop(pool: pool, race: race) }
 
         var random = SeededRandom(seed: seed)
+        // The crash comes after a seeded number of writer operations, snapshots and timer commits.
         let operationsBeforeCrash = 40 + random.next(below: 600)
-        while race.operations.load(ordering: .sequentiallyConsistent) < operationsBeforeCrash, !race.failed {
+        let snapshotsBeforeCrash = 1 + random.next(below: 4)
+        let timerCommitsBeforeCrash = 1 + random.next(below: 3)
+        // Bounded (two seconds), so a thread that cannot make progress ends the race, not the run.
+        var waits = 0
+        while !race.failed, waits < 20_000,
+            race.operations.load(ordering: .sequentiallyConsistent) < operationsBeforeCrash
+                || race.snapshotsTaken.load(ordering: .sequentiallyConsistent) < snapshotsBeforeCrash
+                || race.timerCommits.load(ordering: .sequentiallyConsistent) < timerCommitsBeforeCrash
+        {
+            waits += 1
             usleep(100)
         }
         let before = race.tick()
@@ -100,6 +110,16 @@ import Testing
     }
 
     // MARK: Load
+
+    /// Runs `body` on a thread of its own: the global queue may run only as many blocking items
+    /// as there are cores, and the snapshot and timer threads must run beside the writers.
+    private static func spawn(_ group: DispatchGroup, _ body: @escaping @Sendable () -> Void) {
+        group.enter()
+        Thread {
+            body()
+            group.leave()
+        }.start()
+    }
 
     private static func writerLoop(writer: Int, seed: UInt64, pool: Pool, handle: VolumeHandle, race: RaceRecord) {
         var random = SeededRandom(seed: seed &* 31 &+ UInt64(writer) &+ 1)
@@ -331,6 +351,7 @@ final class RaceRecord: @unchecked Sendable {
     let stop = Atomic<Bool>(false)
     let operations = Atomic<Int>(0)
     let timerCommits = Atomic<Int>(0)
+    let snapshotsTaken = Atomic<Int>(0)
     private var perWriter: [[RaceWrite]] = Array(repeating: [], count: SnapshotDurabilityTests.writers)
     private var flushes: [(issue: UInt64, ack: UInt64)] = []
     private var snapshots: [RaceSnapshot] = []
@@ -359,6 +380,7 @@ final class RaceRecord: @unchecked Sendable {
             // The daemon's flush after the create: it covers every write acknowledged before it.
             self.flushes.append((taken, ack))
         }
+        self.snapshotsTaken.add(1, ordering: .sequentiallyConsistent)
     }
 
     func record(delete name: String, issue: UInt64) { self.lock.withLock { self.deletes[name] = issue } }
