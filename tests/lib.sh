@@ -88,6 +88,24 @@ kill_daemon() {
 
 strata() { "$STRATA" "$@"; }
 
+# forget PID: a process the test reaped; cleanup must not signal its (reusable) PID again.
+forget() {
+    local keep=() pid
+    for pid in "${STRATA_PIDS[@]}"; do [ "$pid" = "$1" ] || keep+=("$pid"); done
+    STRATA_PIDS=("${keep[@]}")
+}
+
+# wait_started FILE PID: waits up to 10 s for a load (PID) to create FILE, its sign that it is
+# under way; fails (status 1) when PID exits first or the time runs out.
+wait_started() {
+    for _ in $(seq 1 500); do
+        [ -f "$1" ] && return 0
+        kill -0 "$2" 2>/dev/null || break
+        sleep 0.02
+    done
+    [ -f "$1" ]
+}
+
 # source_volume MIB: a second pool, $SOURCE, holding vm1 (64 MiB) with MIB MiB of random data
 # from $WORKDIR/a.raw; `src CMD...` runs strata against it. The sending side of stream tests.
 SOURCE="$WORKDIR/source"

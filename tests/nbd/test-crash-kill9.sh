@@ -17,13 +17,6 @@ NBLOCKS=2048
 BS=4096
 STATE="$WORKDIR/state.json"
 
-# forget PID: a process this test reaped; cleanup must not signal its (reusable) PID again.
-forget() {
-    local keep=() pid
-    for pid in "${STRATA_PIDS[@]}"; do [ "$pid" = "$1" ] || keep+=("$pid"); done
-    STRATA_PIDS=("${keep[@]}")
-}
-
 start_daemon
 strata volume create vm1 --size $((NBLOCKS * BS)) >/dev/null
 
@@ -43,12 +36,7 @@ for round in $(seq 1 "$ROUNDS"); do
         >"$WORKDIR/writer.out" 2>&1 &
     WRITER=$!
     STRATA_PIDS+=("$WRITER")
-    for _ in $(seq 1 500); do
-        [ -f "$WORKDIR/started" ] && break
-        kill -0 "$WRITER" 2>/dev/null || break
-        sleep 0.02
-    done
-    [ -f "$WORKDIR/started" ] || fail "round $round: the writer never flushed: $(cat "$WORKDIR/writer.out")"
+    wait_started "$WORKDIR/started" "$WRITER" || fail "round $round: the writer never flushed: $(cat "$WORKDIR/writer.out")"
     sleep "0.$((RANDOM % 5 + 2))"   # 0.2 .. 0.6 s of load
     kill -0 "$WRITER" 2>/dev/null || fail "round $round: the writer stopped before the kill: $(cat "$WORKDIR/writer.out")"
     kill_daemon
