@@ -12,7 +12,10 @@ import StrataTesting
 import Testing
 
 @Suite struct ReplicationTests {
-    func waitUntil(_ what: String, seconds: Double = 60, _ condition: () throws -> Bool) async throws {
+    /// The deadline is a liveness bound, not a timing: the replicator and the replica server start
+    /// their threads from tasks on the cooperative pool, which the suite's long synchronous tests
+    /// (the model and crash runs) can hold for minutes on a 2-core machine, so it is generous.
+    func waitUntil(_ what: String, seconds: Double = 600, _ condition: () throws -> Bool) async throws {
         let deadline = Date().addingTimeInterval(seconds)
         while try !condition() {
             try #require(Date() < deadline, "gave up waiting for \(what)")
