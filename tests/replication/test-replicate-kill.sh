@@ -52,7 +52,7 @@ total=$(job_field transferTotal)
 kill9 "$SOURCE_PID" "$SOURCE_POOL"
 kill -CONT "$REPLICA_PID"
 # The replica kept the interrupted receive: its token resumes past byte 0 (hex field 67-82).
-wait_until 60 "the replica to keep the interrupted receive" on_replica receive --token vm1
+wait_until 180 "the replica to keep the interrupted receive" on_replica receive --token vm1
 token=$(on_replica receive --token vm1)
 resume_at=$((16#${token:66:16}))
 [ "$resume_at" -gt 0 ] || fail "the interrupted receive kept nothing to resume from (token $token, $sent bytes sent)"
