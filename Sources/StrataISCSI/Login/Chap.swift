@@ -58,26 +58,19 @@ public struct ChapSettings: Codable, Sendable, Equatable {
         }
     }
 
-    /// Writes the settings atomically (a temporary file renamed over the old one), mode 0600.
+    /// Writes the settings atomically and durably (StrataCore's `AtomicFile`: a temporary file,
+    /// synced, renamed over the old one, the directory synced), mode 0600.
     public func save(directory: String) throws(StrataError) {
         let path = directory + "/" + Self.fileName
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let temporary = path + ".tmp"
+        let data: Data
         do {
-            let data = try encoder.encode(self)
-            guard FileManager.default.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: 0o600])
-            else {
-                throw StrataError(.io, "write \(temporary): cannot create it; check the pool directory's permissions")
-            }
-            if rename(temporary, path) != 0 {
-                throw StrataError(.io, "write \(path): rename failed (errno \(errno))")
-            }
-        } catch let error as StrataError {
-            throw error
+            data = try encoder.encode(self)
         } catch {
             throw StrataError(.io, "write \(path): \(error)")
         }
+        try AtomicFile.write(data, to: path, operation: "write CHAP settings")
     }
 }
 
