@@ -157,13 +157,13 @@ public final class Replicator: Sendable {
 
     private func save() throws(StrataError) {
         let jobs = self.jobs.withLock { $0.values.map(\.job) }.sorted { $0.volume < $1.volume }
-        guard let data = try? JSONEncoder().encode(jobs) else { return }
-        let temporary = self.path + ".tmp"
-        guard FileManager.default.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: 0o600]),
-            rename(temporary, self.path) == 0
-        else {
-            throw StrataError(.io, "replicate: cannot save \(self.path)")
+        let data: Data
+        do {
+            data = try JSONEncoder().encode(jobs)
+        } catch {
+            throw StrataError(.io, "replicate: cannot encode the jobs for \(self.path): \(error)")
         }
+        try AtomicFile.write(data, to: self.path, operation: "replicate: save jobs")
     }
 }
 
