@@ -36,6 +36,10 @@ public protocol BaseImage: AnyObject, Sendable {
     /// - Throws: `.io` or `.corrupt` naming the file and the problem.
     func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError)
 
+    /// Reads as `read` does if that needs no wait (every byte it needs is in memory); returns
+    /// false otherwise, `buffer` then holding nothing useful. An event loop calls it.
+    func readIfCached(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Bool
+
     /// The extents of [offset, offset + length) in order, merged, covering the whole range:
     /// `mapped` where the image holds data, unmapped where it reads as zeros because nothing
     /// was ever written there (a hole, an unallocated or zero cluster, or past the end).
@@ -52,4 +56,7 @@ public protocol BaseImage: AnyObject, Sendable {
 
 extension BaseImage {
     public var fillUnitBytes: UInt64? { nil }
+
+    /// An image that cannot tell what is cached never reads without waiting.
+    public func readIfCached(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Bool { false }
 }

@@ -335,6 +335,18 @@ public final class BaseTable: @unchecked Sendable {
         }
     }
 
+    /// The open image of base `id` as `image(_:for:)` gives it; with `.never`, only when that
+    /// needs no wait (the image is open and checked recently, the table not locked), else nil.
+    public func image(_ id: UInt32, for volume: String, waiting: Waiting) throws(StrataError) -> (any BaseImage)? {
+        guard waiting == .never else { return try self.image(id, for: volume) }
+        let now = DispatchTime.now().uptimeNanoseconds
+        let state = self.guarded.withLockIfAvailable { $0.states[id] } ?? nil
+        guard case .open(let image, let checked) = state, now &- checked < UInt64(Limits.baseRecheckSeconds * 1e9) else {
+            return nil
+        }
+        return image
+    }
+
     /// Why base `id` cannot be read now, or nil when it can.
     public func problem(_ id: UInt32, for volume: String) -> String? {
         do throws(StrataError) {

@@ -11,6 +11,13 @@ import Glibc
 import Darwin
 #endif
 
+/// Reads all of `buffer` at `offset` from `fd` if every byte is in the page cache (preadv2 with
+/// RWF_NOWAIT); false when any is not, the file ends first, or the kernel cannot tell (the
+/// caller then reads on a thread that may wait, which also reports any error).
+public func readWithoutWaiting(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool {
+    buffer.isEmpty || strata_pread_nowait(fd, buffer.baseAddress, buffer.count, offset) == buffer.count
+}
+
 /// A `PoolDevice` over a file descriptor.
 public final class FileDevice: PoolDevice, @unchecked Sendable {
     // `fd` and `size` are immutable after init; pread/pwrite are thread-safe on one descriptor.
@@ -76,6 +83,10 @@ public final class FileDevice: PoolDevice, @unchecked Sendable {
             }
             done += n
         }
+    }
+
+    public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool {
+        readWithoutWaiting(self.fd, into: buffer, at: offset)
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(StrataError) {

@@ -8,6 +8,16 @@ import Glibc
 import Darwin
 #endif
 
+/// Whether an engine call may wait: on a lock, on the device, or on a page-cache miss.
+public enum Waiting: Sendable {
+    /// It may: a thread of a pool kept for blocking work.
+    case allowed
+    /// It must not: an event loop. Locks are only tried, tree nodes come only from memory and
+    /// file reads use RWF_NOWAIT; a call that would wait gives up, having changed nothing, and
+    /// the caller runs it again on a thread that may wait.
+    case never
+}
+
 /// A readers-writer lock (pthread_rwlock), writer-preferring so commits are not starved.
 final class RWLock: @unchecked Sendable {
     private let lock: UnsafeMutablePointer<pthread_rwlock_t>
@@ -42,7 +52,26 @@ final class RWLock: @unchecked Sendable {
         return try body()
     }
 
+    /// Runs `body` holding the lock shared; with `.never`, only if that needs no wait, else
+    /// returns nil without running it.
+    @inline(__always)
+    func withReadLock<T, E: Error>(_ waiting: Waiting, _ body: () throws(E) -> T) throws(E) -> T? {
+        guard self.lockShared(waiting) else { return nil }
+        defer { pthread_rwlock_unlock(self.lock) }
+        return try body()
+    }
+
     func lockShared() { pthread_rwlock_rdlock(self.lock) }
+
+    /// Takes the lock shared; with `.never`, only if that needs no wait. Returns whether it does.
+    func lockShared(_ waiting: Waiting) -> Bool {
+        guard waiting == .never else {
+            pthread_rwlock_rdlock(self.lock)
+            return true
+        }
+        return pthread_rwlock_tryrdlock(self.lock) == 0
+    }
+
     func lockExclusive() { pthread_rwlock_wrlock(self.lock) }
     func unlock() { pthread_rwlock_unlock(self.lock) }
 }
@@ -65,6 +94,19 @@ final class BlockingMutex: @unchecked Sendable {
     @inline(__always)
     func withLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         pthread_mutex_lock(self.mutex)
+        defer { pthread_mutex_unlock(self.mutex) }
+        return try body()
+    }
+
+    /// Runs `body` holding the mutex; with `.never`, only if that needs no wait, else returns
+    /// nil without running it.
+    @inline(__always)
+    func withLock<T, E: Error>(_ waiting: Waiting, _ body: () throws(E) -> T) throws(E) -> T? {
+        if waiting == .never {
+            guard pthread_mutex_trylock(self.mutex) == 0 else { return nil }
+        } else {
+            pthread_mutex_lock(self.mutex)
+        }
         defer { pthread_mutex_unlock(self.mutex) }
         return try body()
     }

@@ -80,27 +80,65 @@ extension Pool {
     public func read(_ handle: VolumeHandle, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer)
         throws(StrataError)
     {
-        try self.withContext("read", handle.name) { () throws(StrataError) in
-            let fetched = try self.readUnchecked(handle, at: offset, into: buffer)
+        _ = try self.read(handle, at: offset, into: buffer, holes: .zeros, waiting: .allowed)
+    }
+
+    /// Reads as `read(_:at:into:)` does, except that holes (unwritten ranges of a volume without
+    /// a base) are left as they are in `buffer` and returned, as ranges of `buffer` in order, so
+    /// a front end can answer them without sending zeros. With `.never`, returns nil when the
+    /// read would wait (a lock, a node not in memory, data not in the page cache, a base that
+    /// fills on read); `buffer` then holds nothing useful and the caller reads again on a thread
+    /// that may wait.
+    public func readLeavingHoles(
+        _ handle: VolumeHandle, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, waiting: Waiting
+    ) throws(StrataError) -> [Range<Int>]? {
+        try self.read(handle, at: offset, into: buffer, holes: .report, waiting: waiting)
+    }
+
+    private func read(
+        _ handle: VolumeHandle, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, holes: HoleReads,
+        waiting: Waiting
+    ) throws(StrataError) -> [Range<Int>]? {
+        try self.withContext("read", handle.name) { () throws(StrataError) -> [Range<Int>]? in
+            guard let result = try self.readUnchecked(handle, at: offset, into: buffer, holes: holes, waiting: waiting)
+            else { return nil }
             // Outside the read's gate and guard: storing what was fetched is a write.
-            if !fetched.isEmpty { try self.fillFetched(handle, offsets: fetched) }
+            if !result.fetched.isEmpty { try self.fillFetched(handle, offsets: result.fetched) }
+            return result.holes
         }
     }
 
-    /// Reads as `read` does; returns the volume offsets of pieces read through a base that
-    /// fills on read (`BaseImage.fillUnitBytes`), when the handle is a writable volume.
-    private func readUnchecked(_ handle: VolumeHandle, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer)
-        throws(StrataError) -> [UInt64]
-    {
+    /// What a read does with holes.
+    private enum HoleReads {
+        /// Fills them with zeros.
+        case zeros
+        /// Leaves them untouched and reports them.
+        case report
+    }
+
+    /// What a read leaves to its caller: the volume offsets of pieces read through a base that
+    /// fills on read (`BaseImage.fillUnitBytes`), when the handle is a writable volume, and the
+    /// holes it reported.
+    private struct ReadResult {
+        var fetched: [UInt64] = []
+        var holes: [Range<Int>] = []
+    }
+
+    /// Reads as `read` does, without the error context and the fill; nil when `waiting` is
+    /// `.never` and a step would wait.
+    private func readUnchecked(
+        _ handle: VolumeHandle, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, holes: HoleReads,
+        waiting: Waiting
+    ) throws(StrataError) -> ReadResult? {
         let gate = self.gates.gate(handle.id)
-        gate.lockShared()
+        guard gate.lockShared(waiting) else { return nil }
         defer { gate.unlock() }
-        let token = self.readGuard.enter()
+        guard let token = self.readGuard.enter(waiting) else { return nil }
         defer { self.readGuard.leave(token) }
         let length = UInt64(buffer.count)
         var pieces: [ReadPiece] = []
         var fillable = false
-        let baseID = try self.meta.withReadLock { () throws(StrataError) -> UInt32 in
+        let found = try self.meta.withReadLock(waiting) { () throws(StrataError) -> UInt32? in
             guard let record = self.record(id: handle.id) else {
                 throw StrataError(.notFound, "read \(handle.name): the volume was deleted")
             }
@@ -111,19 +149,22 @@ extension Pool {
                 let chunk = ChunkIndex(position >> self.chunkShift)
                 let inside = position & (self.chunkSize - 1)
                 let count = min(self.chunkSize - inside, offset + length - position)
-                pieces.append(
-                    ReadPiece(
-                        start: Int(position - offset), count: Int(count),
-                        physical: try self.lookup(record, chunk: chunk).chunk, inside: inside))
+                guard let entry = try self.lookup(record, chunk: chunk, waiting: waiting) else { return nil }
+                pieces.append(ReadPiece(start: Int(position - offset), count: Int(count), physical: entry.chunk, inside: inside))
                 position += count
             }
             return record.baseID
         }
+        guard let baseID = found ?? nil else { return nil }
         // Holes of a based volume read through to its base image; of any other volume, zeros.
-        let throughBase = baseID != 0 && pieces.contains { $0.physical == nil }
-        let base = throughBase ? try self.bases.image(baseID, for: handle.name) : nil
+        var base: (any BaseImage)?
+        if baseID != 0 && pieces.contains(where: { $0.physical == nil }) {
+            guard let image = try self.bases.image(baseID, for: handle.name, waiting: waiting) else { return nil }
+            base = image
+        }
         let fills = fillable && base?.fillUnitBytes != nil
-        var fetched: [UInt64] = []
+        if fills && waiting == .never { return nil }
+        var result = ReadResult()
         // Physically contiguous pieces are read with one call.
         var index = 0
         while index < pieces.count {
@@ -137,16 +178,27 @@ extension Pool {
             let stop = pieces[end - 1].start + pieces[end - 1].count
             let target = UnsafeMutableRawBufferPointer(rebasing: buffer[first.start..<stop])
             if let physical = first.physical {
-                try self.device.read(into: target, at: self.dataOffset(physical) + first.inside)
+                let at = self.dataOffset(physical) + first.inside
+                if waiting == .never {
+                    guard self.device.readIfCached(into: target, at: at) else { return nil }
+                } else {
+                    try self.device.read(into: target, at: at)
+                }
             } else if let base {
-                try base.read(at: offset + UInt64(first.start), into: target)
-                if fills { fetched.append(offset + UInt64(first.start)) }
-            } else {
+                if waiting == .never {
+                    guard base.readIfCached(at: offset + UInt64(first.start), into: target) else { return nil }
+                } else {
+                    try base.read(at: offset + UInt64(first.start), into: target)
+                }
+                if fills { result.fetched.append(offset + UInt64(first.start)) }
+            } else if holes == .zeros {
                 target.initializeMemory(as: UInt8.self, repeating: 0)
+            } else {
+                result.holes.append(first.start..<stop)
             }
             index = end
         }
-        return fetched
+        return result
     }
 
     /// Reads `count` bytes at `offset` into a new array.
@@ -467,25 +519,6 @@ extension Pool {
     public func mapping(_ handle: VolumeHandle, at offset: UInt64, length: UInt64) throws(StrataError) -> [MappingExtent] {
         try self.withContext("block status", handle.name) { () throws(StrataError) in
             try self.mappingUnchecked(handle, at: offset, length: length)
-        }
-    }
-
-    /// The extents a READ may answer as holes without reading them (NBD's OFFSET_HOLE): the
-    /// tree's holes of a volume without a base. A based volume's holes read its base, and asking
-    /// the base where its own holes are costs a system call or a table walk per request, so for
-    /// a based volume the whole range is one data extent and the read itself fills it.
-    public func readExtents(_ handle: VolumeHandle, at offset: UInt64, length: UInt64) throws(StrataError)
-        -> [MappingExtent]
-    {
-        try self.withContext("read", handle.name) { () throws(StrataError) in
-            try self.meta.withReadLock { () throws(StrataError) -> [MappingExtent] in
-                guard let record = self.record(id: handle.id) else {
-                    throw StrataError(.notFound, "read \(handle.name): the volume was deleted")
-                }
-                try self.checkRange(record, handle, operation: "read", offset: offset, length: length)
-                guard record.baseID == 0 else { return [MappingExtent(offset: offset, length: length, mapped: true)] }
-                return try self.treeExtents(record, at: offset, length: length)
-            }
         }
     }
 

@@ -18,11 +18,19 @@ extension Pool {
 
     /// The leaf entry for `chunk`.
     func lookup(_ record: VolumeRecord, chunk: ChunkIndex) throws(StrataError) -> LeafEntry {
+        guard let entry = try self.lookup(record, chunk: chunk, waiting: .allowed) else {
+            preconditionFailure("a lookup that may wait always reaches a leaf")
+        }
+        return entry
+    }
+
+    /// The leaf entry for `chunk`; with `.never`, nil when a node on the way is not in memory.
+    func lookup(_ record: VolumeRecord, chunk: ChunkIndex, waiting: Waiting) throws(StrataError) -> LeafEntry? {
         guard chunk.rawValue < Self.span(depth: record.depth) else { return .hole }
         var page = record.root.rawValue
         var level = record.depth - 1
         while page != 0 {
-            let node = try self.node(page, level: level)
+            guard let node = try self.node(page, level: level, waiting: waiting) else { return nil }
             let index = Int((chunk.rawValue >> (8 * UInt64(level))) & 0xFF)
             if level == 0 { return LeafEntry(slot: node.slots[index], time: node.times[index]) }
             page = node.slots[index]

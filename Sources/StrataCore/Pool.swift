@@ -419,12 +419,22 @@ public final class Pool: @unchecked Sendable {
 
     /// The node at `page`, from the open transaction, the cache, or the device.
     func node(_ page: UInt64, level: UInt8) throws(StrataError) -> TreeNode {
-        if let node = self.dirtyNodes[page] ?? self.cache.get(page) {
+        guard let node = try self.node(page, level: level, waiting: .allowed) else {
+            preconditionFailure("a node read that may wait always ends with the node")
+        }
+        return node
+    }
+
+    /// The node at `page`; with `.never`, only from memory (the open transaction or the cache),
+    /// nil when that would need the device or a wait on the cache.
+    func node(_ page: UInt64, level: UInt8, waiting: Waiting) throws(StrataError) -> TreeNode? {
+        if let node = self.dirtyNodes[page] ?? self.cache.get(page, waiting) {
             guard node.level == level else {
                 throw StrataError.corrupt(page: PageNumber(page), "tree node at the wrong level (expected=\(level) actual=\(node.level))")
             }
             return node
         }
+        if waiting == .never { return nil }
         guard page >= 2, page < self.metadataPages else {
             throw StrataError.corrupt(page: PageNumber(page), "tree pointer outside the metadata region")
         }

@@ -14,6 +14,9 @@ public protocol PoolDevice: AnyObject, Sendable {
     var size: UInt64 { get }
     /// Reads exactly `buffer.count` bytes at `offset`; bytes never written read as zero.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(StrataError)
+    /// Reads as `read` does if that needs no wait (the bytes are all in memory); returns false
+    /// otherwise, `buffer` then holding nothing useful. An event loop calls it.
+    func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool
     /// Writes all of `bytes` at `offset`; not durable until `sync` returns.
     func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(StrataError)
     /// Makes every completed write durable.
@@ -26,6 +29,9 @@ public protocol PoolDevice: AnyObject, Sendable {
 }
 
 extension PoolDevice {
+    /// A device that cannot tell what is cached never reads without waiting.
+    public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool { false }
+
     func read(count: Int, at offset: UInt64) throws(StrataError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
         var failure: StrataError?

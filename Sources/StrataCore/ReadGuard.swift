@@ -13,8 +13,10 @@ final class ReadGuard: @unchecked Sendable {
     private var epoch: UInt64 = 0
     private var active: [UInt64: Int] = [:]
 
-    func enter() -> UInt64 {
-        self.mutex.withLock {
+    /// Registers a read in the current epoch; with `.never`, only if that needs no wait (nil
+    /// otherwise, having registered nothing).
+    func enter(_ waiting: Waiting) -> UInt64? {
+        self.mutex.withLock(waiting) {
             self.active[self.epoch, default: 0] += 1
             return self.epoch
         }

@@ -113,6 +113,11 @@ final class NodeCache: @unchecked Sendable {
 
     func get(_ page: UInt64) -> TreeNode? { self.mutex.withLock { self.nodes[page] } }
 
+    /// The cached node at `page`; with `.never`, nil also when the cache is busy.
+    func get(_ page: UInt64, _ waiting: Waiting) -> TreeNode? {
+        self.mutex.withLock(waiting) { self.nodes[page] } ?? nil
+    }
+
     func put(_ page: UInt64, _ node: TreeNode) {
         self.mutex.withLock {
             if self.nodes.count >= Limits.nodeCachePagesMax {

@@ -11,6 +11,7 @@
 // are immutable arrays, so handing one out under the lock is a reference-count increment.
 // `bytes` never exceeds `bytesMax` after an insert returns.
 
+import StrataCore
 import Synchronization
 
 /// A bounded, thread-safe CLOCK cache from host offsets to immutable values.
@@ -39,13 +40,17 @@ final class ClusterCache<Value: Sendable>: Sendable {
         self.bytesMax = bytesMax
     }
 
-    /// The cached value for `key`, marking it recently used.
-    func lookup(_ key: UInt64) -> Value? {
-        self.state.withLock { state in
-            guard let slot = state.index[key] else { return nil }
-            state.slots[slot]!.referenced = true
-            return state.slots[slot]!.value
-        }
+    /// The cached value for `key`, marking it recently used; with `.never`, nil also when the
+    /// cache is busy.
+    func lookup(_ key: UInt64, _ waiting: Waiting = .allowed) -> Value? {
+        guard waiting == .never else { return self.state.withLock { Self.hit(&$0, key) } }
+        return self.state.withLockIfAvailable { Self.hit(&$0, key) } ?? nil
+    }
+
+    private static func hit(_ state: inout State, _ key: UInt64) -> Value? {
+        guard let slot = state.index[key] else { return nil }
+        state.slots[slot]!.referenced = true
+        return state.slots[slot]!.value
     }
 
     /// Caches `value` under `key` at `cost` bytes, evicting until it fits. A value costing more

@@ -97,6 +97,17 @@ final class ImageFile: Sendable {
         }
     }
 
+    /// Reads as `read(at:into:)` does if every byte is in the page cache; false otherwise.
+    func readIfCached(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+        guard offset < self.size else {
+            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            return true
+        }
+        // A read that runs past the end of the file takes the waiting path, which zero-fills.
+        guard UInt64(buffer.count) <= self.size - offset else { return false }
+        return readWithoutWaiting(self.descriptor, into: buffer, at: offset)
+    }
+
     /// Reads `count` bytes at `offset` into a new array (zeros past the end of the file).
     /// - Precondition: `count` was bounded by a limit or by the file's size by the caller.
     func bytes(at offset: UInt64, count: Int) throws(StrataError) -> [UInt8] {

@@ -84,25 +84,55 @@ final class Qcow2Image: BaseImage {
     }
 
     func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError) {
+        guard try self.read(at: offset, into: buffer, waiting: .allowed) else {
+            preconditionFailure("a qcow2 read that may wait always finishes")
+        }
+    }
+
+    func readIfCached(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+        do throws(StrataError) {
+            return try self.read(at: offset, into: buffer, waiting: .never)
+        } catch {
+            // The read that may wait, which the caller makes next, meets and reports it.
+            return false
+        }
+    }
+
+    /// Reads `buffer.count` bytes at `offset`; with `.never`, false when a table, a compressed
+    /// cluster or the data is not in memory.
+    private func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, waiting: Waiting)
+        throws(StrataError) -> Bool
+    {
         let dataEnd = offset < self.virtualSize ? min(self.virtualSize, offset + UInt64(buffer.count)) : offset
         var cursor = offset
         var done = 0
         while cursor < dataEnd {
-            let (run, length) = try self.run(at: cursor, limit: dataEnd, forAllocation: false)
+            guard let (run, length) = try self.run(at: cursor, limit: dataEnd, forAllocation: false, waiting: waiting) else {
+                return false
+            }
             let target = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<done + Int(length)])
             switch run {
             case .unallocated:
                 if let backing = self.backing {
-                    try backing.read(at: cursor, into: target)
+                    if waiting == .never {
+                        guard backing.readIfCached(at: cursor, into: target) else { return false }
+                    } else {
+                        try backing.read(at: cursor, into: target)
+                    }
                 } else {
                     target.initializeMemory(as: UInt8.self, repeating: 0)
                 }
             case .zero:
                 target.initializeMemory(as: UInt8.self, repeating: 0)
             case .standard(let host):
-                try self.file.read(at: host, into: target)
+                if waiting == .never {
+                    guard self.file.readIfCached(at: host, into: target) else { return false }
+                } else {
+                    try self.file.read(at: host, into: target)
+                }
             case .compressed(let host, let stored):
-                let cluster = try self.inflatedCluster(host: host, stored: stored, guestOffset: cursor)
+                guard let cluster = try self.inflatedCluster(host: host, stored: stored, guestOffset: cursor, waiting: waiting)
+                else { return false }
                 let within = Int(cursor & (self.header.clusterSize - 1))
                 cluster.withUnsafeBytes { source in
                     target.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[within..<within + Int(length)]))
@@ -114,6 +144,7 @@ final class Qcow2Image: BaseImage {
         if done < buffer.count {
             UnsafeMutableRawBufferPointer(rebasing: buffer[done...]).initializeMemory(as: UInt8.self, repeating: 0)
         }
+        return true
     }
 
     func allocation(at offset: UInt64, length: UInt64) throws(StrataError) -> [MappingExtent] {
@@ -122,7 +153,8 @@ final class Qcow2Image: BaseImage {
         var extents = ExtentList()
         var cursor = offset
         while cursor < dataEnd {
-            let (run, runLength) = try self.run(at: cursor, limit: dataEnd, forAllocation: true)
+            guard let (run, runLength) = try self.run(at: cursor, limit: dataEnd, forAllocation: true, waiting: .allowed)
+            else { preconditionFailure("a qcow2 table walk that may wait always finishes") }
             switch run {
             case .unallocated:
                 if let backing = self.backing {
@@ -144,9 +176,10 @@ final class Qcow2Image: BaseImage {
     /// The run of guest bytes from `position` (below `limit`) that read alike, and its length.
     /// A run never crosses an L2 table; a compressed run is one cluster. With `forAllocation`,
     /// standard and compressed clusters join one run whatever their host offsets.
+    /// With `.never`, nil when the L2 table is not cached.
     /// - Precondition: `position < limit <= virtualSize`.
-    private func run(at position: UInt64, limit: UInt64, forAllocation: Bool) throws(StrataError)
-        -> (Run, UInt64)
+    private func run(at position: UInt64, limit: UInt64, forAllocation: Bool, waiting: Waiting) throws(StrataError)
+        -> (Run, UInt64)?
     {
         let bits = UInt64(self.header.clusterBits)
         let clusterSize = self.header.clusterSize
@@ -157,7 +190,7 @@ final class Qcow2Image: BaseImage {
         let tableFirstCluster = UInt64(l1Index) * l2Entries
         let l2Offset = self.l2Offsets[l1Index]
         guard l2Offset != 0 else { return (.unallocated, tableEnd - position) }
-        let table = try self.l2Table(at: l2Offset)
+        guard let table = try self.l2Table(at: l2Offset, waiting: waiting) else { return nil }
         var index = Int(cluster - tableFirstCluster)
         let first = try self.decode(table[index], guestCluster: cluster)
         var runEnd = min(limit, (cluster + 1) << bits)
@@ -227,9 +260,11 @@ final class Qcow2Image: BaseImage {
                 + "file_size=\(self.file.size)")
     }
 
-    /// The decoded L2 table at `offset` (validated at open), from the cache or the file.
-    private func l2Table(at offset: UInt64) throws(StrataError) -> [UInt64] {
-        if let table = self.l2Cache.lookup(offset) { return table }
+    /// The decoded L2 table at `offset` (validated at open), from the cache or the file; with
+    /// `.never`, only from the cache.
+    private func l2Table(at offset: UInt64, waiting: Waiting) throws(StrataError) -> [UInt64]? {
+        if let table = self.l2Cache.lookup(offset, waiting) { return table }
+        if waiting == .never { return nil }
         var table = [UInt64](repeating: 0, count: Int(self.header.l2Entries))
         try self.file.read(at: offset, into: &table)
         for index in table.indices {
@@ -239,10 +274,14 @@ final class Qcow2Image: BaseImage {
         return table
     }
 
-    /// The compressed cluster at `host`, inflated to a whole cluster (cached).
+    /// The compressed cluster at `host`, inflated to a whole cluster (cached); with `.never`,
+    /// only from the cache.
     /// - Throws: `.corrupt` naming the file and the host offset when it does not inflate to one.
-    private func inflatedCluster(host: UInt64, stored: UInt64, guestOffset: UInt64) throws(StrataError) -> [UInt8] {
-        if let cluster = self.inflatedCache.lookup(host) { return cluster }
+    private func inflatedCluster(host: UInt64, stored: UInt64, guestOffset: UInt64, waiting: Waiting)
+        throws(StrataError) -> [UInt8]?
+    {
+        if let cluster = self.inflatedCache.lookup(host, waiting) { return cluster }
+        if waiting == .never { return nil }
         let available = min(stored, self.file.size - host)
         let input = try self.file.bytes(at: host, count: Int(available))
         let clusterSize = Int(self.header.clusterSize)

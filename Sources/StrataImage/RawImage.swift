@@ -32,6 +32,10 @@ final class RawImage: BaseImage {
         try self.file.read(at: offset, into: buffer)
     }
 
+    func readIfCached(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Bool {
+        self.file.readIfCached(at: offset, into: buffer)
+    }
+
     func allocation(at offset: UInt64, length: UInt64) throws(StrataError) -> [MappingExtent] {
         var extents = ExtentList()
         let end = offset + length

@@ -112,6 +112,7 @@ import Testing
         let actual = try readAll(image)
         #expect(firstDifference(actual, expected[...]) == nil, "\(kind): full read differs")
         var random = SeededRandom(seed: UInt64(kind.rawValue.utf8.count))
+        var servedWithoutWaiting = 0
         for _ in 0..<200 {
             let offset = Int(random.next() % UInt64(expected.count + 4096))
             let count = Int(random.next() % 300_000)
@@ -120,7 +121,14 @@ import Testing
             let inside = expected[min(offset, expected.count)..<min(offset + count, expected.count)]
             let want = Array(inside) + [UInt8](repeating: 0, count: count - inside.count)
             #expect(firstDifference(bytes, want[...]) == nil, "\(kind): read at \(offset) of \(count) bytes differs")
+            // What that read brought into memory can now be read without waiting, alike.
+            var again = [UInt8](repeating: 0xEE, count: count)
+            if again.withUnsafeMutableBytes({ image.readIfCached(at: UInt64(offset), into: $0) }) {
+                servedWithoutWaiting += 1
+                #expect(firstDifference(again, want[...]) == nil, "\(kind): no-wait read at \(offset) of \(count) bytes differs")
+            }
         }
+        #expect(servedWithoutWaiting > 0, "\(kind): no read was served from memory")
     }
 
     @Test(arguments: Kind.allCases)

@@ -14,6 +14,10 @@ int strata_crc32c_hardware(void);
 /// Glibc's Swift module does not export fallocate(2), which needs _GNU_SOURCE.
 int strata_punch_hole(int fd, uint64_t offset, uint64_t length);
 
+/// preadv2 with RWF_NOWAIT: the bytes read, or -1 with errno EAGAIN when any of them is not in
+/// the page cache (a short count means only a prefix was); EOPNOTSUPP where unsupported.
+long strata_pread_nowait(int fd, void *bytes, size_t length, uint64_t offset);
+
 /// Sends `length` bytes with `fd` attached (SCM_RIGHTS); returns bytes sent or -1 (errno).
 long strata_send_with_fd(int socket, const void *bytes, size_t length, int fd);
 

@@ -1,7 +1,10 @@
 // One NBD connection: negotiation through `NBDNegotiation`, then the transmission phase.
 //
 // Requests run on a thread pool (the engine blocks on disk I/O and must never run on the event
-// loop); their replies are written as each completes, in any order (proto.md allows it). A
+// loop); their replies are written as each completes, in any order (proto.md allows it). The
+// exception is a READ the engine can serve without waiting (mapping in memory, data in the page
+// cache, no lock held against it: `Waiting.never`), which the event loop answers at once and
+// flushes with the others decoded in the same pass. A
 // request counts as in flight from decoding until its reply has been written to the socket,
 // and the connection keeps at most `inflightRequestsMax` requests and `inflightBytesMax` bytes
 // in flight; past either, or while the socket is not writable (a client that does not read its
@@ -53,6 +56,10 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Work items a batch is split into, so large requests still run in parallel.
     static let lanes = 4
     var processAgain = false
+    /// The transmission phase's executor, made when an export is chosen.
+    var executor: NBDRequestExecutor?
+    /// Replies written on the event loop in this pass, not yet flushed.
+    var unflushed = false
     var reading = false
     var handshakeTimer: Scheduled<Void>?
     var context: ChannelHandlerContext?
@@ -167,6 +174,10 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             self.processOnce(context: context)
         } while self.processAgain && context.channel.isActive
         self.dispatchPending(context: context)
+        if self.unflushed {
+            self.unflushed = false
+            context.flush()
+        }
     }
 
     private func processOnce(context: ChannelHandlerContext) {
@@ -239,6 +250,9 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             context.writeAndFlush(self.wrapOutboundOut(bytes), promise: nil)
             self.handshakeTimer?.cancel()
             self.phase = .transmission(export)
+            self.executor = NBDRequestExecutor(
+                pool: self.pool, export: export, structured: self.negotiation.structuredReplies,
+                allocationContext: self.negotiation.allocationContext(for: export.name), logger: self.logger)
             self.registry.attach(context.channel, export: export.name, volumeID: export.handle.id)
             self.logger.info("NBD client attached to \(export.name)")
         case .close(let bytes):
@@ -256,6 +270,13 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             self.closeIfDrained(context: context)
             return
         }
+        // Answered at once when the engine need not wait; its reply goes out with this pass's
+        // flush, and a socket that is not writable stops the decoding of more.
+        if let reply = self.executor?.executeWithoutWaiting(request, allocator: context.channel.allocator) {
+            context.write(self.wrapOutboundOut(reply), promise: nil)
+            self.unflushed = true
+            return
+        }
         let cost = Int(min(request.length, UInt32(NBDWire.requestBytesMax)))
         self.inflight += 1
         self.inflightBytes += cost
@@ -266,13 +287,10 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     /// order on one thread, whose replies come back in one hop and go out in one flush. At
     /// depth 32 this saves two thread wake-ups per request; at depth 1 it changes nothing.
     private func dispatchPending(context: ChannelHandlerContext) {
-        guard !self.pending.isEmpty, case .transmission(let export) = self.phase else { return }
+        guard !self.pending.isEmpty, case .transmission = self.phase, let executor = self.executor else { return }
         let batch = self.pending
         self.pending.removeAll(keepingCapacity: true)
         let lanes = min(batch.count, Self.lanes)
-        let executor = NBDRequestExecutor(
-            pool: self.pool, export: export, structured: self.negotiation.structuredReplies,
-            allocationContext: self.negotiation.allocationContext(for: export.name), logger: self.logger)
         let allocator = context.channel.allocator
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         for lane in 0..<lanes {

@@ -1,5 +1,6 @@
 // Runs one transmission-phase request against the engine and encodes its whole reply. Called
-// on a thread-pool thread (the engine blocks); the result goes back to the event loop.
+// on a thread-pool thread (the engine blocks), whose result goes back to the event loop; a READ
+// the engine can serve without waiting (`executeWithoutWaiting`) is answered on the event loop.
 //
 // READ with structured replies sends OFFSET_DATA for mapped ranges and OFFSET_HOLE for holes
 // (one OFFSET_DATA when DF is set); BLOCK_STATUS answers `base:allocation` from the mapping
@@ -42,6 +43,26 @@ struct NBDRequestExecutor {
         }
         return out
     }
+
+    /// The reply to `request` if the engine can give it without waiting (a READ of at most
+    /// `inlineReadBytesMax` whose mapping is in memory and whose data is in the page cache), so
+    /// an event loop can answer it at once; nil for anything else, which goes to the thread pool.
+    func executeWithoutWaiting(_ request: NBDRequest, allocator: ByteBufferAllocator) -> ByteBuffer? {
+        guard request.type == NBD.Command.read.rawValue, request.length <= Self.inlineReadBytesMax,
+            NBD.CommandFlags.known.isSuperset(of: request.flags)
+        else { return nil }
+        var out = allocator.buffer(capacity: 32)
+        do throws(StrataError) {
+            return try self.read(request, into: &out, allocator: allocator, waiting: .never) ? out : nil
+        } catch {
+            // Errors are answered by the thread pool's run, which logs them the one way.
+            return nil
+        }
+    }
+
+    /// The largest READ an event loop answers itself: copying it from the page cache takes tens
+    /// of microseconds, about what handing it to a thread and back costs.
+    static let inlineReadBytesMax: UInt32 = 1 << 20
 
     private func writeError(into out: inout ByteBuffer, cookie: UInt64, errno: NBD.Errno, message: String) {
         if self.structured {
@@ -87,7 +108,7 @@ struct NBDRequestExecutor {
             guard Int(request.length) <= NBDWire.requestBytesMax else {
                 throw StrataError(.invalidArgument, "read \(self.export.name): \(request.length) bytes over the 32 MiB limit")
             }
-            try self.read(request, into: &out, allocator: allocator)
+            _ = try self.read(request, into: &out, allocator: allocator, waiting: .allowed)
         case .write:
             if self.export.readOnly { throw self.readOnly("write") }
             var payload = request.payload
@@ -137,60 +158,79 @@ struct NBDRequestExecutor {
         StrataError(.readOnly, "\(operation) \(self.export.name): snapshots are read-only")
     }
 
-    private func read(_ request: NBDRequest, into out: inout ByteBuffer, allocator: ByteBufferAllocator)
-        throws(StrataError)
+    /// Encodes the reply to a READ. Holes the engine reports are zeros in a simple reply or a
+    /// DF read, and OFFSET_HOLE chunks otherwise. With `.never`, false when the engine would
+    /// wait, `out` then holding nothing useful.
+    private func read(_ request: NBDRequest, into out: inout ByteBuffer, allocator: ByteBufferAllocator, waiting: Waiting)
+        throws(StrataError) -> Bool
     {
-        let handle = self.export.handle
         let length = Int(request.length)
-        func readData(_ offset: UInt64, _ count: Int, into out: inout ByteBuffer) throws(StrataError) {
-            var failure: StrataError?
-            out.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { buffer in
-                do throws(StrataError) {
-                    try self.pool.read(handle, at: offset, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count]))
-                } catch {
-                    failure = error
-                }
-                return count
-            }
-            if let failure { throw failure }
-        }
-        if !self.structured {
-            out.reserveCapacity(16 + length)
-            // Validate before writing the header so an error gets a clean reply.
-            try self.checkRange(request, operation: "read")
-            NBDWire.writeSimpleReply(into: &out, error: .ok, cookie: request.cookie)
-            try readData(request.offset, length, into: &out)
-            return
-        }
-        if length == 0 {
+        if self.structured && length == 0 {
             // Nothing to describe: a content chunk must cover at least one byte.
+            guard waiting == .allowed else { return false }
             try self.checkRange(request, operation: "read")
             self.success(into: &out, cookie: request.cookie)
-            return
+            return true
         }
-        if request.flags.contains(.dontFragment) {
-            try self.checkRange(request, operation: "read")
+        // The reply is laid out for data without holes, which is the common case: one header,
+        // then the bytes read in place.
+        if self.structured {
             out.reserveCapacity(28 + length)
             NBDWire.writeChunkHeader(into: &out, done: true, type: .offsetData, cookie: request.cookie, length: 8 + length)
             out.writeInteger(request.offset)
-            try readData(request.offset, length, into: &out)
-            return
+        } else {
+            out.reserveCapacity(16 + length)
+            NBDWire.writeSimpleReply(into: &out, error: .ok, cookie: request.cookie)
         }
-        let extents = try self.pool.readExtents(handle, at: request.offset, length: UInt64(length))
-        out.reserveCapacity(length + 32 * extents.count)
-        for (index, extent) in extents.enumerated() {
-            let last = index == extents.count - 1
-            if extent.mapped {
-                NBDWire.writeChunkHeader(
-                    into: &out, done: last, type: .offsetData, cookie: request.cookie, length: 8 + Int(extent.length))
-                out.writeInteger(extent.offset)
-                try readData(extent.offset, Int(extent.length), into: &out)
+        let whole = !self.structured || request.flags.contains(.dontFragment)
+        let dataStart = out.writerIndex
+        var holes: [Range<Int>]?
+        var failure: StrataError?
+        out.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { buffer in
+            let target = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length])
+            do throws(StrataError) {
+                holes = try self.pool.readLeavingHoles(self.export.handle, at: request.offset, into: target, waiting: waiting)
+                if whole, let holes {
+                    for hole in holes {
+                        UnsafeMutableRawBufferPointer(rebasing: target[hole]).initializeMemory(as: UInt8.self, repeating: 0)
+                    }
+                }
+            } catch {
+                failure = error
+            }
+            return length
+        }
+        if let failure { throw failure }
+        guard let holes else { return false }
+        if whole || holes.isEmpty { return true }
+        // Some of it was holes: data chunks for the rest, OFFSET_HOLE chunks for them.
+        let data = out.getSlice(at: dataStart, length: length)!
+        var reply = allocator.buffer(capacity: length + 32 * (2 * holes.count + 1))
+        var pieces: [(range: Range<Int>, hole: Bool)] = []
+        var cursor = 0
+        for hole in holes {
+            if cursor < hole.lowerBound { pieces.append((cursor..<hole.lowerBound, false)) }
+            pieces.append((hole, true))
+            cursor = hole.upperBound
+        }
+        if cursor < length { pieces.append((cursor..<length, false)) }
+        for (index, piece) in pieces.enumerated() {
+            let done = index == pieces.count - 1
+            let offset = request.offset + UInt64(piece.range.lowerBound)
+            if piece.hole {
+                NBDWire.writeChunkHeader(into: &reply, done: done, type: .offsetHole, cookie: request.cookie, length: 12)
+                reply.writeInteger(offset)
+                reply.writeInteger(UInt32(piece.range.count))
             } else {
-                NBDWire.writeChunkHeader(into: &out, done: last, type: .offsetHole, cookie: request.cookie, length: 12)
-                out.writeInteger(extent.offset)
-                out.writeInteger(UInt32(extent.length))
+                NBDWire.writeChunkHeader(
+                    into: &reply, done: done, type: .offsetData, cookie: request.cookie, length: 8 + piece.range.count)
+                reply.writeInteger(offset)
+                var bytes = data.getSlice(at: data.readerIndex + piece.range.lowerBound, length: piece.range.count)!
+                reply.writeBuffer(&bytes)
             }
         }
+        out = reply
+        return true
     }
 
     private func blockStatus(_ request: NBDRequest, into out: inout ByteBuffer) throws(StrataError) {
