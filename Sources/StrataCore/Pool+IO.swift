@@ -424,12 +424,14 @@ extension Pool {
     public func writeZeroes(_ handle: VolumeHandle, at offset: UInt64, length: UInt64, allowTrim: Bool, fua: Bool = false)
         throws(StrataError)
     {
-        let gate = self.gates.gate(handle.id)
-        gate.lockShared()
-        defer { gate.unlock() }
-        _ = try self.writableRecord(handle, operation: allowTrim ? "trim" : "write zeroes", offset: offset, length: length)
-        try self.zeroUnlocked(id: handle.id, name: handle.name, from: offset, to: offset + length, allowTrim: allowTrim)
-        if fua { try self.flush() }
+        try self.withContext(allowTrim ? "trim" : "write zeroes", handle.name) { () throws(StrataError) in
+            let gate = self.gates.gate(handle.id)
+            gate.lockShared()
+            defer { gate.unlock() }
+            _ = try self.writableRecord(handle, operation: allowTrim ? "trim" : "write zeroes", offset: offset, length: length)
+            try self.zeroUnlocked(id: handle.id, name: handle.name, from: offset, to: offset + length, allowTrim: allowTrim)
+            if fua { try self.flush() }
+        }
     }
 
     /// Zeroes [from, to) of a volume. The caller holds the gate and checked the range.

@@ -223,6 +223,7 @@ extension Pool {
             guard let id = self.stagingIDByName[volume], let record = self.record(id: id) else {
                 throw StrataError(.notFound, "receive --abort \(volume): no interrupted receive is staged for \(volume)")
             }
+            try self.checkReleasable([(record.root, record.depth - 1)])
             try self.remove(record)
         }
     }
@@ -251,6 +252,8 @@ extension Pool {
                 volume, base: StrataGUID(staging.baseGUID), target: target, snapshot: snapshot, force: force)
             var record: VolumeRecord
             if let found {
+                // Staging is not released (its root moves to the volume), so only these trees.
+                try self.checkReleasable((found.newer + [found.volume]).map { ($0.root, $0.depth - 1) })
                 for newer in found.newer { try self.remove(newer) }
                 record = found.volume
                 if record.root != .none { try self.releaseNode(record.root.rawValue, level: record.depth - 1) }

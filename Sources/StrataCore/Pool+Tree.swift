@@ -98,11 +98,33 @@ extension Pool {
     }
 
     /// Drops every entry at or past chunk `keepBelow`, freeing what nothing else references.
+    /// Checks every node it will touch first (`checkTruncatable`), so it fails whole or not at all.
     func truncate(_ record: inout VolumeRecord, keepBelow: ChunkIndex) throws(StrataError) {
         guard record.root != .none else { return }
+        try self.checkTruncatable(record, keepBelow: keepBelow)
         let root = try self.truncate(
             page: record.root.rawValue, level: record.depth - 1, base: 0, keepBelow: keepBelow.rawValue)
         record.root = PageNumber(root)
+    }
+
+    /// Reads, changing nothing, every node `truncate` at `keepBelow` would shadow or free (a
+    /// superset: shared subtrees too), so the truncate that follows cannot stop half done on a
+    /// damaged page: it throws first, naming the page.
+    func checkTruncatable(_ record: VolumeRecord, keepBelow: ChunkIndex) throws(StrataError) {
+        guard record.root != .none else { return }
+        try self.checkTruncatable(page: record.root.rawValue, level: record.depth - 1, base: 0, keepBelow: keepBelow.rawValue)
+    }
+
+    private func checkTruncatable(page: UInt64, level: UInt8, base: UInt64, keepBelow: UInt64) throws(StrataError) {
+        let childSpan = Self.span(depth: level)
+        let (span, overflow) = childSpan.multipliedReportingOverflow(by: 256)
+        if !overflow, base + span <= keepBelow { return }
+        let node = try self.checkedNode(page, level: level)
+        guard level > 0 else { return }
+        for index in 0..<256 where node.slots[index] != 0 {
+            try self.checkTruncatable(
+                page: node.slots[index], level: level - 1, base: base + UInt64(index) * childSpan, keepBelow: keepBelow)
+        }
     }
 
     private func truncate(page: UInt64, level: UInt8, base: UInt64, keepBelow: UInt64) throws(StrataError) -> UInt64 {

@@ -215,56 +215,58 @@ extension Pool {
 
     /// Changes a volume's size. Shrinking frees every chunk past the new end and needs `allowShrink`.
     public func resizeVolume(_ name: String, size: UInt64, allowShrink: Bool = false) throws(StrataError) {
-        try Self.validateSize(size, operation: "resize volume", object: name)
-        let (id, oldSize, baseID) = try self.meta.withReadLock { () throws(StrataError) in
-            let record = try self.volumeRecord(name, operation: "resize")
-            return (record.id, record.size, record.baseID)
-        }
-        if size < oldSize, baseID != 0, let base = self.bases.descriptor(baseID),
-            size < (base.virtualSize + self.chunkSize - 1) / self.chunkSize * self.chunkSize
-        {
-            // Chunks dropped by a shrink become holes, and a hole of a based volume reads the
-            // base: growing again would show the base's old data instead of zeros.
-            throw StrataError(
-                .invalidArgument,
-                "resize volume \(name): cannot shrink below its base image \(base.path) (\(SizeParser.format(base.virtualSize))); run `strata volume flatten \(name)` first"
-            )
-        }
-        if size < oldSize && !allowShrink {
-            throw StrataError(
-                .invalidArgument,
-                "resize volume \(name): \(SizeParser.format(size)) is smaller than \(SizeParser.format(oldSize)) and would discard data; pass --allow-shrink to shrink"
-            )
-        }
-        let gate = self.gates.gate(id)
-        gate.lockExclusive()
-        defer { gate.unlock() }
-        let current = try self.meta.withReadLock { () throws(StrataError) in
-            guard let record = self.record(id: id) else {
-                throw StrataError(.notFound, "resize volume \(name): no such volume; see `strata volume list`")
+        try self.withContext("resize volume", name) { () throws(StrataError) in
+            try Self.validateSize(size, operation: "resize volume", object: name)
+            let (id, oldSize, baseID) = try self.meta.withReadLock { () throws(StrataError) in
+                let record = try self.volumeRecord(name, operation: "resize")
+                return (record.id, record.size, record.baseID)
             }
-            return record.size
-        }
-        if size < current, size % self.chunkSize != 0 {
-            // The new last chunk keeps bytes past the new end: zero them now, so growing the
-            // volume again reads zeros there, as it does everywhere else past the old end.
-            let end = min(current, (size / self.chunkSize + 1) * self.chunkSize)
-            try self.zeroUnlocked(id: id, name: name, from: size, to: end, allowTrim: true)
-        }
-        try self.meta.withWriteLock { () throws(StrataError) in
-            try self.checkWritable("resize volume", name)
-            guard var record = self.record(id: id) else {
-                throw StrataError(.notFound, "resize volume \(name): no such volume; see `strata volume list`")
+            if size < oldSize, baseID != 0, let base = self.bases.descriptor(baseID),
+                size < (base.virtualSize + self.chunkSize - 1) / self.chunkSize * self.chunkSize
+            {
+                // Chunks dropped by a shrink become holes, and a hole of a based volume reads the
+                // base: growing again would show the base's old data instead of zeros.
+                throw StrataError(
+                    .invalidArgument,
+                    "resize volume \(name): cannot shrink below its base image \(base.path) (\(SizeParser.format(base.virtualSize))); run `strata volume flatten \(name)` first"
+                )
             }
-            let keep = self.chunks(for: size)
-            if size < record.size {
-                try self.requireNodePages(Int(record.depth) * 2, forRelease: true, operation: "resize volume \(name)")
-                try self.truncate(&record, keepBelow: ChunkIndex(keep))
+            if size < oldSize && !allowShrink {
+                throw StrataError(
+                    .invalidArgument,
+                    "resize volume \(name): \(SizeParser.format(size)) is smaller than \(SizeParser.format(oldSize)) and would discard data; pass --allow-shrink to shrink"
+                )
             }
-            try self.requireNodePages(Int(Limits.treeDepthMax), forRelease: false, operation: "resize volume \(name)")
-            try self.ensureDepth(&record, chunk: ChunkIndex(keep - 1))
-            record.size = size
-            self.store(record)
+            let gate = self.gates.gate(id)
+            gate.lockExclusive()
+            defer { gate.unlock() }
+            let current = try self.meta.withReadLock { () throws(StrataError) in
+                guard let record = self.record(id: id) else {
+                    throw StrataError(.notFound, "resize volume \(name): no such volume; see `strata volume list`")
+                }
+                return record.size
+            }
+            if size < current, size % self.chunkSize != 0 {
+                // The new last chunk keeps bytes past the new end: zero them now, so growing the
+                // volume again reads zeros there, as it does everywhere else past the old end.
+                let end = min(current, (size / self.chunkSize + 1) * self.chunkSize)
+                try self.zeroUnlocked(id: id, name: name, from: size, to: end, allowTrim: true)
+            }
+            try self.meta.withWriteLock { () throws(StrataError) in
+                try self.checkWritable("resize volume", name)
+                guard var record = self.record(id: id) else {
+                    throw StrataError(.notFound, "resize volume \(name): no such volume; see `strata volume list`")
+                }
+                let keep = self.chunks(for: size)
+                if size < record.size {
+                    try self.requireNodePages(Int(record.depth) * 2, forRelease: true, operation: "resize volume \(name)")
+                    try self.truncate(&record, keepBelow: ChunkIndex(keep))
+                }
+                try self.requireNodePages(Int(Limits.treeDepthMax), forRelease: false, operation: "resize volume \(name)")
+                try self.ensureDepth(&record, chunk: ChunkIndex(keep - 1))
+                record.size = size
+                self.store(record)
+            }
         }
     }
 
@@ -286,26 +288,28 @@ extension Pool {
 
     /// Deletes a volume. With snapshots it needs `recursive`, which deletes them too.
     public func deleteVolume(_ name: String, recursive: Bool = false) throws(StrataError) {
-        let id = try self.meta.withReadLock { () throws(StrataError) in try self.volumeRecord(name, operation: "delete").id }
-        let gate = self.gates.gate(id)
-        gate.lockExclusive()
-        defer { gate.unlock() }
-        try self.meta.withWriteLock { () throws(StrataError) in
-            try self.checkWritable("delete volume", name)
-            guard let record = self.record(id: id) else {
-                throw StrataError(.notFound, "delete volume \(name): no such volume; see `strata volume list`")
+        try self.withContext("delete volume", name) { () throws(StrataError) in
+            let id = try self.meta.withReadLock { () throws(StrataError) in try self.volumeRecord(name, operation: "delete").id }
+            let gate = self.gates.gate(id)
+            gate.lockExclusive()
+            defer { gate.unlock() }
+            try self.meta.withWriteLock { () throws(StrataError) in
+                try self.checkWritable("delete volume", name)
+                guard let record = self.record(id: id) else {
+                    throw StrataError(.notFound, "delete volume \(name): no such volume; see `strata volume list`")
+                }
+                let snapshots = self.snapshotIDs[id] ?? [:]
+                if !snapshots.isEmpty && !recursive {
+                    throw StrataError(
+                        .busy,
+                        "delete volume \(name): it has \(snapshots.count) snapshot(s) (\(snapshots.keys.sorted().prefix(5).joined(separator: ", "))); delete them first or pass --recursive"
+                    )
+                }
+                // Snapshots first, then the volume; every tree checked before anything is removed.
+                let doomed = snapshots.values.compactMap { self.record(id: $0) } + [record]
+                try self.checkReleasable(doomed.map { ($0.root, $0.depth - 1) })
+                for victim in doomed { try self.remove(victim) }
             }
-            let snapshots = self.snapshotIDs[id] ?? [:]
-            if !snapshots.isEmpty && !recursive {
-                throw StrataError(
-                    .busy,
-                    "delete volume \(name): it has \(snapshots.count) snapshot(s) (\(snapshots.keys.sorted().prefix(5).joined(separator: ", "))); delete them first or pass --recursive"
-                )
-            }
-            for snapshotID in snapshots.values {
-                if let snapshot = self.record(id: snapshotID) { try self.remove(snapshot) }
-            }
-            try self.remove(record)
         }
     }
 
@@ -366,34 +370,40 @@ extension Pool {
 
     /// Deletes a snapshot, freeing every chunk nothing else references.
     public func deleteSnapshot(_ volume: String, _ snapshot: String) throws(StrataError) {
-        try self.meta.withWriteLock { () throws(StrataError) in
-            try self.checkWritable("delete snapshot", "\(volume)@\(snapshot)")
-            let record = try self.snapshotRecord(volume, snapshot, operation: "delete")
-            try self.remove(record)
+        try self.withContext("delete snapshot", "\(volume)@\(snapshot)") { () throws(StrataError) in
+            try self.meta.withWriteLock { () throws(StrataError) in
+                try self.checkWritable("delete snapshot", "\(volume)@\(snapshot)")
+                let record = try self.snapshotRecord(volume, snapshot, operation: "delete")
+                try self.checkReleasable([(record.root, record.depth - 1)])
+                try self.remove(record)
+            }
         }
     }
 
     /// Makes a volume's content (and size) that of one of its snapshots, in O(1) plus freeing
     /// what only the volume held. The snapshot and every other snapshot stay.
     public func rollback(_ volume: String, _ snapshot: String) throws(StrataError) {
-        let id = try self.meta.withReadLock { () throws(StrataError) in try self.volumeRecord(volume, operation: "rollback").id }
-        let gate = self.gates.gate(id)
-        gate.lockExclusive()
-        defer { gate.unlock() }
-        try self.meta.withWriteLock { () throws(StrataError) in
-            try self.checkWritable("rollback", "\(volume)@\(snapshot)")
-            let source = try self.snapshotRecord(volume, snapshot, operation: "rollback to")
-            guard var record = self.record(id: id) else {
-                throw StrataError(.notFound, "rollback volume \(volume): no such volume")
+        try self.withContext("rollback", "\(volume)@\(snapshot)") { () throws(StrataError) in
+            let id = try self.meta.withReadLock { () throws(StrataError) in try self.volumeRecord(volume, operation: "rollback").id }
+            let gate = self.gates.gate(id)
+            gate.lockExclusive()
+            defer { gate.unlock() }
+            try self.meta.withWriteLock { () throws(StrataError) in
+                try self.checkWritable("rollback", "\(volume)@\(snapshot)")
+                let source = try self.snapshotRecord(volume, snapshot, operation: "rollback to")
+                guard var record = self.record(id: id) else {
+                    throw StrataError(.notFound, "rollback volume \(volume): no such volume")
+                }
+                try self.checkReleasable([(record.root, record.depth - 1)])
+                if source.root != .none { try self.retainNode(source.root.rawValue) }
+                if record.root != .none { try self.releaseNode(record.root.rawValue, level: record.depth - 1) }
+                record.root = source.root
+                record.depth = source.depth
+                record.size = source.size
+                record.baseID = source.baseID
+                self.markShared(&record)
+                self.store(record)
             }
-            if source.root != .none { try self.retainNode(source.root.rawValue) }
-            if record.root != .none { try self.releaseNode(record.root.rawValue, level: record.depth - 1) }
-            record.root = source.root
-            record.depth = source.depth
-            record.size = source.size
-            record.baseID = source.baseID
-            self.markShared(&record)
-            self.store(record)
         }
     }
 

@@ -499,7 +499,61 @@ public final class Pool: @unchecked Sendable {
         self.metadataChanged = true
     }
 
+    /// Reads, changing nothing, every node that releasing the trees at `roots` one after the
+    /// other would free, and checks the counts that release would drop, so the release that
+    /// follows cannot stop half done on a damaged page or a count already at zero (and leave the
+    /// open transaction freeing chunks a tree still maps): it throws first, naming the page.
+    /// Mutations call it before they change anything; `releaseNode` then only meets what this
+    /// has read.
+    func checkReleasable(_ roots: [(page: PageNumber, level: UInt8)]) throws(StrataError) {
+        var dropped: [UInt64: UInt32] = [:]
+        for root in roots where root.page != .none {
+            try self.checkReleasable(root.page.rawValue, level: root.level, dropped: &dropped)
+        }
+    }
+
+    private func checkReleasable(_ page: UInt64, level: UInt8, dropped: inout [UInt64: UInt32]) throws(StrataError) {
+        guard page >= 2, page < self.metadataPages else {
+            throw StrataError.corrupt(page: PageNumber(page), "tree pointer outside the metadata region")
+        }
+        let references = self.metaRefs[Int(page)] - min(dropped[page] ?? 0, self.metaRefs[Int(page)])
+        guard references > 0 else {
+            throw StrataError.corrupt(page: PageNumber(page), "released tree node has reference count 0")
+        }
+        dropped[page, default: 0] += 1
+        guard references == 1 else { return }
+        let node = try self.checkedNode(page, level: level)
+        guard level > 0 else { return }
+        for slot in node.slots where slot != 0 {
+            try self.checkReleasable(slot, level: level - 1, dropped: &dropped)
+        }
+    }
+
+    /// The node at `page`, with a reference count above zero and, for a leaf, only chunks inside
+    /// the pool that are referenced: what a release of it may rely on.
+    func checkedNode(_ page: UInt64, level: UInt8) throws(StrataError) -> TreeNode {
+        guard page >= 2, page < self.metadataPages, self.metaRefs[Int(page)] > 0 else {
+            throw StrataError.corrupt(
+                page: PageNumber(page), "tree pointer outside the metadata region or to a page with reference count 0")
+        }
+        let node = try self.node(page, level: level)
+        if level == 0 {
+            for slot in node.slots where slot != 0 {
+                guard let chunk = LeafEntry(slot: slot, time: 0).chunk, chunk.rawValue < self.chunkCount,
+                    self.dataRefs[Int(chunk.rawValue)] > 0
+                else {
+                    throw StrataError.corrupt(
+                        page: PageNumber(page),
+                        "tree leaf maps data chunk \(slot - 1), which is outside the pool or has reference count 0")
+                }
+            }
+        }
+        return node
+    }
+
     /// Drops one reference to a node; at zero, drops its children's and frees its page.
+    /// - Precondition: `checkReleasable` passed for the tree this node belongs to, in this
+    ///   transaction, before anything changed.
     func releaseNode(_ page: UInt64, level: UInt8) throws(StrataError) {
         let references = self.metaRefs[Int(page)]
         guard references > 0 else {

@@ -109,6 +109,79 @@ import Testing
         }
     }
 
+    /// Issue 13 item 5: a mutation that frees a tree (delete, snapshot delete, rollback,
+    /// shrink, a forced receive) used to free as it walked, so a damaged leaf met half way left
+    /// the open transaction freeing the chunks of the leaves already walked while the volume
+    /// still mapped them; the next commit made that durable and the chunks were reused. Each
+    /// mutation now reads every node it will free first and fails having changed nothing.
+    @Test(arguments: ["delete volume", "delete snapshot", "rollback", "shrink"])
+    func aMutationThatMeetsADamagedLeafChangesNothing(operation: String) throws {
+        // 4 KiB chunks: 2048 chunks of 8 MiB are 8 leaves; every chunk written.
+        let (device, pool) = try SimDevice.formattedPool(metadataPages: 512, dataBytes: 24 << 20)
+        try pool.createVolume("vm", size: 8 << 20)
+        let handle = try pool.handle("vm")
+        var random = SeededRandom(seed: 5)
+        let contents = random.bytes(8 << 20)
+        try pool.write(handle, at: 0, contents)
+        // A shrink frees only what the volume owns alone, so it gets no snapshot.
+        if operation != "shrink" { try pool.createSnapshot("vm", "old") }
+        if operation == "delete snapshot" || operation == "rollback" {
+            // The volume moves on, so the snapshot's leaves (or the volume's) are its own.
+            try pool.write(handle, at: 0, random.bytes(8 << 20))
+        }
+        try pool.flush()
+        let victim = operation == "delete snapshot" ? "old" : "vm"
+        let record = try #require(pool.meta.withReadLock {
+            victim == "old" ? pool.snapshotIDs[handle.id].flatMap { $0["old"] }.flatMap { pool.record(id: $0) } : pool.record(id: handle.id)
+        })
+        let leaves = try pool.meta.withReadLock { () throws(StrataError) -> [UInt64] in
+            try pool.node(record.root.rawValue, level: record.depth - 1).slots.filter { $0 != 0 }
+        }
+        try #require(record.depth == 2 && leaves.count == 8, "expected 8 leaves under one root: \(leaves)")
+        // Damage the last leaf, so the walk frees the others first if it frees as it goes.
+        let page = leaves[7]
+        var bytes = try device.read(count: 4096, at: page * 4096)
+        bytes[100] ^= 0xA5
+        device.poke(bytes, at: page * 4096)
+        let reopened = try Pool(device: device)
+        let before = try reopened.read(try reopened.handle(victim == "old" ? "vm@old" : "vm"), at: 0, count: 7 << 20)
+        let outcome = Result { () throws(StrataError) in
+            switch operation {
+            case "delete volume": try reopened.deleteVolume("vm", recursive: true)
+            case "delete snapshot": try reopened.deleteSnapshot("vm", "old")
+            case "rollback": try reopened.rollback("vm", "old")
+            default: try reopened.resizeVolume("vm", size: 4096, allowShrink: true)
+            }
+        }
+        guard case .failure(let error) = outcome else {
+            Issue.record("\(operation) over damaged page \(page) succeeded")
+            return
+        }
+        #expect(error.code == .corrupt, "\(operation): \(error)")
+        #expect(Self.mentions(error.message, page: page), "\(operation) does not name page \(page): \(error.message)")
+        let context = operation == "shrink" ? "resize volume" : operation
+        #expect(error.message.hasPrefix(context), "\(operation): no context: \(error.message)")
+        // Commit whatever the failed mutation left, then allocate every free chunk: a chunk
+        // wrongly freed would now hold other data.
+        try reopened.flush()
+        try reopened.createVolume("filler", size: 12 << 20)
+        let filler = try reopened.handle("filler")
+        for offset in stride(from: UInt64(0), to: 12 << 20, by: 1 << 20) {
+            let written = Result { () throws(StrataError) in
+                try reopened.write(filler, at: offset, [UInt8](repeating: 0xEE, count: 1 << 20))
+            }
+            if case .failure(let error) = written {
+                #expect(error.code == .noSpace, "filling the pool: \(error)")
+                break
+            }
+        }
+        try reopened.flush()
+        let after = try reopened.read(try reopened.handle(victim == "old" ? "vm@old" : "vm"), at: 0, count: 7 << 20)
+        #expect(after == before, "\(operation): the undamaged leaves' data changed after a failed \(operation)")
+        let report = Pool.check(device: device)
+        #expect(report.problems.contains { $0.page == page }, "check does not name page \(page)")
+    }
+
     @Test func damagedInteriorPagesOfADeepTreeAreReportedNeverTrapped() throws {
         // 400 MiB of 4 KiB chunks: 102,400 chunks, a tree of three levels.
         let (device, pool) = try SimDevice.formattedPool(metadataPages: 512, dataBytes: 8 << 20)
