@@ -19,6 +19,9 @@ extension Limits {
     public static let replicationBackoffSecondsMax = 30.0
     /// Seconds a replication send or receive may block before the peer counts as gone.
     public static let replicationIOTimeoutSeconds = 60
+    /// Bytes of a stream held between the engine's thread and the connection, each way: enough to
+    /// keep a 1 MiB record and the next in flight, little enough that a stalled peer holds little.
+    public static let replicationPipeBytes = 2 << 20
     /// Longest request line on the stream socket or the replication port.
     public static let streamRequestBytesMax = 64 << 10
 }
