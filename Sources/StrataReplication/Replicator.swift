@@ -71,6 +71,8 @@ public final class Replicator: Sendable {
     let threadPool: NIOThreadPool
     let logger: Logger
     let jobs = Mutex<[String: JobRunner]>([:])
+    /// Bounds the streams the jobs send at once (each holds a thread of `threadPool`).
+    let transfers = AsyncLimiter(permits: Limits.replicationTransfersMax)
     /// Jobs to start: `launch` yields them, `run` starts each as a child task.
     let launches: AsyncStream<JobRunner>
     let launcher: AsyncStream<JobRunner>.Continuation
@@ -155,7 +157,8 @@ public final class Replicator: Sendable {
 
     private func launch(_ job: ReplicationJob) throws(StrataError) {
         let runner = JobRunner(
-            job: job, pool: self.pool, transport: self.transport, threadPool: self.threadPool, logger: self.logger)
+            job: job, pool: self.pool, transport: self.transport, threadPool: self.threadPool,
+            transfers: self.transfers, logger: self.logger)
         // Registered and yielded under one lock, so `close` either sees the job or refuses it.
         let launched = self.jobs.withLock { jobs in
             guard case .enqueued = self.launcher.yield(runner) else { return false }
@@ -184,6 +187,7 @@ final class JobRunner: Sendable {
     let pool: Pool
     let transport: any Transport
     let threadPool: NIOThreadPool
+    let transfers: AsyncLimiter
     let logger: Logger
     let status: Mutex<ReplicationStatus>
     /// Whether `run` has begun, and whether a stop was asked: one lock, so a stop either waits
@@ -196,11 +200,15 @@ final class JobRunner: Sendable {
 
     var address: TransportAddress { TransportAddress(host: self.job.host, port: self.job.port) }
 
-    init(job: ReplicationJob, pool: Pool, transport: any Transport, threadPool: NIOThreadPool, logger: Logger) {
+    init(
+        job: ReplicationJob, pool: Pool, transport: any Transport, threadPool: NIOThreadPool, transfers: AsyncLimiter,
+        logger: Logger
+    ) {
         self.job = job
         self.pool = pool
         self.transport = transport
         self.threadPool = threadPool
+        self.transfers = transfers
         self.logger = logger
         self.status = Mutex(ReplicationStatus(volume: job.volume, peer: "\(job.host):\(job.port)"))
         (self.stopRequests, self.stopper) = AsyncStream.makeStream(of: Void.self)
@@ -337,6 +345,10 @@ final class JobRunner: Sendable {
     /// Sends one stream: the engine writes it into a pipe on the thread pool while a child task
     /// drains the pipe into the connection; then the replica's answer.
     private func transfer(_ request: SendRequest, secret: [UInt8]) async throws(StrataError) -> SendSummary {
+        // Taken before connecting, so a stream that waits for its turn holds no connection the
+        // replica would time out.
+        await self.transfers.acquire()
+        defer { self.transfers.release() }
         let summary = try await self.transport.withConnection(to: self.address) { connection async throws(StrataError) in
             let reader = try await self.open(connection, secret: secret)
             try await connection.write(Self.line(.receive(volume: self.job.volume)))
