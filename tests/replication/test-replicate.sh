@@ -18,11 +18,14 @@ wait_until 30 "a refused attempt" grep -q "wrong secret" "$WORKDIR/daemon.log"
 [ "$(job_field errors)" != "0" ] || fail "a wrong secret counted no error"
 on_replica volume list | grep -q '^vm1 ' && fail "a wrong secret replicated"
 
-on_source replicate start vm1 --to "127.0.0.1:$REPLICATION_PORT" --secret-file "$SECRET" --every 1s --keep 2 >/dev/null
+# Hourly at first, so no later cycle prunes the first snapshot while both exports read it (a
+# job cycling every second with --keep 2 did once on a loaded machine).
+on_source replicate start vm1 --to "127.0.0.1:$REPLICATION_PORT" --secret-file "$SECRET" --every 1h --keep 2 >/dev/null
 wait_until 60 "the first replicated snapshot" on_replica snapshot list vm1
 first=$(newest_replicated)
 same_snapshot "$first"
-# A change on the source arrives at the next cycle.
+# Every second from here (`start` replaces the job): a change on the source arrives at the next cycle.
+on_source replicate start vm1 --to "127.0.0.1:$REPLICATION_PORT" --secret-file "$SECRET" --every 1s --keep 2 >/dev/null
 head -c 1M /dev/urandom >"$WORKDIR/b.raw"
 on_source import "$WORKDIR/b.raw" vm1 >/dev/null
 wait_until 60 "a newer replicated snapshot" bash -c "[ \"\$(STRATA_POOL=$REPLICA_POOL $STRATA snapshot list vm1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1][\"name\"])')\" != $first ]"
