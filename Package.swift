@@ -58,13 +58,16 @@ let package = Package(
             dependencies: ["StrataCore", "CStrata", "CZlib"],
             swiftSettings: strictSettings
         ),
-        // Send/receive streams and daemon-to-daemon replication (docs/STREAM.md).
+        // Send/receive streams and daemon-to-daemon replication (docs/STREAM.md), over the
+        // `Transport` protocol: TCP on SwiftNIO, or StrataTesting's simulated network.
         .target(
             name: "StrataReplication",
             dependencies: [
                 "StrataCore", "CZlib",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),
@@ -159,9 +162,10 @@ let package = Package(
 
         // MARK: Tests
 
+        // Simulations for tests: SimDevice (the pool's disk) and SimNetwork (replication's transport).
         .target(
             name: "StrataTesting",
-            dependencies: ["StrataCore"],
+            dependencies: ["StrataCore", "StrataReplication", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
         .testTarget(
@@ -180,6 +184,8 @@ let package = Package(
                 "StrataReplication", "StrataCore", "StrataTesting",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),

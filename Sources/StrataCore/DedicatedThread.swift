@@ -1,4 +1,4 @@
-// Blocking work that lasts (an accept loop, a replication job, a stream, a flatten) runs on a
+// Blocking work that lasts (an accept loop, a stream, a flatten) runs on a
 // thread of its own, never on the cooperative pool, whose few threads every service shares,
 // and never on the NIO thread pool, whose threads serve disk I/O. `DedicatedThread.run` starts
 // such a thread and suspends until the work returns, so the work is a child task like any other:

@@ -13,12 +13,20 @@ extension Limits {
     public static let receiveCommitBytes: UInt64 = 1 << 30
     /// Streams the daemon's stream socket runs at once (each is a thread and a pipe's worth of I/O).
     public static let streamsMax = 8
+    /// Streams the replication jobs send at once. Each holds a thread of the daemon's pool (the
+    /// engine's side of the stream) while it runs: with `replicationConnectionsMax` receives,
+    /// 12 of the pool's 16 threads at most, so NBD and iSCSI always keep some.
+    public static let replicationTransfersMax = 4
     /// Replication connections a replica serves at once.
     public static let replicationConnectionsMax = 8
     /// Longest wait between retries of a failed replication cycle.
     public static let replicationBackoffSecondsMax = 30.0
-    /// Seconds a replication send or receive may block before the peer counts as gone.
+    /// Seconds a replication connection may move no byte either way (or take to connect) before
+    /// the peer counts as gone and the job retries.
     public static let replicationIOTimeoutSeconds = 60
+    /// Bytes of a stream held between the engine's thread and the connection, each way: enough to
+    /// keep a 1 MiB record and the next in flight, little enough that a stalled peer holds little.
+    public static let replicationPipeBytes = 2 << 20
     /// Longest request line on the stream socket or the replication port.
     public static let streamRequestBytesMax = 64 << 10
 }

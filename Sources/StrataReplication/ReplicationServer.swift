@@ -1,6 +1,7 @@
 // The replica side of daemon-to-daemon replication (`strata serve --replication ADDR:PORT`).
 //
-// Wire protocol, one request per TCP connection:
+// Wire protocol, one request per connection (a `Transport`: TCP on SwiftNIO in the daemon, the
+// simulated network in tests); the bytes are the same on every transport:
 // 1. The server sends `STRATA-REPLICATION 1\n` and a 32-byte random challenge.
 // 2. The client answers with HMAC-SHA-256(secret, challenge) (32 bytes) and one JSON line, a
 //    `ReplicationRequest`. A wrong answer is refused with an error line and logged.
@@ -16,12 +17,8 @@
 import Crypto
 import Foundation
 import Logging
+import NIOPosix
 import StrataCore
-import Synchronization
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// What a replication client asks.
 public enum ReplicationRequest: Codable, Sendable {
@@ -69,9 +66,9 @@ enum ReplicationWire {
         HMAC<SHA256>.isValidAuthenticationCode(answer, authenticating: challenge, using: SymmetricKey(data: secret))
     }
 
-    /// Sends `reply` as one line. A reply that cannot be encoded goes as an error reply saying
-    /// so, never as an empty object the client would take for success.
-    static func reply(_ reply: ReplicationReply, on fd: Int32) {
+    /// `reply` as one line. A reply that cannot be encoded goes as an error reply saying so,
+    /// never as an empty object the client would take for success.
+    static func line(_ reply: ReplicationReply) -> [UInt8] {
         var data: [UInt8]
         do {
             data = Array(try JSONEncoder().encode(reply))
@@ -84,7 +81,7 @@ enum ReplicationWire {
             data = Array(encoded)
         }
         data.append(UInt8(ascii: "\n"))
-        _ = data.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        return data
     }
 
     static func readSecret(_ path: String) throws(StrataError) -> [UInt8] {
@@ -99,127 +96,120 @@ enum ReplicationWire {
     }
 }
 
-/// Accepts replication from peers that know the secret. `bind` listens; `run` accepts, each
-/// connection on a thread of its own (at most `Limits.replicationConnectionsMax`), until `close`,
-/// and returns once every connection has ended.
+/// Accepts replication from peers that know the secret. `bind` listens on a transport; `run`
+/// serves each connection as a child task (at most `Limits.replicationConnectionsMax` at once)
+/// until `close`, and returns once every connection has ended. Engine work (reading state,
+/// applying a stream, pruning) runs on `threadPool`; a stream's bytes reach it through a bounded
+/// `BytePipe`.
 public final class ReplicationServer: Sendable {
-    let listener: Int32
+    let listener: any TransportListener
     let secret: [UInt8]
     let pool: Pool
+    let threadPool: NIOThreadPool
     let logger: Logger
-    let connections = Mutex<Set<Int32>>([])
-    let closed = Atomic<Bool>(false)
     /// The port listened on (useful when bound to port 0).
-    public var port: Int { TCPSocket.localPort(self.listener) }
+    public var port: Int { self.listener.address.port }
 
-    private init(listener: Int32, secret: [UInt8], pool: Pool, logger: Logger) {
+    private init(listener: any TransportListener, secret: [UInt8], pool: Pool, threadPool: NIOThreadPool, logger: Logger) {
         self.listener = listener
         self.secret = secret
         self.pool = pool
+        self.threadPool = threadPool
         self.logger = logger
     }
 
-    /// Listens on `host:port` for replicas into `pool`; `run` serves them.
+    /// Listens on `address` through `transport` for replicas into `pool`; `run` serves them.
     /// - Throws: `.notFound`/`.invalidArgument` for the secret file, `.io` when the port is taken.
-    public static func bind(host: String, port: Int, secretFile: String, pool: Pool, logger: Logger) throws(StrataError)
-        -> ReplicationServer
-    {
+    public static func bind(
+        _ address: TransportAddress, secretFile: String, pool: Pool, transport: any Transport, threadPool: NIOThreadPool,
+        logger: Logger
+    ) async throws(StrataError) -> ReplicationServer {
         let secret = try ReplicationWire.readSecret(secretFile)
         return ReplicationServer(
-            listener: try TCPSocket.listen(host: host, port: port), secret: secret, pool: pool, logger: logger)
+            listener: try await transport.listen(on: address), secret: secret, pool: pool, threadPool: threadPool,
+            logger: logger)
     }
 
     /// Accepts and serves until `close`; returns when every connection has ended.
     public func run() async {
-        await withDiscardingTaskGroup { group in
-            while let fd = await DedicatedThread.run(name: "strata-replication-accept", { self.acceptOne() }) {
-                group.addTask {
-                    await DedicatedThread.run(name: "strata-replication") {
-                        Self.serve(fd, secret: self.secret, pool: self.pool, logger: self.logger)
-                        self.connections.withLock { _ = $0.remove(fd) }
-                        Glibc.close(fd)
-                    }
-                }
-            }
+        await self.listener.serve(limit: Limits.replicationConnectionsMax) { connection in
+            await self.serve(connection)
         }
-        Glibc.close(self.listener)
     }
 
-    /// The next admitted connection; nil once the listener is closed.
-    private func acceptOne() -> Int32? {
-        while !self.closed.load(ordering: .acquiring) {
-            let fd = accept(self.listener, nil, nil)
-            if fd < 0 {
-                if errno == EINTR || errno == ECONNABORTED { continue }
-                return nil
-            }
-            // Admitted under the lock `close` cuts under, so no connection slips past the cut.
-            let admitted = self.connections.withLock { set in
-                guard !self.closed.load(ordering: .acquiring), set.count < Limits.replicationConnectionsMax else {
-                    return false
-                }
-                set.insert(fd)
-                return true
-            }
-            guard admitted else {
-                Glibc.close(fd)
-                continue
-            }
-            TCPSocket.setTimeouts(fd)
-            return fd
-        }
-        return nil
+    /// Stops accepting and cuts every connection (their receives keep what they applied); `run`
+    /// returns once they have ended. Does not block.
+    public func close() {
+        self.listener.close()
     }
 
-    private static func serve(_ fd: Int32, secret: [UInt8], pool: Pool, logger: Logger) {
-        let peer = TCPSocket.peerName(fd)
+    private func serve(_ connection: any TransportConnection) async {
+        let peer = connection.peer
+        let reader = TransportReader(connection)
         var generator = SystemRandomNumberGenerator()
         let challenge = (0..<ReplicationWire.challengeBytes).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        let outcome = Result { () throws(StrataError) -> ReplicationReply in
-            try TCPSocket.write(fd, ReplicationWire.greeting + challenge, what: "replication greeting")
-            let answer = try TCPSocket.read(fd, count: 32, what: "the authentication answer")
-            guard ReplicationWire.verify(answer, challenge: challenge, secret: secret) else {
-                logger.warning("replication: refused \(peer): wrong secret")
+        let reply: ReplicationReply
+        do throws(StrataError) {
+            try await connection.write(ReplicationWire.greeting + challenge)
+            let answer = try await reader.read(count: 32, what: "the authentication answer")
+            guard ReplicationWire.verify(answer, challenge: challenge, secret: self.secret) else {
+                self.logger.warning("replication: refused \(peer): wrong secret")
                 throw StrataError(.unauthorized, "replication: authentication failed: wrong secret")
             }
-            let line = try TCPSocket.readLine(fd, limit: Limits.streamRequestBytesMax, what: "the request")
+            let line = try await reader.readLine(limit: Limits.streamRequestBytesMax, what: "the request")
             guard let request = try? JSONDecoder().decode(ReplicationRequest.self, from: Data(line)) else {
                 throw StrataError(.invalidArgument, "replication: malformed request")
             }
-            return try Self.execute(request, fd: fd, pool: pool, peer: peer, logger: logger)
+            reply = try await self.execute(request, reader: reader, peer: peer)
+        } catch {
+            self.logger.warning("replication from \(peer) failed: \(error.message)")
+            reply = ReplicationReply(error: error.message, errorCode: error.code.rawValue)
         }
-        switch outcome {
-        case .success(let reply):
-            ReplicationWire.reply(reply, on: fd)
-        case .failure(let error):
-            logger.warning("replication from \(peer) failed: \(error.message)")
-            ReplicationWire.reply(ReplicationReply(error: error.message, errorCode: error.code.rawValue), on: fd)
+        do throws(StrataError) {
+            try await connection.write(ReplicationWire.line(reply))
+        } catch {
+            self.logger.info("replication: cannot answer \(peer): \(error.message)")
         }
     }
 
-    private static func execute(_ request: ReplicationRequest, fd: Int32, pool: Pool, peer: String, logger: Logger)
-        throws(StrataError) -> ReplicationReply
+    private func execute(_ request: ReplicationRequest, reader: TransportReader, peer: String) async throws(StrataError)
+        -> ReplicationReply
     {
+        let pool = self.pool
         switch request {
         case .state(let volume):
-            return ReplicationReply(state: try Self.state(pool, volume))
+            return ReplicationReply(state: try await self.threadPool.engine { () throws(StrataError) in try Self.state(pool, volume) })
         case .receive(let volume):
-            if let found = try? pool.isReplica(volume), !found {
-                throw StrataError(
-                    .readOnly,
-                    "replication into \(volume): the volume here is not a replication target (promoted, or created locally); delete or rename it to replicate again")
-            }
-            // Replication owns its staging: a receive of other snapshots left by an older cycle goes.
-            let input = FileDescriptorStream(fd: fd, name: "replication peer \(peer)")
-            let summary = try StreamReceiver.receive(
-                pool: pool, volume: volume, force: true, replica: true, replaceStaging: true, from: input)
-            logger.info(
+            let summary = try await self.receive(volume, reader: reader)
+            self.logger.info(
                 "replication: received \(summary.snapshot) from \(peer) (\(summary.streamBytes) stream bytes, resumed at byte \(summary.resumedFrom))")
             return ReplicationReply(received: summary)
         case .prune(let volume, let prefix, let keep):
-            try Self.prune(pool, volume, prefix: prefix, keep: keep)
+            try await self.threadPool.engine { () throws(StrataError) in try Self.prune(pool, volume, prefix: prefix, keep: keep) }
             return ReplicationReply()
         }
+    }
+
+    /// Applies the stream that follows the request, on the thread pool, fed by a pipe that reads
+    /// the connection only as the receive asks.
+    private func receive(_ volume: String, reader: TransportReader) async throws(StrataError) -> ReceiveSummary {
+        let pool = self.pool
+        let pipe = BytePipe(capacity: Limits.replicationPipeBytes)
+        let outcome = await withDiscardingTaskGroup(returning: Result<ReceiveSummary, StrataError>.self) { group in
+            group.addTask { await pipe.fill(from: reader) }
+            defer { pipe.fail(StrataError(.io, "replication: the receive into \(volume) has ended")) }
+            return await self.threadPool.result { () throws(StrataError) in
+                if let found = try? pool.isReplica(volume), !found {
+                    throw StrataError(
+                        .readOnly,
+                        "replication into \(volume): the volume here is not a replication target (promoted, or created locally); delete or rename it to replicate again")
+                }
+                // Replication owns its staging: a receive of other snapshots left by an older cycle goes.
+                return try StreamReceiver.receive(
+                    pool: pool, volume: volume, force: true, replica: true, replaceStaging: true, from: pipe)
+            }
+        }
+        return try outcome.get()
     }
 
     static func state(_ pool: Pool, _ volume: String) throws(StrataError) -> ReplicaState {
@@ -238,16 +228,5 @@ public final class ReplicationServer: Sendable {
         let replicated = try pool.listSnapshots(of: volume).filter { $0.name.hasPrefix(prefix) }
         for snapshot in replicated.dropLast(max(keep, 1)) { try pool.deleteSnapshot(volume, snapshot.name) }
         try pool.flush()
-    }
-
-    /// Stops accepting and cuts every connection (their receives keep what they applied); `run`
-    /// returns once they have ended. Does not block.
-    public func close() {
-        // Cut under the lock: a connection's thread closes its descriptor only after leaving the set.
-        self.connections.withLock { set in
-            self.closed.store(true, ordering: .releasing)
-            for fd in set { shutdown(fd, Int32(SHUT_RDWR)) }
-        }
-        shutdown(self.listener, Int32(SHUT_RDWR))
     }
 }

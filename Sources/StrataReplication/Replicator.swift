@@ -1,22 +1,27 @@
-// The source side of daemon-to-daemon replication: one job per replicated volume, each on a
-// thread of its own that `run` starts and awaits (the daemon runs it as a service). A cycle takes a snapshot `repl-<time>` (unless the newest one has not reached the
-// replica yet), asks the replica what it holds, and sends the delta from the newest snapshot
-// both sides share (a full stream the first time; the rest of a staged receive when one was
-// interrupted), then keeps the newest N replicated snapshots on both sides. A failed cycle is
-// retried with exponential backoff (1 s doubling to `backoffSecondsMax`) and resumes where the
-// replica's staging stopped, so killing either daemon costs at most the unfinished chunk.
+// The source side of daemon-to-daemon replication: one job per replicated volume, each a child
+// task of `run` (the daemon runs it as a service in its group). A cycle takes a snapshot
+// `repl-<time>` (unless the newest one has not reached the replica yet), asks the replica what
+// it holds, and sends the delta from the newest snapshot both sides share (a full stream the
+// first time; the rest of a staged receive when one was interrupted), then keeps the newest N
+// replicated snapshots on both sides. A failed cycle is retried with exponential backoff (1 s
+// doubling to `backoffSecondsMax`) and resumes where the replica's staging stopped, so killing
+// either daemon costs at most the unfinished chunk.
+//
+// Connections go through a `Transport` (SwiftNIO in the daemon, the simulated network in tests);
+// engine work (snapshots, listing, the stream itself) runs on a thread pool, and a stream's bytes
+// reach the connection through a bounded `BytePipe`. Stopping a job cancels its task: a wait
+// between cycles ends, a transfer's connection and pipe fail, and the engine's send stops at its
+// next write.
 //
 // Jobs persist in `replication.json` in the pool directory (mode 0600; it names the secret
 // file, not the secret) and restart with the daemon.
 
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import StrataCore
 import Synchronization
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// A replication job as `replicate start` defines it.
 public struct ReplicationJob: Codable, Sendable, Equatable {
@@ -62,27 +67,33 @@ public final class Replicator: Sendable {
 
     let pool: Pool
     let directory: String
+    let transport: any Transport
+    let threadPool: NIOThreadPool
     let logger: Logger
     let jobs = Mutex<[String: JobRunner]>([:])
-    /// Jobs to start: `launch` yields them, `run` starts each on its own thread.
+    /// Bounds the streams the jobs send at once (each holds a thread of `threadPool`).
+    let transfers = AsyncLimiter(permits: Limits.replicationTransfersMax)
+    /// Jobs to start: `launch` yields them, `run` starts each as a child task.
     let launches: AsyncStream<JobRunner>
     let launcher: AsyncStream<JobRunner>.Continuation
 
-    public init(pool: Pool, directory: String, logger: Logger) {
+    /// - Parameters:
+    ///   - transport: how to reach replicas.
+    ///   - threadPool: where engine work runs (it blocks: snapshots, flushes, streams).
+    public init(pool: Pool, directory: String, transport: any Transport, threadPool: NIOThreadPool, logger: Logger) {
         self.pool = pool
         self.directory = directory
+        self.transport = transport
+        self.threadPool = threadPool
         self.logger = logger
         (self.launches, self.launcher) = AsyncStream.makeStream(of: JobRunner.self)
     }
 
-    /// Runs every job (each on a thread of its own) until `close`; returns once every job has
-    /// stopped.
+    /// Runs every job (each a child task) until `close`; returns once every job has stopped.
     public func run() async {
         await withDiscardingTaskGroup { group in
             for await runner in self.launches {
-                group.addTask {
-                    await DedicatedThread.run(name: "strata-replicate-\(runner.job.volume)") { runner.run() }
-                }
+                group.addTask { await runner.run() }
             }
         }
     }
@@ -115,7 +126,8 @@ public final class Replicator: Sendable {
 
     var path: String { self.directory + "/" + Self.fileName }
 
-    /// Starts (or replaces) the job for `job.volume` and saves it.
+    /// Starts (or replaces) the job for `job.volume` and saves it. Blocks until a job it replaces
+    /// has stopped: call it from a thread that may wait (the control socket's thread pool).
     public func start(_ job: ReplicationJob) throws(StrataError) {
         _ = try self.pool.handle(job.volume)
         _ = try ReplicationWire.readSecret(job.secretFile)
@@ -144,11 +156,13 @@ public final class Replicator: Sendable {
     }
 
     private func launch(_ job: ReplicationJob) throws(StrataError) {
-        let runner = JobRunner(job: job, pool: self.pool, logger: self.logger)
+        let runner = JobRunner(
+            job: job, pool: self.pool, transport: self.transport, threadPool: self.threadPool,
+            transfers: self.transfers, logger: self.logger)
         // Registered and yielded under one lock, so `close` either sees the job or refuses it.
         let launched = self.jobs.withLock { jobs in
             guard case .enqueued = self.launcher.yield(runner) else { return false }
-            // A job it replaces stops; `run` still awaits its thread.
+            // A job it replaces stops; `run` still awaits its task.
             jobs.updateValue(runner, forKey: job.volume)?.requestStop()
             return true
         }
@@ -167,28 +181,40 @@ public final class Replicator: Sendable {
     }
 }
 
-/// One job's thread: cycles on schedule, retries with backoff.
+/// One job's task: cycles on schedule, retries with backoff.
 final class JobRunner: Sendable {
     let job: ReplicationJob
     let pool: Pool
+    let transport: any Transport
+    let threadPool: NIOThreadPool
+    let transfers: AsyncLimiter
     let logger: Logger
     let status: Mutex<ReplicationStatus>
     /// Whether `run` has begun, and whether a stop was asked: one lock, so a stop either waits
     /// for a running job or finds it not yet started (and `run` then returns at once).
     let life = Mutex((started: false, stopping: false))
-    let wake = DispatchSemaphore(value: 0)
-    /// The socket of the transfer in progress, so `stop` can cut it.
-    let socket = Mutex<Int32>(-1)
+    /// Finished by `requestStop`: `run` then cancels the cycles.
+    let stopRequests: AsyncStream<Void>
+    let stopper: AsyncStream<Void>.Continuation
     let finished = DispatchSemaphore(value: 0)
 
-    init(job: ReplicationJob, pool: Pool, logger: Logger) {
+    var address: TransportAddress { TransportAddress(host: self.job.host, port: self.job.port) }
+
+    init(
+        job: ReplicationJob, pool: Pool, transport: any Transport, threadPool: NIOThreadPool, transfers: AsyncLimiter,
+        logger: Logger
+    ) {
         self.job = job
         self.pool = pool
+        self.transport = transport
+        self.threadPool = threadPool
+        self.transfers = transfers
         self.logger = logger
         self.status = Mutex(ReplicationStatus(volume: job.volume, peer: "\(job.host):\(job.port)"))
+        (self.stopRequests, self.stopper) = AsyncStream.makeStream(of: Void.self)
     }
 
-    /// Asks the job to stop: cuts its transfer and wakes it. Does not wait.
+    /// Asks the job to stop: cancels its cycles (and so its transfer). Does not wait.
     /// - Returns: whether the job had started (and so will signal `finished`).
     @discardableResult
     func requestStop() -> Bool {
@@ -196,44 +222,44 @@ final class JobRunner: Sendable {
             life.stopping = true
             return life.started
         }
-        let fd = self.socket.withLock { $0 }
-        if fd >= 0 { shutdown(fd, Int32(SHUT_RDWR)) }
-        self.wake.signal()
+        self.stopper.finish()
         return started
     }
 
-    /// Stops the job and waits for it to end.
+    /// Stops the job and waits for it to end. Blocks.
     func stop() {
         if self.requestStop() { self.finished.wait() }
     }
 
-    var isStopping: Bool { self.life.withLock { $0.stopping } }
-
-    /// Cycles until stopped (on a thread of the replicator's `run`).
-    func run() {
+    /// Cycles until stopped (a child task of the replicator's `run`).
+    func run() async {
         let stopped = self.life.withLock { life in
             life.started = true
             return life.stopping
         }
         defer { self.finished.signal() }
-        if !stopped { self.cycles() }
+        guard !stopped else { return }
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.cycles() }
+            for await _ in self.stopRequests {}
+            group.cancelAll()
+        }
     }
 
-    private func cycles() {
+    private func cycles() async {
         var failures = 0
-        while !self.isStopping {
-            let outcome = Result { () throws(StrataError) in try self.cycle() }
+        while !Task.isCancelled {
             var delay = self.job.everySeconds
-            switch outcome {
-            case .success:
+            do throws(StrataError) {
+                try await self.cycle()
                 failures = 0
                 self.status.withLock {
                     $0.state = "idle"
                     $0.cycles += 1
                     $0.lastError = nil
                 }
-            case .failure(let error):
-                if self.isStopping { break }
+            } catch {
+                if Task.isCancelled { break }
                 failures += 1
                 delay = min(pow(2.0, Double(failures - 1)), Limits.replicationBackoffSecondsMax)
                 self.logger.warning("replicate \(self.job.volume): \(error.message); retrying in \(delay) s")
@@ -243,44 +269,53 @@ final class JobRunner: Sendable {
                     $0.lastError = error.message
                 }
             }
-            _ = self.wake.wait(timeout: .now() + delay)
+            // Cancellation (a stop) ends the wait early; the loop then ends.
+            try? await Task.sleep(for: .seconds(delay))
         }
     }
 
     /// One cycle: snapshot if needed, then send until the replica holds the newest snapshot.
-    private func cycle() throws(StrataError) {
+    private func cycle() async throws(StrataError) {
         let secret = try ReplicationWire.readSecret(self.job.secretFile)
-        var state = try self.request(.state(volume: self.job.volume), secret: secret).state
-        guard var replica = state else { throw StrataError(.io, "replicate: the peer sent no state") }
+        var replica = try await self.replicaState(secret: secret)
         let replicaGUIDs = Set(replica.snapshots.map(\.guid))
-        let ours = try self.pool.listSnapshots(of: self.job.volume).filter { $0.name.hasPrefix(Replicator.snapshotPrefix) }
-        if ours.last.map({ replicaGUIDs.contains($0.guid) }) ?? true {
-            try self.pool.createSnapshot(self.job.volume, Self.snapshotName())
-            try self.pool.flush()
+        let (pool, volume) = (self.pool, self.job.volume)
+        try await self.threadPool.engine { () throws(StrataError) in
+            let ours = try pool.listSnapshots(of: volume).filter { $0.name.hasPrefix(Replicator.snapshotPrefix) }
+            if ours.last.map({ replicaGUIDs.contains($0.guid) }) ?? true {
+                try pool.createSnapshot(volume, Self.snapshotName())
+                try pool.flush()
+            }
         }
         // At most a resumed stream and then the newest: two sends bring the replica up to date.
         for _ in 0..<3 {
-            guard try self.sendNext(replica: replica, secret: secret) else { break }
-            state = try self.request(.state(volume: self.job.volume), secret: secret).state
-            guard let next = state else { throw StrataError(.io, "replicate: the peer sent no state") }
-            replica = next
+            guard try await self.sendNext(replica: replica, secret: secret) else { break }
+            replica = try await self.replicaState(secret: secret)
         }
         let held = Set(replica.snapshots.map(\.guid))
-        if let last = try self.pool.listSnapshots(of: self.job.volume).last(where: { held.contains($0.guid) }) {
+        let all = try await self.threadPool.engine { () throws(StrataError) in try pool.listSnapshots(of: volume) }
+        if let last = all.last(where: { held.contains($0.guid) }) {
             let nanos = Int64((ISO8601DateFormatter.strata.date(from: last.createdAt)?.timeIntervalSince1970 ?? 0) * 1e9)
             self.status.withLock {
-                $0.lastReplicated = "\(self.job.volume)@\(last.name)"
+                $0.lastReplicated = "\(volume)@\(last.name)"
                 $0.lastReplicatedAt = last.createdAt
                 $0.lastReplicatedNanos = nanos
             }
         }
-        try self.prune(secret: secret)
+        try await self.prune(secret: secret)
+    }
+
+    private func replicaState(secret: [UInt8]) async throws(StrataError) -> ReplicaState {
+        guard let state = try await self.request(.state(volume: self.job.volume), secret: secret).state else {
+            throw StrataError(.io, "replicate: the peer sent no state")
+        }
+        return state
     }
 
     /// Sends the next stream the replica needs; false when it holds the newest snapshot.
-    private func sendNext(replica: ReplicaState, secret: [UInt8]) throws(StrataError) -> Bool {
-        let volume = self.job.volume
-        let all = try self.pool.listSnapshots(of: volume)
+    private func sendNext(replica: ReplicaState, secret: [UInt8]) async throws(StrataError) -> Bool {
+        let (pool, volume) = (self.pool, self.job.volume)
+        let all = try await self.threadPool.engine { () throws(StrataError) in try pool.listSnapshots(of: volume) }
         guard let newest = all.last(where: { $0.name.hasPrefix(Replicator.snapshotPrefix) }) else { return false }
         let held = Set(replica.snapshots.map(\.guid))
         if held.contains(newest.guid) { return false }
@@ -302,84 +337,93 @@ final class JobRunner: Sendable {
         }
         let request = SendRequest(
             snapshot: "\(volume)@\(target.name)", base: base.map { "\(volume)@\($0.name)" }, resumeToken: token)
-        let summary = try self.transfer(request, secret: secret)
-        self.logger.info("replicate \(volume)@\(target.name): sent \(summary.streamBytes) bytes to \(self.job.host):\(self.job.port)")
+        let summary = try await self.transfer(request, secret: secret)
+        self.logger.info("replicate \(volume)@\(target.name): sent \(summary.streamBytes) bytes to \(self.address)")
         return true
     }
 
-    private func transfer(_ request: SendRequest, secret: [UInt8]) throws(StrataError) -> SendSummary {
-        let fd = try self.connect(secret: secret)
-        defer { self.disconnect(fd) }
-        try self.writeRequest(.receive(volume: self.job.volume), fd: fd)
-        self.status.withLock { $0.state = "sending" }
-        let output = FileDescriptorStream(fd: fd, name: "replica \(self.job.host):\(self.job.port)")
-        let sent = Result { () throws(StrataError) in
-            try StreamSender.send(pool: self.pool, request, to: output) { done, total in
-                self.status.withLock {
-                    $0.transferDone = done
-                    $0.transferTotal = total
+    /// Sends one stream: the engine writes it into a pipe on the thread pool while a child task
+    /// drains the pipe into the connection; then the replica's answer.
+    private func transfer(_ request: SendRequest, secret: [UInt8]) async throws(StrataError) -> SendSummary {
+        // Taken before connecting, so a stream that waits for its turn holds no connection the
+        // replica would time out.
+        await self.transfers.acquire()
+        defer { self.transfers.release() }
+        let summary = try await self.transport.withConnection(to: self.address) { connection async throws(StrataError) in
+            let reader = try await self.open(connection, secret: secret)
+            try await connection.write(Self.line(.receive(volume: self.job.volume)))
+            self.status.withLock { $0.state = "sending" }
+            let pipe = BytePipe(capacity: Limits.replicationPipeBytes)
+            let sent = await withDiscardingTaskGroup(returning: Result<SendSummary, StrataError>.self) { group in
+                group.addTask { try? await pipe.drain(to: connection) }
+                return await self.threadPool.result { () throws(StrataError) in
+                    do throws(StrataError) {
+                        let summary = try StreamSender.send(pool: self.pool, request, to: pipe) { done, total in
+                            self.status.withLock {
+                                $0.transferDone = done
+                                $0.transferTotal = total
+                            }
+                        }
+                        pipe.finish()
+                        return summary
+                    } catch {
+                        pipe.fail(error)
+                        throw error
+                    }
                 }
             }
+            // The replica's answer explains a failed send (it stops reading when it refuses).
+            _ = try await self.readReply(reader)
+            return try sent.get()
         }
-        // The replica's answer explains a failed send (it stops reading when it refuses).
-        let reply = try self.readReply(fd)
-        if let error = reply.error { throw StrataError(StrataError.Code(rawValue: reply.errorCode ?? "") ?? .io, error) }
-        let summary = try sent.get()
         self.status.withLock { $0.bytesSent += summary.streamBytes }
         return summary
     }
 
-    private func prune(secret: [UInt8]) throws(StrataError) {
-        _ = try self.request(
-            .prune(volume: self.job.volume, prefix: Replicator.snapshotPrefix, keep: self.job.keep), secret: secret)
-        try ReplicationServer.prune(self.pool, self.job.volume, prefix: Replicator.snapshotPrefix, keep: self.job.keep)
+    private func prune(secret: [UInt8]) async throws(StrataError) {
+        let (pool, volume, keep) = (self.pool, self.job.volume, self.job.keep)
+        _ = try await self.request(.prune(volume: volume, prefix: Replicator.snapshotPrefix, keep: keep), secret: secret)
+        try await self.threadPool.engine { () throws(StrataError) in
+            try ReplicationServer.prune(pool, volume, prefix: Replicator.snapshotPrefix, keep: keep)
+        }
     }
 
     /// A request without a stream; throws the replica's error.
-    private func request(_ request: ReplicationRequest, secret: [UInt8]) throws(StrataError) -> ReplicationReply {
-        let fd = try self.connect(secret: secret)
-        defer { self.disconnect(fd) }
-        try self.writeRequest(request, fd: fd)
-        let reply = try self.readReply(fd)
-        if let error = reply.error { throw StrataError(StrataError.Code(rawValue: reply.errorCode ?? "") ?? .io, error) }
-        return reply
-    }
-
-    private func connect(secret: [UInt8]) throws(StrataError) -> Int32 {
-        if self.isStopping { throw StrataError(.io, "replicate \(self.job.volume): stopping") }
-        let fd = try TCPSocket.connect(host: self.job.host, port: self.job.port)
-        self.socket.withLock { $0 = fd }
-        let greeting = Result { () throws(StrataError) in
-            let hello = try TCPSocket.read(fd, count: ReplicationWire.greeting.count + ReplicationWire.challengeBytes, what: "its greeting")
-            guard Array(hello.prefix(ReplicationWire.greeting.count)) == ReplicationWire.greeting else {
-                throw StrataError(.invalidArgument, "replicate: \(self.job.host):\(self.job.port) is not a Strata replication port")
-            }
-            let challenge = Array(hello.suffix(ReplicationWire.challengeBytes))
-            try TCPSocket.write(fd, ReplicationWire.answer(challenge, secret: secret), what: "the authentication answer")
+    private func request(_ request: ReplicationRequest, secret: [UInt8]) async throws(StrataError) -> ReplicationReply {
+        try await self.transport.withConnection(to: self.address) { connection async throws(StrataError) in
+            let reader = try await self.open(connection, secret: secret)
+            try await connection.write(Self.line(request))
+            return try await self.readReply(reader)
         }
-        if case .failure(let error) = greeting {
-            self.disconnect(fd)
-            throw error
+    }
+
+    /// Answers the replica's greeting and challenge; returns the reader for the rest.
+    private func open(_ connection: any TransportConnection, secret: [UInt8]) async throws(StrataError) -> TransportReader {
+        if self.life.withLock({ $0.stopping }) { throw StrataError(.io, "replicate \(self.job.volume): stopping") }
+        let reader = TransportReader(connection)
+        let hello = try await reader.read(
+            count: ReplicationWire.greeting.count + ReplicationWire.challengeBytes, what: "its greeting")
+        guard Array(hello.prefix(ReplicationWire.greeting.count)) == ReplicationWire.greeting else {
+            throw StrataError(.invalidArgument, "replicate: \(self.address) is not a Strata replication port")
         }
-        return fd
+        let challenge = Array(hello.suffix(ReplicationWire.challengeBytes))
+        try await connection.write(ReplicationWire.answer(challenge, secret: secret))
+        return reader
     }
 
-    private func disconnect(_ fd: Int32) {
-        self.socket.withLock { $0 = -1 }
-        close(fd)
-    }
-
-    private func writeRequest(_ request: ReplicationRequest, fd: Int32) throws(StrataError) {
+    static func line(_ request: ReplicationRequest) throws(StrataError) -> [UInt8] {
         guard var data = try? JSONEncoder().encode(request) else { throw StrataError(.invalidArgument, "replicate: bad request") }
         data.append(UInt8(ascii: "\n"))
-        try TCPSocket.write(fd, Array(data), what: "the request")
+        return Array(data)
     }
 
-    private func readReply(_ fd: Int32) throws(StrataError) -> ReplicationReply {
-        let line = try TCPSocket.readLine(fd, what: "its reply")
+    /// The replica's answer line; its error, if it sent one, is thrown.
+    private func readReply(_ reader: TransportReader) async throws(StrataError) -> ReplicationReply {
+        let line = try await reader.readLine(limit: 1 << 20, what: "its reply")
         guard let reply = try? JSONDecoder().decode(ReplicationReply.self, from: Data(line)) else {
-            throw StrataError(.io, "replicate: unreadable reply from \(self.job.host):\(self.job.port)")
+            throw StrataError(.io, "replicate: unreadable reply from \(self.address)")
         }
+        if let error = reply.error { throw StrataError(StrataError.Code(rawValue: reply.errorCode ?? "") ?? .io, error) }
         return reply
     }
 

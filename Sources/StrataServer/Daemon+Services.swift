@@ -13,8 +13,10 @@
 //   commit      the timer stops and the last commit makes everything acknowledged durable
 //
 // Sockets are bound before the group runs, so a port in use fails `serve` at once with the
-// fix; the services only run and stop. Blocking work (accept loops, streams, jobs, drains)
-// runs on dedicated threads the services await, never on the cooperative pool.
+// fix; the services only run and stop. Replication (the replica listener and the jobs) runs
+// on the SwiftNIO transport as child tasks of its services, with its engine work on the thread
+// pool; the remaining blocking work (the stream socket's accept loop and streams, flattens,
+// drains) runs on dedicated threads the services await, never on the cooperative pool.
 
 import Logging
 import NIOCore

@@ -79,7 +79,7 @@ public enum Daemon {
         threadPool.start()
         let services: DaemonServices
         do {
-            services = try Self.bind(options, pool: pool, group: group, threadPool: threadPool, logger: logger)
+            services = try await Self.bind(options, pool: pool, group: group, threadPool: threadPool, logger: logger)
         } catch {
             _ = Result { () throws(StrataError) in try pool.close() }
             try? await threadPool.shutdownGracefully()
@@ -126,11 +126,13 @@ public enum Daemon {
     /// the error naming the address and the fix.
     static func bind(
         _ options: DaemonOptions, pool: Pool, group: any EventLoopGroup, threadPool: NIOThreadPool, logger: Logger
-    ) throws -> DaemonServices {
+    ) async throws -> DaemonServices {
         var undo: [() -> Void] = []
         do {
             let registry = ConnectionRegistry()
-            let replicator = Replicator(pool: pool, directory: options.directory, logger: logger)
+            let transport = NIOTransport(group: group)
+            let replicator = Replicator(
+                pool: pool, directory: options.directory, transport: transport, threadPool: threadPool, logger: logger)
             replicator.resumeSavedJobs()
             undo.append { replicator.close() }
             let service = PoolService(pool: pool, registry: registry, replicator: replicator)
@@ -151,10 +153,14 @@ public enum Daemon {
             let control = try ControlServer.start(
                 directory: options.directory, service: service, group: group, threadPool: threadPool, logger: logger)
             undo.append { control.shutdownAndWait() }
-            let replicas = try options.replication.map { address in
-                try ReplicationServer.bind(
-                    host: address.host, port: address.port, secretFile: options.replicationSecretFile ?? "", pool: pool,
-                    logger: logger)
+            let replicas: ReplicationServer?
+            if let address = options.replication {
+                replicas = try await ReplicationServer.bind(
+                    TransportAddress(host: address.host, port: address.port),
+                    secretFile: options.replicationSecretFile ?? "", pool: pool, transport: transport,
+                    threadPool: threadPool, logger: logger)
+            } else {
+                replicas = nil
             }
             undo.append { replicas?.close() }
             if let address = options.replication { logger.notice("accepting replication on \(address.host):\(address.port)") }

@@ -1,20 +1,23 @@
 // Daemon-to-daemon replication in one process: a replica server and a replication job on two
-// simulated pools over loopback TCP. A wrong secret is refused (and counted as an error, nothing
+// simulated pools over loopback TCP, on the real transport (SwiftNIO), each side with its own
+// thread pool as two daemons have. SimulatedReplicationTests runs the same code on the simulated
+// network with faults. A wrong secret is refused (and counted as an error, nothing
 // replicated); the right one replicates full then incremental cycles, keeping --keep snapshots
 // on both sides, into a read-only replica that `promote` makes writable. Polls with a deadline;
 // no timing is asserted.
 
 import Foundation
 import Logging
+import NIOPosix
 @testable import StrataCore
 @testable import StrataReplication
 import StrataTesting
 import Testing
 
 @Suite struct ReplicationTests {
-    /// The deadline is a liveness bound, not a timing: the replicator and the replica server start
-    /// their threads from tasks on the cooperative pool, which the suite's long synchronous tests
-    /// (the model and crash runs) can hold for minutes on a 2-core machine, so it is generous.
+    /// The deadline is a liveness bound, not a timing: the replicator and the replica server run
+    /// as tasks on the cooperative pool, which the suite's long synchronous tests (the model and
+    /// crash runs) can hold for minutes on a 2-core machine, so it is generous.
     func waitUntil(_ what: String, seconds: Double = 600, _ condition: () throws -> Bool) async throws {
         let deadline = Date().addingTimeInterval(seconds)
         while try !condition() {
@@ -24,7 +27,7 @@ import Testing
     }
 
     /// Runs the replica server and the replicator while `body` runs, then closes both and waits
-    /// for their threads, as the daemon's services do.
+    /// for their tasks, as the daemon's services do.
     func whileRunning(
         _ server: ReplicationServer, _ replicator: Replicator, _ body: () async throws -> Void
     ) async throws {
@@ -48,16 +51,29 @@ import Testing
         let logger = Logger(label: "replication-test")
         let (_, source) = try makePool()
         let (replicaDevice, replica) = try makePool()
-        let server = try ReplicationServer.bind(
-            host: "127.0.0.1", port: 0, secretFile: directory + "/secret", pool: replica, logger: logger)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let sourceThreads = NIOThreadPool(numberOfThreads: 4)
+        let replicaThreads = NIOThreadPool(numberOfThreads: 4)
+        sourceThreads.start()
+        replicaThreads.start()
+        let transport = NIOTransport(group: group)
+        let server = try await ReplicationServer.bind(
+            TransportAddress(host: "127.0.0.1", port: 0), secretFile: directory + "/secret", pool: replica,
+            transport: transport, threadPool: replicaThreads, logger: logger)
         try source.createVolume("vm", size: 2 << 20)
         let handle = try source.handle("vm")
         var random = SeededRandom(seed: 3)
         try source.write(handle, at: 0, random.bytes(512 << 10))
-        let replicator = Replicator(pool: source, directory: directory, logger: logger)
+        let replicator = Replicator(
+            pool: source, directory: directory, transport: transport, threadPool: sourceThreads, logger: logger)
         try await self.whileRunning(server, replicator) {
-            try await self.replicate(source: source, replica: replica, server: server, replicator: replicator, directory: directory)
+            try await self.replicate(
+                source: source, replica: replica, server: server, replicator: replicator, threads: sourceThreads,
+                directory: directory)
         }
+        try await sourceThreads.shutdownGracefully()
+        try await replicaThreads.shutdownGracefully()
+        try await group.shutdownGracefully()
         #expect(replicator.status().isEmpty, "closing the replicator stops every job")
         // The replica is read-only until promoted.
         let replicaHandle = try replica.handle("vm")
@@ -69,27 +85,30 @@ import Testing
         #expect(Pool.check(device: replicaDevice).clean)
     }
 
-    func replicate(source: Pool, replica: Pool, server: ReplicationServer, replicator: Replicator, directory: String)
-        async throws
-    {
+    func replicate(
+        source: Pool, replica: Pool, server: ReplicationServer, replicator: Replicator, threads: NIOThreadPool,
+        directory: String
+    ) async throws {
         let handle = try source.handle("vm")
         var random = SeededRandom(seed: 4)
         let job = ReplicationJob(
             volume: "vm", host: "127.0.0.1", port: server.port, everySeconds: 0.2, keep: 2,
             secretFile: directory + "/wrong")
-        try replicator.start(job)
+        // `start` and `stop` wait for a job they replace or stop: on a pool thread, never the cooperative pool.
+        try await threads.runIfActive { try replicator.start(job) }
         try await self.waitUntil("a refused attempt") { (replicator.status().first?.errors ?? 0) > 0 }
         #expect(replicator.status().first?.lastError?.contains("wrong secret") == true)
         #expect(try replica.listVolumes().isEmpty)
 
         var right = job
         right.secretFile = directory + "/secret"
-        try replicator.start(right)
+        let rightJob = right
+        try await threads.runIfActive { try replicator.start(rightJob) }
         try await self.waitUntil("two cycles") { (replicator.status().first?.cycles ?? 0) >= 2 }
         try source.write(handle, at: 1 << 20, random.bytes(64 << 10))
         let cycles = replicator.status().first?.cycles ?? 0
         try await self.waitUntil("two more cycles") { (replicator.status().first?.cycles ?? 0) >= cycles + 2 }
-        replicator.stop("vm")
+        try await threads.runIfActive { replicator.stop("vm") }
 
         let held = try replica.listSnapshots(of: "vm")
         #expect(held.count <= 2)
