@@ -114,20 +114,7 @@ public struct NBDNegotiation: Sendable {
         var out = ByteBuffer()
         let code = request.option
         var data = request.data
-        if self.tls == .require && !self.tlsActive {
-            switch NBD.Option(rawValue: code) {
-            case .startTLS, .abort:
-                break
-            case .exportName:
-                // proto.md FORCEDTLS: EXPORT_NAME cannot be refused with an error, so the session ends.
-                return .close(out)
-            default:
-                NBDWire.writeOptionError(
-                    into: &out, option: code, type: .errorTLSRequired,
-                    message: "this server requires TLS: send NBD_OPT_STARTTLS first (an nbds:// URI with tls-certificates=DIR, or qemu's tls-creds)")
-                return .reply(out)
-            }
-        }
+        if let refused = self.refusedWithoutTLS(code) { return refused }
         guard let option = NBD.Option(rawValue: code) else {
             NBDWire.writeOptionError(into: &out, option: code, type: .errorUnsupported, message: "option \(code) is not supported")
             return .reply(out)
@@ -179,6 +166,25 @@ public struct NBDNegotiation: Sendable {
             return self.startTLS(code, data: data)
         case .peekExport, .extendedHeaders:
             NBDWire.writeOptionError(into: &out, option: code, type: .errorUnsupported, message: "\(option) is not supported")
+            return .reply(out)
+        }
+    }
+
+    /// proto.md FORCEDTLS: before TLS runs under `require`, every option but STARTTLS and ABORT
+    /// is refused; nil when the option may go on.
+    private func refusedWithoutTLS(_ code: UInt32) -> Outcome? {
+        guard self.tls == .require && !self.tlsActive else { return nil }
+        switch NBD.Option(rawValue: code) {
+        case .startTLS, .abort:
+            return nil
+        case .exportName:
+            // EXPORT_NAME cannot be refused with an error, so the session ends.
+            return .close(ByteBuffer())
+        default:
+            var out = ByteBuffer()
+            NBDWire.writeOptionError(
+                into: &out, option: code, type: .errorTLSRequired,
+                message: "this server requires TLS: send NBD_OPT_STARTTLS first (an nbds:// URI with tls-certificates=DIR, or qemu's tls-creds)")
             return .reply(out)
         }
     }
