@@ -34,6 +34,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         // HTTP for the object-store tier (Swift and S3 APIs): connection reuse, timeouts.
         .package(url: "https://github.com/swift-server/async-http-client", exact: "1.37.0"),
+        // TLS for NBD (STARTTLS); the version async-http-client resolves to.
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // MARK: C shims
@@ -99,13 +101,15 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
-        // NBD front end: Wire/ is the pure codec and connection state; Server/ the NIO glue.
+        // NBD front end: Wire/ is the pure codec and connection state; Server/ the NIO glue, with
+        // TLS (STARTTLS) through swift-nio-ssl, which async-http-client already brings in.
         .target(
             name: "StrataNBD",
             dependencies: [
                 "StrataCore", "StrataFrontEnd",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
@@ -144,7 +148,8 @@ let package = Package(
         .executableTarget(
             name: "strata",
             dependencies: [
-                "StrataCore", "StrataServer", "StrataISCSI", "StrataReplication", "StrataImage", "StrataObjectStore",
+                "StrataCore", "StrataServer", "StrataNBD", "StrataISCSI", "StrataReplication", "StrataImage",
+                "StrataObjectStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -192,9 +197,12 @@ let package = Package(
         .testTarget(
             name: "StrataNBDTests",
             dependencies: [
-                "StrataNBD", "StrataCore", "StrataTesting",
+                "StrataNBD", "StrataCore", "StrataTesting", "StrataFrontEnd",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
         ),

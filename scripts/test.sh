@@ -38,7 +38,7 @@ source scripts/toolchain.sh
 # Debian packages the tiers use; installed when missing (root, or sudo).
 need=()
 for pair in qemu-img:qemu-utils qemu-io:qemu-utils nbdinfo:libnbd-bin nbdcopy:libnbd-bin nbdkit:nbdkit fio:fio \
-    man:man-db groff:groff-base zsh:zsh fish:fish \
+    man:man-db groff:groff-base zsh:zsh fish:fish openssl:openssl \
     iscsi-test-cu:libiscsi-bin iscsi-ls:libiscsi-bin iscsi-inq:libiscsi-bin; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done

@@ -35,6 +35,8 @@ public struct DaemonOptions: Sendable {
     /// An image file to serve a volume over (`--overlay`), created on first use, and its name.
     public var overlay: String? = nil
     public var overlayName: String? = nil
+    /// TLS for NBD (`--tls`, `--tls-certificates`, `--tls-verify-peer`, `--tls-psk`).
+    public var nbdTLS = NBDTLSSettings()
 
     public init(
         directory: String, nbdHost: String, nbdPort: Int, iscsi: (host: String, port: Int)?, createSize: UInt64,
@@ -56,6 +58,9 @@ public enum Daemon {
     public static func run(_ options: DaemonOptions, logger: Logger) async throws {
         signal(SIGPIPE, SIG_IGN)
         Self.raiseFileLimit()
+        // Credentials are checked before anything is opened: a bad file stops the start with
+        // nothing to undo.
+        let tls = try NBDTLS.load(options.nbdTLS)
         let directory = options.directory
         if !FileManager.default.fileExists(atPath: directory + "/" + Pool.fileName) {
             try Pool.create(directory: directory, size: options.createSize)
@@ -79,7 +84,8 @@ public enum Daemon {
         threadPool.start()
         let services: DaemonServices
         do {
-            services = try await Self.bind(options, pool: pool, group: group, threadPool: threadPool, logger: logger)
+            services = try await Self.bind(
+                options, tls: tls, pool: pool, group: group, threadPool: threadPool, logger: logger)
         } catch {
             _ = Result { () throws(StrataError) in try pool.close() }
             try? await threadPool.shutdownGracefully()
@@ -87,8 +93,9 @@ public enum Daemon {
             throw error
         }
         let iscsiNote = options.iscsi.map { "iSCSI on \($0.host):\($0.port)" } ?? "iSCSI off"
+        let tlsNote = options.nbdTLS.mode == .off ? "" : " (TLS \(options.nbdTLS.mode.rawValue))"
         logger.notice(
-            "serving pool \(directory): NBD on \(options.nbdHost):\(options.nbdPort), \(iscsiNote), control socket \(directory)/\(ControlServer.socketName)"
+            "serving pool \(directory): NBD on \(options.nbdHost):\(options.nbdPort)\(tlsNote), \(iscsiNote), control socket \(directory)/\(ControlServer.socketName)"
         )
         if let overlayVolume {
             // The URIs go to stdout, for people and scripts; everything else is logged.
@@ -123,9 +130,9 @@ public enum Daemon {
     }
 
     /// Binds every socket and makes the services; on failure closes what it bound and throws
-    /// the error naming the address and the fix.
+    /// the error naming the address and the fix. `tls` is `options.nbdTLS` loaded.
     static func bind(
-        _ options: DaemonOptions, pool: Pool, group: any EventLoopGroup, threadPool: NIOThreadPool, logger: Logger
+        _ options: DaemonOptions, tls: NBDTLS?, pool: Pool, group: any EventLoopGroup, threadPool: NIOThreadPool, logger: Logger
     ) async throws -> DaemonServices {
         var undo: [() -> Void] = []
         do {
@@ -139,7 +146,7 @@ public enum Daemon {
             let nbd = try Self.listening("NBD", on: (options.nbdHost, options.nbdPort), option: "--nbd ADDR:PORT") {
                 try NBDServer.start(
                     host: options.nbdHost, port: options.nbdPort, pool: pool, group: group, threadPool: threadPool,
-                    registry: registry, logger: logger)
+                    registry: registry, tls: tls, logger: logger)
             }
             undo.append { nbd.shutdownAndWait() }
             let iscsi = try options.iscsi.map { portal in

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import StrataCore
+import StrataNBD
 import StrataServer
 
 struct ServeCommand: AsyncParsableCommand {
@@ -13,6 +14,9 @@ struct ServeCommand: AsyncParsableCommand {
             as VOLUME and every snapshot read-only as VOLUME@SNAPSHOT, e.g. nbd://127.0.0.1:10809/vm1; \
             over iSCSI, the targets iqn.2026-11.org.strata:VOLUME and iqn.2026-11.org.strata:VOLUME:SNAPSHOT \
             (LUN 0), e.g. iscsi://127.0.0.1:3260/iqn.2026-11.org.strata:vm1/0. \
+            With --tls on or require and --tls-certificates DIR (or --tls-psk FILE), NBD clients \
+            upgrade with STARTTLS, e.g. nbds://127.0.0.1:10809/vm1?tls-certificates=DIR; under require \
+            a client without TLS gets no export. \
             Runs until SIGINT or SIGTERM, then finishes requests in flight, commits and exits 0.
             """)
 
@@ -33,6 +37,18 @@ struct ServeCommand: AsyncParsableCommand {
     var overlay: String?
     @Option(name: .customLong("overlay-name"), help: "The --overlay volume's name (default: the file's name).")
     var overlayName: String?
+    @Option(help: "NBD TLS: off, on (TLS when the client asks for it) or require (no export without TLS).")
+    var tls: String = "off"
+    @Option(
+        name: .customLong("tls-certificates"),
+        help: "Directory with ca-cert.pem, server-cert.pem and server-key.pem (qemu's x509 layout), for --tls.")
+    var tlsCertificates: String?
+    @Flag(name: .customLong("tls-verify-peer"), help: "Require NBD clients to present a certificate signed by ca-cert.pem.")
+    var tlsVerifyPeer = false
+    @Option(
+        name: .customLong("tls-psk"),
+        help: "A file of username:hexkey lines (nbdkit's and qemu's PSK format), for --tls instead of certificates.")
+    var tlsPSK: String?
 
     /// Parses `--OPTION ADDR:PORT`; `off` (where `allowOff`) gives nil.
     static func parseAddress(_ value: String, option: String, example: String, allowOff: Bool = false) throws
@@ -58,8 +74,18 @@ struct ServeCommand: AsyncParsableCommand {
         try Self.parseAddress(self.iscsi, option: "iscsi", example: "127.0.0.1:3260", allowOff: true)
     }
 
+    func parseTLS() throws -> NBDTLSSettings {
+        guard let mode = NBDTLSMode(rawValue: self.tls) else {
+            throw ValidationError("invalid --tls '\(self.tls)'; use off, on or require")
+        }
+        return NBDTLSSettings(
+            mode: mode, certificatesDirectory: self.tlsCertificates.map(absolutePath), verifyPeer: self.tlsVerifyPeer,
+            pskFile: self.tlsPSK.map(absolutePath))
+    }
+
     func validate() throws {
         _ = try self.parseAddress()
+        _ = try self.parseTLS()
         _ = try self.parseISCSIAddress()
         _ = try parseSize(self.createSize, option: "--create-size")
         guard Logger.Level(rawValue: self.logLevel) != nil else {
@@ -98,6 +124,7 @@ struct ServeCommand: AsyncParsableCommand {
         options.replicationSecretFile = self.replicationSecretFile
         options.overlay = self.overlay.map(absolutePath)
         options.overlayName = self.overlayName
+        options.nbdTLS = try self.parseTLS()
         do {
             try await Daemon.run(options, logger: logger)
         } catch let error as StrataError {

@@ -58,6 +58,7 @@ struct UsageTests {
         HelpCase(path: ["layer", "list"], mentions: ["--pool", "--json", "<volume>"]),
         HelpCase(path: ["overlay"], mentions: ["--pool", "<file>", "--name", "--nbd", "--iscsi", "qcow2"]),
         HelpCase(path: ["serve"], mentions: ["--overlay", "--overlay-name"]),
+        HelpCase(path: ["serve"], mentions: ["--tls", "--tls-certificates", "--tls-verify-peer", "--tls-psk", "nbds://"]),
     ]
 
     @Test("--help exits 0 and describes the command", arguments: Self.helpCases)
@@ -88,11 +89,11 @@ struct UsageTests {
     }
 
     @Test(
-        "serve refuses a bad address, log level or commit interval before touching any pool",
+        "serve refuses a bad address, log level, commit interval or TLS mode before touching any pool",
         arguments: [
             ["--nbd", "bogus"], ["--nbd", "127.0.0.1:99999"], ["--iscsi", "bogus"], ["--iscsi", "127.0.0.1:0"],
             ["--log-level", "loud"], ["--commit-interval", "0"], ["--overlay-name", "vm"],
-            ["--overlay", "disk.qcow2", "--overlay-name", "bad/name"],
+            ["--overlay", "disk.qcow2", "--overlay-name", "bad/name"], ["--tls", "maybe"],
         ])
     func serveRefusesBadOptions(_ arguments: [String]) throws {
         let sandbox = try Sandbox()

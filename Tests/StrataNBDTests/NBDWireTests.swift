@@ -134,7 +134,7 @@ func replies(_ buffer: ByteBuffer) -> [(UInt32, UInt32, ByteBuffer)] {
 
     /// The bytes of an outcome that keeps negotiating; a test failure (never a silent pass) otherwise.
     func reply(_ outcome: NBDNegotiation.Outcome, _ what: String) throws -> ByteBuffer {
-        guard case .reply(let bytes) = outcome else {
+        guard case .reply(let bytes, _) = outcome else {
             throw NegotiationMismatch(what: what, outcome: outcome)
         }
         return bytes

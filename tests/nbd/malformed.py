@@ -804,7 +804,8 @@ def t_unknown_options():
 def t_starttls():
     with Conn() as c:
         c.hello()
-        c.expect_error(OPT_STARTTLS, b"", REP_ERR_UNSUP, "STARTTLS")
+        # TLS is off on this daemon (proto.md NOTLS mode): refused by policy, not unknown.
+        c.expect_error(OPT_STARTTLS, b"", REP_ERR_POLICY, "STARTTLS")
         c.info_ok(VOLUME, (), OPT_GO)
         expect_bytes("READ after STARTTLS was refused", PATTERN[:4096], c.read(0, 4096))
 
@@ -838,8 +839,11 @@ def t_list_with_data():
 def t_info_unknown():
     with Conn() as c:
         c.hello()
-        for name in ("no-such-export", "vm1@no-such-snapshot", "nope@s1", "vm1/../vm1"):
+        for name in ("no-such-export", "vm1@no-such-snapshot", "nope@s1"):
             c.expect_error(OPT_INFO, lp(name) + u16(0), REP_ERR_UNKNOWN, f"INFO {name!r}")
+        # A name no export can have is the client's mistake, not an absent export: ERR_INVALID
+        # with the rule for names (only "absent" is ERR_UNKNOWN).
+        c.expect_error(OPT_INFO, lp("vm1/../vm1") + u16(0), REP_ERR_INVALID, "INFO 'vm1/../vm1'")
         c.info_ok(VOLUME)
         c.info_ok(VOLUME, (), OPT_GO)
         expect_bytes("READ after INFO errors", PATTERN[:4096], c.read(0, 4096))
@@ -1769,14 +1773,14 @@ def main():
 
     # 3. unknown options
     run("3.1 unknown options -> ERR_UNSUP (0x80000001), negotiation continues", t_unknown_options, fresh=True)
-    run("3.2 STARTTLS -> ERR_UNSUP, GO and READ still work", t_starttls, fresh=True)
+    run("3.2 STARTTLS with TLS off -> ERR_POLICY, GO and READ still work", t_starttls, fresh=True)
 
     # 4. LIST
     run("4.1 LIST -> SERVER vm1 and vm1@s1 with descriptions, then ACK", t_list)
     run("4.2 LIST with data -> ERR_INVALID, negotiation continues", t_list_with_data, fresh=True)
 
     # 5. INFO and GO
-    run("5.1 INFO of unknown exports -> ERR_UNKNOWN (0x80000006), negotiation continues", t_info_unknown, fresh=True)
+    run("5.1 INFO of unknown exports -> ERR_UNKNOWN (0x80000006), of an invalid name -> ERR_INVALID, negotiation continues", t_info_unknown, fresh=True)
     run("5.2 GO of unknown exports -> ERR_UNKNOWN, negotiation continues", t_go_unknown, fresh=True)
     run("5.3 INFO vm1 (NAME, DESCRIPTION, BLOCK_SIZE) then GO", t_info(VOLUME, False))
     run("5.4 INFO vm1@s1 (READ_ONLY) then GO", t_info(SNAPSHOT, True))

@@ -10,10 +10,17 @@
 // in flight; past either, or while the socket is not writable (a client that does not read its
 // replies), it stops reading from the socket. So a client can never make the daemon buffer
 // more than about those limits for it, in negotiation or in transmission.
+//
+// TLS (proto.md "TLS support"): after STARTTLS's ACK is written in clear text, an
+// `NIOSSLServerHandler` goes in front of this handler before another byte is read, so all that
+// follows, the TLS handshake first, passes through it; this handler then sees plain bytes as
+// before. Bytes a client sent after STARTTLS without waiting for the ACK would have been clear
+// text taken for TLS-protected (the STARTTLS injection attack): the connection is closed instead.
 
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import StrataCore
 import StrataFrontEnd
 
@@ -40,9 +47,10 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     let catalog: any NBDExportCatalog
     let threadPool: NIOThreadPool
     let registry: ConnectionRegistry
+    let tls: NBDTLS?
     var logger: Logger
     var phase = Phase.clientFlags
-    var negotiation = NBDNegotiation()
+    var negotiation: NBDNegotiation
     var cumulation = ByteBuffer()
     var inflight = 0
     var inflightBytes = 0
@@ -64,11 +72,16 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     var handshakeTimer: Scheduled<Void>?
     var context: ChannelHandlerContext?
 
-    init(pool: Pool, catalog: any NBDExportCatalog, threadPool: NIOThreadPool, registry: ConnectionRegistry, logger: Logger) {
+    init(
+        pool: Pool, catalog: any NBDExportCatalog, threadPool: NIOThreadPool, registry: ConnectionRegistry, tls: NBDTLS?,
+        logger: Logger
+    ) {
         self.pool = pool
         self.catalog = catalog
         self.threadPool = threadPool
         self.registry = registry
+        self.tls = tls
+        self.negotiation = NBDNegotiation(tls: tls?.mode ?? .off)
         self.logger = logger
     }
 
@@ -136,7 +149,17 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        self.logger.debug("NBD connection error: \(error)")
+        if case NIOSSLError.uncleanShutdown = error {
+            // A client that closes TCP without TLS's close_notify (qemu does): nothing was lost
+            // that the client had not given up on.
+            self.logger.debug("NBD connection closed without a TLS close_notify")
+        } else if error is NIOSSLError || error is BoringSSLError {
+            // A refused handshake (wrong CA, no or wrong client certificate, unknown PSK) is
+            // worth a line in the log: it is how an operator finds a misconfigured client.
+            self.logger.notice("closing NBD connection: TLS failed: \(error)")
+        } else {
+            self.logger.debug("NBD connection error: \(error)")
+        }
         context.close(promise: nil)
     }
 
@@ -235,7 +258,8 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private func negotiate(_ option: NBDOptionRequest, context: ChannelHandlerContext) {
         switch self.negotiation.handle(option, catalog: self.catalog) {
-        case .reply(let bytes):
+        case .reply(let bytes, let engineError):
+            if let engineError { self.logger.error("NBD option \(option.option) failed: \(engineError.message)") }
             let count = bytes.readableBytes
             self.negotiationBytesPending += count
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
@@ -255,11 +279,37 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                 allocationContext: self.negotiation.allocationContext(for: export.name), logger: self.logger)
             self.registry.attach(context.channel, export: export.name, volumeID: export.handle.id)
             self.logger.info("NBD client attached to \(export.name)")
-        case .close(let bytes):
+        case .startTLS(let bytes):
+            self.startTLS(acknowledgement: bytes, context: context)
+        case .close(let bytes, let engineError):
+            if let engineError { self.logger.error("NBD option \(option.option) failed: \(engineError.message)") }
             self.phase = .closed
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
             context.writeAndFlush(self.wrapOutboundOut(bytes)).whenComplete { _ in bound.value.close(promise: nil) }
         }
+    }
+
+    /// Sends STARTTLS's ACK in clear text, then puts TLS in front of this handler: the ACK is
+    /// already in the channel's outbound buffer, so it leaves before the first TLS byte.
+    private func startTLS(acknowledgement: ByteBuffer, context: ChannelHandlerContext) {
+        guard let tls = self.tls else { preconditionFailure("STARTTLS acknowledged without a TLS context") }
+        guard self.cumulation.readableBytes == 0 else {
+            self.logger.notice("closing NBD connection: bytes sent after STARTTLS before its acknowledgement")
+            self.phase = .closed
+            context.close(promise: nil)
+            return
+        }
+        context.writeAndFlush(self.wrapOutboundOut(acknowledgement), promise: nil)
+        do {
+            try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context), position: .first)
+        } catch {
+            self.logger.error("closing NBD connection: cannot start TLS: \(error)")
+            self.phase = .closed
+            context.close(promise: nil)
+            return
+        }
+        self.negotiation.tlsStarted()
+        self.logger.debug("NBD connection upgraded to TLS")
     }
 
     /// Takes a decoded request into the batch that goes to the thread pool when decoding stops.

@@ -20,17 +20,19 @@ public final class NBDServer: Sendable {
     /// The address it listens on.
     public var localAddress: SocketAddress? { self.listener.localAddress }
 
-    /// Binds and starts accepting.
+    /// Binds and starts accepting; with `tls`, clients may (or, under `require`, must) upgrade
+    /// with STARTTLS.
     /// - Throws: the bind error (address in use, permission).
     public static func start(
         host: String, port: Int, pool: Pool, group: any EventLoopGroup, threadPool: NIOThreadPool,
-        registry: ConnectionRegistry, logger: Logger
+        registry: ConnectionRegistry, tls: NBDTLS? = nil, logger: Logger
     ) throws -> NBDServer {
         let catalog = PoolCatalog(pool: pool)
         let listener = try Listener.bind(
             host: host, port: port, group: group, registry: registry, protocolName: "nbd"
         ) {
-            NBDConnectionHandler(pool: pool, catalog: catalog, threadPool: threadPool, registry: registry, logger: logger)
+            NBDConnectionHandler(
+                pool: pool, catalog: catalog, threadPool: threadPool, registry: registry, tls: tls, logger: logger)
         }
         return NBDServer(listener: listener, registry: registry)
     }

@@ -1,5 +1,7 @@
 // Exports straight from the pool: every volume read-write, every snapshot read-only. A volume
 // or snapshot created while serving is exportable at once, since each lookup asks the pool.
+// Only "absent" is forgiven: a target deleted between the listing and its lookup is left out
+// of LIST; any other engine error (I/O, corruption, a failed pool) reaches the client.
 
 import StrataCore
 
@@ -9,10 +11,16 @@ public struct PoolCatalog: NBDExportCatalog {
 
     public init(pool: Pool) { self.pool = pool }
 
-    public func exports() -> [NBDExport] {
-        self.pool.targets().compactMap { target in
-            try? self.export(named: target.name)
+    public func exports() throws(StrataError) -> [NBDExport] {
+        var exports: [NBDExport] = []
+        for target in self.pool.targets() {
+            do throws(StrataError) {
+                exports.append(try self.export(named: target.name))
+            } catch where error.code == .notFound {
+                continue
+            }
         }
+        return exports
     }
 
     public func export(named name: String) throws(StrataError) -> NBDExport {

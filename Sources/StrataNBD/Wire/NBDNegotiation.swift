@@ -3,8 +3,20 @@
 // connection handler owns it and tests drive it directly.
 //
 // Supported: EXPORT_NAME, ABORT, LIST, INFO, GO (INFO_EXPORT, NAME, DESCRIPTION, BLOCK_SIZE),
-// STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT (`base:allocation`). Anything else
-// gets NBD_REP_ERR_UNSUP, and the client may go on negotiating.
+// STRUCTURED_REPLY, LIST_META_CONTEXT and SET_META_CONTEXT (`base:allocation`), and STARTTLS
+// when the server has TLS (`NBDTLSMode`). Anything else gets NBD_REP_ERR_UNSUP, and the client
+// may go on negotiating.
+//
+// TLS (proto.md "TLS support"): STARTTLS is answered NBD_REP_ACK and the outcome `.startTLS`
+// tells the handler to put TLS under the connection before it reads another byte; the handler
+// then calls `tlsStarted()`, which forgets what was negotiated in clear text (structured
+// replies, meta contexts), so the client negotiates again under TLS, as proto.md's STARTTLS
+// text asks. A second STARTTLS is NBD_REP_ERR_INVALID. Under `require` nothing but STARTTLS and
+// ABORT is served before TLS: other options get NBD_REP_ERR_TLS_REQD and EXPORT_NAME closes.
+//
+// Errors from the catalog: only "absent" (`StrataError.Code.notFound`) is an unknown export
+// (NBD_REP_ERR_UNKNOWN); any other engine error reaches the client as the error reply
+// `StrataError.nbdOptionReply` names, with the message, and is handed to the handler to log.
 
 import NIOCore
 import StrataCore
@@ -29,7 +41,9 @@ public struct NBDExport: Sendable, Equatable {
 /// Where negotiation finds exports.
 public protocol NBDExportCatalog: Sendable {
     /// Every export, for NBD_OPT_LIST.
-    func exports() -> [NBDExport]
+    /// - Throws: `StrataError` when the engine cannot list or open them (never for one that
+    ///   vanished while listing: that one is left out).
+    func exports() throws(StrataError) -> [NBDExport]
     /// The export called `name`.
     /// - Throws: `StrataError` (code `.notFound` or `.invalidArgument`) naming it.
     func export(named name: String) throws(StrataError) -> NBDExport
@@ -38,20 +52,42 @@ public protocol NBDExportCatalog: Sendable {
 /// One connection's negotiation state.
 public struct NBDNegotiation: Sendable {
     public enum Outcome: Sendable, Equatable {
-        /// Send these bytes and keep negotiating.
-        case reply(ByteBuffer)
+        /// Send these bytes and keep negotiating; `engineError`, when set, is an engine failure
+        /// (not an absent export) the reply carries, for the log.
+        case reply(ByteBuffer, engineError: StrataError? = nil)
         /// Send these bytes and enter the transmission phase on this export.
         case start(ByteBuffer, NBDExport)
-        /// Send these bytes (possibly none) and close the connection.
-        case close(ByteBuffer)
+        /// Send these bytes (possibly none) and close the connection; `engineError` as for `reply`.
+        case close(ByteBuffer, engineError: StrataError? = nil)
+        /// Send these bytes (STARTTLS's ACK) in clear text, then run TLS on the connection before
+        /// reading anything more, then call `tlsStarted()` and keep negotiating.
+        case startTLS(ByteBuffer)
     }
 
+    /// Whether this server offers TLS and whether it insists on it.
+    public let tls: NBDTLSMode
+    /// True once STARTTLS was acknowledged and the handler started TLS.
+    public private(set) var tlsActive = false
     public private(set) var structuredReplies = false
     public private(set) var noZeroes = false
     /// Meta contexts selected by SET_META_CONTEXT, for the export named alongside.
     public private(set) var metaContexts: (export: String, contexts: Set<String>) = ("", [])
 
-    public init() {}
+    /// A negotiation under `tls` (proto.md's NOTLS, SELECTIVETLS or FORCEDTLS mode).
+    public init(tls: NBDTLSMode = .off) {
+        self.tls = tls
+    }
+
+    /// Records that TLS now runs under the connection: what was negotiated in clear text is
+    /// forgotten, and the client negotiates again.
+    /// - Precondition: the last outcome was `.startTLS`, and TLS was not already active.
+    public mutating func tlsStarted() {
+        precondition(self.tls != .off, "TLS started on a server with TLS off")
+        precondition(!self.tlsActive, "TLS started twice")
+        self.tlsActive = true
+        self.structuredReplies = false
+        self.metaContexts = ("", [])
+    }
 
     /// Records the client's flags.
     public mutating func clientFlags(_ flags: UInt32) {
@@ -78,6 +114,7 @@ public struct NBDNegotiation: Sendable {
         var out = ByteBuffer()
         let code = request.option
         var data = request.data
+        if let refused = self.refusedWithoutTLS(code) { return refused }
         guard let option = NBD.Option(rawValue: code) else {
             NBDWire.writeOptionError(into: &out, option: code, type: .errorUnsupported, message: "option \(code) is not supported")
             return .reply(out)
@@ -85,8 +122,14 @@ public struct NBDNegotiation: Sendable {
         switch option {
         case .exportName:
             let name = data.readString(length: data.readableBytes) ?? ""
-            // EXPORT_NAME has no error reply: an unknown export can only close the connection.
-            guard let export = try? catalog.export(named: name) else { return .close(out) }
+            // EXPORT_NAME has no error reply: an unknown export, or one the engine fails to
+            // open, can only close the connection.
+            let export: NBDExport
+            do throws(StrataError) {
+                export = try catalog.export(named: name)
+            } catch {
+                return .close(out, engineError: error.code == .notFound ? nil : error)
+            }
             NBDWire.writeExportNameReply(
                 into: &out, size: export.size, flags: self.transmissionFlags(for: export), noZeroes: self.noZeroes)
             return .start(out, export)
@@ -95,7 +138,13 @@ public struct NBDNegotiation: Sendable {
             return .close(out)
         case .list:
             guard data.readableBytes == 0 else { return self.invalid(code, "LIST takes no data") }
-            for export in catalog.exports() {
+            let exports: [NBDExport]
+            do throws(StrataError) {
+                exports = try catalog.exports()
+            } catch {
+                return self.failed(code, error)
+            }
+            for export in exports {
                 var entry = ByteBuffer()
                 entry.writeInteger(UInt32(export.name.utf8.count))
                 entry.writeString(export.name)
@@ -113,10 +162,54 @@ public struct NBDNegotiation: Sendable {
             return .reply(out)
         case .listMetaContext, .setMetaContext:
             return self.metaContext(code, set: option == .setMetaContext, data: &data, catalog: catalog)
-        case .peekExport, .startTLS, .extendedHeaders:
+        case .startTLS:
+            return self.startTLS(code, data: data)
+        case .peekExport, .extendedHeaders:
             NBDWire.writeOptionError(into: &out, option: code, type: .errorUnsupported, message: "\(option) is not supported")
             return .reply(out)
         }
+    }
+
+    /// proto.md FORCEDTLS: before TLS runs under `require`, every option but STARTTLS and ABORT
+    /// is refused; nil when the option may go on.
+    private func refusedWithoutTLS(_ code: UInt32) -> Outcome? {
+        guard self.tls == .require && !self.tlsActive else { return nil }
+        switch NBD.Option(rawValue: code) {
+        case .startTLS, .abort:
+            return nil
+        case .exportName:
+            // EXPORT_NAME cannot be refused with an error, so the session ends.
+            return .close(ByteBuffer())
+        default:
+            var out = ByteBuffer()
+            NBDWire.writeOptionError(
+                into: &out, option: code, type: .errorTLSRequired,
+                message: "this server requires TLS: send NBD_OPT_STARTTLS first (an nbds:// URI with tls-certificates=DIR, or qemu's tls-creds)")
+            return .reply(out)
+        }
+    }
+
+    /// proto.md "TLS support": ACK under `on` and `require` (once), POLICY under `off`.
+    private func startTLS(_ code: UInt32, data: ByteBuffer) -> Outcome {
+        var out = ByteBuffer()
+        guard self.tls != .off else {
+            NBDWire.writeOptionError(
+                into: &out, option: code, type: .errorPolicy,
+                message: "TLS is off on this server; serve with --tls on (or require) and --tls-certificates DIR")
+            return .reply(out)
+        }
+        guard !self.tlsActive else { return self.invalid(code, "TLS is already running on this connection") }
+        guard data.readableBytes == 0 else { return self.invalid(code, "STARTTLS takes no data") }
+        NBDWire.writeOptionReply(into: &out, option: code, type: .ack)
+        return .startTLS(out)
+    }
+
+    /// The reply to an option the catalog failed: NBD_REP_ERR_UNKNOWN for an absent export,
+    /// otherwise the error `StrataError.nbdOptionReply` names, with the engine error for the log.
+    private func failed(_ code: UInt32, _ error: StrataError) -> Outcome {
+        var out = ByteBuffer()
+        NBDWire.writeOptionError(into: &out, option: code, type: error.nbdOptionReply, message: error.message)
+        return .reply(out, engineError: error.code == .notFound ? nil : error)
     }
 
     private func invalid(_ code: UInt32, _ message: String) -> Outcome {
@@ -135,9 +228,7 @@ public struct NBDNegotiation: Sendable {
         do throws(StrataError) {
             export = try catalog.export(named: name)
         } catch {
-            var out = ByteBuffer()
-            NBDWire.writeOptionError(into: &out, option: code, type: .errorUnknown, message: error.message)
-            return .reply(out)
+            return self.failed(code, error)
         }
         var out = ByteBuffer()
         var info = ByteBuffer()
@@ -190,9 +281,7 @@ public struct NBDNegotiation: Sendable {
         do throws(StrataError) {
             _ = try catalog.export(named: name)
         } catch {
-            var out = ByteBuffer()
-            NBDWire.writeOptionError(into: &out, option: code, type: .errorUnknown, message: error.message)
-            return .reply(out)
+            return self.failed(code, error)
         }
         // `base:allocation` is the one context; "base:" selects all of the base namespace, and
         // LIST with no queries lists everything.
@@ -207,5 +296,20 @@ public struct NBDNegotiation: Sendable {
         if set { self.metaContexts = (name, matches ? [NBD.baseAllocation] : []) }
         NBDWire.writeOptionReply(into: &out, option: code, type: .ack)
         return .reply(out)
+    }
+}
+
+extension StrataError {
+    /// The option error reply for this error, in one place: NBD_REP_ERR_UNKNOWN only for an
+    /// absent export. proto.md has no generic "server failed" reply; an engine failure (I/O,
+    /// corruption, a failed pool, no space, a newer format) gets NBD_REP_ERR_PLATFORM, the
+    /// nearest ("cannot be done on this server"), and its message says what failed.
+    public var nbdOptionReply: NBD.OptionReply {
+        switch self.code {
+        case .notFound: return .errorUnknown
+        case .invalidArgument: return .errorInvalid
+        case .unauthorized, .readOnly, .busy, .alreadyExists: return .errorPolicy
+        case .io, .corrupt, .failed, .noSpace, .unsupported: return .errorPlatform
+        }
     }
 }
