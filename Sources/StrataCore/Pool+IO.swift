@@ -169,7 +169,10 @@ extension Pool {
         throws(StrataError)
     {
         try self.withContext("write", handle.name) { () throws(StrataError) in
-            try self.writeUnchecked(handle, at: offset, bytes, fua: fua)
+            try self.tapped(handle.id, .write(offset: offset, bytes: bytes)) { () throws(StrataError) in
+                try self.writeUnchecked(handle, at: offset, bytes, fua: false)
+            }
+            if fua { try self.flush() }
         }
     }
 
@@ -372,11 +375,14 @@ extension Pool {
     public func writeZeroes(_ handle: VolumeHandle, at offset: UInt64, length: UInt64, allowTrim: Bool, fua: Bool = false)
         throws(StrataError)
     {
-        let gate = self.gates.gate(handle.id)
-        gate.lockShared()
-        defer { gate.unlock() }
-        _ = try self.writableRecord(handle, operation: allowTrim ? "trim" : "write zeroes", offset: offset, length: length)
-        try self.zeroUnlocked(id: handle.id, name: handle.name, from: offset, to: offset + length, allowTrim: allowTrim)
+        try self.tapped(handle.id, .zero(offset: offset, length: length, trim: allowTrim)) { () throws(StrataError) in
+            let gate = self.gates.gate(handle.id)
+            gate.lockShared()
+            defer { gate.unlock() }
+            _ = try self.writableRecord(
+                handle, operation: allowTrim ? "trim" : "write zeroes", offset: offset, length: length)
+            try self.zeroUnlocked(id: handle.id, name: handle.name, from: offset, to: offset + length, allowTrim: allowTrim)
+        }
         if fua { try self.flush() }
     }
 

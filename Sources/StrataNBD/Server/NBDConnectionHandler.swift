@@ -271,7 +271,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         self.pending.removeAll(keepingCapacity: true)
         let lanes = min(batch.count, Self.lanes)
         let executor = NBDRequestExecutor(
-            pool: self.pool, export: export, structured: self.negotiation.structuredReplies,
+            pool: export.pool ?? self.pool, export: export, structured: self.negotiation.structuredReplies,
             allocationContext: self.negotiation.allocationContext(for: export.name), logger: self.logger)
         let allocator = context.channel.allocator
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)

@@ -1,21 +1,31 @@
 // Exports straight from the pool: every volume read-write, every snapshot read-only. A volume
 // or snapshot created while serving is exportable at once, since each lookup asks the pool.
+// Foreign exports (a mirror leg's copy, in the leg's pool) are asked first.
 
 import StrataCore
 
 /// An `NBDExportCatalog` over a pool.
 public struct PoolCatalog: NBDExportCatalog {
     public let pool: Pool
+    public let foreign: (any ForeignExports)?
 
-    public init(pool: Pool) { self.pool = pool }
+    public init(pool: Pool, foreign: (any ForeignExports)? = nil) {
+        self.pool = pool
+        self.foreign = foreign
+    }
 
     public func exports() -> [NBDExport] {
-        self.pool.targets().compactMap { target in
-            try? self.export(named: target.name)
-        }
+        let names = self.pool.targets().map(\.name) + (self.foreign?.foreignNames() ?? [])
+        return names.compactMap { name in try? self.export(named: name) }
     }
 
     public func export(named name: String) throws(StrataError) -> NBDExport {
+        if let (pool, handle) = self.foreign?.foreign(name) {
+            let size = try pool.size(of: handle)
+            return NBDExport(
+                name: name, description: "Strata mirror leg copy \(name) (\(SizeParser.format(size))\(handle.readOnly ? ", read-only" : ""))",
+                size: size, readOnly: handle.readOnly, handle: handle, pool: pool)
+        }
         let handle = try self.pool.handle(name)
         let size = try self.pool.size(of: handle)
         let description =
