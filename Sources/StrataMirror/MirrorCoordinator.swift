@@ -104,8 +104,8 @@ public final class MirrorCoordinator: @unchecked Sendable {
             ]
         case .detach(let volume, let leg, let name, let writable):
             return [try self.detach(volume: volume, leg: leg, as: name, writable: writable)]
-        case .attach(let volume, let leg, let full):
-            return [try self.attach(volume: volume, leg: leg, full: full)]
+        case .attach(let volume, let leg, let full, let rate):
+            return [try self.attach(volume: volume, leg: leg, full: full, rate: rate)]
         case .status(let volume):
             if let volume, self.lock.withLock({ self.volumes[volume] }) == nil {
                 _ = try self.pool.handle(volume)
@@ -198,7 +198,7 @@ public final class MirrorCoordinator: @unchecked Sendable {
         return self.status(of: runtime)
     }
 
-    private func attach(volume: String, leg: String?, full: Bool) throws(StrataError) -> MirrorLegStatus {
+    private func attach(volume: String, leg: String?, full: Bool, rate: UInt64?) throws(StrataError) -> MirrorLegStatus {
         let (mirrored, runtime) = try self.find(volume: volume, leg: leg, operation: "mirror attach")
         var machine = runtime.with { $0.machine }
         try machine.handle(.attach, leg: runtime.name)
@@ -207,6 +207,7 @@ public final class MirrorCoordinator: @unchecked Sendable {
         runtime.with {
             $0.record.detachedAs = nil
             $0.record.writable = false
+            if let rate { $0.record.rateBytesPerSecond = rate }
         }
         try self.save()
         self.wake.signal()

@@ -150,7 +150,7 @@ public struct MirrorLegStatus: Codable, Sendable, Equatable {
 public enum MirrorRequest: Codable, Sendable, Equatable {
     case add(volume: String, poolDirectory: String, leg: String?, rate: UInt64?, autoResync: Bool, timeoutMillis: UInt64?)
     case detach(volume: String, leg: String?, as: String?, writable: Bool)
-    case attach(volume: String, leg: String?, full: Bool)
+    case attach(volume: String, leg: String?, full: Bool, rate: UInt64?)
     case status(volume: String?)
     case remove(volume: String, leg: String?)
 }

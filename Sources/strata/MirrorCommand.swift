@@ -97,11 +97,18 @@ struct MirrorCommand: ParsableCommand {
         @Argument(help: "Mirrored volume.") var volume: String
         @Argument(help: "The leg (needed when the volume has several).") var leg: String?
         @Flag(help: "Copy the whole volume instead of the changes.") var full = false
+        @Option(help: "A new bound on the leg's copy rate, bytes per second (K, M, G suffixes), such as 100M.")
+        var rate: String?
         @Flag(help: "Wait until the leg is connected, drawing the copy's progress.") var wait = false
 
+        func validate() throws {
+            if let rate { _ = try parseSize(rate, option: "--rate") }
+        }
+
         func run() throws {
+            let rate = try self.rate.map { try parseSize($0, option: "--rate") }
             let legs = try MirrorCommand.execute(
-                self.options, .mirror(.attach(volume: self.volume, leg: self.leg, full: self.full)))
+                self.options, .mirror(.attach(volume: self.volume, leg: self.leg, full: self.full, rate: rate)))
             for leg in legs {
                 print("attaching leg \(leg.leg) of \(leg.volume): \(SizeParser.format(leg.bytesToResync)) to copy")
             }

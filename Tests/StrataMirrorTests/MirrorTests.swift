@@ -162,7 +162,7 @@ final class PoolPair {
         try pair.pool.flush()
         let leg = try self.leg(coordinator)
         #expect(try self.read(leg.pool, "vm1") == atSplit, "the detached copy moved")
-        let attached = try coordinator.execute(.attach(volume: "vm1", leg: nil, full: false))
+        let attached = try coordinator.execute(.attach(volume: "vm1", leg: nil, full: false, rate: nil))
         #expect(attached.first?.state == .resyncing)
         #expect(attached.first?.bytesToResync == UInt64((changed.count + 1) * Self.block))
         coordinator.runUntilIdle()
@@ -179,7 +179,7 @@ final class PoolPair {
         let copy = try leg.pool.handle("vm1")
         for block in [50, 51, 900] { try leg.pool.write(copy, at: UInt64(block * Self.block), self.pattern(-block)) }
         try pair.pool.write(try pair.pool.handle("vm1"), at: UInt64(60 * Self.block), self.pattern(60))
-        _ = try coordinator.execute(.attach(volume: "vm1", leg: nil, full: false))
+        _ = try coordinator.execute(.attach(volume: "vm1", leg: nil, full: false, rate: nil))
         coordinator.runUntilIdle()
         let status = try self.status(coordinator)
         #expect(status.state == .connected)
@@ -191,7 +191,7 @@ final class PoolPair {
         let (pair, coordinator) = try self.connected()
         defer { withExtendedLifetime(pair) {} }
         _ = try coordinator.execute(.detach(volume: "vm1", leg: nil, as: nil, writable: false))
-        let attached = try coordinator.execute(.attach(volume: "vm1", leg: nil, full: true))
+        let attached = try coordinator.execute(.attach(volume: "vm1", leg: nil, full: true, rate: nil))
         #expect(attached.first?.bytesToResync == Self.volumeSize)
         coordinator.runUntilIdle()
         #expect(try self.status(coordinator).bytesResynced == Self.volumeSize)
@@ -230,7 +230,7 @@ final class PoolPair {
             try pool.close()
         }
         #expect(!FileManager.default.fileExists(atPath: small + "/" + LegMarker.fileName))
-        #expect(throws: StrataError.self) { try coordinator.execute(.attach(volume: "vm1", leg: nil, full: false)) }
+        #expect(throws: StrataError.self) { try coordinator.execute(.attach(volume: "vm1", leg: nil, full: false, rate: nil)) }
         #expect(throws: StrataError.self) { try coordinator.execute(.detach(volume: "vm1", leg: "nope", as: nil, writable: false)) }
         #expect(try MirrorTable.load(directory: pair.primary) == before)
         #expect {

@@ -115,8 +115,9 @@ same "$URI/vm2" "$URI/vm2@mirror-leg1"
 
 # 4c. kill -9 while resyncing
 strata mirror detach vm2 >/dev/null || fail "detach before full attach"
-strata mirror attach vm2 --full >/dev/null || fail "attach --full"
-[ "$(mirror_field vm2 leg1 state)" = resyncing ] || echo "note: the full copy ended before the kill"
+strata mirror attach vm2 --full --rate 64M >/dev/null || fail "attach --full"
+[ "$(mirror_field vm2 leg1 state)" = resyncing ] || fail "the full copy (at 64 MiB/s) ended before the kill"
+copied=$(mirror_field vm2 leg1 bytesResynced)
 kill9_daemon
 start_daemon
 wait_state vm2 leg1 connected 300
@@ -124,7 +125,7 @@ resynced=$(mirror_field vm2 leg1 bytesResynced)
 [ "$resynced" -lt $((1 << 30)) ] || fail "restart during a resync copied the whole volume again"
 same "$URI/vm2" "$URI/vm2@mirror-leg1"
 same "$URI/vm1" "$URI/vm1@mirror-leg1"
-echo "REPORT kill -9 while resyncing: restart resynced $resynced bytes"
+echo "REPORT kill -9 while resyncing ($copied bytes of the full copy done): restart resynced $resynced bytes"
 
 # 5. refusals
 strata volume delete vm2 2>"$WORKDIR/err" && fail "deleting a mirrored volume succeeded"
