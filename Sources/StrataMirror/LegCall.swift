@@ -16,20 +16,68 @@ enum LegCall {
     static func run<T: Sendable>(
         leg: String, timeoutMillis: UInt64, _ body: @escaping @Sendable () throws(StrataError) -> T
     ) throws(StrataError) -> T {
-        if timeoutMillis == 0 { return try body() }
-        let outcome = Mutex<Result<T, StrataError>?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async {
-            let result = Result { () throws(StrataError) in try body() }
-            outcome.withLock { $0 = result }
-            done.signal()
+        try Self.start(leg: leg, timeoutMillis: timeoutMillis, body).wait()
+    }
+
+    /// Starts `body` on a Dispatch worker (with a deadline of 0, none: at once, on this thread)
+    /// and returns what to wait on, so the caller can do its own part meanwhile.
+    static func start<T: Sendable>(
+        leg: String, timeoutMillis: UInt64, _ body: @escaping @Sendable () throws(StrataError) -> T
+    ) -> Pending<T> {
+        let pending = Pending<T>(leg: leg, timeoutMillis: timeoutMillis, body: body)
+        if timeoutMillis == 0 {
+            pending.run()
+        } else {
+            DispatchQueue.global().async { pending.run() }
         }
-        guard done.wait(timeout: .now() + .milliseconds(Int(timeoutMillis))) == .success else {
-            throw StrataError(
-                .io, "mirror leg \(leg): no answer within \(timeoutMillis) ms; the leg is degraded until it answers again")
+        return pending
+    }
+
+    /// A leg call under way.
+    final class Pending<T: Sendable>: Sendable {
+        let leg: String
+        let timeoutMillis: UInt64
+        private let outcome = Mutex<Result<T, StrataError>?>(nil)
+        private let done = DispatchSemaphore(value: 0)
+        private let started = DispatchTime.now()
+        /// The call, dropped before the outcome is published: what it holds (the leg, and with
+        /// it the leg pool's lock) is released by the time a waiter sees the outcome.
+        private let body: Mutex<(@Sendable () throws(StrataError) -> T)?>
+
+        init(leg: String, timeoutMillis: UInt64, body: (@Sendable () throws(StrataError) -> T)? = nil) {
+            self.leg = leg
+            self.timeoutMillis = timeoutMillis
+            self.body = Mutex(body)
         }
-        guard let result = outcome.withLock({ $0 }) else { preconditionFailure("leg call signalled without a result") }
-        return try result.get()
+
+        /// Runs the call and publishes its outcome.
+        func run() {
+            let result: Result<T, StrataError>
+            do {
+                guard let body = self.body.withLock({ body in defer { body = nil }; return body }) else { return }
+                result = Result { () throws(StrataError) in try body() }
+            }
+            self.finish(result)
+        }
+
+        func finish(_ result: Result<T, StrataError>) {
+            self.outcome.withLock { $0 = result }
+            self.done.signal()
+        }
+
+        /// Waits for the call until its deadline (counted from its start).
+        /// - Throws: the call's error, or `.io` naming the leg and the timeout when it is late.
+        func wait() throws(StrataError) -> T {
+            let deadline: DispatchTime =
+                self.timeoutMillis == 0 ? .distantFuture : self.started + .milliseconds(Int(self.timeoutMillis))
+            guard self.done.wait(timeout: deadline) == .success else {
+                throw StrataError(
+                    .io,
+                    "mirror leg \(self.leg): no answer within \(self.timeoutMillis) ms; the leg is degraded until it answers again")
+            }
+            guard let result = self.outcome.withLock({ $0 }) else { preconditionFailure("leg call signalled without a result") }
+            return try result.get()
+        }
     }
 }
 

@@ -89,12 +89,23 @@ final class LegRuntime: @unchecked Sendable {
 
     /// Calls the leg with its deadline.
     func call<T: Sendable>(_ body: @escaping @Sendable (any MirrorLeg) throws(StrataError) -> T) throws(StrataError) -> T {
+        try self.start(body).wait()
+    }
+
+    /// Starts a call to the leg with its deadline; a leg that is not open fails it at once.
+    func start<T: Sendable>(_ body: @escaping @Sendable (any MirrorLeg) throws(StrataError) -> T)
+        -> LegCall.Pending<T>
+    {
         let (leg, record) = self.with { ($0.leg, $0.record) }
+        let name = "\(record.leg) of \(record.volume)"
         guard let leg else {
-            throw StrataError(.io, "mirror leg \(record.leg) of \(record.volume): not open (\(record.lastError ?? "unavailable"))")
+            let pending = LegCall.Pending<T>(leg: name, timeoutMillis: 0)
+            pending.finish(
+                .failure(StrataError(.io, "mirror leg \(name): not open (\(record.lastError ?? "unavailable"))")))
+            return pending
         }
-        return try LegCall.run(leg: "\(record.leg) of \(record.volume)", timeoutMillis: record.timeoutMillis) {
-            () throws(StrataError) -> T in try body(leg)
+        return LegCall.start(leg: name, timeoutMillis: record.timeoutMillis) { () throws(StrataError) -> T in
+            try body(leg)
         }
     }
 }
@@ -150,12 +161,53 @@ public final class MirroredVolume: VolumeTap, @unchecked Sendable {
         let first = offset / self.chunkSize
         let last = (offset + length - 1) / self.chunkSize
         try self.stripes.withLocks(first: first, last: last) { () throws(StrataError) in
-            try local()
             let targets = self.legs.filter { $0.state.receivesWrites }
-            guard !targets.isEmpty else { return }
-            var payload: [UInt8]?
-            for runtime in targets { self.send(change, to: runtime, payload: &payload) }
+            guard !targets.isEmpty else { return try local() }
+            if case .copied = change {
+                // The bytes exist only once the engine has copied them: the legs go after.
+                try local()
+                var payload: [UInt8]?
+                for runtime in targets { self.send(change, to: runtime, payload: &payload) }
+                return
+            }
+            // A change the engine will refuse for its range (past the end) must not reach a leg.
+            guard offset + length <= (try self.pool.size(of: self.handle)) else { return try local() }
+            try self.applyInParallel(change, to: targets, local: local)
         }
+    }
+
+    /// Runs the legs' halves of a write or zero while the engine does its own (the stripes keep
+    /// overlapping changes in order on both sides), then waits for each within its deadline. A
+    /// change the engine refuses after a leg took it leaves that leg ahead of the volume: the leg
+    /// goes degraded, and its own split-point diff brings the chunk back at the resync.
+    private func applyInParallel(
+        _ change: VolumeChange, to targets: [LegRuntime], local: () throws(StrataError) -> Void
+    ) throws(StrataError) {
+        let calls: [(LegRuntime, LegCall.Pending<Void>)]
+        switch change {
+        case .write(let offset, let bytes):
+            let data = Array(bytes)
+            calls = targets.map { runtime in
+                (runtime, runtime.start { leg throws(StrataError) in try leg.write(at: offset, data) })
+            }
+        case .zero(let offset, let length, let trim):
+            calls = targets.map { runtime in
+                (runtime, runtime.start { leg throws(StrataError) in try leg.zero(at: offset, length: length, trim: trim) })
+            }
+        case .copied:
+            preconditionFailure("an in-pool copy is applied to legs after the engine's copy")
+        }
+        var refused: StrataError?
+        do throws(StrataError) { try local() } catch { refused = error }
+        for (runtime, call) in calls {
+            do throws(StrataError) { try call.wait() } catch { self.fail(runtime, error) }
+            if let refused, runtime.state.receivesWrites {
+                self.fail(
+                    runtime,
+                    StrataError(.io, "the volume refused a change its leg took (\(refused.message)); the leg resyncs it"))
+            }
+        }
+        if let refused { throw refused }
     }
 
     public func flushed() {

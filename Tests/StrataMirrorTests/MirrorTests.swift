@@ -266,7 +266,7 @@ final class PoolPair {
             }
         }
         let restarted = try MirrorCoordinator.open(pool: pair.pool, directory: pair.primary) { _ in }
-        #expect(try #require(restarted.status(volume: "vm1").first).state == .resyncing)
+        #expect(try #require(restarted.status(volume: "vm1").first).state == .resyncing, "\(restarted.status(volume: "vm1"))")
         restarted.runUntilIdle()
         let status = try #require(restarted.status(volume: "vm1").first)
         #expect(status.state == .connected)
