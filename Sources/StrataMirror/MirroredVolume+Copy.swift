@@ -13,7 +13,8 @@
 //
 // A copy job (`startCopy`) is a list of chunk ranges, computed with `quiesce` held exclusively at
 // the instant the leg starts receiving writes; the worker (`MirrorCoordinator.run`) copies it a
-// batch at a time (`copyStep`), each batch under the stripes of its chunks, and at the end takes
+// batch at a time (`copyStep`), each batch under the stripes of its chunks (holes trimmed on the
+// leg without being read), and at the end takes
 // a new pair and the leg is connected (`finishCopy`).
 
 import StrataCore
@@ -169,13 +170,17 @@ extension MirroredVolume {
                 let offset = batch.lowerBound * self.chunkSize
                 guard offset < size else { return 0 }
                 let count = min(batch.count * Int(self.chunkSize), Int(size - offset))
-                let bytes = try self.pool.read(self.handle, at: offset, count: count)
-                if bytes.allSatisfy({ $0 == 0 }) {
-                    try runtime.call { leg throws(StrataError) in
-                        try leg.zero(at: offset, length: UInt64(count), trim: true)
+                // Holes are trimmed on the leg without being read; data that reads as zeros too.
+                for extent in try self.pool.readExtents(self.handle, at: offset, length: UInt64(count)) {
+                    let bytes =
+                        extent.mapped ? try self.pool.read(self.handle, at: extent.offset, count: Int(extent.length)) : []
+                    if !extent.mapped || bytes.allSatisfy({ $0 == 0 }) {
+                        try runtime.call { leg throws(StrataError) in
+                            try leg.zero(at: extent.offset, length: extent.length, trim: true)
+                        }
+                    } else {
+                        try runtime.call { leg throws(StrataError) in try leg.write(at: extent.offset, bytes) }
                     }
-                } else {
-                    try runtime.call { leg throws(StrataError) in try leg.write(at: offset, bytes) }
                 }
                 return UInt64(count)
             }

@@ -115,8 +115,11 @@ final class FaultyLeg: MirrorLeg {
     }
 
     @Test func aLegThatStopsAnsweringIsDegradedWithinItsTimeout() throws {
-        let (pool, legPool, mirrored, runtime, leg) = try self.connected(timeoutMillis: 50)
+        // No deadline while the mirror is set up (a loaded machine may take longer than one),
+        // then 50 ms for a leg that never answers until released: only the deadline ends the wait.
+        let (pool, legPool, mirrored, runtime, leg) = try self.connected(timeoutMillis: 0)
         let handle = try pool.handle("vm1")
+        runtime.with { $0.record.timeoutMillis = 50 }
         leg.fault.withLock { $0 = .block }
         // Returns although the leg never answers: the deadline, not the leg, ends the wait.
         try pool.write(handle, at: UInt64(3 * Self.block), self.bytes(3))
@@ -126,6 +129,7 @@ final class FaultyLeg: MirrorLeg {
         try pool.flush()
         leg.fault.withLock { $0 = .none }
         leg.released.signal()
+        runtime.with { $0.record.timeoutMillis = 0 }
         #expect(try self.resyncAndCompare(pool, legPool, mirrored, runtime) == UInt64(2 * Self.block))
     }
 }
