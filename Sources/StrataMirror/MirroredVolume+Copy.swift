@@ -42,14 +42,16 @@ extension MirroredVolume {
             self.quiesce.unlock()
             throw error
         }
-        atInstant(runtime)
-        self.quiesce.unlock()
-        try runtime.call { leg throws(StrataError) in try leg.flush() }
-        try self.pool.flush()
+        // The pair exists on both sides from here: changes are tracked from it even if making it
+        // durable fails below (then the older pair stays too, and a crash falls back to it).
         runtime.with {
             $0.record.generation = generation
             $0.lastSplitPoint = .now
         }
+        atInstant(runtime)
+        self.quiesce.unlock()
+        try runtime.call { leg throws(StrataError) in try leg.flush() }
+        try self.pool.flush()
         try self.dropSplitPoints(runtime, keeping: generation)
     }
 
