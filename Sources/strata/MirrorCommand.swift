@@ -165,7 +165,8 @@ struct MirrorCommand: ParsableCommand {
         return legs
     }
 
-    /// Polls the leg until it is connected (drawing the copy), failing if it goes degraded.
+    /// Polls the leg until it is connected (drawing the copy), failing if it goes degraded with
+    /// auto-resync off (with it on, the leg comes back by itself) or is detached meanwhile.
     static func waitConnected(_ options: PoolOptions, _ first: MirrorLegStatus) throws {
         var bar: Progress?
         while true {
@@ -176,6 +177,9 @@ struct MirrorCommand: ParsableCommand {
                 bar?.finish()
                 print("leg \(leg.leg) of \(leg.volume) connected (\(SizeParser.format(leg.bytesResynced)) copied)")
                 return
+            case .degraded where leg.autoResync:
+                // Auto-resync brings it back by itself once the leg answers again.
+                usleep(200_000)
             case .degraded, .detached:
                 bar?.finish()
                 printError("mirror \(leg.volume) leg \(leg.leg): \(leg.state.rawValue) (\(leg.lastError ?? "no error recorded"))")

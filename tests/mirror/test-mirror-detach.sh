@@ -26,7 +26,7 @@ exec 3<>"$SIG/signal"
 start_daemon
 strata volume create vm1 --size $((NBLOCKS * BS)) >/dev/null
 for k in 0 1; do
-    strata mirror add vm1 --to-pool "$(leg_pool "leg$k" 1G)" --name "s$k" --wait >/dev/null || fail "mirror add s$k"
+    strata mirror add vm1 --to-pool "$(leg_pool "leg$k" 1G)" --name "s$k" --timeout 60s --wait >/dev/null || fail "mirror add s$k"
 done
 
 $LOAD snapwriter "$URI/vm1" $NBLOCKS $BS "$SIG" $NSNAPS >"$WORKDIR/writer.out" 2>&1 &

@@ -19,6 +19,9 @@
 #      that is not empty: each names the fix and changes nothing.
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/mirror-lib.sh"
+# Every leg gets a 60 s deadline (--timeout): a loaded test machine can take longer than the
+# default 5 s for a leg's fsync, and these steps are not about a leg that stops answering
+# (MirrorDegradedTests are).
 requires fio qemu-img qemu-io
 fio --enghelp 2>/dev/null | grep -w nbd >/dev/null || requires fio-with-nbd-engine
 
@@ -50,7 +53,7 @@ fio "$WORKDIR/load.fio" >"$WORKDIR/fio.out" 2>&1 &
 FIO=$!
 STRATA_PIDS+=("$FIO")
 sleep 0.5
-strata mirror add vm1 --to-pool "$L1" >/dev/null || fail "mirror add vm1"
+strata mirror add vm1 --to-pool "$L1" --timeout 60s >/dev/null || fail "mirror add vm1"
 wait "$FIO" || fail "fio failed: $(tail -20 "$WORKDIR/fio.out")"
 forget "$FIO"
 wait_state vm1 leg1 connected
@@ -62,7 +65,7 @@ echo "1: added under fio load, leg equal"
 # 2. 1% of a 1 GiB volume after the split
 strata volume create vm2 --size 1G >/dev/null
 qemu-io -f raw -c 'write -P 0x11 0 96M' -c 'write -P 0x22 512M 32M' "$URI/vm2" >/dev/null || fail "fill vm2"
-strata mirror add vm2 --to-pool "$L2" --wait >/dev/null || fail "mirror add vm2"
+strata mirror add vm2 --to-pool "$L2" --timeout 60s --wait >/dev/null || fail "mirror add vm2"
 same "$URI/vm2" "$URI/vm2@mirror-leg1"
 qemu-img convert -f raw -O raw "$URI/vm2" "$WORKDIR/at-split.raw"
 strata mirror detach vm2 --as vm2-copy >/dev/null || fail "detach vm2"
