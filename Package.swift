@@ -90,6 +90,14 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        // Mirrors that split and re-join (docs/MIRROR.md): the `VolumeTap` that puts every write on
+        // the legs, the `MirrorLeg` protocol and its local-pool leg, split points and resync.
+        .target(
+            name: "StrataMirror",
+            dependencies: ["StrataCore"],
+            swiftSettings: strictSettings
+        ),
+
         // MARK: Front ends
 
         // What the front ends share: the registry of open connections and the listener.
@@ -136,7 +144,7 @@ let package = Package(
             name: "StrataServer",
             dependencies: [
                 "StrataCore", "StrataFrontEnd", "StrataNBD", "StrataISCSI", "StrataReplication", "StrataImage",
-                "StrataObjectStore",
+                "StrataObjectStore", "StrataMirror",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -149,7 +157,7 @@ let package = Package(
             name: "strata",
             dependencies: [
                 "StrataCore", "StrataServer", "StrataNBD", "StrataISCSI", "StrataReplication", "StrataImage",
-                "StrataObjectStore",
+                "StrataObjectStore", "StrataMirror",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -176,6 +184,11 @@ let package = Package(
         .testTarget(
             name: "StrataCoreTests",
             dependencies: ["StrataCore", "StrataTesting"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "StrataMirrorTests",
+            dependencies: ["StrataMirror", "StrataCore", "StrataTesting"],
             swiftSettings: strictSettings
         ),
         .testTarget(

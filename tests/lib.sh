@@ -88,6 +88,24 @@ kill_daemon() {
 
 strata() { "$STRATA" "$@"; }
 
+# writer_checkpoints WRITER COUNT FD COMMAND...: the checkpoints of a recorded-pattern writer
+# (tests/nbd/nbdload.py snapwriter, its output in $WORKDIR/writer.out): for each K below COUNT it
+# waits for the writer's `begin K` on the FIFO open on FD, runs COMMAND with every {k} replaced
+# by K (a snapshot, a mirror detach), then lets the writer go on (touches $SIG/done-K).
+writer_checkpoints() {
+    local writer=$1 count=$2 fd=$3 k line
+    shift 3
+    for k in $(seq 0 $((count - 1))); do
+        line=""
+        while [ "$line" != "begin $k" ]; do
+            kill -0 "$writer" 2>/dev/null || fail "writer exited before checkpoint $k: $(cat "$WORKDIR/writer.out")"
+            read -r -t 1 -u "$fd" line || true
+        done
+        "${@//\{k\}/$k}" >/dev/null || fail "checkpoint $k: ${*//\{k\}/$k}"
+        touch "$SIG/done-$k"
+    done
+}
+
 # forget PID: a process the test reaped; cleanup must not signal its (reusable) PID again.
 forget() {
     local keep=() pid

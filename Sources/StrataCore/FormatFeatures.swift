@@ -31,6 +31,9 @@ struct IncompatibleFeatures: OptionSet, Sendable, Hashable, CustomStringConverti
     static let replicaRecords = IncompatibleFeatures(rawValue: 1 << 0)
     /// Volume records may name a base image their holes read from (`Pool+Base.swift`).
     static let basedVolumes = IncompatibleFeatures(rawValue: 1 << 1)
+    /// Volume records may be hidden snapshots (a mirror's split points, `Pool+Hidden.swift`): an
+    /// older reader would list them and let users delete the record change tracking relies on.
+    static let hiddenSnapshots = IncompatibleFeatures(rawValue: 1 << 2)
 
     /// The features' names, and `bit N` for bits this strata does not know.
     var description: String {
@@ -40,6 +43,7 @@ struct IncompatibleFeatures: OptionSet, Sendable, Hashable, CustomStringConverti
             switch feature {
             case .replicaRecords: return "replica records"
             case .basedVolumes: return "based volumes"
+            case .hiddenSnapshots: return "hidden snapshots"
             default: return "bit \(bit)"
             }
         }
@@ -49,7 +53,7 @@ struct IncompatibleFeatures: OptionSet, Sendable, Hashable, CustomStringConverti
 
 extension Superblock {
     /// Every incompatible feature this strata reads and writes.
-    static let knownIncompatibleFeatures: IncompatibleFeatures = [.replicaRecords, .basedVolumes]
+    static let knownIncompatibleFeatures: IncompatibleFeatures = [.replicaRecords, .basedVolumes, .hiddenSnapshots]
 }
 
 /// What a reader of the format understands: this strata's, or (in tests) an older one's.
@@ -85,6 +89,7 @@ extension VolumeRecord {
         var features: IncompatibleFeatures = []
         if self.isReplica { features.insert(.replicaRecords) }
         if self.baseID != 0 || self.isFlattening { features.insert(.basedVolumes) }
+        if self.isHidden { features.insert(.hiddenSnapshots) }
         return features
     }
 

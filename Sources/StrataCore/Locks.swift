@@ -19,10 +19,10 @@ public enum Waiting: Sendable {
 }
 
 /// A readers-writer lock (pthread_rwlock), writer-preferring so commits are not starved.
-final class RWLock: @unchecked Sendable {
+package final class RWLock: @unchecked Sendable {
     private let lock: UnsafeMutablePointer<pthread_rwlock_t>
 
-    init() {
+    package init() {
         self.lock = .allocate(capacity: 1)
         var attributes = pthread_rwlockattr_t()
         pthread_rwlockattr_init(&attributes)
@@ -39,14 +39,14 @@ final class RWLock: @unchecked Sendable {
     }
 
     @inline(__always)
-    func withReadLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+    package func withReadLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         pthread_rwlock_rdlock(self.lock)
         defer { pthread_rwlock_unlock(self.lock) }
         return try body()
     }
 
     @inline(__always)
-    func withWriteLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+    package func withWriteLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         pthread_rwlock_wrlock(self.lock)
         defer { pthread_rwlock_unlock(self.lock) }
         return try body()
@@ -61,7 +61,7 @@ final class RWLock: @unchecked Sendable {
         return try body()
     }
 
-    func lockShared() { pthread_rwlock_rdlock(self.lock) }
+    package func lockShared() { pthread_rwlock_rdlock(self.lock) }
 
     /// Takes the lock shared; with `.never`, only if that needs no wait. Returns whether it does.
     func lockShared(_ waiting: Waiting) -> Bool {
@@ -72,8 +72,8 @@ final class RWLock: @unchecked Sendable {
         return pthread_rwlock_tryrdlock(self.lock) == 0
     }
 
-    func lockExclusive() { pthread_rwlock_wrlock(self.lock) }
-    func unlock() { pthread_rwlock_unlock(self.lock) }
+    package func lockExclusive() { pthread_rwlock_wrlock(self.lock) }
+    package func unlock() { pthread_rwlock_unlock(self.lock) }
 }
 
 /// A plain mutex (pthread_mutex) for sections that may block on I/O, such as a commit.
@@ -116,10 +116,10 @@ final class BlockingMutex: @unchecked Sendable {
 }
 
 /// A fixed array of mutexes addressed by a hash of (volume id, chunk index).
-final class StripedLocks: @unchecked Sendable {
+package final class StripedLocks: @unchecked Sendable {
     private let stripes: [BlockingMutex]
 
-    init(count: Int) {
+    package init(count: Int) {
         precondition(count > 0, "striped locks need at least one stripe")
         self.stripes = (0..<count).map { _ in BlockingMutex() }
     }
@@ -138,12 +138,12 @@ final class StripedLocks: @unchecked Sendable {
 
     /// Holds the stripes of every chunk in `chunks` at once, taken in ascending stripe order
     /// (the one order every multi-stripe holder uses, so two never deadlock).
-    func withLocks<T, E: Error>(volume: UInt64, chunks: Range<UInt64>, _ body: () throws(E) -> T) throws(E) -> T {
+    package func withLocks<T, E: Error>(volume: UInt64, chunks: Range<UInt64>, _ body: () throws(E) -> T) throws(E) -> T {
         try self.withLocks(chunks.map { (volume, $0) }, body)
     }
 
     /// Holds the stripes of every (volume, chunk) in `keys` at once, in ascending stripe order.
-    func withLocks<T, E: Error>(_ keys: [(volume: UInt64, chunk: UInt64)], _ body: () throws(E) -> T) throws(E) -> T {
+    package func withLocks<T, E: Error>(_ keys: [(volume: UInt64, chunk: UInt64)], _ body: () throws(E) -> T) throws(E) -> T {
         let indexes = Set(keys.map { self.stripe(volume: $0.volume, chunk: $0.chunk) }).sorted()
         for index in indexes { self.stripes[index].lock() }
         defer { for index in indexes.reversed() { self.stripes[index].unlock() } }

@@ -20,6 +20,14 @@ extension Pool {
         throws(StrataError)
     {
         guard !bytes.isEmpty else { return }
+        // A tap reads the bytes back: whole, since the local write is atomic under its gate.
+        try self.tapped(handle.id, .copied(offset: offset, length: UInt64(bytes.count))) { () throws(StrataError) in
+            try self.writeAtomicUntapped(handle, at: offset, bytes)
+        }
+        if fua { try self.flush() }
+    }
+
+    private func writeAtomicUntapped(_ handle: VolumeHandle, at offset: UInt64, _ bytes: [UInt8]) throws(StrataError) {
         try self.withContext("write atomic", handle.name) { () throws(StrataError) in
             let gate = self.gates.gate(handle.id)
             gate.lockShared()
@@ -48,7 +56,6 @@ extension Pool {
                 }
             }
         }
-        if fua { try self.flush() }
     }
 
     /// The whole new contents of `chunk`: what it holds now (or its base's bytes, or zeros),

@@ -43,6 +43,8 @@ extension Pool {
             try self.commitLocked()
             self.flushesDurable = covering
         }
+        // Taps (mirrors) make their copies durable too before the flush returns.
+        self.taps.flushed()
     }
 
     /// Commits only if something changed; for the daemon's commit timer (StrataServer's `CommitService`).
@@ -153,7 +155,7 @@ extension Pool {
     /// Capacity and usage.
     public func status() -> PoolStatus {
         self.meta.withReadLock {
-            let snapshots = self.snapshotIDs.values.reduce(0) { $0 + $1.count }
+            let snapshots = self.snapshotIDs.keys.reduce(0) { $0 + self.visibleSnapshotCount($1) }
             let used = UInt64(self.dataInUse.setCount)
             return PoolStatus(
                 capacityBytes: self.chunkCount * self.chunkSize, dataUsedBytes: used * self.chunkSize,

@@ -36,24 +36,31 @@ extension Pool {
         try self.meta.withReadLock { () throws(StrataError) in
             let old = try self.resolve(source, operation: "diff")
             let new = try self.resolve(target, operation: "diff")
-            var extents: [DiffExtent] = []
-            let limit = self.chunks(for: new.size)
-            let depth = max(old.depth, new.depth)
-            try self.diffNodes(
-                old: (old.root.rawValue, old.depth - 1), new: (new.root.rawValue, new.depth - 1), level: depth - 1,
-                base: 0, limit: limit, visits: &visits
-            ) { chunk, mapped in
-                let offset = chunk << self.chunkShift
-                let length = min(self.chunkSize, new.size - offset)
-                let kind: DiffExtent.Kind = mapped ? .data : .zero
-                if let last = extents.last, last.kind == kind, last.offset + last.length == offset {
-                    extents[extents.count - 1] = DiffExtent(offset: last.offset, length: last.length + length, kind: kind)
-                } else {
-                    extents.append(DiffExtent(offset: offset, length: length, kind: kind))
-                }
-            }
-            return extents
+            return try self.diffRecords(old: old, new: new, nodesVisited: &visits)
         }
+    }
+
+    /// The extents in which `new` differs from `old`, within `new`'s size. The caller holds `meta`.
+    func diffRecords(old: VolumeRecord, new: VolumeRecord, nodesVisited visits: inout Int) throws(StrataError)
+        -> [DiffExtent]
+    {
+        var extents: [DiffExtent] = []
+        let limit = self.chunks(for: new.size)
+        let depth = max(old.depth, new.depth)
+        try self.diffNodes(
+            old: (old.root.rawValue, old.depth - 1), new: (new.root.rawValue, new.depth - 1), level: depth - 1,
+            base: 0, limit: limit, visits: &visits
+        ) { chunk, mapped in
+            let offset = chunk << self.chunkShift
+            let length = min(self.chunkSize, new.size - offset)
+            let kind: DiffExtent.Kind = mapped ? .data : .zero
+            if let last = extents.last, last.kind == kind, last.offset + last.length == offset {
+                extents[extents.count - 1] = DiffExtent(offset: last.offset, length: last.length + length, kind: kind)
+            } else {
+                extents.append(DiffExtent(offset: offset, length: length, kind: kind))
+            }
+        }
+        return extents
     }
 
     /// A subtree reference: page and the level the page really is at. When `level` (the level

@@ -108,6 +108,20 @@ extension Pool {
         }
     }
 
+    /// A buffer of `count` bytes cut into its data and hole ranges, in order, from the holes
+    /// `readLeavingHoles` reported for it.
+    public static func pieces(of count: Int, holes: [Range<Int>]) -> [(range: Range<Int>, hole: Bool)] {
+        var pieces: [(range: Range<Int>, hole: Bool)] = []
+        var cursor = 0
+        for hole in holes {
+            if cursor < hole.lowerBound { pieces.append((cursor..<hole.lowerBound, false)) }
+            pieces.append((hole, true))
+            cursor = hole.upperBound
+        }
+        if cursor < count { pieces.append((cursor..<count, false)) }
+        return pieces
+    }
+
     /// What a read does with holes.
     private enum HoleReads {
         /// Fills them with zeros.
@@ -221,7 +235,10 @@ extension Pool {
         throws(StrataError)
     {
         try self.withContext("write", handle.name) { () throws(StrataError) in
-            try self.writeUnchecked(handle, at: offset, bytes, fua: fua)
+            try self.tapped(handle.id, .write(offset: offset, bytes: bytes)) { () throws(StrataError) in
+                try self.writeUnchecked(handle, at: offset, bytes, fua: false)
+            }
+            if fua { try self.flush() }
         }
     }
 
@@ -425,11 +442,14 @@ extension Pool {
         throws(StrataError)
     {
         try self.withContext(allowTrim ? "trim" : "write zeroes", handle.name) { () throws(StrataError) in
-            let gate = self.gates.gate(handle.id)
-            gate.lockShared()
-            defer { gate.unlock() }
-            _ = try self.writableRecord(handle, operation: allowTrim ? "trim" : "write zeroes", offset: offset, length: length)
-            try self.zeroUnlocked(id: handle.id, name: handle.name, from: offset, to: offset + length, allowTrim: allowTrim)
+            try self.tapped(handle.id, .zero(offset: offset, length: length, trim: allowTrim)) { () throws(StrataError) in
+                let gate = self.gates.gate(handle.id)
+                gate.lockShared()
+                defer { gate.unlock() }
+                _ = try self.writableRecord(
+                    handle, operation: allowTrim ? "trim" : "write zeroes", offset: offset, length: length)
+                try self.zeroUnlocked(id: handle.id, name: handle.name, from: offset, to: offset + length, allowTrim: allowTrim)
+            }
             if fua { try self.flush() }
         }
     }

@@ -46,6 +46,18 @@ extension Pool {
         from source: VolumeHandle, at sourceOffset: UInt64, to target: VolumeHandle, at targetOffset: UInt64,
         length: UInt64
     ) throws(StrataError) -> CopyReport {
+        var report = CopyReport()
+        try self.tapped(target.id, .copied(offset: targetOffset, length: length)) { () throws(StrataError) in
+            report = try self.copyUntapped(
+                from: source, at: sourceOffset, to: target, at: targetOffset, length: length)
+        }
+        return report
+    }
+
+    private func copyUntapped(
+        from source: VolumeHandle, at sourceOffset: UInt64, to target: VolumeHandle, at targetOffset: UInt64,
+        length: UInt64
+    ) throws(StrataError) -> CopyReport {
         try self.checkCopy(source, sourceOffset, target, targetOffset, length, operation: "copy")
         let based = try self.meta.withReadLock { () throws(StrataError) -> Bool in
             (self.record(id: source.id)?.baseID ?? 0) != 0 || (self.record(id: target.id)?.baseID ?? 0) != 0
@@ -68,7 +80,7 @@ extension Pool {
         var report = CopyReport()
         for (from, to, count, shared) in backwards ? segments.reversed() : segments where count > 0 {
             if shared {
-                try self.shareChunks(from: source, at: from, to: target, at: to, length: count)
+                try self.shareChunksUntapped(from: source, at: from, to: target, at: to, length: count)
                 report.sharedBytes += count
             } else {
                 try self.copyBytes(from: source, at: from, to: target, at: to, length: count, backwards: backwards)
@@ -85,6 +97,15 @@ extension Pool {
     ///   both volumes, `.unsupported` when either volume is based on an image (its holes read
     ///   the base, so they cannot be shared), `.readOnly`, `.notFound`, `.noSpace` for metadata.
     public func shareChunks(
+        from source: VolumeHandle, at sourceOffset: UInt64, to target: VolumeHandle, at targetOffset: UInt64,
+        length: UInt64
+    ) throws(StrataError) {
+        try self.tapped(target.id, .copied(offset: targetOffset, length: length)) { () throws(StrataError) in
+            try self.shareChunksUntapped(from: source, at: sourceOffset, to: target, at: targetOffset, length: length)
+        }
+    }
+
+    private func shareChunksUntapped(
         from source: VolumeHandle, at sourceOffset: UInt64, to target: VolumeHandle, at targetOffset: UInt64,
         length: UInt64
     ) throws(StrataError) {
@@ -221,7 +242,7 @@ extension Pool {
     /// are named by id, which stays the same across renames).
     public func handle(id: UInt64) -> VolumeHandle? {
         self.meta.withReadLock {
-            guard let record = self.record(id: id), record.kind != .staging else { return nil }
+            guard let record = self.record(id: id), record.kind != .staging, !record.isHidden else { return nil }
             return VolumeHandle(
                 id: record.id, name: self.fullName(record),
                 readOnly: record.kind == .snapshot || record.isReplica || self.readOnly)

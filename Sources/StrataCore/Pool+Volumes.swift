@@ -88,6 +88,13 @@ extension Pool {
             throw StrataError(
                 .notFound, "\(operation) snapshot \(volume)@\(snapshot): no such snapshot; see `strata snapshot list \(volume)`")
         }
+        guard !record.isHidden else {
+            // Every user operation on a snapshot comes through here: a split point is refused once.
+            throw StrataError(
+                .invalidArgument,
+                "\(operation) snapshot \(volume)@\(snapshot): a hidden split point of a mirror, kept for its change tracking; see `strata mirror status \(volume)`"
+            )
+        }
         return record
     }
 
@@ -200,7 +207,7 @@ extension Pool {
                 result.append(
                     VolumeInfo(
                         name: name, sizeBytes: record.size, allocatedBytes: mapped * self.chunkSize,
-                        snapshots: self.snapshotIDs[id]?.count ?? 0, createdAt: Self.timestamp(record.createdAtNanos),
+                        snapshots: self.visibleSnapshotCount(id), createdAt: Self.timestamp(record.createdAtNanos),
                         origin: origin, guid: Self.guidString(record.guid), damaged: damage,
                         base: record.baseID == 0 ? nil : self.bases.descriptor(record.baseID)?.path ?? "?",
                         baseID: record.baseID))
@@ -318,6 +325,17 @@ extension Pool {
     /// Takes a read-only, point-in-time snapshot of a volume in O(1).
     public func createSnapshot(_ volume: String, _ snapshot: String) throws(StrataError) {
         try Names.validate(snapshot, kind: "snapshot", operation: "create")
+        guard !snapshot.hasPrefix(Self.hiddenSnapshotPrefix) else {
+            throw StrataError(
+                .invalidArgument,
+                "create snapshot \(volume)@\(snapshot): names beginning with \(Self.hiddenSnapshotPrefix) are kept for mirror split points; choose another name"
+            )
+        }
+        try self.createSnapshot(volume, snapshot, hidden: false)
+    }
+
+    /// Takes a snapshot, hidden (a mirror's split point) or not; the caller validated the name.
+    func createSnapshot(_ volume: String, _ snapshot: String, hidden: Bool) throws(StrataError) {
         let id = try self.meta.withReadLock { () throws(StrataError) in try self.volumeRecord(volume, operation: "snapshot").id }
         let gate = self.gates.gate(id)
         gate.lockExclusive()
@@ -335,6 +353,7 @@ extension Pool {
             copy.depth = record.depth
             copy.root = record.root
             copy.baseID = record.baseID
+            if hidden { copy.flags |= VolumeRecord.flagHidden }
             if record.root != .none { try self.retainNode(record.root.rawValue) }
             self.markShared(&record)
             copy.sharedBefore = record.sharedBefore
@@ -355,6 +374,7 @@ extension Pool {
             var result: [SnapshotInfo] = []
             for parent in parents {
                 let snapshots = (self.snapshotIDs[parent.id] ?? [:]).values.compactMap { self.record(id: $0) }
+                    .filter { !$0.isHidden }
                 for snapshot in snapshots.sorted(by: { ($0.createdAtNanos, $0.id) < ($1.createdAtNanos, $1.id) }) {
                     result.append(
                         SnapshotInfo(
@@ -430,7 +450,7 @@ extension Pool {
     public func targets() -> [(name: String, size: UInt64, readOnly: Bool)] {
         self.meta.withReadLock {
             var result: [(name: String, size: UInt64, readOnly: Bool)] = []
-            for slot in self.slotByID.values where self.volumes[slot].kind != .staging {
+            for slot in self.slotByID.values where self.volumes[slot].kind != .staging && !self.volumes[slot].isHidden {
                 let record = self.volumes[slot]
                 result.append((self.fullName(record), record.size, record.kind == .snapshot))
             }

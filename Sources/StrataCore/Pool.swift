@@ -48,6 +48,8 @@ public final class Pool: @unchecked Sendable {
     let readGuard = ReadGuard()
     /// The base images that based volumes' holes read from (`BaseTable.swift`).
     public let bases: BaseTable
+    /// What sees every change to a volume's contents, such as a mirror (`Pool+Tap.swift`).
+    public let taps = TapTable()
 
     // Guarded by `meta`.
     var epoch: UInt64

@@ -14,7 +14,8 @@ import Foundation
 // | 9      | 1    | tree depth (levels of 256-way nodes)                                |
 // | 10     | 1    | name length in bytes                                                |
 // | 11     | 1    | flags: bit 0 = replica (read-only until `replicate promote`),       |
-// |        |      | bit 1 = flatten in progress (resumed when the pool opens)           |
+// |        |      | bit 1 = flatten in progress (resumed when the pool opens),          |
+// |        |      | bit 2 = hidden snapshot (a mirror's split point, Pool+Hidden.swift) |
 // | 12     | 4    | base image id in the pool's base table (`bases.json`); 0 = none     |
 // | 16     | 8    | parent: a snapshot's volume id; a clone's origin snapshot id; or 0  |
 // | 24     | 8    | size in bytes                                                       |
@@ -51,7 +52,11 @@ struct VolumeRecord: PagedElement, Equatable {
     var flags: UInt8 = 0
     static let flagReplica: UInt8 = 1
     static let flagFlattening: UInt8 = 2
-    static let flagsKnown: UInt8 = Self.flagReplica | Self.flagFlattening
+    /// Bit 2: a hidden snapshot (a mirror's split point): never listed, exported or usable by a
+    /// user operation; `Pool+Hidden.swift`.
+    static let flagHidden: UInt8 = 4
+    static let flagsKnown: UInt8 = Self.flagReplica | Self.flagFlattening | Self.flagHidden
+    var isHidden: Bool { self.flags & Self.flagHidden != 0 }
     var isReplica: Bool { self.flags & Self.flagReplica != 0 }
     var isFlattening: Bool { self.flags & Self.flagFlattening != 0 }
     /// The base image this record's holes read from (an id in the pool's `BaseTable`); 0 = none,

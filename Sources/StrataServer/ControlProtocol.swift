@@ -7,6 +7,7 @@
 // opened itself, because both run `PoolService`.
 
 import StrataCore
+import StrataMirror
 import StrataObjectStore
 import StrataReplication
 
@@ -57,6 +58,8 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     case replicateStatus
     /// Makes a replica writable (failover).
     case promote(volume: String)
+    /// A `strata mirror` verb; the daemon only (it holds the legs open).
+    case mirror(MirrorRequest)
 
     /// True when the request only reads the pool.
     public var isReadOnly: Bool {
@@ -64,6 +67,8 @@ public enum ControlRequest: Codable, Sendable, Equatable {
         case .poolStatus, .listVolumes, .listSnapshots, .exportImage, .diff, .check, .connections, .volumeLayers,
             .send, .receiveToken, .replicateStart, .replicateStop, .replicateStatus:
             return true
+        // Mirror verbs commit both pools themselves, in the order their crash safety needs.
+        case .mirror: return true
         // Remote verbs read the pool only (push reads a snapshot); remotes.json is not the pool.
         case .remote: return true
         default: return false
@@ -98,6 +103,8 @@ public enum ControlResult: Codable, Sendable {
     /// A resume token (`receive --token`).
     case token(String)
     case replication([ReplicationStatus])
+    /// The legs a mirror verb concerns (`mirror status`: every leg).
+    case mirror([MirrorLegStatus])
 }
 
 /// An image import or export's totals.

@@ -11,6 +11,7 @@ import NIOPosix
 import StrataCore
 import StrataFrontEnd
 import StrataISCSI
+import StrataMirror
 import StrataNBD
 import ServiceLifecycle
 import StrataReplication
@@ -142,18 +143,23 @@ public enum Daemon {
                 pool: pool, directory: options.directory, transport: transport, threadPool: threadPool, logger: logger)
             replicator.resumeSavedJobs()
             undo.append { replicator.close() }
-            let service = PoolService(pool: pool, registry: registry, replicator: replicator)
+            // Mirrors open (and recover) their legs before any front end accepts a write.
+            let mirrors = try MirrorCoordinator.open(pool: pool, directory: options.directory) { message in
+                logger.notice("\(message)")
+            }
+            undo.append { mirrors.shutdown() }
+            let service = PoolService(pool: pool, registry: registry, replicator: replicator, mirrors: mirrors)
             let nbd = try Self.listening("NBD", on: (options.nbdHost, options.nbdPort), option: "--nbd ADDR:PORT") {
                 try NBDServer.start(
                     host: options.nbdHost, port: options.nbdPort, pool: pool, group: group, threadPool: threadPool,
-                    registry: registry, tls: tls, logger: logger)
+                    registry: registry, tls: tls, logger: logger, foreign: mirrors)
             }
             undo.append { nbd.shutdownAndWait() }
             let iscsi = try options.iscsi.map { portal in
                 try Self.listening("iSCSI", on: portal, option: "--iscsi ADDR:PORT, or --iscsi off") {
                     try ISCSIServer.start(
                         host: portal.host, port: portal.port, pool: pool, directory: options.directory, group: group,
-                        threadPool: threadPool, registry: registry, logger: logger)
+                        threadPool: threadPool, registry: registry, logger: logger, foreign: mirrors)
                 }
             }
             undo.append { iscsi?.shutdownAndWait() }
@@ -177,6 +183,13 @@ public enum Daemon {
                 commit: CommitService(
                     pool: pool, interval: .milliseconds(Int64(options.commitIntervalSeconds * 1000)), threadPool: threadPool,
                     logger: logger),
+                mirrors: LifecycleService(
+                    work: {
+                        await DedicatedThread.run(name: "strata-mirrors") {
+                            mirrors.run()
+                            mirrors.shutdown()
+                        }
+                    }, stop: { mirrors.stop() }),
                 iscsi: iscsi.map { server in LifecycleService.draining("iscsi") { server.shutdownAndWait() } },
                 nbd: LifecycleService.draining("nbd") { nbd.shutdownAndWait() },
                 replicator: LifecycleService(work: { await replicator.run() }, stop: { replicator.close() }),

@@ -8,6 +8,7 @@
 import NIOCore
 import StrataCore
 import StrataFrontEnd
+import StrataMirror
 import StrataNBD
 import StrataObjectStore
 import StrataReplication
@@ -18,11 +19,16 @@ public struct PoolService: Sendable {
     public let registry: ConnectionRegistry?
     /// The daemon's replication jobs; nil when the CLI opened the pool itself.
     public let replicator: Replicator?
+    /// The daemon's mirrors; nil when the CLI opened the pool itself.
+    public let mirrors: MirrorCoordinator?
 
-    public init(pool: Pool, registry: ConnectionRegistry?, replicator: Replicator? = nil) {
+    public init(
+        pool: Pool, registry: ConnectionRegistry?, replicator: Replicator? = nil, mirrors: MirrorCoordinator? = nil
+    ) {
         self.pool = pool
         self.registry = registry
         self.replicator = replicator
+        self.mirrors = mirrors
     }
 
     /// Runs one request.
@@ -36,6 +42,7 @@ public struct PoolService: Sendable {
         guard !request.needsDescriptor || stream.fd >= 0 else {
             throw StrataError(.invalidArgument, "stream: no descriptor attached")
         }
+        try self.refuseIfMirrored(request)
         let result = try self.perform(request, stream: stream, progress: progress)
         if !request.isReadOnly {
             try self.pool.flush()
@@ -115,8 +122,32 @@ public struct PoolService: Sendable {
             return try self.performStream(request, stream: stream, progress: progress)
         case .replicateStart, .replicateStop, .replicateStatus:
             return try self.performReplication(request)
+        case .mirror(let request):
+            guard let mirrors = self.mirrors else {
+                throw StrataError(
+                    .unsupported, "mirror: mirrors run in the daemon, which holds their legs open; start `strata serve` first")
+            }
+            return .mirror(try mirrors.execute(request))
         }
         return .done
+    }
+
+    /// Refuses what would change a mirrored volume behind its legs' backs (delete, rollback,
+    /// resize, rename, receive, promote), naming the legs and the fix. The table is read from the
+    /// pool's directory, so a CLI that opened the pool itself refuses the same.
+    private func refuseIfMirrored(_ request: ControlRequest) throws(StrataError) {
+        let target: (volume: String, operation: String)
+        switch request {
+        case .deleteVolume(let name, _, _): target = (name, "delete volume")
+        case .rollback(let volume, _): target = (volume, "rollback")
+        case .resizeVolume(let name, _, _): target = (name, "resize volume")
+        case .renameVolume(let name, _): target = (name, "rename volume")
+        case .receive(let volume, _): target = (volume, "receive into")
+        case .promote(let volume): target = (volume, "promote")
+        default: return
+        }
+        guard let directory = self.pool.directory else { return }
+        try MirrorTable.load(directory: directory).refuseIfMirrored(target.volume, operation: target.operation)
     }
 
     /// Opens `remote:volume@snapshot` and creates `name` over it.

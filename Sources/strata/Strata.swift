@@ -23,7 +23,7 @@ struct Strata: AsyncParsableCommand {
             """,
         version: Self.version,
         subcommands: [
-            SendCommand.self, ReceiveCommand.self, ReplicateCommand.self,
+            SendCommand.self, ReceiveCommand.self, ReplicateCommand.self, MirrorCommand.self,
             ServeCommand.self, PoolCommand.self, VolumeCommand.self, SnapshotCommand.self, CloneCommand.self,
             ImportCommand.self, ExportCommand.self, DiffCommand.self, CheckCommand.self, ConnectionsCommand.self,
             ISCSICommand.self, LayerCommand.self, OverlayCommand.self, RemoteCommand.self, PushCommand.self,

@@ -201,9 +201,11 @@ import Testing
     }
 
     @Test func featureNamesAndTheKnownMask() {
-        #expect(Superblock.knownIncompatibleFeatures == [.replicaRecords, .basedVolumes])
+        #expect(Superblock.knownIncompatibleFeatures == [.replicaRecords, .basedVolumes, .hiddenSnapshots])
         #expect(IncompatibleFeatures.replicaRecords.rawValue == 1)
         #expect(IncompatibleFeatures.basedVolumes.rawValue == 2)
+        #expect(IncompatibleFeatures.hiddenSnapshots.rawValue == 4)
+        #expect("\(IncompatibleFeatures([.hiddenSnapshots]))" == "hidden snapshots")
         #expect("\(IncompatibleFeatures([.replicaRecords, Self.unknownBit]))" == "replica records, bit 5")
         #expect("\(IncompatibleFeatures([.basedVolumes]))" == "based volumes")
         #expect("\(IncompatibleFeatures())" == "none")

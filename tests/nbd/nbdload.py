@@ -23,8 +23,9 @@ Subcommands (exit 0 ok, 1 a check failed or the server misbehaved, 2 usage):
       writing while the snapshot is taken, at most half a pass). After done-K it writes at
       least one more full pass of new versions. The record goes to DIR/record.json.
 
-  snapcheck URI NBLOCKS BS DIR NSNAPS
-      Checks URI@sK for every K against the record: a block acknowledged before the snapshot
+  snapcheck URI NBLOCKS BS DIR NSNAPS [--copies TEMPLATE]
+      Checks URI@sK (or TEMPLATE with {k} replaced by K, such as a mirror's detached copies
+      URI@mirror-s{k}) for every K against the record: a block acknowledged before the snapshot
       began holds that version or (live mode only) one written while the snapshot was being
       taken; no block holds a version issued after the snapshot returned. Quiesced snapshots
       must match the acknowledged state exactly. Then checks URI itself against the final
@@ -280,7 +281,7 @@ def describe(seq):
     return "zeros (never written)" if seq is None else f"seq {seq}"
 
 
-def snapcheck(uri, nblocks, bs, directory, nsnaps):
+def snapcheck(uri, nblocks, bs, directory, nsnaps, copies=None):
     record = load_json(os.path.join(directory, "record.json"))
     order = snap_order(nblocks)
     problems = []
@@ -290,7 +291,7 @@ def snapcheck(uri, nblocks, bs, directory, nsnaps):
         seq_after = snap["seq_after"]
         live = snap["mode"] == "live"
         exact = newer = 0
-        h = connect(f"{uri}@s{k}")
+        h = connect(copies.format(k=k) if copies else f"{uri}@s{k}")
         if not h.is_read_only():
             problems.append(f"s{k}: the snapshot export is not read-only")
         for block, data in read_blocks(h, nblocks, bs):
@@ -514,7 +515,8 @@ def main(argv):
         elif command == "snapwriter":
             snapwriter(args[0], int(args[1]), int(args[2]), args[3], int(args[4]))
         elif command == "snapcheck":
-            snapcheck(args[0], int(args[1]), int(args[2]), args[3], int(args[4]))
+            copies = option("--copies")
+            snapcheck(args[0], int(args[1]), int(args[2]), args[3], int(args[4]), copies=copies)
         elif command == "flushwriter":
             started = option("--started")
             idle = option("--idle", False, flag=True)

@@ -30,15 +30,7 @@ $LOAD snapwriter "$URI/vm1" $NBLOCKS $BS "$SIG" $NSNAPS >"$WORKDIR/writer.out" 2
 WRITER=$!
 STRATA_PIDS+=("$WRITER")
 
-for k in $(seq 0 $((NSNAPS - 1))); do
-    line=""
-    while [ "$line" != "begin $k" ]; do
-        kill -0 "$WRITER" 2>/dev/null || fail "writer exited before snapshot $k: $(cat "$WORKDIR/writer.out")"
-        read -r -t 1 -u 3 line || true
-    done
-    strata snapshot create "vm1@s$k" >/dev/null || fail "snapshot create vm1@s$k"
-    touch "$SIG/done-$k"
-done
+writer_checkpoints "$WRITER" $NSNAPS 3 strata snapshot create "vm1@s{k}"
 status=0
 wait "$WRITER" || status=$?
 cat "$WORKDIR/writer.out"

@@ -13,16 +13,29 @@ import Synchronization
 
 public final class UnitTable: Sendable {
     public let pool: Pool
+    /// Objects served from other pools (a mirror leg's copy), asked before the pool.
+    public let foreign: (any ForeignExports)?
     private let units = Mutex<[UInt64: LogicalUnit]>([:])
+    /// Units of foreign objects by name (their record ids belong to other pools).
+    private let foreignUnits = Mutex<[String: LogicalUnit]>([:])
 
-    public init(pool: Pool) {
+    public init(pool: Pool, foreign: (any ForeignExports)? = nil) {
         self.pool = pool
+        self.foreign = foreign
     }
 
-    /// The logical unit of a pool object (`VOLUME` or `VOLUME@SNAPSHOT`).
+    /// The logical unit of a pool object (`VOLUME` or `VOLUME@SNAPSHOT`) or of a foreign export.
     /// - Throws: `.notFound` when there is no such object.
     public func unit(for object: String) throws(StrataError) -> LogicalUnit {
-        self.unit(try self.pool.handle(object))
+        if let (pool, handle) = self.foreign?.foreign(object) {
+            return self.foreignUnits.withLock { units in
+                if let unit = units[object], unit.handle == handle, unit.pool === pool { return unit }
+                let unit = LogicalUnit(pool: pool, handle: handle)
+                units[object] = unit
+                return unit
+            }
+        }
+        return self.unit(try self.pool.handle(object))
     }
 
     func unit(_ handle: VolumeHandle) -> LogicalUnit {

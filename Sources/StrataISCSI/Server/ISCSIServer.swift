@@ -22,9 +22,10 @@ public final class ISCSIServer: Sendable {
     /// - Throws: the bind error (address in use, permission).
     public static func start(
         host: String, port: Int, pool: Pool, directory: String?, group: any EventLoopGroup, threadPool: NIOThreadPool,
-        registry: ConnectionRegistry, logger: Logger
+        registry: ConnectionRegistry, logger: Logger, foreign: (any ForeignExports)? = nil
     ) throws -> ISCSIServer {
-        let target = ISCSITarget(pool: pool, directory: directory, threadPool: threadPool, registry: registry, logger: logger)
+        let target = ISCSITarget(
+            pool: pool, directory: directory, threadPool: threadPool, registry: registry, logger: logger, foreign: foreign)
         let listener = try Listener.bind(
             host: host, port: port, group: group, registry: registry, protocolName: "iscsi"
         ) { ISCSIConnectionHandler(target: target) }

@@ -29,26 +29,30 @@ public final class ISCSITarget: Sendable, LoginEnvironment, SendTargetsDirectory
 
     private let tables = Mutex(Tables())
 
-    public init(pool: Pool, directory: String?, threadPool: NIOThreadPool, registry: ConnectionRegistry, logger: Logger) {
+    public init(
+        pool: Pool, directory: String?, threadPool: NIOThreadPool, registry: ConnectionRegistry, logger: Logger,
+        foreign: (any ForeignExports)? = nil
+    ) {
         self.pool = pool
         self.directory = directory
         self.threadPool = threadPool
         self.registry = registry
         self.logger = logger
-        self.units = UnitTable(pool: pool)
+        self.units = UnitTable(pool: pool, foreign: foreign)
     }
 
     // MARK: LoginEnvironment
 
     public func object(forTargetName name: String) -> String? {
         guard let object = TargetNames.object(for: name) else { return nil }
+        if self.units.foreign?.foreign(object) != nil { return object }
         if (try? self.pool.handle(object)) != nil { return object }
         // Names compare without regard to case (RFC 3722).
         return self.pool.targets().first { $0.name.lowercased() == object.lowercased() }?.name
     }
 
     public func targetObjects() -> [String] {
-        self.pool.targets().map(\.name)
+        self.pool.targets().map(\.name) + (self.units.foreign?.foreignNames() ?? [])
     }
 
     public func chapSettings() -> ChapSettings {

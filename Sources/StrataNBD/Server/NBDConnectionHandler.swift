@@ -275,7 +275,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             self.handshakeTimer?.cancel()
             self.phase = .transmission(export)
             self.executor = NBDRequestExecutor(
-                pool: self.pool, export: export, structured: self.negotiation.structuredReplies,
+                pool: export.pool ?? self.pool, export: export, structured: self.negotiation.structuredReplies,
                 allocationContext: self.negotiation.allocationContext(for: export.name), logger: self.logger)
             self.registry.attach(context.channel, export: export.name, volumeID: export.handle.id)
             self.logger.info("NBD client attached to \(export.name)")

@@ -206,14 +206,7 @@ struct NBDRequestExecutor {
         // Some of it was holes: data chunks for the rest, OFFSET_HOLE chunks for them.
         let data = out.getSlice(at: dataStart, length: length)!
         var reply = allocator.buffer(capacity: length + 32 * (2 * holes.count + 1))
-        var pieces: [(range: Range<Int>, hole: Bool)] = []
-        var cursor = 0
-        for hole in holes {
-            if cursor < hole.lowerBound { pieces.append((cursor..<hole.lowerBound, false)) }
-            pieces.append((hole, true))
-            cursor = hole.upperBound
-        }
-        if cursor < length { pieces.append((cursor..<length, false)) }
+        let pieces = Pool.pieces(of: length, holes: holes)
         for (index, piece) in pieces.enumerated() {
             let done = index == pieces.count - 1
             let offset = request.offset + UInt64(piece.range.lowerBound)

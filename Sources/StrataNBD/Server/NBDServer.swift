@@ -25,9 +25,9 @@ public final class NBDServer: Sendable {
     /// - Throws: the bind error (address in use, permission).
     public static func start(
         host: String, port: Int, pool: Pool, group: any EventLoopGroup, threadPool: NIOThreadPool,
-        registry: ConnectionRegistry, tls: NBDTLS? = nil, logger: Logger
+        registry: ConnectionRegistry, tls: NBDTLS? = nil, logger: Logger, foreign: (any ForeignExports)? = nil
     ) throws -> NBDServer {
-        let catalog = PoolCatalog(pool: pool)
+        let catalog = PoolCatalog(pool: pool, foreign: foreign)
         let listener = try Listener.bind(
             host: host, port: port, group: group, registry: registry, protocolName: "nbd"
         ) {

@@ -28,13 +28,23 @@ public struct NBDExport: Sendable, Equatable {
     public let size: UInt64
     public let readOnly: Bool
     public let handle: VolumeHandle
+    /// The pool the export lives in when it is not the server's own (a mirror leg's copy).
+    public let pool: Pool?
 
-    public init(name: String, description: String, size: UInt64, readOnly: Bool, handle: VolumeHandle) {
+    public init(
+        name: String, description: String, size: UInt64, readOnly: Bool, handle: VolumeHandle, pool: Pool? = nil
+    ) {
         self.name = name
         self.description = description
         self.size = size
         self.readOnly = readOnly
         self.handle = handle
+        self.pool = pool
+    }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.name == rhs.name && lhs.description == rhs.description && lhs.size == rhs.size
+            && lhs.readOnly == rhs.readOnly && lhs.handle == rhs.handle && lhs.pool === rhs.pool
     }
 }
 

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Mirror benchmark (issue 12, local legs): a release build of Strata, one daemon started by this
+# script, every number from the same run. Medians of REPEAT runs; prints markdown tables.
+#   - fio's nbd engine, 4 KiB random writes at depth 32 and 1 MiB sequential writes, on a
+#     volume with a connected local leg (`mirror add --to-pool`) vs the same volume unmirrored;
+#   - resync after changing 1% of the volume's chunks (`detach`, writes, `attach`) vs a full
+#     resync (`attach --full`) of the same volume, timed from the command to `connected`;
+#   - the initial full sync (`mirror add --wait`) vs `strata send | strata receive` of the same
+#     volume into another pool.
+#
+#   BENCH_DIR  scratch directory (default /work/bench-tmp)   SIZE  volume size (default 1G)
+#   RUNTIME    seconds per fio job (default 6)               REPEAT  runs per job (default 3)
+#   STRATA     a strata binary to use instead of building a release one (a quick check that
+#              the script works, e.g. with .build/debug/strata; its figures mean nothing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+source scripts/toolchain.sh
+for tool in fio qemu-io; do
+    command -v $tool >/dev/null || { echo "run-mirror: $tool is missing (apt-get install fio qemu-utils)" >&2; exit 1; }
+done
+source bench/lib.sh
+bench_init mirror
+SIZE=${SIZE:-1G}
+RUNTIME=${RUNTIME:-6}
+REPEAT=${REPEAT:-3}
+if [ -n "${STRATA:-}" ]; then echo "using $STRATA (not a release build: a check run only)" >&2; else build_strata; fi
+BYTES=$(numfmt --from=iec "$SIZE")
+
+export STRATA_POOL=$BENCH_DIR/strata
+PORT=$(free_port)
+"$STRATA" serve --iscsi off --nbd 127.0.0.1:$PORT --create-size 16G --log-level warning &
+PIDS+=($!)
+wait_daemon $PORT
+URI=nbd://127.0.0.1:$PORT
+legpool() { "$STRATA" pool init --pool "$BENCH_DIR/$1" --size 16G >/dev/null; echo "$BENCH_DIR/$1"; }
+now() { date +%s.%N; }
+# wait_connected VOLUME: polls `mirror status` until the volume's leg is connected.
+wait_connected() {
+    until "$STRATA" mirror status "$1" --json | grep -q '"state" : "connected"'; do sleep 0.05; done
+}
+
+declare -A RESULT
+JOBS=("randwrite-4k-qd32:randwrite:4k:32" "seqwrite-1M:write:1M:8")
+"$STRATA" volume create plain --size "$SIZE" >/dev/null
+"$STRATA" volume create mirrored --size "$SIZE" >/dev/null
+"$STRATA" mirror add mirrored --to-pool "$(legpool leg1)" --wait >/dev/null
+echo "== no mirror" >&2
+run_jobs plain "$URI/plain" "${JOBS[@]}"
+echo "== connected local leg" >&2
+run_jobs mirrored "$URI/mirrored" "${JOBS[@]}"
+
+echo "== resync: 1% of the chunks vs --full" >&2
+"$STRATA" volume create sync --size "$SIZE" >/dev/null
+qemu-io -f raw -c "write -P 0x5a 0 $((BYTES / 2))" "$URI/sync" >/dev/null
+"$STRATA" mirror add sync --to-pool "$(legpool leg2)" --wait >/dev/null
+CHUNKS=$((BYTES / 65536))
+resync_small=() resync_full=()
+for run in $(seq 1 "$REPEAT"); do
+    "$STRATA" mirror detach sync >/dev/null
+    fio --name=change --ioengine=nbd --uri="$URI/sync" --rw=randwrite --bs=64k --number_ios=$((CHUNKS / 100)) \
+        --size="$SIZE" --randseed=$run >/dev/null 2>&1
+    start=$(now); "$STRATA" mirror attach sync >/dev/null; wait_connected sync; end=$(now)
+    resync_small+=("$(awk "BEGIN {print $end - $start}")")
+    "$STRATA" mirror detach sync >/dev/null
+    start=$(now); "$STRATA" mirror attach sync --full >/dev/null; wait_connected sync; end=$(now)
+    resync_full+=("$(awk "BEGIN {print $end - $start}")")
+done
+SMALL=$(printf '%s\n' "${resync_small[@]}" | median)
+FULL=$(printf '%s\n' "${resync_full[@]}" | median)
+
+echo "== initial sync vs send | receive" >&2
+sync_add=() sync_stream=()
+"$STRATA" snapshot create sync@bench >/dev/null
+for run in $(seq 1 "$REPEAT"); do
+    "$STRATA" volume create "copy$run" --size "$SIZE" >/dev/null
+    qemu-io -f raw -c "write -P 0x5a 0 $((BYTES / 2))" "$URI/copy$run" >/dev/null
+    start=$(now); "$STRATA" mirror add "copy$run" --to-pool "$(legpool "add$run")" --wait >/dev/null; end=$(now)
+    sync_add+=("$(awk "BEGIN {print $end - $start}")")
+    target=$(legpool "recv$run")
+    start=$(now); "$STRATA" send sync@bench | "$STRATA" receive --pool "$target" sync >/dev/null; end=$(now)
+    sync_stream+=("$(awk "BEGIN {print $end - $start}")")
+done
+ADD=$(printf '%s\n' "${sync_add[@]}" | median)
+STREAM=$(printf '%s\n' "${sync_stream[@]}" | median)
+
+echo
+echo "| job (unit) | no mirror | connected local leg | leg / none |"
+echo "|---|---:|---:|---:|"
+for spec in "${JOBS[@]}"; do
+    IFS=: read -r job _ bs _ <<<"$spec"
+    unit=IOPS; [ "$bs" = 1M ] && unit=MiB/s
+    a=${RESULT[plain,$job]}; b=${RESULT[mirrored,$job]}
+    echo "| $job ($unit) | $a | $b | $(ratio "$b" "$a") |"
+done
+echo
+echo "| resync of a $SIZE volume (seconds) | 1% of chunks changed | --full | full / 1% |"
+echo "|---|---:|---:|---:|"
+echo "| detach, change, attach until connected | $SMALL | $FULL | $(ratio "$FULL" "$SMALL") |"
+echo
+echo "| first copy of $SIZE, half written (seconds) | mirror add --wait | send \\| receive | stream / add |"
+echo "|---|---:|---:|---:|"
+echo "| median of $REPEAT | $ADD | $STREAM | $(ratio "$STREAM" "$ADD") |"
