@@ -22,7 +22,8 @@ public protocol SendTargetsDirectory: Sendable {
     /// Every pool object (VOLUME or VOLUME@SNAPSHOT) served as a target.
     func targetObjects() -> [String]
     /// The pool object a target name names, or nil when none does.
-    func object(forTargetName name: String) -> String?
+    /// - Throws: an engine error other than "not found".
+    func object(forTargetName name: String) throws(StrataError) -> String?
 }
 
 /// A command whose data is in, for the connection to run on the logical unit.
