@@ -261,7 +261,7 @@ public struct ISCSISession {
         self.send(pdu)
         if reason == 2 { return }
         self.logger.info("iSCSI session \(self.tsih) logged out")
-        self.unit?.nexusLost(self.nexus)
+        self.unit?.nexusLost(self.nexus, session: self.tsih)
         self.outbox.append(.close)
     }
 
