@@ -47,10 +47,17 @@ public final class Listener: Sendable {
     /// The address it listens on (the port, when 0 was asked for).
     public var localAddress: SocketAddress? { self.channel.localAddress }
 
+    /// Closes the listening socket; connections already accepted go on. A front end with
+    /// several sockets closes all of them before it drains, so none accepts during the drain.
+    /// Blocks: call it from a thread that is not an event loop.
+    public func stopAccepting() {
+        try? self.channel.close().wait()
+    }
+
     /// Stops accepting, sends every connection of this front end a `DrainEvent`, and waits for
     /// them to close. Blocks: call it from a thread that is not an event loop.
     public func shutdownAndWait() {
-        try? self.channel.close().wait()
+        self.stopAccepting()
         let connections = self.registry.all.filter { $0.protocolName == self.protocolName }
         for entry in connections {
             entry.channel.pipeline.fireUserInboundEventTriggered(DrainEvent())

@@ -26,8 +26,8 @@ public struct DaemonOptions: Sendable {
     public var directory: String
     public var nbdHost: String
     public var nbdPort: Int
-    /// The iSCSI portal, or nil when iSCSI is off.
-    public var iscsi: (host: String, port: Int)?
+    /// The iSCSI portals (`--iscsi`, once per portal); none when iSCSI is off.
+    public var iscsi: [(host: String, port: Int)]
     public var createSize: UInt64
     public var commitIntervalSeconds: Double
     /// Where to accept replication from peers (`--replication`), and the shared secret's file.
@@ -40,7 +40,7 @@ public struct DaemonOptions: Sendable {
     public var nbdTLS = NBDTLSSettings()
 
     public init(
-        directory: String, nbdHost: String, nbdPort: Int, iscsi: (host: String, port: Int)?, createSize: UInt64,
+        directory: String, nbdHost: String, nbdPort: Int, iscsi: [(host: String, port: Int)], createSize: UInt64,
         commitIntervalSeconds: Double
     ) {
         self.directory = directory
@@ -93,7 +93,9 @@ public enum Daemon {
             try? await group.shutdownGracefully()
             throw error
         }
-        let iscsiNote = options.iscsi.map { "iSCSI on \($0.host):\($0.port)" } ?? "iSCSI off"
+        let iscsiNote =
+            options.iscsi.isEmpty
+            ? "iSCSI off" : "iSCSI on " + options.iscsi.map { "\($0.host):\($0.port)" }.joined(separator: " and ")
         let tlsNote = options.nbdTLS.mode == .off ? "" : " (TLS \(options.nbdTLS.mode.rawValue))"
         logger.notice(
             "serving pool \(directory): NBD on \(options.nbdHost):\(options.nbdPort)\(tlsNote), \(iscsiNote), control socket \(directory)/\(ControlServer.socketName)"
@@ -101,7 +103,7 @@ public enum Daemon {
         if let overlayVolume {
             // The URIs go to stdout, for people and scripts; everything else is logged.
             var lines = ["nbd://\(options.nbdHost):\(options.nbdPort)/\(overlayVolume)"]
-            if let portal = options.iscsi {
+            if let portal = options.iscsi.first {
                 lines.append("iscsi://\(portal.host):\(portal.port)/\(TargetNames.targetName(for: overlayVolume))/0")
             }
             FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
@@ -155,13 +157,8 @@ public enum Daemon {
                     registry: registry, tls: tls, logger: logger, foreign: mirrors)
             }
             undo.append { nbd.shutdownAndWait() }
-            let iscsi = try options.iscsi.map { portal in
-                try Self.listening("iSCSI", on: portal, option: "--iscsi ADDR:PORT, or --iscsi off") {
-                    try ISCSIServer.start(
-                        host: portal.host, port: portal.port, pool: pool, directory: options.directory, group: group,
-                        threadPool: threadPool, registry: registry, logger: logger, foreign: mirrors)
-                }
-            }
+            let iscsi = try Self.iscsiServer(
+                options, pool: pool, group: group, threadPool: threadPool, registry: registry, logger: logger, foreign: mirrors)
             undo.append { iscsi?.shutdownAndWait() }
             let control = try ControlServer.start(
                 directory: options.directory, service: service, group: group, threadPool: threadPool, logger: logger)
@@ -208,17 +205,39 @@ public enum Daemon {
     }
 
     /// Runs `bind`, turning a bind error into one that names the front end, the address and the fix.
+    /// The iSCSI server on every `--iscsi` portal, or nil when iSCSI is off.
+    private static func iscsiServer(
+        _ options: DaemonOptions, pool: Pool, group: any EventLoopGroup, threadPool: NIOThreadPool,
+        registry: ConnectionRegistry, logger: Logger, foreign: (any ForeignExports)?
+    ) throws(StrataError) -> ISCSIServer? {
+        guard !options.iscsi.isEmpty else { return nil }
+        do throws(ISCSIServer.BindError) {
+            return try ISCSIServer.start(
+                portals: options.iscsi, pool: pool, directory: options.directory, group: group, threadPool: threadPool,
+                registry: registry, logger: logger, foreign: foreign)
+        } catch {
+            throw Self.bindFailure(
+                "iSCSI", on: (error.host, error.port), option: "--iscsi ADDR:PORT, or --iscsi off", error.underlying)
+        }
+    }
+
     private static func listening<T>(
         _ name: String, on address: (host: String, port: Int), option: String, _ bind: () throws -> T
     ) throws(StrataError) -> T {
         do {
             return try bind()
         } catch {
-            throw StrataError(
-                .io,
-                "serve: cannot listen for \(name) on \(address.host):\(address.port) (\(error)); is another server using it? Choose another with \(option)"
-            )
+            throw Self.bindFailure(name, on: address, option: option, error)
         }
+    }
+
+    private static func bindFailure(
+        _ name: String, on address: (host: String, port: Int), option: String, _ error: any Error
+    ) -> StrataError {
+        StrataError(
+            .io,
+            "serve: cannot listen for \(name) on \(address.host):\(address.port) (\(error)); is another server using it? Choose another with \(option)"
+        )
     }
 
     /// Lets the daemon hold as many connections as the hard limit allows.

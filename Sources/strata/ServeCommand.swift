@@ -22,7 +22,8 @@ struct ServeCommand: AsyncParsableCommand {
 
     @OptionGroup var options: PoolOptions
     @Option(help: "NBD listen address, ADDR:PORT.") var nbd: String = "127.0.0.1:10809"
-    @Option(help: "iSCSI listen address, ADDR:PORT, or 'off'.") var iscsi: String = "127.0.0.1:3260"
+    @Option(help: "iSCSI listen address, ADDR:PORT, or 'off'. Given again, another portal to the same targets (multipath).")
+    var iscsi: [String] = ["127.0.0.1:3260"]
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
     @Option(name: .customLong("create-size"), help: "Size of a pool created on first start.")
@@ -70,8 +71,19 @@ struct ServeCommand: AsyncParsableCommand {
         try Self.parseAddress(self.nbd, option: "nbd", example: "127.0.0.1:10809")!
     }
 
-    func parseISCSIAddress() throws -> (String, Int)? {
-        try Self.parseAddress(self.iscsi, option: "iscsi", example: "127.0.0.1:3260", allowOff: true)
+    /// The iSCSI portals: one per `--iscsi`, none for `--iscsi off`.
+    func parseISCSIAddresses() throws -> [(host: String, port: Int)] {
+        if self.iscsi == ["off"] { return [] }
+        var portals: [(host: String, port: Int)] = []
+        for value in self.iscsi {
+            guard value != "off" else { throw ValidationError("--iscsi off cannot be combined with a portal") }
+            let (host, port) = try Self.parseAddress(value, option: "iscsi", example: "127.0.0.1:3260", allowOff: true)!
+            guard !portals.contains(where: { $0.host == host && $0.port == port }) else {
+                throw ValidationError("--iscsi \(value) is given twice; give each portal once")
+            }
+            portals.append((host, port))
+        }
+        return portals
     }
 
     func parseTLS() throws -> NBDTLSSettings {
@@ -86,7 +98,7 @@ struct ServeCommand: AsyncParsableCommand {
     func validate() throws {
         _ = try self.parseAddress()
         _ = try self.parseTLS()
-        _ = try self.parseISCSIAddress()
+        _ = try self.parseISCSIAddresses()
         _ = try parseSize(self.createSize, option: "--create-size")
         guard Logger.Level(rawValue: self.logLevel) != nil else {
             throw ValidationError("invalid --log-level '\(self.logLevel)'; use trace, debug, info, notice, warning, error or critical")
@@ -116,7 +128,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "strata")
         var options = DaemonOptions(
-            directory: self.options.directory, nbdHost: host, nbdPort: port, iscsi: try self.parseISCSIAddress(),
+            directory: self.options.directory, nbdHost: host, nbdPort: port, iscsi: try self.parseISCSIAddresses(),
             createSize: try parseSize(self.createSize, option: "--create-size"), commitIntervalSeconds: self.commitInterval)
         options.replication = try self.replication.flatMap {
             try Self.parseAddress($0, option: "replication", example: "0.0.0.0:10810")

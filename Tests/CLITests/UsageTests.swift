@@ -92,6 +92,7 @@ struct UsageTests {
         "serve refuses a bad address, log level, commit interval or TLS mode before touching any pool",
         arguments: [
             ["--nbd", "bogus"], ["--nbd", "127.0.0.1:99999"], ["--iscsi", "bogus"], ["--iscsi", "127.0.0.1:0"],
+            ["--iscsi", "127.0.0.1:3260", "--iscsi", "127.0.0.1:3260"], ["--iscsi", "off", "--iscsi", "127.0.0.1:3261"],
             ["--log-level", "loud"], ["--commit-interval", "0"], ["--overlay-name", "vm"],
             ["--overlay", "disk.qcow2", "--overlay-name", "bad/name"], ["--tls", "maybe"],
         ])

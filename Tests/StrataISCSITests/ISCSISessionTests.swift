@@ -15,6 +15,14 @@ struct FakeDirectory: SendTargetsDirectory {
     func object(forTargetName name: String) -> String? { name == TargetNames.targetName(for: "vm1") ? "vm1" : nil }
 }
 
+/// A directory whose pool fails every lookup with an engine error.
+struct FailingDirectory: SendTargetsDirectory {
+    func targetObjects() -> [String] { [] }
+    func object(forTargetName name: String) throws(StrataError) -> String? {
+        throw StrataError(.io, "open \(name): read failed (errno=5)")
+    }
+}
+
 /// A SCSI Command PDU: CmdSN, tag, CDB, Expected Data Transfer Length, R/W and immediate data.
 func scsiCommand(
     tag: UInt32, sequence: UInt32, cdb: [UInt8], expectedLength: Int, read: Bool = false, write: Bool = false,
@@ -92,14 +100,15 @@ struct ISCSISessionTests {
     }
 
     func session(
-        expectedCommand: UInt32 = 10, configure: (inout SessionParameters) -> Void = { _ in }
+        expectedCommand: UInt32 = 10, directory: any SendTargetsDirectory = FakeDirectory(),
+        configure: (inout SessionParameters) -> Void = { _ in }
     ) -> ISCSISession {
         var parameters = SessionParameters()
         parameters.initiatorName = "iqn.2026-11.org.example:host"
         configure(&parameters)
         return ISCSISession(
             parameters: parameters, tsih: 1, nexus: "iqn.2026-11.org.example:host,i,0x800000000001", unit: self.unit,
-            directory: FakeDirectory(), portal: "127.0.0.1:3260", statusSequence: 500,
+            directory: directory, portal: "127.0.0.1:3260", statusSequence: 500,
             expectedCommand: expectedCommand, logger: Logger(label: "test"))
     }
 
@@ -331,17 +340,31 @@ struct ISCSISessionTests {
 
     // MARK: SendTargets
 
-    @Test func sendTargetsListsTargetsAtThePortal() throws {
-        var session = self.session()
+    /// SendTargets=NAME when the lookup fails with an engine error: the Text Response (which has
+    /// no status) lists nothing, and the session goes on (the error is logged, not hidden as
+    /// "no such target" by a `try?`).
+    /// Sends Text SendTargets=`value` at CmdSN 10; the keys of the (final) Text Response.
+    func sendTargets(_ value: String, session: inout ISCSISession) throws -> TextKeys {
         var request = PDU(.textRequest)
         request.initiatorTaskTag = 8
         request.targetTransferTag = PDU.reservedTag
         request.set(UInt32(10), at: 24)
-        request.data = TextKeys([("SendTargets", "All")]).bytes
+        request.data = TextKeys([("SendTargets", value)]).bytes
         let answer = try #require(sent(session.receive(request)).first)
         #expect(answer.pdu.opcode == .textResponse)
         #expect(answer.pdu.final)
-        let keys = try #require(TextKeys.parse(answer.data))
+        return try #require(TextKeys.parse(answer.data))
+    }
+
+    @Test func sendTargetsOfATargetWhoseLookupFailsListsNothing() throws {
+        var session = self.session(directory: FailingDirectory())
+        let keys = try self.sendTargets("iqn.2026-11.org.strata:vm1", session: &session)
+        #expect(keys.pairs.filter { $0.0 == "TargetName" }.isEmpty)
+    }
+
+    @Test func sendTargetsListsTargetsAtThePortal() throws {
+        var session = self.session()
+        let keys = try self.sendTargets("All", session: &session)
         #expect(keys.pairs.filter { $0.0 == "TargetName" }.map(\.1) == ["iqn.2026-11.org.strata:vm1", "iqn.2026-11.org.strata:vm1:s1"])
         #expect(keys.pairs.filter { $0.0 == "TargetAddress" }.map(\.1) == ["127.0.0.1:3260,1", "127.0.0.1:3260,1"])
     }

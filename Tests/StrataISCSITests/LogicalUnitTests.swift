@@ -17,11 +17,9 @@ struct LogicalUnitTests {
     let other = "iqn.b,i,0x800000000002"
 
     init() throws {
-        let device = SimDevice(size: 512 * 4096 + 96 * Self.chunk)
-        try Pool.format(device: device, chunkSize: Self.chunk, metadataPages: 512)
-        self.pool = try Pool(device: device)
-        try self.pool.createVolume("vm1", size: 1 << 20)
-        self.unit = LogicalUnit(pool: self.pool, handle: try self.pool.handle("vm1"))
+        let fixture = try UnitFixture(chunk: Self.chunk, dataChunks: 96, volumeSize: 1 << 20)
+        self.pool = fixture.pool
+        self.unit = fixture.unit
     }
 
     func cdb(_ bytes: [UInt8]) -> CDB { CDB(bytes) }

@@ -18,6 +18,17 @@ struct FakeEnvironment: LoginEnvironment {
     func randomBytes(_ count: Int) -> [UInt8] { (0..<count).map { UInt8($0 + 1) } }
 }
 
+/// A target side whose pool fails every lookup with an engine error (not "not found").
+struct FailingEnvironment: LoginEnvironment {
+    func object(forTargetName name: String) throws(StrataError) -> String? {
+        throw StrataError(.io, "open \(name): read failed (errno=5)")
+    }
+
+    func chapSettings() -> ChapSettings { ChapSettings() }
+
+    func randomBytes(_ count: Int) -> [UInt8] { (0..<count).map { UInt8($0 + 1) } }
+}
+
 func loginRequest(
     current: UInt8, next: UInt8, transit: Bool = true, keys: [(String, String)], tsih: UInt16 = 0
 ) -> PDU {
@@ -86,6 +97,16 @@ struct LoginTests {
         #expect(parameters.initiatorMaxReceiveDataLength == 65536)
         #expect(parameters.maxBurstLength == 1_048_576)
         #expect(!parameters.initialR2T && parameters.immediateData)
+    }
+
+    /// Regression: the target looked names up with `try?`, so an I/O error of the pool read as
+    /// "no such target" (0203h) and an initiator would give up on a target that exists. Only
+    /// "not found" may mean that; any other engine error is a target error (0300h).
+    @Test func anEngineErrorIsATargetErrorNotAMissingTarget() {
+        var login = Login(environment: FailingEnvironment())
+        let step = login.handle(
+            loginRequest(current: 0, next: 1, keys: [self.initiator, ("TargetName", "iqn.2026-11.org.strata:vm1")]))
+        #expect(status(of: step) == LoginStatus.targetError.rawValue)
     }
 
     @Test func unknownTargetAndMissingNamesAreRefused() {

@@ -35,7 +35,7 @@ struct ServedPool {
         let threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
         let options = DaemonOptions(
-            directory: directory, nbdHost: "127.0.0.1", nbdPort: 0, iscsi: nil, createSize: 0, commitIntervalSeconds: 1)
+            directory: directory, nbdHost: "127.0.0.1", nbdPort: 0, iscsi: [], createSize: 0, commitIntervalSeconds: 1)
         let services = try await Daemon.bind(options, tls: nil, pool: pool, group: group, threadPool: threadPool, logger: logger)
         let serviceGroup = ServiceGroup(configuration: ServiceGroupConfiguration(services: services.startOrder, logger: logger))
         try await withThrowingDiscardingTaskGroup { tasks in

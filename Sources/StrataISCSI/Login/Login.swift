@@ -27,7 +27,9 @@ public enum LoginStatus: UInt16, Sendable {
 /// What login needs to know about the target side.
 public protocol LoginEnvironment: Sendable {
     /// The pool object (VOLUME or VOLUME@SNAPSHOT) a target name names, or nil when none does.
-    func object(forTargetName name: String) -> String?
+    /// - Throws: an engine error other than "not found" (the login then ends in 0300h, target
+    ///   error, not 0203h: the target may exist).
+    func object(forTargetName name: String) throws(StrataError) -> String?
     /// CHAP settings now in force.
     func chapSettings() -> ChapSettings
     /// Random bytes for CHAP challenges.
@@ -184,9 +186,13 @@ public struct Login {
         }
         if let name = keys["TargetName"], self.negotiation.parameters.targetName == nil {
             guard self.negotiation.parameters.sessionType == .normal else { return nil }
-            guard let object = self.environment.object(forTargetName: name) else {
-                return self.failure(.notFound, request, "no target \(name)")
+            let found: String?
+            switch Result(catching: { () throws(StrataError) in try self.environment.object(forTargetName: name) }) {
+            case .success(let object): found = object
+            case .failure(let error):
+                return self.failure(.targetError, request, "look up target \(name): \(error.message)")
             }
+            guard let object = found else { return self.failure(.notFound, request, "no target \(name)") }
             self.object = object
             self.negotiation.parameters.targetName = name
             self.credential = self.environment.chapSettings().credential(for: object)

@@ -140,6 +140,9 @@ struct CommandSpec: Sendable {
     let serviceAction: UInt8?
     let name: String
     let access: AccessKind
+    /// Ends in a waiting unit attention (SPC-4 §5.14): every command that touches the medium,
+    /// and TEST UNIT READY, with which initiators collect them.
+    let reportsAttention: Bool
     /// Changes the medium: refused on a read-only target.
     let writes: Bool
     let dataOut: DataOutRule
@@ -150,18 +153,20 @@ struct CommandSpec: Sendable {
     let extent: BlockExtent?
     let inline: InlineRule
     /// SPC-4 §6.35.3: a bit set for each CDB bit the command looks at; byte 0 is the opcode.
+    /// Every bit of the CDB unless the entry gives its own map.
     let usageMap: [UInt8]
     let handler: Handler
 
     init(
         _ opcode: SCSIOpcode, serviceAction: UInt8? = nil, _ name: String, access: AccessKind, writes: Bool = false,
         dataOut: DataOutRule = .none, exactDataOutField: Int? = nil, extent: BlockExtent? = nil,
-        inline: InlineRule = .never, handler: @escaping Handler
+        inline: InlineRule = .never, usageMap: [UInt8]? = nil, handler: @escaping Handler
     ) {
         self.opcode = opcode
         self.serviceAction = serviceAction
         self.name = name
         self.access = access
+        self.reportsAttention = access != .always || opcode == .testUnitReady
         self.writes = writes
         self.dataOut = dataOut
         self.exactDataOutField = exactDataOutField
@@ -173,7 +178,8 @@ struct CommandSpec: Sendable {
         map[0] = opcode.rawValue
         if let serviceAction { map[1] = serviceAction | 0xe0 }
         map[length - 1] = 0x07  // CONTROL: NACA and link bits
-        self.usageMap = map
+        if let usageMap { precondition(usageMap.count == length, "\(name): usage map is not \(length) bytes") }
+        self.usageMap = usageMap ?? map
     }
 
     var cdbLength: Int { self.usageMap.count }
@@ -195,7 +201,8 @@ enum CommandTable {
 
     /// Every command, by opcode and then service action (the order REPORT SUPPORTED OPERATION
     /// CODES lists them in).
-    static let all: [CommandSpec] = (Self.primary + Self.blockCommands + Self.serviceActionCommands).sorted {
+    static let all: [CommandSpec] =
+        (Self.primary + Self.blockCommands + Self.serviceActionCommands + Self.sanitizeCommands).sorted {
         Self.key($0.opcode.rawValue, $0.serviceAction) < Self.key($1.opcode.rawValue, $1.serviceAction)
     }
 
@@ -319,6 +326,16 @@ enum CommandTable {
         return CommandSpec(opcode, name, access: access, extent: extent) { unit, _, _, _ throws(SCSIError) in
             try unit.synchronizeCache()
         }
+    }
+
+    /// SANITIZE's service actions: OVERWRITE and BLOCK ERASE (`Sanitize` says why not the others).
+    private static let sanitizeCommands: [CommandSpec] = [
+        (Sanitize.overwrite, "SANITIZE(OVERWRITE)"), (Sanitize.blockErase, "SANITIZE(BLOCK ERASE)"),
+    ].map { action, name in
+        CommandSpec(
+            .sanitize, serviceAction: action, name, access: .write, writes: true,
+            dataOut: .parameterList(offset: 7, size: 2), usageMap: Sanitize.usageMap(serviceAction: action)
+        ) { unit, cdb, data, _ throws(SCSIError) in try Sanitize.execute(cdb, data: data, unit: unit) }
     }
 
     /// Commands told apart by a service action in byte 1.

@@ -25,7 +25,7 @@ enum Inquiry {
         case 0x83: body = Self.identification(unit)
         case 0x8f: body = ExtendedCopy.thirdPartyCopyPage()
         case 0xb0: body = Self.blockLimits(unit)
-        case 0xb1: body = [0x00, 0x01, 0x00, 0x00] + [UInt8](repeating: 0, count: 56)  // non-rotating
+        case 0xb1: body = Self.characteristics()
         case 0xb2: body = Self.provisioning()
         default: return .check(.invalidField(byte: 2))
         }
@@ -95,6 +95,13 @@ enum Inquiry {
         // Atomic writes: any alignment and granularity, no atomic boundaries (SBC-4 §6.6.4).
         BigEndian.put(LogicalUnit.maxAtomicBlocks, 4, into: &page, at: 40)
         return page
+    }
+
+    /// Block device characteristics (SBC-4 §6.6.2): non-rotating medium; WABEREQ 01b, reads
+    /// after a SANITIZE BLOCK ERASE succeed (the blocks read as zeros); WACEREQ 00b, there is no
+    /// CRYPTOGRAPHIC ERASE.
+    static func characteristics() -> [UInt8] {
+        [0x00, 0x01, 0x00, 0x40] + [UInt8](repeating: 0, count: 56)
     }
 
     /// Logical block provisioning (SBC-4 §6.6.6): UNMAP and WRITE SAME(10/16) with UNMAP

@@ -1,7 +1,8 @@
 // MODE SENSE and MODE SELECT (SPC-4 §6.11–6.14) with the pages a block device reports: 08h
 // caching (WCE can be cleared, which makes every write durable before it completes), 0Ah
-// control, 1Ch informational exceptions, and 3Fh for all of them. The header's
-// device-specific byte carries WP for read-only targets and DPOFUA.
+// control (SWP can be set, which write-protects the unit until it is cleared), 1Ch
+// informational exceptions, and 3Fh for all of them. The header's device-specific byte carries
+// WP for read-only targets (snapshots, or SWP set) and DPOFUA.
 
 import StrataCore
 
@@ -10,6 +11,8 @@ enum ModePages {
     static let control: UInt8 = 0x0a
     static let informationalExceptions: UInt8 = 0x1c
     static let all: UInt8 = 0x3f
+    /// Control page byte 4: SWP, software write protect.
+    static let softwareWriteProtectBit: UInt8 = 0x08
 
     /// A page's current, changeable or default values (page control 0, 1, 2).
     static func page(_ code: UInt8, control pageControl: UInt8, unit: LogicalUnit) -> [UInt8]? {
@@ -31,6 +34,11 @@ enum ModePages {
             if pageControl != 1 {
                 page[3] = 0x10  // QUEUE ALGORITHM MODIFIER 1: unrestricted reordering
                 BigEndian.put(0xffff, 2, into: &page, at: 8)  // busy timeout: unlimited
+            }
+            switch pageControl {
+            case 1: page[4] = Self.softwareWriteProtectBit  // SWP changeable
+            case 2: break
+            default: page[4] = unit.softwareWriteProtect.load(ordering: .relaxed) ? Self.softwareWriteProtectBit : 0
             }
             return page
         case Self.informationalExceptions:
@@ -87,8 +95,8 @@ enum ModePages {
         return .good(data.truncated(to: allocation))
     }
 
-    /// MODE SELECT: the caching page's WCE is the one changeable field; anything else must equal
-    /// the current value.
+    /// MODE SELECT: the caching page's WCE and the control page's SWP are the changeable fields;
+    /// anything else must equal the current value.
     static func select(_ cdb: CDB, data: [UInt8], unit: LogicalUnit) throws(SCSIError) -> SCSIResult {
         let ten = cdb.opcode == SCSIOpcode.modeSelect10.rawValue
         if cdb[1] & 0x01 != 0 { return .check(.invalidField(byte: 1, bit: 0)) }  // SP: nothing is saved
@@ -99,6 +107,7 @@ enum ModePages {
         var offset = headerLength + descriptorLength
         guard offset <= data.count else { return .check(.parameterListLengthError) }
         var newCache: Bool?
+        var newWriteProtect: Bool?
         while offset + 2 <= data.count {
             let code = data[offset] & 0x3f
             let length = Int(data[offset + 1])
@@ -112,9 +121,11 @@ enum ModePages {
                 return .check(.invalidParameter(byte: offset + index))
             }
             if code == Self.caching { newCache = supplied[2] & 0x04 != 0 }
+            if code == Self.control { newWriteProtect = supplied[4] & Self.softwareWriteProtectBit != 0 }
             offset += 2 + length
         }
         if let newCache { unit.writeCache.store(newCache, ordering: .relaxed) }
+        if let newWriteProtect { unit.softwareWriteProtect.store(newWriteProtect, ordering: .relaxed) }
         return .good()
     }
 }

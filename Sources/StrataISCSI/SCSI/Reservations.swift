@@ -39,6 +39,10 @@ public final class ReservationState: Sendable {
         var legacyHolder: String?
         /// Unit attentions waiting for each nexus.
         var attentions: [String: [SenseCode]] = [:]
+        /// The sessions logged in to the unit, by TSIH: the I_T nexuses a reset reaches.
+        /// Keyed by session so that a reinstated session's old connection, closing after the new
+        /// one joined, takes only its own entry away.
+        var sessions: [UInt16: String] = [:]
     }
 
     private let state = Mutex(State())
@@ -81,15 +85,31 @@ public final class ReservationState: Sendable {
         }
     }
 
-    /// The nexus ended (logout, lost connection): RESERVE(6) reservations end with it.
-    public func nexusLost(_ nexus: String) { self.releaseLegacy(nexus) }
+    /// A session of `nexus` logged in to the unit.
+    public func nexusJoined(_ nexus: String, session: UInt16) {
+        self.state.withLock { $0.sessions[session] = nexus }
+    }
+
+    /// A session ended (logout, lost connection): RESERVE(6) reservations of its nexus end with
+    /// it, and once no session of the nexus is left, so do the unit attentions waiting for it
+    /// (a later login is a new I_T nexus). Called again for the same session, it does nothing.
+    public func nexusLost(_ nexus: String, session: UInt16) {
+        self.state.withLock { state in
+            guard state.sessions[session] == nexus else { return }
+            state.sessions[session] = nil
+            if state.legacyHolder == nexus { state.legacyHolder = nil }
+            if !state.sessions.values.contains(nexus) { state.attentions[nexus] = nil }
+        }
+    }
 
     /// LOGICAL UNIT RESET or TARGET RESET: RESERVE(6) reservations end, persistent ones stay, and
-    /// every other nexus gets a unit attention.
+    /// every I_T nexus of the unit, the one that asked for the reset included, gets the unit
+    /// attention POWER ON, RESET, OR BUS DEVICE RESET OCCURRED (SAM-5 §6.3.3 e). Every nexus
+    /// with a session on the unit counts, and every registered one.
     public func reset(by nexus: String) {
         self.state.withLock { state in
             state.legacyHolder = nil
-            for other in state.registrations.keys where other != nexus {
+            for other in Set(state.registrations.keys).union(state.sessions.values) {
                 state.attentions[other, default: []].append(.unitAttentionReset)
             }
         }

@@ -26,6 +26,8 @@ public enum SCSIOpcode: UInt8, Sendable, CaseIterable {
     case readDefectData10 = 0x37
     case writeSame10 = 0x41
     case unmap = 0x42
+    /// SANITIZE: OVERWRITE (01h) and BLOCK ERASE (02h).
+    case sanitize = 0x48
     case modeSelect10 = 0x55
     case modeSense10 = 0x5a
     case persistentReserveIn = 0x5e

@@ -38,6 +38,7 @@ public struct SenseCode: Error, Sendable, Equatable, CustomStringConvertible {
     public static let noSense = SenseCode(key: 0x00, asc: 0x00, ascq: 0x00)
     public static let notReadyMediumNotPresent = SenseCode(key: 0x02, asc: 0x3a, ascq: 0x00)
     public static let notReadyStopped = SenseCode(key: 0x02, asc: 0x04, ascq: 0x02)
+    public static let notReadySanitizeInProgress = SenseCode(key: 0x02, asc: 0x04, ascq: 0x1b)
     public static let mediumError = SenseCode(key: 0x03, asc: 0x11, ascq: 0x00)
     public static let writeError = SenseCode(key: 0x03, asc: 0x0c, ascq: 0x00)
     public static let hardwareError = SenseCode(key: 0x04, asc: 0x44, ascq: 0x00)

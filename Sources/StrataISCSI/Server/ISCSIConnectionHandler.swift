@@ -72,7 +72,7 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         self.target.registry.remove(context.channel)
         if let session = self.session {
             self.target.closeSession(session.tsih)
-            self.unit?.nexusLost(session.nexus)
+            self.unit?.nexusLost(session.nexus, session: session.tsih)
         }
         self.session?.connectionLost()
         self.context = nil
@@ -258,6 +258,7 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             // The I_T nexus: initiator name and ISID (RFC 7143 §4.4.1), as `name,i,0x<ISID>`.
             let nexus = "\(parameters.initiatorName),i," + Chap.encode(login.initiatorSessionID)
             let tsih = self.target.openSession(nexus: nexus, channel: context.channel)
+            self.unit?.nexusJoined(nexus, session: tsih)
             pdu.tsih = tsih
             self.session = ISCSISession(
                 parameters: parameters, tsih: tsih, nexus: nexus, unit: self.unit, directory: self.target,

@@ -43,10 +43,18 @@ public final class ISCSITarget: Sendable, LoginEnvironment, SendTargetsDirectory
 
     // MARK: LoginEnvironment
 
-    public func object(forTargetName name: String) -> String? {
+    /// The pool object `name` names: nil only when the pool has no such volume or snapshot.
+    /// - Throws: any other engine error (logged here), which login answers with 0300h.
+    public func object(forTargetName name: String) throws(StrataError) -> String? {
         guard let object = TargetNames.object(for: name) else { return nil }
         if self.units.foreign?.foreign(object) != nil { return object }
-        if (try? self.pool.handle(object)) != nil { return object }
+        switch Result(catching: { () throws(StrataError) in try self.pool.handle(object) }) {
+        case .success: return object
+        case .failure(let error) where error.code == .notFound: break
+        case .failure(let error):
+            self.logger.error("iSCSI target \(name): \(error.message)")
+            throw error
+        }
         // Names compare without regard to case (RFC 3722).
         return self.pool.targets().first { $0.name.lowercased() == object.lowercased() }?.name
     }

@@ -78,7 +78,14 @@ extension ISCSISession {
         case "":
             objects = self.unit.map { [$0.handle.name] } ?? []
         default:
-            objects = self.directory.object(forTargetName: value).map { [$0] } ?? []
+            switch Result(catching: { () throws(StrataError) in try self.directory.object(forTargetName: value) }) {
+            case .success(let object): objects = object.map { [$0] } ?? []
+            case .failure(let error):
+                // A Text Response has no status to carry a target error (RFC 7143 §11.11): the
+                // answer lists nothing and the log says why.
+                self.logger.error("iSCSI SendTargets=\(value): \(error.message)")
+                objects = []
+            }
         }
         for object in objects {
             keys.append("TargetName", TargetNames.targetName(for: object))

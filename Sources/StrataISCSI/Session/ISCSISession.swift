@@ -22,7 +22,8 @@ public protocol SendTargetsDirectory: Sendable {
     /// Every pool object (VOLUME or VOLUME@SNAPSHOT) served as a target.
     func targetObjects() -> [String]
     /// The pool object a target name names, or nil when none does.
-    func object(forTargetName name: String) -> String?
+    /// - Throws: an engine error other than "not found".
+    func object(forTargetName name: String) throws(StrataError) -> String?
 }
 
 /// A command whose data is in, for the connection to run on the logical unit.
@@ -260,7 +261,7 @@ public struct ISCSISession {
         self.send(pdu)
         if reason == 2 { return }
         self.logger.info("iSCSI session \(self.tsih) logged out")
-        self.unit?.nexusLost(self.nexus)
+        self.unit?.nexusLost(self.nexus, session: self.tsih)
         self.outbox.append(.close)
     }
 
