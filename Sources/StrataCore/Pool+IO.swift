@@ -80,11 +80,23 @@ extension Pool {
     public func read(_ handle: VolumeHandle, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer)
         throws(StrataError)
     {
-        try self.withContext("read", handle.name) { () throws(StrataError) in
-            let fetched = try self.readUnchecked(handle, at: offset, into: buffer)
-            // Outside the read's gate and guard: storing what was fetched is a write.
-            if !fetched.isEmpty { try self.fillFetched(handle, offsets: fetched) }
+        try self.counted(handle, .read, bytes: UInt64(buffer.count)) { () throws(StrataError) in
+            try self.withContext("read", handle.name) { () throws(StrataError) in
+                let fetched = try self.readUnchecked(handle, at: offset, into: buffer)
+                // Outside the read's gate and guard: storing what was fetched is a write.
+                if !fetched.isEmpty { try self.fillFetched(handle, offsets: fetched) }
+            }
         }
+    }
+
+    /// Runs a front end's request, counted in the handle's counters when it has them
+    /// (IOStatistics.swift): the one place I/O statistics are taken.
+    @inline(__always)
+    func counted<T>(_ handle: VolumeHandle, _ operation: IOOperation, bytes: UInt64, _ body: () throws(StrataError) -> T)
+        throws(StrataError) -> T
+    {
+        guard let counters = handle.counters else { return try body() }
+        return try counters.measure(operation, bytes: bytes, body)
     }
 
     /// Reads as `read` does; returns the volume offsets of pieces read through a base that
@@ -168,8 +180,10 @@ extension Pool {
     public func write(_ handle: VolumeHandle, at offset: UInt64, _ bytes: UnsafeRawBufferPointer, fua: Bool = false)
         throws(StrataError)
     {
-        try self.withContext("write", handle.name) { () throws(StrataError) in
-            try self.writeUnchecked(handle, at: offset, bytes, fua: fua)
+        try self.counted(handle, .write, bytes: UInt64(bytes.count)) { () throws(StrataError) in
+            try self.withContext("write", handle.name) { () throws(StrataError) in
+                try self.writeUnchecked(handle, at: offset, bytes, fua: fua)
+            }
         }
     }
 
@@ -364,12 +378,23 @@ extension Pool {
 
     /// Unmaps a range: whole chunks return to the pool; partial chunks are zeroed.
     public func trim(_ handle: VolumeHandle, at offset: UInt64, length: UInt64) throws(StrataError) {
-        try self.writeZeroes(handle, at: offset, length: length, allowTrim: true)
+        try self.counted(handle, .trim, bytes: length) { () throws(StrataError) in
+            try self.zeroRange(handle, at: offset, length: length, allowTrim: true, fua: false)
+        }
     }
 
     /// Makes a range read as zeros. With `allowTrim`, whole chunks are unmapped (thin); without
     /// it (NBD's NO_HOLE), zeros are written and space stays allocated.
     public func writeZeroes(_ handle: VolumeHandle, at offset: UInt64, length: UInt64, allowTrim: Bool, fua: Bool = false)
+        throws(StrataError)
+    {
+        try self.counted(handle, .writeZeroes, bytes: length) { () throws(StrataError) in
+            try self.zeroRange(handle, at: offset, length: length, allowTrim: allowTrim, fua: fua)
+        }
+    }
+
+    /// `trim` and `writeZeroes` without counting.
+    private func zeroRange(_ handle: VolumeHandle, at offset: UInt64, length: UInt64, allowTrim: Bool, fua: Bool)
         throws(StrataError)
     {
         let gate = self.gates.gate(handle.id)

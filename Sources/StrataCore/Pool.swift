@@ -48,6 +48,8 @@ public final class Pool: @unchecked Sendable {
     let readGuard = ReadGuard()
     /// The base images that based volumes' holes read from (`BaseTable.swift`).
     public let bases: BaseTable
+    /// Front-end I/O and commit statistics for /metrics; off unless the daemon turns them on.
+    public let statistics = IOStatistics()
 
     // Guarded by `meta`.
     var epoch: UInt64

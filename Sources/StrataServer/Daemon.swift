@@ -10,6 +10,7 @@ import NIOCore
 import NIOPosix
 import StrataCore
 import StrataFrontEnd
+import StrataHTTP
 import StrataISCSI
 import StrataNBD
 import ServiceLifecycle
@@ -35,6 +36,10 @@ public struct DaemonOptions: Sendable {
     /// An image file to serve a volume over (`--overlay`), created on first use, and its name.
     public var overlay: String? = nil
     public var overlayName: String? = nil
+    /// The HTTP service (metrics, API, dashboard), or nil when off (`--http off`).
+    public var http: HTTPServerOptions? = HTTPServerOptions(host: "127.0.0.1", port: 10811)
+    /// Whether the front ends count their requests for /metrics (`--metrics on|off`).
+    public var metrics: Bool = true
 
     public init(
         directory: String, nbdHost: String, nbdPort: Int, iscsi: (host: String, port: Int)?, createSize: UInt64,
@@ -62,6 +67,8 @@ public enum Daemon {
             logger.notice("created pool \(directory) (\(SizeParser.format(options.createSize)), sparse)")
         }
         let pool = try Pool.openServing(directory: directory)
+        // Before any front end opens a handle: handles take their counters when opened.
+        pool.statistics.setEnabled(options.metrics)
         try pool.collectBases()
         var overlayVolume: String?
         if let file = options.overlay {
@@ -87,8 +94,9 @@ public enum Daemon {
             throw error
         }
         let iscsiNote = options.iscsi.map { "iSCSI on \($0.host):\($0.port)" } ?? "iSCSI off"
+        let httpNote = services.httpURL.map { "dashboard and metrics on \($0)" } ?? "HTTP off"
         logger.notice(
-            "serving pool \(directory): NBD on \(options.nbdHost):\(options.nbdPort), \(iscsiNote), control socket \(directory)/\(ControlServer.socketName)"
+            "serving pool \(directory): NBD on \(options.nbdHost):\(options.nbdPort), \(iscsiNote), \(httpNote), control socket \(directory)/\(ControlServer.socketName)"
         )
         if let overlayVolume {
             // The URIs go to stdout, for people and scripts; everything else is logged.
@@ -159,6 +167,13 @@ public enum Daemon {
             undo.append { replicas?.close() }
             if let address = options.replication { logger.notice("accepting replication on \(address.host):\(address.port)") }
             let streams = try StreamServer.bind(directory: options.directory, service: service, logger: logger)
+            let http = try options.http.map { address in
+                try Self.listening("HTTP", on: (address.host, address.port), option: "--http ADDR:PORT, or --http off") {
+                    try HTTPServer.start(
+                        address, content: DaemonHTTPContent(service: service), group: group, threadPool: threadPool)
+                }
+            }
+            undo.append { http?.shutdownAndWait() }
             let flattens = FlattenResumer(pool: pool, logger: logger)
             return DaemonServices(
                 commit: CommitService(
@@ -174,7 +189,9 @@ public enum Daemon {
                     logger.notice("shutting down: finishing requests in flight")
                     if let problem = SystemdNotify.send("STOPPING=1") { logger.warning("\(problem)") }
                     control.shutdownAndWait()
-                })
+                },
+                http: http.map { server in LifecycleService.draining("http") { server.shutdownAndWait() } },
+                httpURL: options.http.map { "\(http?.scheme ?? "http")://\(Self.urlHost($0.host)):\($0.port)/" })
         } catch {
             for step in undo.reversed() { step() }
             throw error
@@ -187,6 +204,8 @@ public enum Daemon {
     ) throws(StrataError) -> T {
         do {
             return try bind()
+        } catch let error as StrataError {
+            throw error  // already names the object and the fix (a refused address, a bad token file)
         } catch {
             throw StrataError(
                 .io,
@@ -194,6 +213,9 @@ public enum Daemon {
             )
         }
     }
+
+    /// A host as a URL writes it: IPv6 addresses in brackets.
+    static func urlHost(_ host: String) -> String { host.contains(":") ? "[\(host)]" : host }
 
     /// Lets the daemon hold as many connections as the hard limit allows.
     private static func raiseFileLimit() {

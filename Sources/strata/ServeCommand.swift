@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import StrataCore
+import StrataHTTP
 import StrataServer
 
 struct ServeCommand: AsyncParsableCommand {
@@ -13,6 +14,9 @@ struct ServeCommand: AsyncParsableCommand {
             as VOLUME and every snapshot read-only as VOLUME@SNAPSHOT, e.g. nbd://127.0.0.1:10809/vm1; \
             over iSCSI, the targets iqn.2026-11.org.strata:VOLUME and iqn.2026-11.org.strata:VOLUME:SNAPSHOT \
             (LUN 0), e.g. iscsi://127.0.0.1:3260/iqn.2026-11.org.strata:vm1/0. \
+            The HTTP service (--http, default 127.0.0.1:10811) serves a dashboard at /, Prometheus \
+            metrics at /metrics and read-only JSON at /api/v1 (docs/openapi.yaml); beyond loopback it \
+            needs --http-token-file. \
             Runs until SIGINT or SIGTERM, then finishes requests in flight, commits and exits 0.
             """)
 
@@ -33,6 +37,18 @@ struct ServeCommand: AsyncParsableCommand {
     var overlay: String?
     @Option(name: .customLong("overlay-name"), help: "The --overlay volume's name (default: the file's name).")
     var overlayName: String?
+    @Option(help: "HTTP service (dashboard, /metrics, /api/v1) listen address, ADDR:PORT, or 'off'.")
+    var http: String = "127.0.0.1:10811"
+    @Option(
+        name: .customLong("http-token-file"),
+        help: "File holding the bearer token /metrics and /api/v1 require; needed to listen beyond loopback.")
+    var httpTokenFile: String?
+    @Option(
+        name: .customLong("http-tls-certificates"),
+        help: "Directory with server-cert.pem, server-key.pem and ca-cert.pem: serve HTTPS.")
+    var httpTLSCertificates: String?
+    @Option(help: "Count front-end requests for /metrics: 'on' or 'off'.")
+    var metrics: String = "on"
 
     /// Parses `--OPTION ADDR:PORT`; `off` (where `allowOff`) gives nil.
     static func parseAddress(_ value: String, option: String, example: String, allowOff: Bool = false) throws
@@ -58,8 +74,27 @@ struct ServeCommand: AsyncParsableCommand {
         try Self.parseAddress(self.iscsi, option: "iscsi", example: "127.0.0.1:3260", allowOff: true)
     }
 
+    func parseHTTPAddress() throws -> (String, Int)? {
+        try Self.parseAddress(self.http, option: "http", example: "127.0.0.1:10811", allowOff: true)
+    }
+
     func validate() throws {
         _ = try self.parseAddress()
+        let http = try self.parseHTTPAddress()
+        if http == nil && (self.httpTokenFile != nil || self.httpTLSCertificates != nil) {
+            throw ValidationError("--http-token-file and --http-tls-certificates need the HTTP service; drop them or give --http ADDR:PORT")
+        }
+        if let http {
+            // Refused before the pool is opened or any socket bound.
+            do {
+                try HTTPServerOptions(host: http.0, port: http.1, tokenFile: self.httpTokenFile).validate()
+            } catch {
+                throw ValidationError(error.message)
+            }
+        }
+        guard self.metrics == "on" || self.metrics == "off" else {
+            throw ValidationError("invalid --metrics '\(self.metrics)'; use on or off")
+        }
         _ = try self.parseISCSIAddress()
         _ = try parseSize(self.createSize, option: "--create-size")
         guard Logger.Level(rawValue: self.logLevel) != nil else {
@@ -98,6 +133,12 @@ struct ServeCommand: AsyncParsableCommand {
         options.replicationSecretFile = self.replicationSecretFile
         options.overlay = self.overlay.map(absolutePath)
         options.overlayName = self.overlayName
+        options.http = try self.parseHTTPAddress().map { host, port in
+            HTTPServerOptions(
+                host: host, port: port, tokenFile: self.httpTokenFile.map(absolutePath),
+                certificatesDirectory: self.httpTLSCertificates.map(absolutePath))
+        }
+        options.metrics = self.metrics == "on"
         do {
             try await Daemon.run(options, logger: logger)
         } catch let error as StrataError {

@@ -103,7 +103,7 @@ struct NBDRequestExecutor {
             if let failure { throw failure }
             self.success(into: &out, cookie: request.cookie)
         case .flush:
-            try self.pool.flush()
+            try self.pool.flush(handle)
             self.success(into: &out, cookie: request.cookie)
         case .trim:
             if self.export.readOnly { throw self.readOnly("trim") }

@@ -16,7 +16,7 @@ public struct PoolCatalog: NBDExportCatalog {
     }
 
     public func export(named name: String) throws(StrataError) -> NBDExport {
-        let handle = try self.pool.handle(name)
+        let handle = try self.pool.handle(name, frontEnd: .nbd)
         let size = try self.pool.size(of: handle)
         let description =
             handle.readOnly
