@@ -90,9 +90,13 @@ extension Pool {
     }
 
     /// Runs a front end's request, counted in the handle's counters when it has them
-    /// (IOStatistics.swift): the one place I/O statistics are taken.
+    /// (IOStatistics.swift): the one place I/O statistics are taken. The entry points above call
+    /// it; a front end calls it itself only where one request is several engine calls (an NBD
+    /// structured read: one `readExtents`, then a `read` per mapped extent, made on
+    /// `handle.uncounted`), so the request counts once.
+    /// - Throws: what `body` throws.
     @inline(__always)
-    func counted<T>(_ handle: VolumeHandle, _ operation: IOOperation, bytes: UInt64, _ body: () throws(StrataError) -> T)
+    public func counted<T>(_ handle: VolumeHandle, _ operation: IOOperation, bytes: UInt64, _ body: () throws(StrataError) -> T)
         throws(StrataError) -> T
     {
         guard let counters = handle.counters else { return try body() }

@@ -60,6 +60,11 @@ public struct VolumeHandle: Sendable, Hashable {
         self.counters = counters
     }
 
+    /// The same handle, counting nothing: for the engine calls inside one counted request.
+    public var uncounted: VolumeHandle {
+        VolumeHandle(id: self.id, name: self.name, readOnly: self.readOnly)
+    }
+
     public static func == (left: VolumeHandle, right: VolumeHandle) -> Bool {
         left.id == right.id && left.name == right.name && left.readOnly == right.readOnly
     }

@@ -8,14 +8,12 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import StrataCore
 
 /// The channel handler of one HTTP connection.
 final class HTTPHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
-
-    /// Request bodies are never used (the service is read-only); more than this closes the connection.
-    static let requestBodyBytesMax = 64 * 1024
 
     /// Runs blocking work off the event loop and brings its result back to it.
     typealias Offload = @Sendable (any EventLoop, @escaping @Sendable () -> HTTPResponse) -> EventLoopFuture<HTTPResponse>
@@ -46,11 +44,11 @@ final class HTTPHandler: ChannelInboundHandler {
             self.bodyBytes = 0
         case .body(let body):
             self.bodyBytes += body.readableBytes
-            if self.bodyBytes > Self.requestBodyBytesMax, let head = self.head {
+            if self.bodyBytes > Limits.httpRequestBodyBytesMax, let head = self.head {
                 self.head = nil
                 let response = HTTPResponse.error(
                     .payloadTooLarge, code: "invalidArgument",
-                    "\(head.method.rawValue) \(HTTPRouter.path(of: head.uri)): request body over \(Self.requestBodyBytesMax) bytes; the HTTP service is read-only")
+                    "\(head.method.rawValue) \(HTTPRouter.path(of: head.uri)): request body over \(Limits.httpRequestBodyBytesMax) bytes; the HTTP service is read-only")
                 self.write(response, for: head, keepAlive: false, context: context)
             }
         case .end:

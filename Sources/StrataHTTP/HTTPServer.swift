@@ -87,7 +87,9 @@ public final class HTTPServer: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
-                connections.add(channel)
+                guard connections.add(channel) else {
+                    return channel.eventLoop.makeFailedFuture(ChannelError.inputClosed)
+                }
                 channel.closeFuture.whenComplete { _ in connections.remove(channel) }
                 return channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
@@ -136,7 +138,14 @@ public final class HTTPServer: Sendable {
 final class ConnectionTable: Sendable {
     private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
 
-    func add(_ channel: any Channel) { self.channels.withLock { $0[ObjectIdentifier(channel)] = channel } }
+    /// Adds a connection; false (and not added) when `Limits.httpConnectionsMax` are open.
+    func add(_ channel: any Channel) -> Bool {
+        self.channels.withLock { channels in
+            guard channels.count < Limits.httpConnectionsMax else { return false }
+            channels[ObjectIdentifier(channel)] = channel
+            return true
+        }
+    }
 
     func remove(_ channel: any Channel) { _ = self.channels.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) } }
 

@@ -36,8 +36,9 @@ public struct DaemonOptions: Sendable {
     /// An image file to serve a volume over (`--overlay`), created on first use, and its name.
     public var overlay: String? = nil
     public var overlayName: String? = nil
-    /// The HTTP service (metrics, API, dashboard), or nil when off (`--http off`).
-    public var http: HTTPServerOptions? = HTTPServerOptions(host: "127.0.0.1", port: 10811)
+    /// The HTTP service (metrics, API, dashboard), or nil when off. `strata serve` turns it on at
+    /// 127.0.0.1:10811 unless told `--http off`; a daemon made in a test listens only if asked.
+    public var http: HTTPServerOptions? = nil
     /// Whether the front ends count their requests for /metrics (`--metrics on|off`).
     public var metrics: Bool = true
 

@@ -3,13 +3,14 @@
 # (python3-prometheus-client), and after fio writes exactly 300 blocks of 4 KiB through NBD
 # (sequential, queue depth 8), vm1's NBD write counter moved by exactly 300 and its bytes by
 # 300 × 4096; after fio reads 200 blocks, the read counter moved by 200 and its bytes by
-# 200 × 4096; the latency histogram's +Inf bucket equals its count and covers those requests.
+# 200 × 4096; the latency histogram's +Inf bucket equals its count and covers those requests;
+# one qemu-io READ whose structured reply has two data extents counts once, with its length.
 # The pool gauges equal `strata pool status --json`, the volume and snapshot gauges the
 # listings, and the NBD connection gauge the open connections. A second daemon with
 # --metrics off serves the pool's numbers but no I/O series.
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/http-lib.sh"
-requires fio curl
+requires fio curl qemu-io
 fio --enghelp 2>/dev/null | grep -w nbd >/dev/null || requires fio-with-nbd-engine
 /usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || requires python3-prometheus-client
 CHECK="/usr/bin/python3 $HTTP_DIR/metrics_check.py"
@@ -53,6 +54,17 @@ count=$($CHECK histogram "$WORKDIR/read.prom" strata_io_latency_seconds volume=v
 $CHECK histogram "$WORKDIR/read.prom" strata_pool_commit_duration_seconds >/dev/null || fail "commit histogram"
 [ "$(value read strata_io_in_flight_requests volume=vm1 protocol=nbd)" -eq 0 ] || fail "requests in flight after fio"
 echo "REPORT metrics: fio wrote 300 and read 200 blocks of 4 KiB; the NBD counters moved by exactly that"
+
+# One structured READ whose reply is data, hole, data (qemu-io: data below 1.2 MiB and at 2 MiB,
+# a hole between) is one read of its whole length, however many extents the engine read.
+qemu-io -f raw -c 'write -P 0x5a 2M 64k' "$URI/vm1" >/dev/null || fail "qemu-io write at 2M"
+scrape extents-before
+qemu-io -f raw -c 'read 1M 1088k' "$URI/vm1" >/dev/null || fail "qemu-io read 1M 1088k"
+scrape extents-after
+[ $(($(value extents-after "${READS[@]}") - $(value extents-before "${READS[@]}"))) -eq 1 ] \
+    || fail "a READ over data, hole and data counted $(($(value extents-after "${READS[@]}") - $(value extents-before "${READS[@]}"))) reads"
+[ $(($(value extents-after "${READ_BYTES[@]}") - $(value extents-before "${READ_BYTES[@]}"))) -eq $((1088 * 1024)) ] \
+    || fail "a READ of 1088 KiB counted $(($(value extents-after "${READ_BYTES[@]}") - $(value extents-before "${READ_BYTES[@]}"))) bytes"
 
 # Pool, volume and snapshot gauges against the CLI's --json. The commit timer may change the
 # metadata figures between two reads: take the first scrape the CLI agreed with before and after.

@@ -137,10 +137,19 @@ struct NBDRequestExecutor {
         StrataError(.readOnly, "\(operation) \(self.export.name): snapshots are read-only")
     }
 
+    /// One READ, counted once for /metrics however many extents its reply has.
     private func read(_ request: NBDRequest, into out: inout ByteBuffer, allocator: ByteBufferAllocator)
         throws(StrataError)
     {
-        let handle = self.export.handle
+        try self.pool.counted(self.export.handle, .read, bytes: UInt64(request.length)) { () throws(StrataError) in
+            try self.readUncounted(request, into: &out, allocator: allocator)
+        }
+    }
+
+    private func readUncounted(_ request: NBDRequest, into out: inout ByteBuffer, allocator: ByteBufferAllocator)
+        throws(StrataError)
+    {
+        let handle = self.export.handle.uncounted
         let length = Int(request.length)
         func readData(_ offset: UInt64, _ count: Int, into out: inout ByteBuffer) throws(StrataError) {
             var failure: StrataError?
