@@ -34,7 +34,11 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         // HTTP for the object-store tier (Swift and S3 APIs): connection reuse, timeouts.
         .package(url: "https://github.com/swift-server/async-http-client", exact: "1.37.0"),
-        // TLS for NBD (STARTTLS); the version async-http-client resolves to.
+        // The HTTP service's /metrics: the swift-metrics API over a Prometheus registry.
+        .package(url: "https://github.com/apple/swift-metrics", exact: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
+        // TLS for NBD (STARTTLS) and HTTPS for the HTTP service; the version async-http-client
+        // resolves to.
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
@@ -138,13 +142,31 @@ let package = Package(
 
         // MARK: Daemon and CLI
 
+        // The daemon's HTTP service (docs/OPERATIONS.md): a read-only NIOHTTP1 server for
+        // Prometheus /metrics, the /api/v1 JSON (docs/openapi.yaml) and the dashboard, whose files
+        // are compiled in. It knows HTTP, not the control plane: StrataServer gives it the JSON.
+        .target(
+            name: "StrataHTTP",
+            dependencies: [
+                "StrataCore", "StrataReplication",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
         // The daemon: its services, the control protocol and sockets, and `PoolService`, which
         // the local CLI shares.
         .target(
             name: "StrataServer",
             dependencies: [
                 "StrataCore", "StrataFrontEnd", "StrataNBD", "StrataISCSI", "StrataReplication", "StrataImage",
-                "StrataObjectStore", "StrataMirror",
+                "StrataObjectStore", "StrataMirror", "StrataHTTP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -157,7 +179,7 @@ let package = Package(
             name: "strata",
             dependencies: [
                 "StrataCore", "StrataServer", "StrataNBD", "StrataISCSI", "StrataReplication", "StrataImage",
-                "StrataObjectStore", "StrataMirror",
+                "StrataObjectStore", "StrataMirror", "StrataHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -246,6 +268,16 @@ let package = Package(
             dependencies: [
                 "StrataObjectStore", "StrataCore", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "StrataHTTPTests",
+            dependencies: [
+                "StrataHTTP", "StrataCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),

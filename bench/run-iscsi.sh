@@ -84,7 +84,7 @@ start_strata() {
     export STRATA_POOL=$BENCH_DIR/strata
     STRATA_PORT=$(free_port)
     STRATA_NBD=$(free_port)
-    "$STRATA" serve --nbd 127.0.0.1:$STRATA_NBD --iscsi 127.0.0.1:$STRATA_PORT --create-size 16G --log-level warning \
+    "$STRATA" serve --http off --nbd 127.0.0.1:$STRATA_NBD --iscsi 127.0.0.1:$STRATA_PORT --create-size 16G --log-level warning \
         2>"$BENCH_DIR/strata.log" &
     STRATA_PID=$!
     PIDS+=($STRATA_PID)

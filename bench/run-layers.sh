@@ -40,7 +40,7 @@ warm() { cat "$@" >/dev/null; }
 # Strata: overlays of the raw and the qcow2 base, and a 10-layer stack.
 export STRATA_POOL=$BENCH_DIR/strata
 PORT=$(free_port)
-"$STRATA" serve --iscsi off --nbd 127.0.0.1:$PORT --create-size 16G --log-level warning &
+"$STRATA" serve --iscsi off --http off --nbd 127.0.0.1:$PORT --create-size 16G --log-level warning &
 PIDS+=($!)
 STRATA_PID=$!
 wait_daemon $PORT

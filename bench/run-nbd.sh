@@ -39,7 +39,7 @@ run_peer() {
 # Strata
 export STRATA_POOL=$BENCH_DIR/strata
 PORT=$(free_port)
-"$STRATA" serve --iscsi off --nbd 127.0.0.1:$PORT --create-size 16G --log-level warning &
+"$STRATA" serve --iscsi off --http off --nbd 127.0.0.1:$PORT --create-size 16G --log-level warning &
 PIDS+=($!)
 wait_daemon $PORT
 "$STRATA" volume create vm1 --size "$SIZE" >/dev/null

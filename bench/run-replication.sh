@@ -29,7 +29,7 @@ B=$BENCH_DIR/b
 # serve POOL: starts a daemon on a free port; sets PORT and DAEMON.
 serve() {
     PORT=$(free_port)
-    STRATA_POOL=$1 "$STRATA" serve --nbd "127.0.0.1:$PORT" --iscsi off >>"$BENCH_DIR/daemon.log" 2>&1 &
+    STRATA_POOL=$1 "$STRATA" serve --nbd "127.0.0.1:$PORT" --iscsi off --http off >>"$BENCH_DIR/daemon.log" 2>&1 &
     DAEMON=$!
     PIDS+=("$DAEMON")
     for _ in $(seq 1 200); do

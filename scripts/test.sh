@@ -38,11 +38,15 @@ source scripts/toolchain.sh
 # Debian packages the tiers use; installed when missing (root, or sudo).
 need=()
 for pair in qemu-img:qemu-utils qemu-io:qemu-utils nbdinfo:libnbd-bin nbdcopy:libnbd-bin nbdkit:nbdkit fio:fio \
-    man:man-db groff:groff-base zsh:zsh fish:fish openssl:openssl \
-    iscsi-test-cu:libiscsi-bin iscsi-ls:libiscsi-bin iscsi-inq:libiscsi-bin; do
+    man:man-db groff:groff-base zsh:zsh fish:fish \
+    iscsi-test-cu:libiscsi-bin iscsi-ls:libiscsi-bin iscsi-inq:libiscsi-bin \
+    chromium:chromium curl:curl openssl:openssl; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 /usr/bin/python3 -c 'import nbd' >/dev/null 2>&1 || need+=(python3-libnbd)
+# tests/http/: the Prometheus text parser, and the OpenAPI document's schemas.
+/usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need+=(python3-prometheus-client)
+/usr/bin/python3 -c 'import jsonschema, yaml' >/dev/null 2>&1 || need+=(python3-jsonschema python3-yaml)
 # qemu-img's iscsi:// driver lives in qemu-block-extra (only a Recommends of qemu-utils).
 dpkg -s qemu-block-extra >/dev/null 2>&1 || need+=(qemu-block-extra)
 # fio's NBD engine comes with Debian's fio; make sure this fio has it.

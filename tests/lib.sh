@@ -52,13 +52,16 @@ free_port() {
     /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# start_daemon [ARGS...]: starts `strata serve` with NBD and iSCSI on free ports; sets PORT,
-# ISCSI_PORT, ISCSI_PORTAL (127.0.0.1:ISCSI_PORT), DAEMON_PID and URI (nbd://127.0.0.1:PORT).
+# start_daemon [ARGS...]: starts `strata serve` with NBD, iSCSI and HTTP on free ports; sets
+# PORT, ISCSI_PORT, ISCSI_PORTAL (127.0.0.1:ISCSI_PORT), HTTP_PORT, DAEMON_PID and URI
+# (nbd://127.0.0.1:PORT). ARGS come last, so a test's own --http wins.
 start_daemon() {
     PORT=$(free_port)
     ISCSI_PORT=$(free_port)
     ISCSI_PORTAL="127.0.0.1:$ISCSI_PORT"
-    "$STRATA" serve --nbd "127.0.0.1:$PORT" --iscsi "$ISCSI_PORTAL" --create-size "${POOL_SIZE:-8G}" "$@" >>"$WORKDIR/daemon.log" 2>&1 &
+    HTTP_PORT=$(free_port)
+    "$STRATA" serve --nbd "127.0.0.1:$PORT" --iscsi "$ISCSI_PORTAL" --http "127.0.0.1:$HTTP_PORT" \
+        --create-size "${POOL_SIZE:-8G}" "$@" >>"$WORKDIR/daemon.log" 2>&1 &
     DAEMON_PID=$!
     STRATA_PIDS+=("$DAEMON_PID")
     URI="nbd://127.0.0.1:$PORT"

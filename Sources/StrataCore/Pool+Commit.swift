@@ -47,6 +47,13 @@ extension Pool {
         self.taps.flushed()
     }
 
+    /// A front end's FLUSH (NBD) or SYNCHRONIZE CACHE (SCSI) on a handle: `flush()`, counted in
+    /// the handle's counters.
+    /// - Throws: as `flush()`.
+    public func flush(_ handle: VolumeHandle) throws(StrataError) {
+        try self.counted(handle, .flush, bytes: 0) { () throws(StrataError) in try self.flush() }
+    }
+
     /// Commits only if something changed; for the daemon's commit timer (StrataServer's `CommitService`).
     public func commitIfNeeded() throws(StrataError) {
         try self.commitMutex.withLock { () throws(StrataError) in try self.commitLocked() }
@@ -73,12 +80,14 @@ extension Pool {
             return
         }
         let page = UInt64(Limits.pageSize)
+        let started = MonotonicClock.nanos()
         try self.failOnError { () throws(StrataError) in
             for (number, bytes) in pages { try self.device.write(bytes, at: number * page) }
             try self.device.sync()
             try self.device.write(superblock.encode(), at: superblock.slot.rawValue * page)
             try self.device.sync()
         }
+        self.statistics.commits.record(nanos: MonotonicClock.nanos() &- started)
         self.dataWritesSynced = writesBefore
         if !releasingData.isEmpty { self.readGuard.waitForEarlierReads() }
         for chunk in releasingData where !self.device.discard(at: self.dataOffset(chunk), length: self.chunkSize) {

@@ -80,10 +80,31 @@ extension Pool {
     public func read(_ handle: VolumeHandle, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer)
         throws(StrataError)
     {
-        _ = try self.read(handle, at: offset, into: buffer, holes: .zeros, waiting: .allowed)
+        try self.counted(handle, .read, bytes: UInt64(buffer.count)) { () throws(StrataError) in
+            _ = try self.read(handle, at: offset, into: buffer, holes: .zeros, waiting: .allowed)
+        }
     }
 
-    /// Reads as `read(_:at:into:)` does, except that holes (unwritten ranges of a volume without
+    /// Runs a front end's request, counted in the handle's counters when it has them
+    /// (IOStatistics.swift): the one place I/O statistics are taken. The entry points here call
+    /// it; a front end calls it itself where it reads with `readLeavingHoles` (uncounted, since a
+    /// no-wait attempt that gives up must not count), so the request counts once.
+    /// - Throws: what `body` throws.
+    @inline(__always)
+    public func counted<T>(_ handle: VolumeHandle, _ operation: IOOperation, bytes: UInt64, _ body: () throws(StrataError) -> T)
+        throws(StrataError) -> T
+    {
+        guard let counters = handle.counters else { return try body() }
+        return try counters.measure(operation, bytes: bytes, body)
+    }
+
+    /// Counts a request a front end served without the engine waiting (never in flight), which
+    /// started at `start` (`MonotonicClock.nanos()`).
+    public func countServed(_ handle: VolumeHandle, _ operation: IOOperation, bytes: UInt64, since start: UInt64) {
+        handle.counters?.served(operation, bytes: bytes, since: start)
+    }
+
+    /// Reads as `read(_:at:into:)` does (uncounted), except that holes (unwritten ranges of a volume without
     /// a base) are left as they are in `buffer` and returned, as ranges of `buffer` in order, so
     /// a front end can answer them without sending zeros. With `.never`, returns nil when the
     /// read would wait (a lock, a node not in memory, data not in the page cache, a base that
@@ -234,11 +255,13 @@ extension Pool {
     public func write(_ handle: VolumeHandle, at offset: UInt64, _ bytes: UnsafeRawBufferPointer, fua: Bool = false)
         throws(StrataError)
     {
-        try self.withContext("write", handle.name) { () throws(StrataError) in
-            try self.tapped(handle.id, .write(offset: offset, bytes: bytes)) { () throws(StrataError) in
-                try self.writeUnchecked(handle, at: offset, bytes, fua: false)
+        try self.counted(handle, .write, bytes: UInt64(bytes.count)) { () throws(StrataError) in
+            try self.withContext("write", handle.name) { () throws(StrataError) in
+                try self.tapped(handle.id, .write(offset: offset, bytes: bytes)) { () throws(StrataError) in
+                    try self.writeUnchecked(handle, at: offset, bytes, fua: false)
+                }
+                if fua { try self.flush() }
             }
-            if fua { try self.flush() }
         }
     }
 
@@ -433,12 +456,23 @@ extension Pool {
 
     /// Unmaps a range: whole chunks return to the pool; partial chunks are zeroed.
     public func trim(_ handle: VolumeHandle, at offset: UInt64, length: UInt64) throws(StrataError) {
-        try self.writeZeroes(handle, at: offset, length: length, allowTrim: true)
+        try self.counted(handle, .trim, bytes: length) { () throws(StrataError) in
+            try self.zeroRange(handle, at: offset, length: length, allowTrim: true, fua: false)
+        }
     }
 
     /// Makes a range read as zeros. With `allowTrim`, whole chunks are unmapped (thin); without
     /// it (NBD's NO_HOLE), zeros are written and space stays allocated.
     public func writeZeroes(_ handle: VolumeHandle, at offset: UInt64, length: UInt64, allowTrim: Bool, fua: Bool = false)
+        throws(StrataError)
+    {
+        try self.counted(handle, .writeZeroes, bytes: length) { () throws(StrataError) in
+            try self.zeroRange(handle, at: offset, length: length, allowTrim: allowTrim, fua: fua)
+        }
+    }
+
+    /// `trim` and `writeZeroes` without counting.
+    private func zeroRange(_ handle: VolumeHandle, at offset: UInt64, length: UInt64, allowTrim: Bool, fua: Bool)
         throws(StrataError)
     {
         try self.withContext(allowTrim ? "trim" : "write zeroes", handle.name) { () throws(StrataError) in

@@ -240,12 +240,13 @@ extension Pool {
 
     /// The handle of the volume or snapshot with record id `id`, if it exists (copy targets
     /// are named by id, which stays the same across renames).
-    public func handle(id: UInt64) -> VolumeHandle? {
+    public func handle(id: UInt64, frontEnd: FrontEnd? = nil) -> VolumeHandle? {
         self.meta.withReadLock {
             guard let record = self.record(id: id), record.kind != .staging, !record.isHidden else { return nil }
             return VolumeHandle(
                 id: record.id, name: self.fullName(record),
-                readOnly: record.kind == .snapshot || record.isReplica || self.readOnly)
+                readOnly: record.kind == .snapshot || record.isReplica || self.readOnly,
+                counters: frontEnd.flatMap { self.statistics.counters(volumeID: record.id, frontEnd: $0) })
         }
     }
 }

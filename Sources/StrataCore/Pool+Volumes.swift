@@ -43,16 +43,36 @@ public struct SnapshotInfo: Sendable, Codable, Equatable {
     public let guid: String
 }
 
-/// A reference to a volume or snapshot for I/O; stays valid across renames.
+/// A reference to a volume or snapshot for I/O; stays valid across renames. A front end's
+/// handle (`Pool.handle(_:frontEnd:)`) carries the counters its requests add to
+/// (IOStatistics.swift); two handles of the same object are equal whatever they count into.
 public struct VolumeHandle: Sendable, Hashable {
     public let id: UInt64
     public let name: String
     public let readOnly: Bool
+    /// Where this handle's requests are counted; nil when nothing counts them.
+    public let counters: VolumeIOCounters?
 
-    public init(id: UInt64, name: String, readOnly: Bool) {
+    public init(id: UInt64, name: String, readOnly: Bool, counters: VolumeIOCounters? = nil) {
         self.id = id
         self.name = name
         self.readOnly = readOnly
+        self.counters = counters
+    }
+
+    /// The same handle, counting nothing: for the engine calls inside one counted request.
+    public var uncounted: VolumeHandle {
+        VolumeHandle(id: self.id, name: self.name, readOnly: self.readOnly)
+    }
+
+    public static func == (left: VolumeHandle, right: VolumeHandle) -> Bool {
+        left.id == right.id && left.name == right.name && left.readOnly == right.readOnly
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(self.id)
+        hasher.combine(self.name)
+        hasher.combine(self.readOnly)
     }
 }
 
@@ -473,6 +493,15 @@ extension Pool {
             return VolumeHandle(
                 id: record.id, name: target, readOnly: record.kind == .snapshot || record.isReplica || self.readOnly)
         }
+    }
+
+    /// A handle for a front end's requests: as `handle(_:)`, counted in `statistics` (per volume
+    /// and front end) when statistics are on.
+    public func handle(_ target: String, frontEnd: FrontEnd) throws(StrataError) -> VolumeHandle {
+        let plain = try self.handle(target)
+        return VolumeHandle(
+            id: plain.id, name: plain.name, readOnly: plain.readOnly,
+            counters: self.statistics.counters(volumeID: plain.id, frontEnd: frontEnd))
     }
 
     /// The current size of the volume or snapshot behind a handle.

@@ -50,6 +50,8 @@ public final class Pool: @unchecked Sendable {
     public let bases: BaseTable
     /// What sees every change to a volume's contents, such as a mirror (`Pool+Tap.swift`).
     public let taps = TapTable()
+    /// Front-end I/O and commit statistics for /metrics; off unless the daemon turns them on.
+    public let statistics = IOStatistics()
 
     // Guarded by `meta`.
     var epoch: UInt64

@@ -4,6 +4,7 @@
 // is asked. The order is the README's promise, "stop accepting, let every connection finish what
 // is in flight, commit, exit 0":
 //
+//   http        stops accepting and closes its connections (metrics, API, dashboard: read-only)
 //   control     stops accepting; requests in flight answer (none runs after the commit)
 //   flattens    stop between steps (resumed at the next start)
 //   streams     stop accepting; sends and receives stop at their next read or write
@@ -25,6 +26,7 @@ import NIOPosix
 import ServiceLifecycle
 import StrataCore
 import StrataFrontEnd
+import StrataHTTP
 import StrataISCSI
 import StrataNBD
 import StrataReplication
@@ -41,13 +43,16 @@ struct DaemonServices {
     var streams: any Service
     var flattens: any Service
     var control: any Service
+    var http: (any Service)?
+    /// Where the HTTP service listens, for the start message; nil when it is off.
+    var httpURL: String?
 
     /// The start order; the group stops them in reverse (see the file's note).
     var startOrder: [ServiceGroupConfiguration.ServiceConfiguration] {
         let services: [(String, (any Service)?)] = [
             ("commit", self.commit), ("mirrors", self.mirrors), ("iscsi", self.iscsi), ("nbd", self.nbd), ("replicator", self.replicator),
             ("replicas", self.replicas), ("streams", self.streams), ("flattens", self.flattens),
-            ("control", self.control),
+            ("control", self.control), ("http", self.http),
         ]
         return services.compactMap { name, service in
             service.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0, serviceName: name) }

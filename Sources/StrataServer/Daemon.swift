@@ -10,6 +10,7 @@ import NIOCore
 import NIOPosix
 import StrataCore
 import StrataFrontEnd
+import StrataHTTP
 import StrataISCSI
 import StrataMirror
 import StrataNBD
@@ -38,6 +39,11 @@ public struct DaemonOptions: Sendable {
     public var overlayName: String? = nil
     /// TLS for NBD (`--tls`, `--tls-certificates`, `--tls-verify-peer`, `--tls-psk`).
     public var nbdTLS = NBDTLSSettings()
+    /// The HTTP service (metrics, API, dashboard), or nil when off. `strata serve` turns it on at
+    /// 127.0.0.1:10811 unless told `--http off`; a daemon made in a test listens only if asked.
+    public var http: HTTPServerOptions? = nil
+    /// Whether the front ends count their requests for /metrics (`--metrics on|off`).
+    public var metrics: Bool = true
 
     public init(
         directory: String, nbdHost: String, nbdPort: Int, iscsi: [(host: String, port: Int)], createSize: UInt64,
@@ -68,6 +74,8 @@ public enum Daemon {
             logger.notice("created pool \(directory) (\(SizeParser.format(options.createSize)), sparse)")
         }
         let pool = try Pool.openServing(directory: directory)
+        // Before any front end opens a handle: handles take their counters when opened.
+        pool.statistics.setEnabled(options.metrics)
         try pool.collectBases()
         var overlayVolume: String?
         if let file = options.overlay {
@@ -97,8 +105,9 @@ public enum Daemon {
             options.iscsi.isEmpty
             ? "iSCSI off" : "iSCSI on " + options.iscsi.map { "\($0.host):\($0.port)" }.joined(separator: " and ")
         let tlsNote = options.nbdTLS.mode == .off ? "" : " (TLS \(options.nbdTLS.mode.rawValue))"
+        let httpNote = services.httpURL.map { "dashboard and metrics on \($0)" } ?? "HTTP off"
         logger.notice(
-            "serving pool \(directory): NBD on \(options.nbdHost):\(options.nbdPort)\(tlsNote), \(iscsiNote), control socket \(directory)/\(ControlServer.socketName)"
+            "serving pool \(directory): NBD on \(options.nbdHost):\(options.nbdPort)\(tlsNote), \(iscsiNote), \(httpNote), control socket \(directory)/\(ControlServer.socketName)"
         )
         if let overlayVolume {
             // The URIs go to stdout, for people and scripts; everything else is logged.
@@ -175,6 +184,13 @@ public enum Daemon {
             undo.append { replicas?.close() }
             if let address = options.replication { logger.notice("accepting replication on \(address.host):\(address.port)") }
             let streams = try StreamServer.bind(directory: options.directory, service: service, logger: logger)
+            let http = try options.http.map { address in
+                try Self.listening("HTTP", on: (address.host, address.port), option: "--http ADDR:PORT, or --http off") {
+                    try HTTPServer.start(
+                        address, content: DaemonHTTPContent(service: service), group: group, threadPool: threadPool)
+                }
+            }
+            undo.append { http?.shutdownAndWait() }
             let flattens = FlattenResumer(pool: pool, logger: logger)
             return DaemonServices(
                 commit: CommitService(
@@ -197,7 +213,9 @@ public enum Daemon {
                     logger.notice("shutting down: finishing requests in flight")
                     if let problem = SystemdNotify.send("STOPPING=1") { logger.warning("\(problem)") }
                     control.shutdownAndWait()
-                })
+                },
+                http: http.map { server in LifecycleService.draining("http") { server.shutdownAndWait() } },
+                httpURL: options.http.map { "\(http?.scheme ?? "http")://\(Self.urlHost($0.host)):\($0.port)/" })
         } catch {
             for step in undo.reversed() { step() }
             throw error
@@ -226,6 +244,8 @@ public enum Daemon {
     ) throws(StrataError) -> T {
         do {
             return try bind()
+        } catch let error as StrataError {
+            throw error  // already names the object and the fix (a refused address, a bad token file)
         } catch {
             throw Self.bindFailure(name, on: address, option: option, error)
         }
@@ -239,6 +259,9 @@ public enum Daemon {
             "serve: cannot listen for \(name) on \(address.host):\(address.port) (\(error)); is another server using it? Choose another with \(option)"
         )
     }
+
+    /// A host as a URL writes it: IPv6 addresses in brackets.
+    static func urlHost(_ host: String) -> String { host.contains(":") ? "[\(host)]" : host }
 
     /// Lets the daemon hold as many connections as the hard limit allows.
     private static func raiseFileLimit() {

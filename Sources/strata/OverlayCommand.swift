@@ -17,9 +17,11 @@ struct OverlayCommand: AsyncParsableCommand {
     @Option(help: "The volume's name (default: the file's name).") var name: String?
     @Option(help: "NBD listen address, ADDR:PORT.") var nbd: String = "127.0.0.1:10809"
     @Option(help: "iSCSI listen address, ADDR:PORT, or 'off'.") var iscsi: String = "127.0.0.1:3260"
+    @Option(help: "HTTP service (dashboard, /metrics, /api/v1) listen address, ADDR:PORT, or 'off'.")
+    var http: String = "127.0.0.1:10811"
 
     func run() async throws {
-        var arguments = ["--overlay", self.file, "--nbd", self.nbd, "--iscsi", self.iscsi]
+        var arguments = ["--overlay", self.file, "--nbd", self.nbd, "--iscsi", self.iscsi, "--http", self.http]
         if let pool = self.options.pool { arguments += ["--pool", pool] }
         if let name = self.name { arguments += ["--overlay-name", name] }
         let serve = try ServeCommand.parse(arguments)

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import StrataCore
 import StrataNBD
+import StrataHTTP
 import StrataServer
 
 struct ServeCommand: AsyncParsableCommand {
@@ -17,6 +18,9 @@ struct ServeCommand: AsyncParsableCommand {
             With --tls on or require and --tls-certificates DIR (or --tls-psk FILE), NBD clients \
             upgrade with STARTTLS, e.g. nbds://127.0.0.1:10809/vm1?tls-certificates=DIR; under require \
             a client without TLS gets no export. \
+            The HTTP service (--http, default 127.0.0.1:10811) serves a dashboard at /, Prometheus \
+            metrics at /metrics and read-only JSON at /api/v1 (docs/openapi.yaml); beyond loopback it \
+            needs --http-token-file. \
             Runs until SIGINT or SIGTERM, then finishes requests in flight, commits and exits 0.
             """)
 
@@ -50,6 +54,18 @@ struct ServeCommand: AsyncParsableCommand {
         name: .customLong("tls-psk"),
         help: "A file of username:hexkey lines (nbdkit's and qemu's PSK format), for --tls instead of certificates.")
     var tlsPSK: String?
+    @Option(help: "HTTP service (dashboard, /metrics, /api/v1) listen address, ADDR:PORT, or 'off'.")
+    var http: String = "127.0.0.1:10811"
+    @Option(
+        name: .customLong("http-token-file"),
+        help: "File holding the bearer token /metrics and /api/v1 require; needed to listen beyond loopback.")
+    var httpTokenFile: String?
+    @Option(
+        name: .customLong("http-tls-certificates"),
+        help: "Directory with server-cert.pem, server-key.pem and ca-cert.pem: serve HTTPS.")
+    var httpTLSCertificates: String?
+    @Option(help: "Count front-end requests for /metrics: 'on' or 'off'.")
+    var metrics: String = "on"
 
     /// Parses `--OPTION ADDR:PORT`; `off` (where `allowOff`) gives nil.
     static func parseAddress(_ value: String, option: String, example: String, allowOff: Bool = false) throws
@@ -95,8 +111,27 @@ struct ServeCommand: AsyncParsableCommand {
             pskFile: self.tlsPSK.map(absolutePath))
     }
 
+    func parseHTTPAddress() throws -> (String, Int)? {
+        try Self.parseAddress(self.http, option: "http", example: "127.0.0.1:10811", allowOff: true)
+    }
+
     func validate() throws {
         _ = try self.parseAddress()
+        let http = try self.parseHTTPAddress()
+        if http == nil && (self.httpTokenFile != nil || self.httpTLSCertificates != nil) {
+            throw ValidationError("--http-token-file and --http-tls-certificates need the HTTP service; drop them or give --http ADDR:PORT")
+        }
+        if let http {
+            // Refused before the pool is opened or any socket bound.
+            do {
+                try HTTPServerOptions(host: http.0, port: http.1, tokenFile: self.httpTokenFile).validate()
+            } catch {
+                throw ValidationError(error.message)
+            }
+        }
+        guard self.metrics == "on" || self.metrics == "off" else {
+            throw ValidationError("invalid --metrics '\(self.metrics)'; use on or off")
+        }
         _ = try self.parseTLS()
         _ = try self.parseISCSIAddresses()
         _ = try parseSize(self.createSize, option: "--create-size")
@@ -137,6 +172,12 @@ struct ServeCommand: AsyncParsableCommand {
         options.overlay = self.overlay.map(absolutePath)
         options.overlayName = self.overlayName
         options.nbdTLS = try self.parseTLS()
+        options.http = try self.parseHTTPAddress().map { host, port in
+            HTTPServerOptions(
+                host: host, port: port, tokenFile: self.httpTokenFile.map(absolutePath),
+                certificatesDirectory: self.httpTLSCertificates.map(absolutePath))
+        }
+        options.metrics = self.metrics == "on"
         do {
             try await Daemon.run(options, logger: logger)
         } catch let error as StrataError {

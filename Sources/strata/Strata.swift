@@ -99,11 +99,8 @@ func parseSize(_ text: String, option: String) throws -> UInt64 {
 
 /// Prints a value as pretty, key-sorted JSON on stdout.
 func printJSON<T: Encodable>(_ value: T) {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-    let data = (try? encoder.encode(value)) ?? Data("null".utf8)
+    let data = (try? ControlJSON.encode(value)) ?? Data("null\n".utf8)
     FileHandle.standardOutput.write(data)
-    FileHandle.standardOutput.write(Data("\n".utf8))
 }
 
 /// Prints rows as aligned columns under a header.

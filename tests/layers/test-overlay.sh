@@ -17,7 +17,7 @@ before=$(fingerprint "cloud image.qcow2")
 run_overlay() {
     PORT=$(free_port)
     ISCSI_PORT=$(free_port)
-    "$STRATA" "$@" --nbd "127.0.0.1:$PORT" --iscsi "127.0.0.1:$ISCSI_PORT" >overlay.out 2>>"$WORKDIR/daemon.log" &
+    "$STRATA" "$@" --nbd "127.0.0.1:$PORT" --iscsi "127.0.0.1:$ISCSI_PORT" --http off >overlay.out 2>>"$WORKDIR/daemon.log" &
     DAEMON_PID=$!
     STRATA_PIDS+=("$DAEMON_PID")
     # Up to 60 s: on a loaded machine a debug build takes a while to open the pool and fingerprint the image.

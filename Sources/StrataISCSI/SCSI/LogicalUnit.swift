@@ -198,7 +198,7 @@ public final class LogicalUnit: Sendable {
 
     /// SYNCHRONIZE CACHE: an engine commit (the range is not looked at: a commit covers everything).
     func synchronizeCache() throws(SCSIError) -> SCSIResult {
-        try self.engine { () throws(StrataError) in try self.pool.flush() }
+        try self.engine { () throws(StrataError) in try self.pool.flush(self.handle) }
         return .good()
     }
 

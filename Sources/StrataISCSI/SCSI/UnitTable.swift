@@ -35,7 +35,7 @@ public final class UnitTable: Sendable {
                 return unit
             }
         }
-        return self.unit(try self.pool.handle(object))
+        return self.unit(try self.pool.handle(object, frontEnd: .iscsi))
     }
 
     func unit(_ handle: VolumeHandle) -> LogicalUnit {
@@ -51,7 +51,7 @@ public final class UnitTable: Sendable {
     /// designator's bytes), or nil when it names none of this pool's volumes and snapshots.
     func unit(codeSet: UInt8, type: UInt8, designator: [UInt8]) -> LogicalUnit? {
         guard codeSet == 1, let id = Designators.volumeID(type: type, designator, pool: self.pool) else { return nil }
-        guard let handle = self.pool.handle(id: id) else { return nil }
+        guard let handle = self.pool.handle(id: id, frontEnd: .iscsi) else { return nil }
         // A unit already open keeps its name; a fresh one is named by the pool.
         let open = self.units.withLock { $0[id] }
         return open ?? self.unit(handle)

@@ -52,8 +52,11 @@ struct NBDRequestExecutor {
             NBD.CommandFlags.known.isSuperset(of: request.flags)
         else { return nil }
         var out = allocator.buffer(capacity: 32)
+        let start = MonotonicClock.nanos()
         do throws(StrataError) {
-            return try self.read(request, into: &out, allocator: allocator, waiting: .never) ? out : nil
+            guard try self.read(request, into: &out, allocator: allocator, waiting: .never) else { return nil }
+            self.pool.countServed(self.export.handle, .read, bytes: UInt64(request.length), since: start)
+            return out
         } catch {
             // Errors are answered by the thread pool's run, which logs them the one way.
             return nil
@@ -108,7 +111,10 @@ struct NBDRequestExecutor {
             guard Int(request.length) <= NBDWire.requestBytesMax else {
                 throw StrataError(.invalidArgument, "read \(self.export.name): \(request.length) bytes over the 32 MiB limit")
             }
-            _ = try self.read(request, into: &out, allocator: allocator, waiting: .allowed)
+            // Counted once for /metrics however many chunks its reply has.
+            _ = try self.pool.counted(self.export.handle, .read, bytes: UInt64(request.length)) { () throws(StrataError) in
+                try self.read(request, into: &out, allocator: allocator, waiting: .allowed)
+            }
         case .write:
             if self.export.readOnly { throw self.readOnly("write") }
             var payload = request.payload
@@ -124,7 +130,7 @@ struct NBDRequestExecutor {
             if let failure { throw failure }
             self.success(into: &out, cookie: request.cookie)
         case .flush:
-            try self.pool.flush()
+            try self.pool.flush(handle)
             self.success(into: &out, cookie: request.cookie)
         case .trim:
             if self.export.readOnly { throw self.readOnly("trim") }

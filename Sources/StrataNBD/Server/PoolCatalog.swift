@@ -35,7 +35,7 @@ public struct PoolCatalog: NBDExportCatalog {
                 name: name, description: "Strata mirror leg copy \(name) (\(SizeParser.format(size))\(handle.readOnly ? ", read-only" : ""))",
                 size: size, readOnly: handle.readOnly, handle: handle, pool: pool)
         }
-        let handle = try self.pool.handle(name)
+        let handle = try self.pool.handle(name, frontEnd: .nbd)
         let size = try self.pool.size(of: handle)
         let description =
             handle.readOnly
