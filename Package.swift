@@ -64,12 +64,24 @@ let package = Package(
             dependencies: ["StrataCore", "CStrata", "CZlib"],
             swiftSettings: strictSettings
         ),
+        // x509 credentials in qemu's layout, read once for every TLS service of the daemon (NBD,
+        // HTTPS, replication and mirror traffic), through swift-nio-ssl.
+        .target(
+            name: "StrataTLS",
+            dependencies: [
+                "StrataCore",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // Send/receive streams and daemon-to-daemon replication (docs/STREAM.md), over the
-        // `Transport` protocol: TCP on SwiftNIO, or StrataTesting's simulated network.
+        // `Transport` protocol: TCP on SwiftNIO (with mutual TLS when the daemon has certificates),
+        // or StrataTesting's simulated network.
         .target(
             name: "StrataReplication",
             dependencies: [
-                "StrataCore", "CZlib",
+                "StrataCore", "CZlib", "StrataTLS",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -118,7 +130,7 @@ let package = Package(
         .target(
             name: "StrataNBD",
             dependencies: [
-                "StrataCore", "StrataFrontEnd",
+                "StrataCore", "StrataFrontEnd", "StrataTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -148,7 +160,7 @@ let package = Package(
         .target(
             name: "StrataHTTP",
             dependencies: [
-                "StrataCore", "StrataReplication",
+                "StrataCore", "StrataReplication", "StrataTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -226,6 +238,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),

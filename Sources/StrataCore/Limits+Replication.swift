@@ -24,6 +24,9 @@ extension Limits {
     /// Seconds a replication connection may move no byte either way (or take to connect) before
     /// the peer counts as gone and the job retries.
     public static let replicationIOTimeoutSeconds = 60
+    /// Seconds an accepted replication connection under TLS may take to start its handshake: a
+    /// peer without TLS waits for the accepting side to speak, so only this ends it early.
+    public static let replicationTLSStartSeconds = 5
     /// Bytes of a stream held between the engine's thread and the connection, each way: enough to
     /// keep a 1 MiB record and the next in flight, little enough that a stalled peer holds little.
     public static let replicationPipeBytes = 2 << 20

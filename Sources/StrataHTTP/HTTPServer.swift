@@ -13,6 +13,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import StrataTLS
 import StrataCore
 import Synchronization
 
@@ -102,29 +103,12 @@ public final class HTTPServer: Sendable {
         return HTTPServer(channel: channel, connections: connections, scheme: tls == nil ? "http" : "https")
     }
 
-    /// A TLS server context from qemu's x509 layout: server-cert.pem (the chain), server-key.pem.
-    /// ca-cert.pem must be there too (the same directory serves NBD and replication), though an
-    /// HTTP client is not asked for a certificate.
+    /// A TLS server context from qemu's x509 layout: server-cert.pem (the chain), server-key.pem,
+    /// and ca-cert.pem (the same directory serves NBD and replication), though an HTTP client is
+    /// not asked for a certificate.
     static func tlsContext(directory: String) throws(StrataError) -> NIOSSLContext {
-        for name in ["server-cert.pem", "server-key.pem", "ca-cert.pem"]
-        where !FileManager.default.isReadableFile(atPath: directory + "/" + name) {
-            throw StrataError(
-                .notFound,
-                "serve: --http-tls-certificates \(directory) has no readable \(name); it needs server-cert.pem, server-key.pem and ca-cert.pem (qemu's x509 layout)"
-            )
-        }
-        do {
-            let chain = try NIOSSLCertificate.fromPEMFile(directory + "/server-cert.pem")
-            let key = try NIOSSLPrivateKey(file: directory + "/server-key.pem", format: .pem)
-            let configuration = TLSConfiguration.makeServerConfiguration(
-                certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
-            return try NIOSSLContext(configuration: configuration)
-        } catch {
-            throw StrataError(
-                .invalidArgument,
-                "serve: cannot load the certificates in --http-tls-certificates \(directory) (\(error)); give PEM files: server-cert.pem, server-key.pem"
-            )
-        }
+        let credentials = try X509Credentials.load(directory: directory, role: .server, option: "--http-tls-certificates")
+        return try credentials.context(credentials.serverConfiguration(verifyPeer: false))
     }
 
     /// Stops accepting and closes every connection. Blocks: call it off the event loops.

@@ -39,6 +39,9 @@ public struct DaemonOptions: Sendable {
     public var overlayName: String? = nil
     /// TLS for NBD (`--tls`, `--tls-certificates`, `--tls-verify-peer`, `--tls-psk`).
     public var nbdTLS = NBDTLSSettings()
+    /// Whether replication and mirror traffic (accepted and made) use mutual TLS with the
+    /// `--tls-certificates` credentials (`--replication-tls`); it does only when those are given.
+    public var replicationTLS = true
     /// The HTTP service (metrics, API, dashboard), or nil when off. `strata serve` turns it on at
     /// 127.0.0.1:10811 unless told `--http off`; a daemon made in a test listens only if asked.
     public var http: HTTPServerOptions? = nil
@@ -58,6 +61,13 @@ public struct DaemonOptions: Sendable {
     }
 }
 
+extension DaemonOptions {
+    /// The credentials directory replication and mirror traffic use; nil for plain TCP.
+    var transportTLSDirectory: String? {
+        self.replicationTLS ? self.nbdTLS.certificatesDirectory : nil
+    }
+}
+
 public enum Daemon {
     /// Runs until SIGINT or SIGTERM. Returns after a clean shutdown.
     /// - Throws: `StrataError` when the pool cannot be opened or a socket cannot be bound, or
@@ -68,6 +78,9 @@ public enum Daemon {
         // Credentials are checked before anything is opened: a bad file stops the start with
         // nothing to undo.
         let tls = try NBDTLS.load(options.nbdTLS)
+        let transportTLS = try options.transportTLSDirectory.map { directory throws(StrataError) in
+            try TransportTLS.load(directory: directory)
+        }
         let directory = options.directory
         if !FileManager.default.fileExists(atPath: directory + "/" + Pool.fileName) {
             try Pool.create(directory: directory, size: options.createSize)
@@ -94,7 +107,8 @@ public enum Daemon {
         let services: DaemonServices
         do {
             services = try await Self.bind(
-                options, tls: tls, pool: pool, group: group, threadPool: threadPool, logger: logger)
+                options, tls: tls, transportTLS: transportTLS, pool: pool, group: group, threadPool: threadPool,
+                logger: logger)
         } catch {
             _ = Result { () throws(StrataError) in try pool.close() }
             try? await threadPool.shutdownGracefully()
@@ -142,14 +156,16 @@ public enum Daemon {
     }
 
     /// Binds every socket and makes the services; on failure closes what it bound and throws
-    /// the error naming the address and the fix. `tls` is `options.nbdTLS` loaded.
+    /// the error naming the address and the fix. `tls` is `options.nbdTLS` loaded, `transportTLS`
+    /// the replication credentials.
     static func bind(
-        _ options: DaemonOptions, tls: NBDTLS?, pool: Pool, group: any EventLoopGroup, threadPool: NIOThreadPool, logger: Logger
+        _ options: DaemonOptions, tls: NBDTLS?, transportTLS: TransportTLS? = nil, pool: Pool, group: any EventLoopGroup,
+        threadPool: NIOThreadPool, logger: Logger
     ) async throws -> DaemonServices {
         var undo: [() -> Void] = []
         do {
             let registry = ConnectionRegistry()
-            let transport = NIOTransport(group: group)
+            let transport = NIOTransport(group: group, tls: transportTLS)
             let replicator = Replicator(
                 pool: pool, directory: options.directory, transport: transport, threadPool: threadPool, logger: logger)
             replicator.resumeSavedJobs()
@@ -182,7 +198,10 @@ public enum Daemon {
                 replicas = nil
             }
             undo.append { replicas?.close() }
-            if let address = options.replication { logger.notice("accepting replication on \(address.host):\(address.port)") }
+            if let address = options.replication {
+                let note = transportTLS.map { " with TLS (certificates in \($0.directory))" } ?? ""
+                logger.notice("accepting replication on \(address.host):\(address.port)\(note)")
+            }
             let streams = try StreamServer.bind(directory: options.directory, service: service, logger: logger)
             let http = try options.http.map { address in
                 try Self.listening("HTTP", on: (address.host, address.port), option: "--http ADDR:PORT, or --http off") {

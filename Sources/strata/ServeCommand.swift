@@ -17,7 +17,8 @@ struct ServeCommand: AsyncParsableCommand {
             (LUN 0), e.g. iscsi://127.0.0.1:3260/iqn.2026-11.org.strata:vm1/0. \
             With --tls on or require and --tls-certificates DIR (or --tls-psk FILE), NBD clients \
             upgrade with STARTTLS, e.g. nbds://127.0.0.1:10809/vm1?tls-certificates=DIR; under require \
-            a client without TLS gets no export. \
+            a client without TLS gets no export. With --tls-certificates, replication and mirror \
+            traffic, accepted and made, is mutual TLS too: peers need certificates the same CA signed. \
             The HTTP service (--http, default 127.0.0.1:10811) serves a dashboard at /, Prometheus \
             metrics at /metrics and read-only JSON at /api/v1 (docs/openapi.yaml); beyond loopback it \
             needs --http-token-file. \
@@ -46,8 +47,12 @@ struct ServeCommand: AsyncParsableCommand {
     var tls: String = "off"
     @Option(
         name: .customLong("tls-certificates"),
-        help: "Directory with ca-cert.pem, server-cert.pem and server-key.pem (qemu's x509 layout), for --tls.")
+        help: "Directory with ca-cert.pem, server-cert.pem and server-key.pem (qemu's x509 layout): for --tls, and for replication and mirror traffic.")
     var tlsCertificates: String?
+    @Option(
+        name: .customLong("replication-tls"),
+        help: "Replication and mirror traffic over mutual TLS with the --tls-certificates credentials: on (the default when they are given) or off.")
+    var replicationTLS: String?
     @Flag(name: .customLong("tls-verify-peer"), help: "Require NBD clients to present a certificate signed by ca-cert.pem.")
     var tlsVerifyPeer = false
     @Option(
@@ -111,6 +116,25 @@ struct ServeCommand: AsyncParsableCommand {
             pskFile: self.tlsPSK.map(absolutePath))
     }
 
+    /// Whether replication and mirror traffic use TLS: by default when certificates are given.
+    func parseReplicationTLS() throws -> Bool {
+        switch self.replicationTLS {
+        case nil: return self.tlsCertificates != nil
+        case "on"?:
+            guard self.tlsCertificates != nil else {
+                throw ValidationError("--replication-tls on needs credentials; give --tls-certificates DIR (ca-cert.pem, server-cert.pem, server-key.pem)")
+            }
+            return true
+        case "off"?:
+            if self.tlsCertificates != nil && self.tls == "off" {
+                throw ValidationError("--tls-certificates given, but TLS is off for NBD and for replication; add --tls on (NBD TLS when the client asks), --tls require, or drop --replication-tls off")
+            }
+            return false
+        case let other?:
+            throw ValidationError("invalid --replication-tls '\(other)'; use on or off")
+        }
+    }
+
     func parseHTTPAddress() throws -> (String, Int)? {
         try Self.parseAddress(self.http, option: "http", example: "127.0.0.1:10811", allowOff: true)
     }
@@ -133,6 +157,7 @@ struct ServeCommand: AsyncParsableCommand {
             throw ValidationError("invalid --metrics '\(self.metrics)'; use on or off")
         }
         _ = try self.parseTLS()
+        _ = try self.parseReplicationTLS()
         _ = try self.parseISCSIAddresses()
         _ = try parseSize(self.createSize, option: "--create-size")
         guard Logger.Level(rawValue: self.logLevel) != nil else {
@@ -172,6 +197,7 @@ struct ServeCommand: AsyncParsableCommand {
         options.overlay = self.overlay.map(absolutePath)
         options.overlayName = self.overlayName
         options.nbdTLS = try self.parseTLS()
+        options.replicationTLS = try self.parseReplicationTLS()
         options.http = try self.parseHTTPAddress().map { host, port in
             HTTPServerOptions(
                 host: host, port: port, tokenFile: self.httpTokenFile.map(absolutePath),

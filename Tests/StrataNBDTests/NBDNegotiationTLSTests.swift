@@ -194,8 +194,8 @@ struct FailingCatalog: NBDExportCatalog {
 
     @Test func tlsSettingsThatContradictAreRefusedBeforeAnyFileIsRead() {
         let cases: [NBDTLSSettings] = [
-            NBDTLSSettings(mode: .off, certificatesDirectory: "/nonexistent"),
             NBDTLSSettings(mode: .off, verifyPeer: true),
+            NBDTLSSettings(mode: .off, pskFile: "/nonexistent"),
             NBDTLSSettings(mode: .on),
             NBDTLSSettings(mode: .require, certificatesDirectory: "/nonexistent", pskFile: "/nonexistent"),
             NBDTLSSettings(mode: .on, verifyPeer: true, pskFile: "/nonexistent"),
@@ -207,6 +207,10 @@ struct FailingCatalog: NBDExportCatalog {
         #expect(throws: Never.self) {
             let off = try NBDTLS.load(NBDTLSSettings(mode: .off))
             #expect(off == nil, "TLS off loads nothing")
+            // Certificates with NBD TLS off serve replication (`serve` decides whether anything
+            // uses them); NBD loads nothing and reads no file.
+            let replicationOnly = try NBDTLS.load(NBDTLSSettings(mode: .off, certificatesDirectory: "/nonexistent"))
+            #expect(replicationOnly == nil, "TLS off loads nothing")
         }
     }
 }

@@ -43,7 +43,10 @@ mkdir -p "$WORKDIR/bad"
 cp "$WORKDIR/server/ca-cert.pem" "$WORKDIR/server/server-cert.pem" "$WORKDIR/bad/"
 refused "require without credentials" "--tls-certificates DIR" --tls require
 refused "a bad mode" "use off, on or require" --tls maybe
-refused "certificates with TLS off" "TLS is off" --tls-certificates "$WORKDIR/server"
+refused "certificates with TLS off everywhere" "TLS is off for NBD and for replication" --tls-certificates "$WORKDIR/server" \
+    --replication-tls off
+refused "replication TLS without certificates" "--replication-tls on needs credentials" --replication-tls on
+refused "PSK with TLS off" "--tls-psk given, but TLS is off" --tls-psk "$WORKDIR/none.psk"
 refused "a missing directory" "$WORKDIR/absent is not a directory" --tls on --tls-certificates "$WORKDIR/absent"
 refused "a missing key" "$WORKDIR/bad/server-key.pem does not exist" --tls on --tls-certificates "$WORKDIR/bad"
 echo "not a key" >"$WORKDIR/bad/server-key.pem"

@@ -18,6 +18,7 @@ import Foundation
 import NIOCore
 import NIOSSL
 import StrataCore
+import StrataTLS
 
 /// What `strata serve` was asked for, before any file is read.
 public struct NBDTLSSettings: Sendable, Equatable {
@@ -42,10 +43,6 @@ public struct NBDTLS: Sendable {
     public let mode: NBDTLSMode
     let context: NIOSSLContext
 
-    /// The x509 files of a credentials directory, as qemu names them.
-    public static let caCertificateFile = "ca-cert.pem"
-    public static let serverCertificateFile = "server-cert.pem"
-    public static let serverKeyFile = "server-key.pem"
     /// The TLS 1.2 cipher suites that authenticate with a pre-shared key (BoringSSL names).
     static let pskCipherSuites = [
         "ECDHE-PSK-CHACHA20-POLY1305", "ECDHE-PSK-AES128-CBC-SHA", "ECDHE-PSK-AES256-CBC-SHA", "PSK-AES128-CBC-SHA",
@@ -58,10 +55,10 @@ public struct NBDTLS: Sendable {
     ///   option or file and the fix.
     public static func load(_ settings: NBDTLSSettings) throws(StrataError) -> NBDTLS? {
         guard settings.mode != .off else {
-            let stray = [
-                settings.certificatesDirectory.map { _ in "--tls-certificates" }, settings.verifyPeer ? "--tls-verify-peer" : nil,
-                settings.pskFile.map { _ in "--tls-psk" },
-            ].compactMap { $0 }
+            // The certificates may serve replication without NBD TLS; the daemon's options
+            // decide whether anything uses them.
+            let stray = [settings.verifyPeer ? "--tls-verify-peer" : nil, settings.pskFile.map { _ in "--tls-psk" }]
+                .compactMap { $0 }
             guard stray.isEmpty else {
                 throw StrataError(
                     .invalidArgument,
@@ -69,117 +66,38 @@ public struct NBDTLS: Sendable {
             }
             return nil
         }
-        let configuration: TLSConfiguration
         switch (settings.certificatesDirectory, settings.pskFile) {
         case (let directory?, nil):
-            configuration = try Self.x509Configuration(directory: directory, verifyPeer: settings.verifyPeer)
+            let credentials = try X509Credentials.load(directory: directory, role: .server, option: "--tls-certificates")
+            return NBDTLS(mode: settings.mode, context: try credentials.context(credentials.serverConfiguration(verifyPeer: settings.verifyPeer)))
         case (nil, let file?):
             guard !settings.verifyPeer else {
                 throw StrataError(
                     .invalidArgument,
                     "serve: --tls-verify-peer checks client certificates, and --tls-psk uses none; drop one of them")
             }
-            configuration = Self.pskConfiguration(keys: try Self.readPSKFile(file))
+            let keys = try Self.readPSKFile(file)
+            do {
+                return NBDTLS(mode: settings.mode, context: try NIOSSLContext(configuration: Self.pskConfiguration(keys: keys)))
+            } catch {
+                throw StrataError(.invalidArgument, "serve: cannot set up TLS with --tls-psk \(file) (\(error))")
+            }
         case (nil, nil):
             throw StrataError(
                 .invalidArgument,
-                "serve: --tls \(settings.mode.rawValue) needs credentials: --tls-certificates DIR (with \(Self.caCertificateFile), \(Self.serverCertificateFile) and \(Self.serverKeyFile)) or --tls-psk FILE"
+                "serve: --tls \(settings.mode.rawValue) needs credentials: --tls-certificates DIR (with \(X509Credentials.caCertificateFile), \(X509Credentials.certificateFile(.server)) and \(X509Credentials.keyFile(.server))) or --tls-psk FILE"
             )
         case (.some, .some):
             throw StrataError(
                 .invalidArgument, "serve: give --tls-certificates DIR or --tls-psk FILE, not both")
         }
-        do {
-            return NBDTLS(mode: settings.mode, context: try NIOSSLContext(configuration: configuration))
-        } catch {
-            throw Self.contextError(error, settings: settings)
-        }
-    }
-
-    /// The error for a context BoringSSL refused. Every file parsed already, so what is left
-    /// is a key that is not the certificate's (or of a kind BoringSSL does not take): name both.
-    private static func contextError(_ error: any Error, settings: NBDTLSSettings) -> StrataError {
-        guard let directory = settings.certificatesDirectory else {
-            return StrataError(.invalidArgument, "serve: cannot set up TLS with --tls-psk \(settings.pskFile ?? "") (\(error))")
-        }
-        let key = Self.path(directory, Self.serverKeyFile)
-        let certificate = Self.path(directory, Self.serverCertificateFile)
-        return StrataError(
-            .invalidArgument,
-            "serve: \(certificate) and \(key) do not make a pair (\(error)); put the key the certificate was made with beside it, or make a new pair")
-    }
-
-    private static func path(_ directory: String, _ file: String) -> String {
-        directory.hasSuffix("/") ? directory + file : directory + "/" + file
-    }
-
-    /// Reads a credentials file whole.
-    /// - Throws: `StrataError` naming the file: missing, a directory, or unreadable.
-    static func read(_ path: String, what: String, fix: String) throws(StrataError) -> Data {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw StrataError(.notFound, "serve: \(what) \(path) does not exist; \(fix)")
-        }
-        guard !isDirectory.boolValue else { throw StrataError(.invalidArgument, "serve: \(what) \(path) is a directory; \(fix)") }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw StrataError(
-                .unauthorized, "serve: cannot read \(what) \(path) (permission denied?); let the user running strata read it")
-        }
-        return data
-    }
-
-    private static func x509Configuration(directory: String, verifyPeer: Bool) throws(StrataError) -> TLSConfiguration {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw StrataError(
-                .notFound,
-                "serve: --tls-certificates \(directory) is not a directory; make one holding \(Self.caCertificateFile), \(Self.serverCertificateFile) and \(Self.serverKeyFile) (README: TLS)"
-            )
-        }
-        let fix = "put it in \(directory) (README: TLS shows how to make it with certtool or openssl)"
-        let authority = try Self.certificates(Self.path(directory, Self.caCertificateFile), what: "CA certificate", fix: fix)
-        let chain = try Self.certificates(Self.path(directory, Self.serverCertificateFile), what: "server certificate", fix: fix)
-        let keyPath = Self.path(directory, Self.serverKeyFile)
-        let keyBytes = try Self.read(keyPath, what: "server key", fix: fix)
-        let key: NIOSSLPrivateKey
-        do {
-            key = try NIOSSLPrivateKey(bytes: Array(keyBytes), format: .pem)
-        } catch {
-            throw StrataError(
-                .invalidArgument,
-                "serve: \(keyPath) is not an unencrypted PEM private key (\(error)); write the key without a passphrase")
-        }
-        var configuration = TLSConfiguration.makeServerConfiguration(
-            certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
-        configuration.minimumTLSVersion = .tlsv12
-        if verifyPeer {
-            configuration.certificateVerification = .noHostnameVerification
-            configuration.trustRoots = .certificates(authority)
-            configuration.sendCANameList = true
-        }
-        return configuration
-    }
-
-    /// The PEM certificates in `path`, at least one.
-    private static func certificates(_ path: String, what: String, fix: String) throws(StrataError) -> [NIOSSLCertificate] {
-        let bytes = try Self.read(path, what: what, fix: fix)
-        let certificates: [NIOSSLCertificate]
-        do {
-            certificates = try NIOSSLCertificate.fromPEMBytes(Array(bytes))
-        } catch {
-            throw StrataError(.invalidArgument, "serve: \(what) \(path) is not a PEM certificate (\(error)); \(fix)")
-        }
-        guard !certificates.isEmpty else {
-            throw StrataError(.invalidArgument, "serve: \(what) \(path) holds no PEM certificate; \(fix)")
-        }
-        return certificates
     }
 
     /// Parses a `username:hexkey` file (nbdkit's and qemu's PSK format).
     /// - Throws: `StrataError` naming the file and line.
     static func readPSKFile(_ path: String) throws(StrataError) -> [String: [UInt8]] {
         let fix = "write one username:hexkey a line, e.g. with `psktool -u alice -p \(path)`"
-        let data = try Self.read(path, what: "PSK file", fix: fix)
+        let data = try X509Credentials.read(path, what: "PSK file", fix: fix)
         guard let text = String(data: data, encoding: .utf8) else {
             throw StrataError(.invalidArgument, "serve: PSK file \(path) is not UTF-8 text; \(fix)")
         }

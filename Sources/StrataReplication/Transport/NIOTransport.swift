@@ -12,24 +12,32 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import NIOSSL
 import StrataCore
 import Synchronization
 
-/// TCP on SwiftNIO.
+/// TCP on SwiftNIO, with mutual TLS when given credentials (TransportTLS.swift).
 public struct NIOTransport: Transport {
     let group: any EventLoopGroup
     /// How long a connection may move no byte, and a connect may take, before it fails.
     let timeout: TimeAmount
+    /// TLS on every connection made and accepted; nil for plain TCP.
+    let tls: TransportTLS?
 
-    public init(group: any EventLoopGroup, timeout: TimeAmount = .seconds(Int64(Limits.replicationIOTimeoutSeconds))) {
+    public init(
+        group: any EventLoopGroup, timeout: TimeAmount = .seconds(Int64(Limits.replicationIOTimeoutSeconds)),
+        tls: TransportTLS? = nil
+    ) {
         self.group = group
         self.timeout = timeout
+        self.tls = tls
     }
 
     public func withConnection<Value: Sendable>(
         to address: TransportAddress, _ body: (any TransportConnection) async throws(StrataError) -> Value
     ) async throws(StrataError) -> Value {
         let timeout = self.timeout
+        let tls = self.tls
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         let flag = TimeoutFlag()
         do {
@@ -37,7 +45,10 @@ public struct NIOTransport: Transport {
                 .connectTimeout(timeout)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connect(host: address.host, port: address.port) { channel in
-                    channel.eventLoop.makeCompletedFuture { try Self.wrap(channel, timeout: timeout, flag: flag) }
+                    channel.eventLoop.makeCompletedFuture {
+                        try Self.wrap(
+                            channel, timeout: timeout, flag: flag, tls: try tls?.clientHandlers(host: address.host) ?? [])
+                    }
                 }
         } catch {
             throw StrataError(.io, "replicate: cannot connect to \(address) (\(error))")
@@ -47,6 +58,7 @@ public struct NIOTransport: Transport {
 
     public func listen(on address: TransportAddress) async throws(StrataError) -> any TransportListener {
         let timeout = self.timeout
+        let tls = self.tls
         let registry = NIOListener.Registry()
         do {
             let server = try await ServerBootstrap(group: self.group)
@@ -57,7 +69,9 @@ public struct NIOTransport: Transport {
                     channel.eventLoop.makeCompletedFuture {
                         let flag = TimeoutFlag()
                         let peer = channel.remoteAddress.map(Self.describe) ?? "?"
-                        return Accepted(channel: try Self.wrap(channel, timeout: timeout, flag: flag), peer: peer, flag: flag)
+                        return Accepted(
+                            channel: try Self.wrap(channel, timeout: timeout, flag: flag, tls: tls?.serverHandlers() ?? []),
+                            peer: peer, flag: flag)
                     }
                 }
             let port = server.channel.localAddress?.port ?? address.port
@@ -69,10 +83,12 @@ public struct NIOTransport: Transport {
         }
     }
 
-    /// Adds the idle timeout and wraps `channel` for async use. Runs on its event loop.
-    static func wrap(_ channel: any Channel, timeout: TimeAmount, flag: TimeoutFlag) throws
+    /// Adds TLS (`tls`, nearest the socket), the idle timeout, and wraps `channel` for async use.
+    /// Runs on its event loop.
+    static func wrap(_ channel: any Channel, timeout: TimeAmount, flag: TimeoutFlag, tls: [any ChannelHandler]) throws
         -> NIOAsyncChannel<ByteBuffer, ByteBuffer>
     {
+        for handler in tls { try channel.pipeline.syncOperations.addHandler(handler) }
         try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: timeout))
         try channel.pipeline.syncOperations.addHandler(IdleTimeoutHandler(flag: flag))
         return try NIOAsyncChannel(
@@ -94,7 +110,7 @@ public struct NIOTransport: Transport {
         } catch let error as StrataError {
             throw error
         } catch {
-            throw StrataError(.io, "replication: connection with \(peer) failed (\(error))")
+            throw StrataError(.io, TransportTLS.failure(error, peer: peer) ?? "replication: connection with \(peer) failed (\(error))")
         }
     }
 
@@ -170,6 +186,7 @@ final class NIOConnection: TransportConnection, @unchecked Sendable {
         if let error = error as? StrataError { return error }
         if self.flag.fired.load(ordering: .acquiring) { return self.timedOut() }
         if error is CancellationError { return StrataError(.io, "replication: the transfer with \(self.peer) was stopped") }
+        if let message = TransportTLS.failure(error, peer: self.peer) { return StrataError(.io, message) }
         return StrataError(.io, "replication: connection with \(self.peer) broke (\(error))")
     }
 

@@ -10,6 +10,8 @@ public final class TransportReader: @unchecked Sendable {
     // @unchecked: used by one task at a time, like the connection's read side it wraps.
     public let connection: any TransportConnection
     private var pending = ByteBuffer()
+    /// Whether the peer sent any byte yet.
+    private var heard = false
 
     public init(_ connection: any TransportConnection) {
         self.connection = connection
@@ -54,8 +56,14 @@ public final class TransportReader: @unchecked Sendable {
 
     private func fill(what: String) async throws(StrataError) {
         guard var more = try await self.connection.read() else {
-            throw StrataError(.io, "replication: the peer \(self.connection.peer) closed the connection while sending \(what)")
+            // A peer that takes only TLS ends a plain connection before it says anything.
+            let hint =
+                self.heard
+                ? "" : " before sending anything; if it accepts only TLS, give this daemon --tls-certificates with a certificate its CA signed"
+            throw StrataError(
+                .io, "replication: the peer \(self.connection.peer) closed the connection while sending \(what)\(hint)")
         }
+        self.heard = true
         self.pending.writeBuffer(&more)
     }
 }
