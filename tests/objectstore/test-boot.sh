@@ -45,7 +45,7 @@ src push img@s1 r1 >/dev/null
 stop_daemon
 forget "$DAEMON_PID"
 total=$(store keys "$container" manifests/img/s1 | grep -c .)
-[ "$total" -ge 4 ] || fail "the snapshot has only $total objects in the store"
+[ "$total" -ge 13 ] || fail "the snapshot has $total objects in the store, expected the payload's 12 and metadata"
 
 # The GETs of this container's objects in the proxy's access log after its first $logged lines
 # (one path a line); `gets` counts them, `fetched` counts the distinct objects.
