@@ -113,3 +113,10 @@ public final class FileDevice: PoolDevice, @unchecked Sendable {
         strata_punch_hole(self.fd, offset, length) == 0
     }
 }
+
+/// Linux's lseek whence values for the next data and the next hole (<unistd.h> hides them behind
+/// _GNU_SOURCE, which Swift's Glibc module does not define).
+public enum FileSeek {
+    public static let data: Int32 = 3
+    public static let hole: Int32 = 4
+}

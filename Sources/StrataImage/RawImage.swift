@@ -42,7 +42,7 @@ final class RawImage: BaseImage {
         let fileEnd = min(end, self.file.size)
         var cursor = offset
         while cursor < fileEnd {
-            guard let data = try self.seek(cursor, Self.seekData) else {
+            guard let data = try self.seek(cursor, FileSeek.data) else {
                 break  // no data from the cursor to the end of the file, or no seeking at all
             }
             if data == UInt64.max {  // the file system cannot tell holes: everything is data
@@ -56,7 +56,7 @@ final class RawImage: BaseImage {
                 cursor = fileEnd
                 break
             }
-            let hole = try self.seek(dataStart, Self.seekHole) ?? self.file.size
+            let hole = try self.seek(dataStart, FileSeek.hole) ?? self.file.size
             let dataEnd = min(hole == UInt64.max ? fileEnd : hole, fileEnd)
             extents.append(offset: dataStart, length: dataEnd - dataStart, mapped: true)
             cursor = dataEnd
@@ -64,11 +64,6 @@ final class RawImage: BaseImage {
         extents.append(offset: cursor, length: end - cursor, mapped: false)
         return extents.extents
     }
-
-    /// Linux's whence values for the next data and the next hole (<unistd.h> hides them
-    /// behind _GNU_SOURCE, which Swift's Glibc module does not define).
-    static let seekData: Int32 = 3
-    static let seekHole: Int32 = 4
 
     /// `lseek(cursor, whence)`: the offset found, nil when there is none past `cursor` (ENXIO),
     /// or `UInt64.max` when the file system does not support the seek.

@@ -199,7 +199,7 @@ public struct Pusher {
             for index in batch {
                 let length = manifest.length(ofObject: index)
                 let bytes = try self.pool.read(handle, at: index * manifest.objectSizeBytes, count: Int(length))
-                guard !Self.isZero(bytes) else { continue }
+                guard !Zeros.all(bytes) else { continue }
                 let entry = ManifestEntry(index: index, sha256: SigV4Signer.hex(SHA256.hash(data: bytes)), bytes: length)
                 fresh[index] = entry
                 pending.append((entry, ByteBuffer(bytes: bytes)))
@@ -247,22 +247,6 @@ public struct Pusher {
             throw error
         } catch {
             throw StrataError(.io, "push to \(store.label): \(error)")
-        }
-    }
-
-    /// True when every byte is zero (compared a page at a time against a zero page).
-    static func isZero(_ bytes: [UInt8]) -> Bool {
-        let zeros = [UInt8](repeating: 0, count: 4096)
-        return bytes.withUnsafeBytes { raw in
-            zeros.withUnsafeBytes { zero in
-                var offset = 0
-                while offset < raw.count {
-                    let count = min(4096, raw.count - offset)
-                    if memcmp(raw.baseAddress! + offset, zero.baseAddress!, count) != 0 { return false }
-                    offset += count
-                }
-                return true
-            }
         }
     }
 }

@@ -144,7 +144,7 @@ struct SendPlan {
                 try buffer.withUnsafeMutableBufferPointer { raw throws(StrataError) in
                     try pool.read(self.handle, at: offset, into: UnsafeMutableRawBufferPointer(raw))
                 }
-                let piece = SendExtent(offset: offset, length: UInt64(count), isData: !Self.isZero(buffer))
+                let piece = SendExtent(offset: offset, length: UInt64(count), isData: !Zeros.all(buffer))
                 try body(piece, piece.isData ? buffer : [])
                 offset += UInt64(count)
             }
@@ -170,17 +170,6 @@ struct SendPlan {
             progress(done, total)
         }
         progress(total, total)
-    }
-
-    static func isZero(_ bytes: [UInt8]) -> Bool {
-        bytes.withUnsafeBytes { raw in
-            let words = raw.count / 8
-            for index in 0..<words where raw.loadUnaligned(fromByteOffset: index * 8, as: UInt64.self) != 0 {
-                return false
-            }
-            for index in (words * 8)..<raw.count where raw[index] != 0 { return false }
-            return true
-        }
     }
 }
 

@@ -36,7 +36,17 @@ enum ImageTransfer {
         var buffer = [UInt8](repeating: 0, count: batch)
         var offset: UInt64 = 0
         var written: UInt64 = 0
+        var read: UInt64 = 0
         while offset < fileSize {
+            // The file's holes (SEEK_DATA) read as zeros without a read: a sparse image imports
+            // in the time of its data.
+            let data = Self.nextData(fd, from: offset, size: fileSize)
+            if data > offset {
+                if !create { try pool.trim(handle, at: offset, length: min(data, size) - offset) }
+                offset = data
+                progress(offset, fileSize)
+                continue
+            }
             let want = Int(min(UInt64(batch), fileSize - offset))
             var got = 0
             while got < want {
@@ -47,6 +57,7 @@ enum ImageTransfer {
                 }
                 got += n
             }
+            read += UInt64(want)
             // A short tail is padded with zeros to a whole sector (volumes are sector-sized).
             let padded = min((want + 511) / 512 * 512, batch)
             for index in want..<padded { buffer[index] = 0 }
@@ -54,20 +65,29 @@ enum ImageTransfer {
             while piece < padded {
                 let length = min(chunk - Int((offset + UInt64(piece)) % UInt64(chunk)), padded - piece)
                 let at = offset + UInt64(piece)
-                if buffer[piece..<(piece + length)].allSatisfy({ $0 == 0 }) {
-                    if !create { try pool.trim(handle, at: at, length: UInt64(length)) }
-                } else {
-                    try buffer.withUnsafeBufferPointer { raw throws(StrataError) in
-                        try pool.write(handle, at: at, UnsafeRawBufferPointer(start: raw.baseAddress! + piece, count: length))
+                try buffer.withUnsafeBufferPointer { elements throws(StrataError) in
+                    let bytes = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(elements)[piece..<(piece + length)])
+                    if Zeros.all(bytes) {
+                        if !create { try pool.trim(handle, at: at, length: UInt64(length)) }
+                    } else {
+                        try pool.write(handle, at: at, bytes)
+                        written += UInt64(length)
                     }
-                    written += UInt64(length)
                 }
                 piece += length
             }
             offset += UInt64(want)
             progress(offset, fileSize)
         }
-        return TransferSummary(bytesRead: fileSize, bytesWritten: written, sizeBytes: size)
+        return TransferSummary(bytesRead: read, bytesWritten: written, sizeBytes: size)
+    }
+
+    /// The offset of the first data at or after `offset` (`size` when only a hole follows);
+    /// `offset` itself when the file system cannot tell (then everything counts as data).
+    static func nextData(_ fd: Int32, from offset: UInt64, size: UInt64) -> UInt64 {
+        let data = lseek(fd, off_t(offset), FileSeek.data)
+        if data >= 0 { return min(UInt64(data), size) }
+        return errno == ENXIO ? size : offset
     }
 
     static func exportImage(
