@@ -1,6 +1,7 @@
-// Blocking Unix-domain stream sockets by path: the one place a `sockaddr_un` is built. The CLI
+// Blocking Unix-domain sockets by path: the one place a `sockaddr_un` is built. The CLI
 // connects with it to control.sock and stream.sock; the daemon listens on stream.sock with it
-// (control.sock is bound by SwiftNIO, which builds its own address).
+// and notifies systemd through it (SystemdNotify); control.sock is bound by SwiftNIO, which
+// builds its own address.
 
 import Foundation
 import StrataCore
@@ -12,21 +13,29 @@ import Glibc
 /// A `sockaddr_un` for a path, and the calls that take one.
 struct UnixSocketAddress {
     private var address = sockaddr_un()
+    private let length: socklen_t
 
     /// Nil when `path` does not fit in `sun_path` (108 bytes on Linux, with its terminating zero).
-    init?(_ path: String) {
-        let bytes = Array(path.utf8)
+    /// With `abstractPrefix`, a path starting with '@' names a socket in the abstract namespace
+    /// (sd_notify's convention for NOTIFY_SOCKET): a zero byte in its place, no terminator, and
+    /// an address length that counts exactly the name.
+    init?(_ path: String, abstractPrefix: Bool = false) {
+        var bytes = Array(path.utf8)
+        let abstract = abstractPrefix && bytes.first == UInt8(ascii: "@")
+        if abstract { bytes[0] = 0 }
         guard bytes.count < MemoryLayout.size(ofValue: self.address.sun_path) else { return nil }
         self.address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &self.address.sun_path) { raw in
             raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
+            if !abstract { raw[bytes.count] = 0 }
         }
+        self.length =
+            abstract ? socklen_t(MemoryLayout<sa_family_t>.size + bytes.count) : socklen_t(MemoryLayout<sockaddr_un>.size)
     }
 
-    private func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
+    func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
         withUnsafePointer(to: self.address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, self.length) }
         }
     }
 
