@@ -82,7 +82,11 @@ final class HTTPTransport: Sendable {
     func send(_ context: RequestContext, _ build: () async throws(StrataError) -> HTTPRequestSpec)
         async throws(StrataError) -> HTTPReply
     {
-        await self.limiter.acquire()
+        do {
+            try await self.limiter.acquire()
+        } catch {
+            throw StrataError(.failed, "\(context.operation) \(context.object) on \(context.remote): stopped while waiting for a request slot")
+        }
         defer { self.limiter.release() }
         var delay = Limits.objectStoreBackoffMillisecondsInitial
         var failure = ""

@@ -347,7 +347,11 @@ final class JobRunner: Sendable {
     private func transfer(_ request: SendRequest, secret: [UInt8]) async throws(StrataError) -> SendSummary {
         // Taken before connecting, so a stream that waits for its turn holds no connection the
         // replica would time out.
-        await self.transfers.acquire()
+        do {
+            try await self.transfers.acquire()
+        } catch {
+            throw StrataError(.failed, "replicate \(self.job.volume): stopped while waiting for a transfer slot")
+        }
         defer { self.transfers.release() }
         let summary = try await self.transport.withConnection(to: self.address) { connection async throws(StrataError) in
             let reader = try await self.open(connection, secret: secret)
