@@ -17,7 +17,8 @@ not about speed (bench/run-nbd.sh measures that).
 
 Prints a summary and writes it as JSON to --out: requests by kind, errors (with the first few
 messages), control operations, and the daemon's VmRSS, VmHWM, open descriptors and threads:
-first, peak, and the peak of the first and of the last third of the run, so growth shows.
+first, peak, and the peak of the first and of the last third of the run, so growth shows; and
+the longest gap between two samples, which shows when the soak's own process was starved.
 """
 
 import argparse
@@ -154,7 +155,7 @@ class ISCSIClient(Client):
 
     def open(self):
         target = "iqn.2026-11.org.strata:%s" % self.volume
-        self.session = iscsi_raw.Session(self.args.iscsi, target, timeout=60.0)
+        self.session = iscsi_raw.Session(self.args.iscsi, target, timeout=self.args.timeout)
         self.session.login()
         status, sense, _ = self.session.read_capacity16()
         self.check(status, sense, "READ CAPACITY(16)")
@@ -261,6 +262,7 @@ def main():
     parser.add_argument("--rate", type=float, default=4)
     parser.add_argument("--volumes", type=int, default=8)
     parser.add_argument("--control-interval", type=float, default=3)
+    parser.add_argument("--timeout", type=float, default=120, help="seconds an iSCSI client waits for an answer")
     parser.add_argument("--out")
     args = parser.parse_args()
 
@@ -308,6 +310,9 @@ def main():
             "firstThirdPeak": peak(key, 0, third), "lastThirdPeak": peak(key, 2 * third, args.seconds + 1),
         }
     summary["hwmKiB"] = samples[-1][1]["VmHWM"]
+    # The longest gap between two samples (every 5 s when the machine is not starving this
+    # process): a long one means the clients themselves were starved, not only the daemon.
+    summary["longestSampleGapSeconds"] = round(max(b[0] - a[0] for a, b in zip(samples, samples[1:])), 1)
     text = json.dumps(summary, indent=2, sort_keys=True)
     print(text)
     if args.out:
