@@ -18,3 +18,28 @@ package enum DedicatedThread {
         }
     }
 }
+
+/// Threads for blocking work done in parallel by a caller that may itself block (a daemon's
+/// dedicated thread, or the CLI's main thread): unlike `DispatchQueue.concurrentPerform`, the
+/// parallelism is `count` even on a machine with fewer cores, since the work waits on the network.
+package enum ParallelThreads {
+    /// Runs `body(0..<count)` on `count` threads named `name-i` (with `stackSize` bytes of stack
+    /// when given) and returns when all have returned.
+    package static func run(
+        count: Int, name: String, stackSize: Int? = nil, _ body: @escaping @Sendable (Int) -> Void
+    ) {
+        precondition(count >= 1, "parallel work needs at least one thread")
+        let group = DispatchGroup()
+        for index in 0..<count {
+            group.enter()
+            let thread = Thread {
+                body(index)
+                group.leave()
+            }
+            thread.name = "\(name)-\(index)"
+            if let stackSize { thread.stackSize = stackSize }
+            thread.start()
+        }
+        group.wait()
+    }
+}

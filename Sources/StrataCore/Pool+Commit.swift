@@ -30,6 +30,8 @@ public struct PoolStatus: Sendable, Codable, Equatable {
     public let uuid: String
     /// Volumes whose base image cannot be read now, each with the reason (filled by the service).
     public var unavailable: [String: String] = [:]
+    /// Hydrations the daemon runs now (filled by the service; nil when the CLI opened the pool).
+    public var hydrations: [VolumeStatus]? = nil
 }
 
 extension Pool {

@@ -42,7 +42,7 @@ extension Pool {
         var buffer = [UInt8](repeating: 0, count: Int(self.chunkSize))
         var uncommitted: UInt64 = 0
         var offset: UInt64 = 0
-        let started = DispatchTime.now().uptimeNanoseconds
+        var limiter = rateBytesPerSecond.flatMap { $0 > 0 ? RateLimiter(bytesPerSecond: $0) : nil }
         while offset < end {
             if isCancelled() {
                 try self.flush()
@@ -65,19 +65,40 @@ extension Pool {
             try outcome.get()
             offset += length
             progress(offset, end)
-            if let rate = rateBytesPerSecond, rate > 0 {
-                let due = started + UInt64(Double(offset) / Double(rate) * 1e9)
-                let now = DispatchTime.now().uptimeNanoseconds
-                if due > now { usleep(useconds_t(min((due - now) / 1000, 1_000_000))) }
+            if let wait = limiter?.reserve(length, nowNanos: DispatchTime.now().uptimeNanoseconds), wait > 0 {
+                usleep(useconds_t(min(wait / 1000, 1_000_000)))
             }
             if uncommitted >= Limits.flattenCommitBytes {
                 try self.flush()
                 uncommitted = 0
             }
         }
+        try self.dropBase(volume, id: id, operation: operation)
+        progress(end, end)
+    }
+
+    /// Ends a hydration: once every unit of `volume`'s base is local (its plan has nothing
+    /// pending), drops the base and the flag, durably.
+    /// - Throws: `.busy` when a unit is still pending (the hydration must copy it first),
+    ///   `.notFound` when the volume is gone.
+    public func finishHydration(_ volume: String) throws(StrataError) {
+        let operation = "hydrate \(volume)"
+        let id = try self.meta.withReadLock { () throws(StrataError) in
+            try self.volumeRecord(volume, operation: "hydrate").id
+        }
+        if let plan = try self.hydrationPlan(volume), !plan.pending.isEmpty {
+            throw StrataError(.busy, "\(operation): \(plan.pending.count) objects still read from the base")
+        }
+        try self.dropBase(volume, id: id, operation: operation)
         try self.flush()
-        // Every chunk the base held is now in the pool: drop the base, with I/O drained so no
-        // read is between looking up a hole and reading the base.
+    }
+
+    /// Commits, then drops volume `id`'s base and flatten flag: every chunk the base held is in
+    /// the pool. I/O is drained (the gate held exclusively) so no read is between looking up a
+    /// hole and reading the base.
+    private func dropBase(_ volume: String, id: UInt64, operation: String) throws(StrataError) {
+        try self.flush()
+        let gate = self.gates.gate(id)
         gate.lockExclusive()
         defer { gate.unlock() }
         try self.meta.withWriteLock { () throws(StrataError) in
@@ -89,11 +110,10 @@ extension Pool {
             record.flags &= ~VolumeRecord.flagFlattening
             self.store(record)
         }
-        progress(end, end)
     }
 
     /// Marks `volume` as flattening (so a crash resumes it) and returns its id.
-    private func setFlattening(_ volume: String, operation: String) throws(StrataError) -> UInt64 {
+    func setFlattening(_ volume: String, operation: String) throws(StrataError) -> UInt64 {
         try self.meta.withWriteLock { () throws(StrataError) in
             try self.checkWritable("flatten volume", volume)
             var record = try self.volumeRecord(volume, operation: "flatten")
@@ -115,40 +135,93 @@ extension Pool {
     /// Each chunk is copied under its lock only if still a hole, so a client write is never
     /// overwritten; the base serves the copies from what the read just fetched.
     /// - Throws: the base's errors, `.noSpace` when the pool fills.
-    func fillFetched(_ handle: VolumeHandle, offsets: [UInt64]) throws(StrataError) {
+    public func fillFetched(_ handle: VolumeHandle, offsets: [UInt64]) throws(StrataError) {
         let gate = self.gates.gate(handle.id)
         gate.lockShared()
         defer { gate.unlock() }
         guard let base = try self.baseImage(id: handle.id, name: handle.name), let unit = base.fillUnitBytes else { return }
+        _ = try self.fillUnits(base, id: handle.id, name: handle.name, starts: offsets.map { $0 / unit * unit }, unit: unit)
+    }
+
+    /// Copies into volume `id`'s holes every chunk of the `unit`-sized units starting at
+    /// `starts` where `base` holds data; returns the bytes copied. Caller holds the gate shared.
+    func fillUnits(
+        _ base: any BaseImage, id: UInt64, name: String, starts: [UInt64], unit: UInt64
+    ) throws(StrataError) -> UInt64 {
         precondition(unit.nonzeroBitCount == 1 && unit >= self.chunkSize, "a fill unit is a power of two of whole chunks")
-        let size = self.meta.withReadLock { self.record(id: handle.id)?.size ?? 0 }
+        let size = self.meta.withReadLock { self.record(id: id)?.size ?? 0 }
         let end = min(size, base.virtualSize)
+        var contents = [UInt8](repeating: 0, count: Int(unit))
         var buffer = [UInt8](repeating: 0, count: Int(self.chunkSize))
-        for start in Set(offsets.map { $0 / unit * unit }).sorted() where start < end {
-            for extent in try base.allocation(at: start, length: min(unit, end - start)) where extent.mapped {
+        var copied: UInt64 = 0
+        for start in Set(starts).sorted() where start < end {
+            let length = min(unit, end - start)
+            let data = try base.allocation(at: start, length: length).filter(\.mapped)
+            let holes = try self.meta.withReadLock { () throws(StrataError) -> [MappingExtent] in
+                guard let record = self.record(id: id) else {
+                    throw StrataError(.notFound, "fill \(name): the volume was deleted")
+                }
+                return try self.treeExtents(record, at: start, length: length)
+            }
+            // Nothing of the unit still reads the base: no need to read (fetch) it.
+            guard HydrationPlan.isPending(data: data, holes: holes) else { continue }
+            // The whole unit in one read (one object, fetched whole and verified), then its chunks.
+            try contents.withUnsafeMutableBufferPointer { typed throws(StrataError) in
+                let raw = UnsafeMutableRawBufferPointer(typed)
+                try base.read(at: start, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<Int(length)]))
+                UnsafeMutableRawBufferPointer(rebasing: raw[Int(length)...]).initializeMemory(as: UInt8.self, repeating: 0)
+            }
+            for extent in data {
                 let first = extent.offset >> self.chunkShift
                 let last = (extent.offset + extent.length - 1) >> self.chunkShift
                 for chunk in first...last {
-                    _ = try self.fillFromBase(base, id: handle.id, name: handle.name, chunk: ChunkIndex(chunk), buffer: &buffer)
+                    let inside = Int((chunk << self.chunkShift) - start)
+                    let filled = try self.fillHole(id: id, name: name, chunk: ChunkIndex(chunk), buffer: &buffer) { target in
+                        contents.withUnsafeBytes { raw in
+                            target.copyMemory(
+                                from: UnsafeRawBufferPointer(rebasing: raw[inside..<(inside + Int(self.chunkSize))]))
+                        }
+                    }
+                    if filled { copied += self.chunkSize }
                 }
             }
         }
+        return copied
+    }
+
+    /// Has reads hand what they fetched to `deferral` instead of storing it before they return
+    /// (it answers false to have a read store it itself, when its queue is full); nil restores
+    /// storing in the read. The deferred work must call `fillFetched` with what it was given.
+    public func deferFills(to deferral: (@Sendable (VolumeHandle, [UInt64]) -> Bool)?) {
+        self.fillDeferral.withLock { $0 = deferral }
     }
 
     /// Copies one chunk from the base if it is still a hole; true when it copied.
     private func fillFromBase(
         _ base: any BaseImage, id: UInt64, name: String, chunk: ChunkIndex, buffer: inout [UInt8]
     ) throws(StrataError) -> Bool {
+        try self.fillHole(id: id, name: name, chunk: chunk, buffer: &buffer) { target throws(StrataError) in
+            try base.read(at: chunk.rawValue << self.chunkShift, into: target)
+        }
+    }
+
+    /// Under the chunk's lock, if chunk `chunk` of volume `id` is still a hole, has `contents`
+    /// write its bytes into `buffer` and stores them; true when it did. A chunk the volume wrote
+    /// is never overwritten: the volume wins.
+    private func fillHole(
+        id: UInt64, name: String, chunk: ChunkIndex, buffer: inout [UInt8],
+        contents: (UnsafeMutableRawBufferPointer) throws(StrataError) -> Void
+    ) throws(StrataError) -> Bool {
         try self.chunkLocks.withLock(volume: id, chunk: chunk.rawValue) { () throws(StrataError) -> Bool in
             let hole = try self.meta.withReadLock { () throws(StrataError) -> Bool in
                 guard let record = self.record(id: id) else {
-                    throw StrataError(.notFound, "flatten \(name): the volume was deleted")
+                    throw StrataError(.notFound, "fill \(name): the volume was deleted")
                 }
                 return try self.lookup(record, chunk: chunk).isHole
             }
             guard hole else { return false }
             try buffer.withUnsafeMutableBufferPointer { raw throws(StrataError) in
-                try base.read(at: chunk.rawValue << self.chunkShift, into: UnsafeMutableRawBufferPointer(raw))
+                try contents(UnsafeMutableRawBufferPointer(raw))
             }
             try buffer.withUnsafeBufferPointer { raw throws(StrataError) in
                 try self.remap(id: id, name: name, chunk: chunk, contents: UnsafeRawBufferPointer(raw), at: 0)

@@ -124,7 +124,11 @@ extension Pool {
             guard let result = try self.readUnchecked(handle, at: offset, into: buffer, holes: holes, waiting: waiting)
             else { return nil }
             // Outside the read's gate and guard: storing what was fetched is a write.
-            if !result.fetched.isEmpty { try self.fillFetched(handle, offsets: result.fetched) }
+            if !result.fetched.isEmpty {
+                let deferral = self.fillDeferral.withLock { $0 }
+                let deferred = deferral?(handle, result.fetched) ?? false
+                if !deferred { try self.fillFetched(handle, offsets: result.fetched) }
+            }
             return result.holes
         }
     }

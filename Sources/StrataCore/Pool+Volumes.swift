@@ -25,10 +25,12 @@ public struct VolumeInfo: Sendable, Codable, Equatable {
     public var base: String? = nil
     /// Why the base cannot be read now ("unavailable" in listings), if it cannot.
     public var baseProblem: String? = nil
+    /// Volumes over a remote base, in the daemon's HTTP API: `strata volume status --json`'s object.
+    public var hydration: VolumeStatus? = nil
     var baseID: UInt32 = 0
 
     enum CodingKeys: String, CodingKey {
-        case name, sizeBytes, allocatedBytes, snapshots, createdAt, origin, guid, damaged, base, baseProblem
+        case name, sizeBytes, allocatedBytes, snapshots, createdAt, origin, guid, damaged, base, baseProblem, hydration
     }
 }
 

@@ -52,6 +52,9 @@ public final class Pool: @unchecked Sendable {
     public let taps = TapTable()
     /// Front-end I/O and commit statistics for /metrics; off unless the daemon turns them on.
     public let statistics = IOStatistics()
+    /// Where reads hand the objects they fetched to be stored later (the daemon's filler, so a
+    /// reply does not wait for the fill); nil, or an answer of false, fills before the read returns.
+    let fillDeferral = Mutex<(@Sendable (VolumeHandle, [UInt64]) -> Bool)?>(nil)
 
     // Guarded by `meta`.
     var epoch: UInt64

@@ -24,8 +24,11 @@ extension Limits {
     /// Longest retry delay, so a bounded retry budget never sleeps for minutes.
     public static let objectStoreBackoffMillisecondsMax: Int64 = 2_000
     /// Seconds to establish a TCP connection: a loopback or LAN store answers in milliseconds, so
-    /// 5 s means the host is gone.
-    public static let objectStoreConnectTimeoutSeconds: Int64 = 5
+    /// 2 s means the host is gone. With the store down, the HTTP client retries a refused
+    /// connection until this runs out, for each of `objectStoreAttemptsMax` attempts: a read of a
+    /// never-fetched range then fails after about 5 × 2 s plus the backoff, under the 30 s an
+    /// initiator (Linux's SCSI disk default) waits for a command (5 s made it 27 s).
+    public static let objectStoreConnectTimeoutSeconds: Int64 = 2
     /// Seconds one request may take end to end: an 8 MiB PUT at a slow 1 MiB/s, with margin.
     /// A stalled object server makes Swift's proxy answer 503 after its node_timeout (3-10 s).
     public static let objectStoreRequestTimeoutSeconds: Int64 = 60
@@ -49,4 +52,22 @@ extension Limits {
     public static let remoteBaseCachedObjects = 8
     /// Seconds between refreshes of a live lease: a small fraction of the expiry.
     public static let leaseRefreshSeconds: Double = 60
+    /// Objects one hydration fetches at once: half of `objectStoreParallelRequestsMax`, so the
+    /// reads of the volume's clients still find free requests in the remote's client.
+    public static let hydrationParallelFetches = 4
+    /// Default hydration rate: 64 MiB/s, about half a gigabit link, so a booting guest's own
+    /// fetches are not starved by the background copy; `--rate` changes it.
+    public static let hydrationRateDefault: UInt64 = 64 << 20
+    /// First pause after a hydration error (a store down): a restarted proxy is back in seconds.
+    public static let hydrationRetryMillisecondsInitial: UInt64 = 1_000
+    /// Longest pause between retries of a paused hydration: a store back is noticed within this.
+    public static let hydrationRetryMillisecondsMax: UInt64 = 8_000
+    /// Bytes each part hash of a version-2 manifest covers: 256 KiB, so the first read of a
+    /// never-fetched range costs one GET of at most 512 KiB (a range crossing one part boundary)
+    /// instead of a whole 8 MiB object, while the hashes add 32 × 64 bytes per 8 MiB object to
+    /// the manifest (0.03%).
+    public static let manifestPartBytes: UInt64 = 256 << 10
+    /// Reads whose fetched objects wait to be stored after their reply: a booting guest's burst
+    /// of reads over distinct objects; past it, reads store for themselves (back-pressure).
+    public static let deferredFillsMax = 64
 }

@@ -1,6 +1,11 @@
 // The manifest: a snapshot's version table in the remote, written last so a snapshot is
 // visible only when every object it names is stored. Field by field in docs/OBJECTSTORE.md.
 //
+// Version 2 adds a SHA-256 per part (`partSizeBytes`, 256 KiB as pushed) of every object, so a
+// read of a never-fetched range can GET just the parts it covers and verify them before use;
+// the whole object's SHA-256 still guards what is stored. A manifest without part hashes is
+// written as version 1, so older readers keep reading it; this reader reads both.
+//
 // A manifest is two parts: a header line, one JSON object ending in LF, then the body, a JSON
 // object of exactly `bodyBytes` bytes whose SHA-256 is `bodySHA256`:
 //
@@ -40,12 +45,18 @@ public struct ManifestEntry: Codable, Sendable, Equatable {
     public let sha256: String
     /// The object's length: the object size, or less for the last object of the volume.
     public let bytes: UInt64
+    /// Version 2: hex SHA-256 of each part of the object (part j covers object bytes
+    /// [j × partSizeBytes, (j + 1) × partSizeBytes), the last cut at `bytes`), so a ranged GET
+    /// of whole parts is verified on its own. Nil in version 1, and for an entry a version-2
+    /// push inherited unread from a version-1 parent.
+    public let parts: [String]?
 
-    public init(index: UInt64, sha256: String, bytes: UInt64) {
+    public init(index: UInt64, sha256: String, bytes: UInt64, parts: [String]? = nil) {
         self.index = index
         self.key = RemoteLayout.objectKey(sha256: sha256)
         self.sha256 = sha256
         self.bytes = bytes
+        self.parts = parts
     }
 }
 
@@ -63,8 +74,9 @@ public struct ManifestParent: Codable, Sendable, Equatable {
 /// A snapshot's version table.
 public struct Manifest: Codable, Sendable, Equatable {
     public static let formatName = "strata-manifest"
-    /// The newest format version this strata reads and the one it writes.
-    public static let version = 1
+    /// The newest format version this strata reads. It writes 2 when the manifest has part
+    /// hashes (`partSizeBytes`), 1 otherwise, and reads both.
+    public static let version = 2
 
     public var volume: String
     public var snapshot: String
@@ -75,11 +87,15 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var objectSizeBytes: UInt64
     public var parent: ManifestParent?
     public var objects: [ManifestEntry]
+    /// Version 2: the length of the parts each entry's `parts` hashes (a power of two from
+    /// 4 KiB to the object size); nil in version 1.
+    public var partSizeBytes: UInt64?
 
     public init(
         volume: String, snapshot: String, guid: String, createdAt: String, sizeBytes: UInt64, objectSizeBytes: UInt64,
-        parent: ManifestParent?, objects: [ManifestEntry]
+        parent: ManifestParent?, objects: [ManifestEntry], partSizeBytes: UInt64? = nil
     ) {
+        self.partSizeBytes = partSizeBytes
         self.volume = volume
         self.snapshot = snapshot
         self.guid = guid
@@ -112,7 +128,7 @@ public struct Manifest: Codable, Sendable, Equatable {
         encoder.outputFormatting = [.sortedKeys]
         guard let body = try? encoder.encode(self) else { preconditionFailure("a manifest always encodes") }
         let header = Header(
-            format: Self.formatName, version: Self.version, bodyBytes: body.count,
+            format: Self.formatName, version: self.partSizeBytes == nil ? 1 : 2, bodyBytes: body.count,
             bodySHA256: SigV4Signer.hex(SHA256.hash(data: body)))
         guard var data = try? encoder.encode(header) else { preconditionFailure("a manifest header always encodes") }
         data.append(UInt8(ascii: "\n"))
@@ -151,6 +167,7 @@ public struct Manifest: Codable, Sendable, Equatable {
             throw corrupt("unreadable body (\(error))")
         }
         if let problem = manifest.problem { throw corrupt(problem) }
+        guard header.version >= 2 || manifest.partSizeBytes == nil else { throw corrupt("part hashes in a version 1 manifest") }
         return manifest
     }
 
@@ -158,6 +175,7 @@ public struct Manifest: Codable, Sendable, Equatable {
     var problem: String? {
         guard self.objectSizeBytes.nonzeroBitCount == 1 else { return "object size \(self.objectSizeBytes) is not a power of two" }
         guard Names.isValid(self.volume), Names.isValid(self.snapshot) else { return "invalid volume or snapshot name" }
+        if let problem = self.partSizeProblem { return problem }
         var previous: UInt64?
         for entry in self.objects {
             if let previous, entry.index <= previous { return "object \(entry.index) is out of order" }
@@ -171,7 +189,39 @@ public struct Manifest: Codable, Sendable, Equatable {
             guard entry.key == RemoteLayout.objectKey(sha256: entry.sha256) else {
                 return "object \(entry.index) key \(entry.key) is not its content key"
             }
+            if let problem = self.partsProblem(entry) { return problem }
         }
         return nil
+    }
+
+    /// What is wrong with `entry`'s part hashes, or nil.
+    private func partsProblem(_ entry: ManifestEntry) -> String? {
+        guard let parts = entry.parts else { return nil }
+        guard let partSize = self.partSizeBytes else { return "object \(entry.index) has part hashes but no partSizeBytes" }
+        guard UInt64(parts.count) == (entry.bytes + partSize - 1) / partSize else {
+            return "object \(entry.index) has \(parts.count) part hashes, expected \((entry.bytes + partSize - 1) / partSize)"
+        }
+        for part in parts where !Self.isHexSHA256(part) { return "object \(entry.index) has an invalid part SHA-256" }
+        return nil
+    }
+
+    static func isHexSHA256(_ text: String) -> Bool {
+        text.utf8.count == 64 && text.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+    }
+
+    /// The part size's problem, or nil.
+    private var partSizeProblem: String? {
+        guard let partSize = self.partSizeBytes else { return nil }
+        guard partSize.nonzeroBitCount == 1, partSize >= 4096, partSize <= self.objectSizeBytes else {
+            return "part size \(partSize) is not a power of two from 4096 to the object size"
+        }
+        return nil
+    }
+
+    /// The part hashes of `bytes` for parts of `partSize` bytes.
+    public static func partHashes(_ bytes: [UInt8], partSize: UInt64) -> [String] {
+        stride(from: 0, to: bytes.count, by: Int(partSize)).map { start in
+            SigV4Signer.hex(SHA256.hash(data: bytes[start..<min(start + Int(partSize), bytes.count)]))
+        }
     }
 }

@@ -41,6 +41,11 @@ public final class ObjectFetchTable: Sendable {
     /// Fetches started so far (successful or not).
     public var fetches: Int { self.state.withLock { $0.fetches } }
 
+    /// True when object `index` is cached or being fetched: a reader should join that.
+    public func holds(_ index: UInt64) -> Bool {
+        self.state.withLock { $0.cached[index] != nil || $0.fetching[index] != nil }
+    }
+
     /// Indices cached now, oldest first.
     public var cachedIndices: [UInt64] { self.state.withLock { $0.order } }
 

@@ -105,7 +105,7 @@ public struct Pusher {
         var manifest = Manifest(
             volume: volume, snapshot: snapshot, guid: target.guid, createdAt: target.createdAt, sizeBytes: target.sizeBytes,
             objectSizeBytes: self.remote.objectSizeBytes, parent: parent.map { ManifestParent(snapshot: $0.snapshot, guid: $0.guid) },
-            objects: [])
+            objects: [], partSizeBytes: Limits.manifestPartBytes)
         summary.parent = parent.map { "\(volume)@\($0.snapshot)" }
         let candidates = try self.candidates(volume: volume, target: target, parent: parent, objectCount: manifest.objectCount)
         var fresh: [UInt64: ManifestEntry] = [:]
@@ -118,7 +118,10 @@ public struct Pusher {
             if candidateSet.contains(index) {
                 if let entry = fresh[index] { manifest.objects.append(entry) }
             } else if let entry = inherited[index] {
-                manifest.objects.append(entry)
+                // Part hashes of another part size (or none, from a version-1 parent) are not ours.
+                let sameParts = parent?.partSizeBytes == manifest.partSizeBytes
+                manifest.objects.append(
+                    sameParts ? entry : ManifestEntry(index: entry.index, sha256: entry.sha256, bytes: entry.bytes))
                 summary.objectsUnchanged += 1
             }
         }
@@ -200,7 +203,9 @@ public struct Pusher {
                 let length = manifest.length(ofObject: index)
                 let bytes = try self.pool.read(handle, at: index * manifest.objectSizeBytes, count: Int(length))
                 guard !Zeros.all(bytes) else { continue }
-                let entry = ManifestEntry(index: index, sha256: SigV4Signer.hex(SHA256.hash(data: bytes)), bytes: length)
+                let entry = ManifestEntry(
+                    index: index, sha256: SigV4Signer.hex(SHA256.hash(data: bytes)), bytes: length,
+                    parts: Manifest.partHashes(bytes, partSize: Limits.manifestPartBytes))
                 fresh[index] = entry
                 pending.append((entry, ByteBuffer(bytes: bytes)))
             }

@@ -3,7 +3,11 @@
 // data arrives as it is read.
 //
 // `allocation` answers from the manifest alone: an object with no entry is a hole and reads
-// as zeros without a request. `read` takes each object it covers from the fetch table
+// as zeros without a request. A read of an object that is neither cached nor being fetched,
+// when the manifest has part hashes (version 2), GETs only the 256 KiB parts it covers and
+// verifies each against its part hash before use: the first read waits for a small request,
+// not a whole object; the engine then stores the whole object (fill-on-read, which the daemon
+// defers until after the reply). Otherwise `read` takes each object it covers from the fetch table
 // (ObjectFetchTable.swift: one fetch per object at a time, a bounded cache), which GETs the
 // whole object and checks its length and SHA-256 against the manifest before any byte is used;
 // a mismatch is an error naming the object, never data. A store that cannot be reached fails
@@ -22,6 +26,7 @@ import Foundation
 import Logging
 import NIOCore
 import StrataCore
+import Synchronization
 
 /// A read-only base image backed by a remote snapshot's manifest and objects.
 public final class RemoteBase: BaseImage {
@@ -33,6 +38,14 @@ public final class RemoteBase: BaseImage {
     /// Fetched, verified objects; `fetches` counts GETs of objects.
     public let objects: ObjectFetchTable
     private let logger = Logger(label: "strata.remote-base")
+    private let fetched = Atomic<UInt64>(0)
+    private let rangedFetches = Atomic<Int>(0)
+
+    /// Ranged GETs of parts served so far (reads of never-fetched ranges).
+    public var partFetches: Int { self.rangedFetches.load(ordering: .relaxed) }
+
+    /// Bytes of verified objects fetched from the store since this base was opened.
+    public var bytesFetched: UInt64 { self.fetched.load(ordering: .relaxed) }
 
     /// A base over `manifest` read from `store`, which it owns (and shuts down when released).
     public init(reference: RemoteBaseReference, manifest: Manifest, store: any ObjectStore, cacheObjects: Int) {
@@ -116,6 +129,10 @@ public final class RemoteBase: BaseImage {
             let count = Int(min(UInt64(buffer.count - done), objectSize - inside))
             let target = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + count)])
             if let entry = self.entries[position / objectSize] {
+                if try self.readParts(entry, inside: inside, into: target) {
+                    done += count
+                    continue
+                }
                 let bytes = try self.object(entry)
                 // The last object may be short; bytes past the volume's end read as zeros.
                 let available = max(0, min(count, bytes.count - Int(inside)))
@@ -143,12 +160,77 @@ public final class RemoteBase: BaseImage {
                 let body = try Blocking.run { () throws(StrataError) in try await store.get(entry.key, range: nil) }
                 let bytes = Array(body.readableBytesView)
                 try self.verify(bytes, entry)
+                self.fetched.wrappingAdd(UInt64(bytes.count), ordering: .relaxed)
                 return bytes
             }
             if case .failure(let error) = outcome {
                 self.logger.error("read \(self.reference.label) object \(entry.index) (\(entry.key)): \(error.message)")
             }
             return try outcome.get()
+        }
+    }
+
+    /// Serves [inside, inside + target.count) of `entry`'s object from one ranged GET of the
+    /// parts it covers, each verified against the manifest's part hash before any byte is used.
+    /// Returns false, serving nothing, when the whole object should be read instead: the
+    /// manifest has no part hashes for it (version 1), the object is cached or being fetched
+    /// (join that fetch: never two at once), or the parts would be half the object or more.
+    /// - Throws: the store's error or `.corrupt`, both naming the object (and the part).
+    private func readParts(
+        _ entry: ManifestEntry, inside: UInt64, into target: UnsafeMutableRawBufferPointer
+    ) throws(StrataError) -> Bool {
+        guard let parts = entry.parts, let partSize = self.manifest.partSizeBytes, !self.objects.holds(entry.index)
+        else { return false }
+        let end = min(inside + UInt64(target.count), entry.bytes)
+        guard end > inside else { return false }
+        let first = inside / partSize
+        let range = (first * partSize)..<min(((end - 1) / partSize + 1) * partSize, entry.bytes)
+        guard (range.upperBound - range.lowerBound) * 2 < entry.bytes else { return false }
+        let store = self.store
+        let outcome = Result { () throws(StrataError) -> [UInt8] in
+            let body = try Blocking.run { () throws(StrataError) in try await store.get(entry.key, range: range) }
+            let bytes = Array(body.readableBytesView)
+            try self.verifyParts(bytes, entry, parts: parts, first: Int(first), partSize: Int(partSize), range: range)
+            return bytes
+        }
+        if case .failure(let error) = outcome {
+            self.logger.error("read \(self.reference.label) object \(entry.index) (\(entry.key)): \(error.message)")
+        }
+        let bytes = try outcome.get()
+        self.fetched.wrappingAdd(UInt64(bytes.count), ordering: .relaxed)
+        self.rangedFetches.wrappingAdd(1, ordering: .relaxed)
+        let used = Int(end - inside)
+        let from = Int(inside - range.lowerBound)
+        bytes.withUnsafeBytes { source in
+            UnsafeMutableRawBufferPointer(rebasing: target[0..<used])
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: source[from..<(from + used)]))
+        }
+        if used < target.count {
+            UnsafeMutableRawBufferPointer(rebasing: target[used...]).initializeMemory(as: UInt8.self, repeating: 0)
+        }
+        return true
+    }
+
+    /// Throws unless `bytes` are exactly the parts of `entry` in `range`, part `first` onwards.
+    private func verifyParts(
+        _ bytes: [UInt8], _ entry: ManifestEntry, parts: [String], first: Int, partSize: Int, range: Range<UInt64>
+    ) throws(StrataError) {
+        let label = "read \(self.reference.label) object \(entry.index) (\(entry.key)) on \(self.store.label)"
+        guard UInt64(bytes.count) == range.upperBound - range.lowerBound else {
+            throw StrataError(
+                .corrupt,
+                "\(label): the store returned \(bytes.count) bytes for range \(range.lowerBound)-\(range.upperBound - 1), expected \(range.upperBound - range.lowerBound); the object is damaged: push the snapshot again from a pool that holds it"
+            )
+        }
+        for (number, start) in stride(from: 0, to: bytes.count, by: partSize).enumerated() {
+            let digest = SigV4Signer.hex(SHA256.hash(data: bytes[start..<min(start + partSize, bytes.count)]))
+            let expected = parts[first + number]
+            guard digest == expected else {
+                throw StrataError(
+                    .corrupt,
+                    "\(label) part \(first + number): SHA-256 mismatch (expected=\(expected) actual=\(digest)); the object is damaged: push the snapshot again from a pool that holds it"
+                )
+            }
         }
     }
 

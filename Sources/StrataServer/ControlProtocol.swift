@@ -37,6 +37,11 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     case volumeLayers(name: String)
     /// Copies what the volume reads from its base into the pool; `rate` bounds it (bytes/s).
     case flattenVolume(name: String, rate: UInt64?)
+    /// Hydrates a volume over a remote base: fetches what is not local yet and drops the base
+    /// (`rate` bytes/s, nil for the default); `mode` says whether to wait.
+    case hydrateVolume(name: String, rate: UInt64?, mode: HydrateMode)
+    /// A volume's base and hydration (`strata volume status`).
+    case volumeStatus(name: String)
     case rebaseVolume(name: String, base: String)
     /// Freezes the volume's top as a read-only layer (a snapshot, `layerN` when unnamed).
     case pushLayer(volume: String, name: String?)
@@ -64,7 +69,7 @@ public enum ControlRequest: Codable, Sendable, Equatable {
     /// True when the request only reads the pool.
     public var isReadOnly: Bool {
         switch self {
-        case .poolStatus, .listVolumes, .listSnapshots, .exportImage, .diff, .check, .connections, .volumeLayers,
+        case .poolStatus, .listVolumes, .volumeStatus, .listSnapshots, .exportImage, .diff, .check, .connections, .volumeLayers,
             .send, .receiveToken, .replicateStart, .replicateStop, .replicateStatus:
             return true
         // Mirror verbs commit both pools themselves, in the order their crash safety needs.
@@ -105,6 +110,21 @@ public enum ControlResult: Codable, Sendable {
     case replication([ReplicationStatus])
     /// The legs a mirror verb concerns (`mirror status`: every leg).
     case mirror([MirrorLegStatus])
+    /// `volume status`.
+    case volumeStatus(VolumeStatus)
+}
+
+/// How a hydrate request runs.
+public enum HydrateMode: String, Codable, Sendable {
+    /// `volume create --from --hydrate lazy`: the daemon starts it in the background; a CLI on
+    /// an offline pool only marks the volume, and the daemon starts it when it opens the pool.
+    case background
+    /// `volume hydrate`: the daemon starts it in the background and answers at once; a CLI on
+    /// an offline pool runs it to the end.
+    case start
+    /// `volume hydrate --wait`, `--hydrate now`, `pull`: answers when it finished (or paused
+    /// on an error, which it reports; the daemon keeps retrying).
+    case wait
 }
 
 /// An image import or export's totals.

@@ -5,6 +5,8 @@
 // is in flight, commit, exit 0":
 //
 //   http        stops accepting and closes its connections (metrics, API, dashboard: read-only)
+//   hydrations  stop between objects (resumed at the next start); a `hydrate --wait` in flight
+//               then answers, so control can drain
 //   control     stops accepting; requests in flight answer (none runs after the commit)
 //   flattens    stop between steps (resumed at the next start)
 //   streams     stop accepting; sends and receives stop at their next read or write
@@ -42,6 +44,7 @@ struct DaemonServices {
     var replicas: (any Service)?
     var streams: any Service
     var flattens: any Service
+    var hydrations: any Service
     var control: any Service
     var http: (any Service)?
     /// Where the HTTP service listens, for the start message; nil when it is off.
@@ -52,7 +55,7 @@ struct DaemonServices {
         let services: [(String, (any Service)?)] = [
             ("commit", self.commit), ("mirrors", self.mirrors), ("iscsi", self.iscsi), ("nbd", self.nbd), ("replicator", self.replicator),
             ("replicas", self.replicas), ("streams", self.streams), ("flattens", self.flattens),
-            ("control", self.control), ("http", self.http),
+            ("control", self.control), ("hydrations", self.hydrations), ("http", self.http),
         ]
         return services.compactMap { name, service in
             service.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0, serviceName: name) }

@@ -175,7 +175,9 @@ public enum Daemon {
                 logger.notice("\(message)")
             }
             undo.append { mirrors.shutdown() }
-            let service = PoolService(pool: pool, registry: registry, replicator: replicator, mirrors: mirrors)
+            let hydrator = Hydrator(pool: pool, logger: logger)
+            let service = PoolService(
+                pool: pool, registry: registry, replicator: replicator, mirrors: mirrors, hydrator: hydrator)
             let nbd = try Self.listening("NBD", on: (options.nbdHost, options.nbdPort), option: "--nbd ADDR:PORT") {
                 try NBDServer.start(
                     host: options.nbdHost, port: options.nbdPort, pool: pool, group: group, threadPool: threadPool,
@@ -228,6 +230,7 @@ public enum Daemon {
                 replicas: replicas.map { server in LifecycleService(work: { await server.run() }, stop: { server.close() }) },
                 streams: LifecycleService(work: { await streams.run() }, stop: { streams.close() }),
                 flattens: LifecycleService(work: { await flattens.run() }, stop: { flattens.stop() }),
+                hydrations: LifecycleService(work: { await hydrator.run() }, stop: { hydrator.stop() }),
                 control: LifecycleService.draining("control") {
                     logger.notice("shutting down: finishing requests in flight")
                     if let problem = SystemdNotify.send("STOPPING=1") { logger.warning("\(problem)") }

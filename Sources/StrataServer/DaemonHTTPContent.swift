@@ -42,8 +42,14 @@ struct DaemonHTTPContent: HTTPContentSource {
         case .volumes:
             return try self.encode(try self.volumes())
         case .volume(let name):
-            guard let volume = try self.volumes().first(where: { $0.name == name }) else {
+            guard var volume = try self.volumes().first(where: { $0.name == name }) else {
                 throw StrataError(.notFound, "GET volume \(name): no such volume; list them at /api/v1/volumes")
+            }
+            // A volume over a remote base carries `strata volume status --json`'s object.
+            if case .volumeStatus(let status) = try self.service.execute(.volumeStatus(name: name)),
+                status.remote != nil || status.state == "done"
+            {
+                volume.hydration = status
             }
             return try self.encode(volume)
         case .volumeSnapshots(let name):

@@ -23,7 +23,8 @@ final class FlattenResumer: Sendable {
     /// stopped.
     func run() async {
         await withDiscardingTaskGroup { group in
-            for volume in self.pool.volumesFlattening() {
+            // Volumes over a remote base are the hydrator's (Hydrator.swift).
+            for volume in self.pool.volumesFlattening() where !Hydrator.hasRemoteBase(self.pool, volume) {
                 self.logger.notice("resuming the flatten of volume \(volume)")
                 group.addTask {
                     await DedicatedThread.run(name: "strata-flatten-\(volume)") { self.flatten(volume) }

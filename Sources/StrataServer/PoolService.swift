@@ -21,14 +21,18 @@ public struct PoolService: Sendable {
     public let replicator: Replicator?
     /// The daemon's mirrors; nil when the CLI opened the pool itself.
     public let mirrors: MirrorCoordinator?
+    /// The daemon's background hydrations; nil when the CLI opened the pool itself.
+    public let hydrator: Hydrator?
 
     public init(
-        pool: Pool, registry: ConnectionRegistry?, replicator: Replicator? = nil, mirrors: MirrorCoordinator? = nil
+        pool: Pool, registry: ConnectionRegistry?, replicator: Replicator? = nil, mirrors: MirrorCoordinator? = nil,
+        hydrator: Hydrator? = nil
     ) {
         self.pool = pool
         self.registry = registry
         self.replicator = replicator
         self.mirrors = mirrors
+        self.hydrator = hydrator
     }
 
     /// Runs one request.
@@ -60,6 +64,11 @@ public struct PoolService: Sendable {
             var status = self.pool.status()
             for volume in try self.pool.listVolumes() {
                 if let problem = volume.baseProblem { status.unavailable[volume.name] = problem }
+            }
+            if let hydrator = self.hydrator {
+                status.hydrations = try hydrator.active.map { hydration throws(StrataError) in
+                    try self.volumeStatus(hydration.volume)
+                }
             }
             return .status(status)
         case .createVolume(let name, let size):
@@ -104,6 +113,10 @@ public struct PoolService: Sendable {
             return .layers(try self.pool.layers(of: name))
         case .flattenVolume(let name, let rate):
             try self.pool.flatten(name, rateBytesPerSecond: rate, progress: progress)
+        case .hydrateVolume(let name, let rate, let mode):
+            try self.hydrate(name, rate: rate, mode: mode, progress: progress)
+        case .volumeStatus(let name):
+            return .volumeStatus(try self.volumeStatus(name))
         case .rebaseVolume(let name, let base):
             try self.pool.rebase(name, basePath: base)
         case .pushLayer(let volume, let name):

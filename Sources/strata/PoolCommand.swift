@@ -68,5 +68,6 @@ struct PoolStatusCommand: ParsableCommand {
         for (volume, problem) in status.unavailable.sorted(by: { $0.key < $1.key }) {
             print("unavailable: \(volume): \(problem)")
         }
+        for hydration in status.hydrations ?? [] { print("hydrating:   \(hydrationLine(hydration))") }
     }
 }

@@ -8,7 +8,7 @@ struct VolumeCommand: ParsableCommand {
         commandName: "volume", abstract: "Create, list, resize, rename and delete volumes; layers over base images.",
         subcommands: [
             VolumeCreate.self, VolumeList.self, VolumeResize.self, VolumeRename.self, VolumeDelete.self,
-            VolumeLayers.self, VolumeFlatten.self, VolumeRebase.self, VolumeHydrate.self,
+            VolumeLayers.self, VolumeFlatten.self, VolumeRebase.self, VolumeHydrate.self, VolumeStatusCommand.self,
         ])
 }
 
@@ -20,15 +20,18 @@ struct VolumeCreate: ParsableCommand {
             from FILE, which is opened read-only and never written; --size defaults to its virtual size.
             With --from REMOTE:VOL@SNAP the volume is usable at once: what it never wrote reads from \
             the snapshot in the remote, each object fetched when first read, verified against the \
-            manifest and stored into the volume. --hydrate now then copies the rest (as \
-            `strata volume hydrate`); lazy and off leave it to reads and to `volume hydrate`.
+            manifest and stored into the volume. --hydrate lazy (the default) has the daemon fetch \
+            the rest in the background (resumed after a restart; `strata volume status` shows it), \
+            now fetches it before the command returns, off leaves it to reads and to \
+            `strata volume hydrate`.
             """)
     @OptionGroup var options: PoolOptions
     @Argument(help: "Volume name.") var name: String
     @Option(help: "Size (bytes or K/M/G/T); with --base or --from, defaults to the base's size.") var size: String?
     @Option(help: "A raw or qcow2 image file the volume's unwritten chunks read from.") var base: String?
     @Option(help: "REMOTE:VOLUME@SNAPSHOT: a pushed snapshot the volume's unwritten chunks read from.") var from: String?
-    @Option(help: "With --from: now (copy everything at once), lazy or off (only what is read).") var hydrate: Hydration = .lazy
+    @Option(help: "With --from: lazy (fetch the rest in the background), now (before returning) or off (only what is read).")
+    var hydrate: Hydration = .lazy
 
     func validate() throws {
         if let size { _ = try parseSize(size, option: "--size") }
@@ -74,20 +77,31 @@ func createFromRemote(_ options: PoolOptions, name: String, size: UInt64?, from:
     _ = try options.execute(
         .createRemoteVolume(name: name, size: size, remote: remote, volume: volume, snapshot: snapshot))
     print("created volume \(name) over \(from)")
-    guard hydrate == .now else { return }
-    _ = try options.execute(.flattenVolume(name: name, rate: nil), progressLabel: "hydrate \(name)")
-    print("hydrated volume \(name): it no longer reads from \(from)")
+    switch hydrate {
+    case .off: return
+    case .lazy: _ = try options.execute(.hydrateVolume(name: name, rate: nil, mode: .background))
+    case .now:
+        _ = try options.execute(.hydrateVolume(name: name, rate: nil, mode: .wait), progressLabel: "hydrate \(name)")
+        print("hydrated volume \(name): it no longer reads from \(from)")
+    }
 }
 
 struct VolumeHydrate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hydrate",
         abstract: "Fetch everything a volume still reads from its remote snapshot into the pool, then drop the remote base.",
-        discussion: "The same as `strata volume flatten`: I/O continues meanwhile, and an interrupted hydration resumes when the daemon starts.")
+        discussion: """
+            With the daemon running, the hydration runs in the background (objects fetched in parallel at \
+            most --rate bytes a second; a running one takes the new rate) and resumes after a restart; \
+            --wait returns when it is done, or fails naming the object when the store fails (the daemon \
+            keeps retrying). On a pool opened by this command it runs in the foreground. I/O to the \
+            volume continues meanwhile, and what the volume writes is never overwritten.
+            """)
     @OptionGroup var options: PoolOptions
     @Argument(help: "Volume name.") var name: String
-    @Option(help: "Fetch at most this many bytes a second (K/M/G suffixes), leaving the link to the volume's clients.")
+    @Option(help: "Fetch at most this many bytes a second (K/M/G suffixes; default 64M), leaving the link to the volume's clients.")
     var rate: String?
+    @Flag(help: "Return when the hydration is done.") var wait = false
 
     func validate() throws {
         if let rate, try parseSize(rate, option: "--rate") == 0 { throw ValidationError("--rate must be positive") }
@@ -95,9 +109,44 @@ struct VolumeHydrate: ParsableCommand {
 
     func run() throws {
         let bytes = try self.rate.map { try parseSize($0, option: "--rate") }
-        _ = try self.options.execute(.flattenVolume(name: self.name, rate: bytes), progressLabel: "hydrate \(self.name)")
-        print("hydrated volume \(self.name): it no longer needs its base")
+        _ = try self.options.execute(
+            .hydrateVolume(name: self.name, rate: bytes, mode: self.wait ? .wait : .start), progressLabel: "hydrate \(self.name)")
+        guard case .volumeStatus(let status) = try self.options.execute(.volumeStatus(name: self.name)) else { return }
+        if status.base == nil {
+            print("hydrated volume \(self.name): it no longer needs its base")
+        } else {
+            print("hydrating volume \(self.name) in the background; `strata volume status \(self.name)` shows its progress")
+        }
     }
+}
+
+struct VolumeStatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show a volume's base and its hydration: mode, state, objects fetched, bytes, rate, last error.")
+    @OptionGroup var options: PoolOptions
+    @Argument(help: "Volume name.") var name: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        guard case .volumeStatus(let status) = try self.options.execute(.volumeStatus(name: self.name)) else { return }
+        if self.json { return printJSON(status) }
+        print("volume:      \(status.volume) (\(SizeParser.format(status.sizeBytes)))")
+        print("base:        \(status.base ?? "-")")
+        print("hydration:   \(status.hydration)")
+        print("state:       \(status.state)")
+        print("objects:     \(status.objectsFetched) of \(status.objectsTotal) local")
+        print("fetched:     \(SizeParser.format(status.bytesFetched)) (\(status.bytesFetched) bytes)")
+        let limit = status.rateLimitBytesPerSecond.map { " (limit \(SizeParser.format($0))/s)" } ?? ""
+        print("rate:        \(SizeParser.format(status.rateBytesPerSecond))/s\(limit)")
+        if let error = status.lastError { print("last error:  \(error)") }
+    }
+}
+
+/// One hydration on one line, for `pool status`.
+func hydrationLine(_ status: VolumeStatus) -> String {
+    let error = status.lastError.map { ": \($0)" } ?? ""
+    return "\(status.volume) from \(status.base ?? "-"): \(status.state), \(status.objectsFetched)/\(status.objectsTotal) objects, \(SizeParser.format(status.rateBytesPerSecond))/s\(error)"
 }
 
 struct PullCommand: ParsableCommand {

@@ -315,3 +315,72 @@ extension BasedVolumeTests {
         #expect(back.change() == nil)
     }
 }
+
+extension BasedVolumeTests {
+    /// The resume set of a hydration is the engine's own tree: a unit is pending while a chunk
+    /// where the base holds data is a hole. Units a read filled, units written over, and units
+    /// hydrated before a reopen (a daemon restart) are not pending; a unit is copied only into
+    /// holes, so a chunk the volume wrote is never overwritten.
+    @Test func hydrationPlanIsDerivedFromTheTreeAndSurvivesAReopen() throws {
+        let scratch = Scratch()
+        var random = SeededRandom(seed: 11)
+        // Eight 16 KiB units: unit 2 and unit 5 are all zeros (holes of the base).
+        var bytes = random.bytes(8 * 16384)
+        for unit in [2, 5] { for index in (unit * 16384)..<((unit + 1) * 16384) { bytes[index] = 0 } }
+        let path = try scratch.file("base.raw", bytes)
+        // A pool with a directory, so its base table (bases.json) outlives a reopen.
+        let device = SimDevice(size: 2048 * 4096 + 4096 * 4096)
+        try Pool.format(device: device, chunkSize: 4096, metadataPages: 2048)
+        let pool = try Pool(device: device, readOnly: false, lock: nil, directory: scratch.path)
+        pool.bases.setOpener { source throws(StrataError) in FillingBase(try TestBaseImage(path: source.path)) }
+        try pool.createVolume("vm", size: nil, basePath: path)
+        var plan = try #require(try pool.hydrationPlan("vm"))
+        #expect(plan.unitBytes == 16384)
+        #expect(plan.units == [0, 1, 3, 4, 6, 7])
+        #expect(plan.pending == plan.units)
+
+        // A read fills unit 1; a write covers all of unit 3's data; a partial write into unit 4
+        // leaves it pending (its other chunks still read the base).
+        _ = try pool.read(try pool.handle("vm"), at: 16384 + 10, count: 10)
+        let written = [UInt8](repeating: 0x5a, count: 16384)
+        try pool.write(try pool.handle("vm"), at: 3 * 16384, written)
+        try pool.write(try pool.handle("vm"), at: 4 * 16384 + 4096, [UInt8](repeating: 0x77, count: 4096))
+        plan = try #require(try pool.hydrationPlan("vm"))
+        #expect(plan.pending == [0, 4, 6, 7])
+        #expect(plan.local == 2)
+
+        // Hydrate two units, commit, reopen (as a restarted daemon does): they stay local.
+        try pool.markHydrating("vm")
+        #expect(try pool.hydrateUnit("vm", unit: 0) == 16384)
+        #expect(try pool.hydrateUnit("vm", unit: 4) == 12288)
+        try pool.flush()
+        try pool.close()
+        let reopened = try Pool(device: device, readOnly: false, lock: nil, directory: scratch.path)
+        reopened.bases.setOpener { source throws(StrataError) in FillingBase(try TestBaseImage(path: source.path)) }
+        #expect(reopened.volumesFlattening() == ["vm"])
+        plan = try #require(try reopened.hydrationPlan("vm"))
+        #expect(plan.pending == [6, 7])
+        #expect(throws: StrataError.self) { try reopened.finishHydration("vm") }
+        for unit in plan.pending { try reopened.hydrateUnit("vm", unit: unit) }
+        try reopened.finishHydration("vm")
+        #expect(try reopened.hydrationPlan("vm") == nil)
+        #expect(reopened.volumesFlattening().isEmpty)
+        var expected = bytes
+        expected.replaceSubrange((3 * 16384)..<(4 * 16384), with: written)
+        expected.replaceSubrange((4 * 16384 + 4096)..<(4 * 16384 + 8192), with: [UInt8](repeating: 0x77, count: 4096))
+        #expect(try reopened.read(try reopened.handle("vm"), at: 0, count: bytes.count) == expected)
+    }
+
+    @Test func pendingMeansDataMeetsAHole() {
+        func extent(_ offset: UInt64, _ length: UInt64, _ mapped: Bool) -> MappingExtent {
+            MappingExtent(offset: offset, length: length, mapped: mapped)
+        }
+        let data = [extent(0, 100, false), extent(100, 50, true), extent(150, 50, false)]
+        // The data range is fully written: not pending.
+        #expect(!HydrationPlan.isPending(data: data, holes: [extent(0, 90, false), extent(90, 70, true), extent(160, 40, false)]))
+        // One byte of a hole meets the data.
+        #expect(HydrationPlan.isPending(data: data, holes: [extent(0, 149, true), extent(149, 51, false)]))
+        // No data at all.
+        #expect(!HydrationPlan.isPending(data: [extent(0, 200, false)], holes: [extent(0, 200, false)]))
+    }
+}

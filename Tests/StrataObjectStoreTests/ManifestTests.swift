@@ -39,13 +39,13 @@ import Testing
     }
 
     @Test func newerVersionIsRefusedAsUnsupported() {
-        let data = self.tampered("\"version\":1", "\"version\":2")
+        let data = self.tampered("\"version\":1", "\"version\":3")
         #expect(throws: StrataError.self) { try Manifest.decode(data, key: "k") }
         do throws(StrataError) {
             _ = try Manifest.decode(data, key: "manifests/vm1/s2")
         } catch {
             #expect(error.code == .unsupported)
-            #expect(error.message.contains("version 2 is newer"))
+            #expect(error.message.contains("version 3 is newer"))
         }
     }
 
@@ -99,5 +99,48 @@ import Testing
                 #expect(error.code == .corrupt)
             }
         }
+    }
+
+    /// Version 2: per-part hashes, written only when the manifest has them; a version-1
+    /// manifest (no parts) still encodes as version 1 and both decode.
+    @Test func versionTwoCarriesPartHashesAndVersionOneStillReads() throws {
+        let object = (0..<(8 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+        let tail = Array(object[0..<(4 << 20)])
+        let parts = Manifest.partHashes(object, partSize: 256 << 10)
+        #expect(parts.count == 32)
+        #expect(parts[1] == SHA256.hash(data: object[(256 << 10)..<(512 << 10)]).map { String(format: "%02x", $0) }.joined())
+        var versionTwo = self.manifest
+        versionTwo.partSizeBytes = 256 << 10
+        versionTwo.objects = [
+            ManifestEntry(index: 0, sha256: Self.sha(1), bytes: 8 << 20, parts: parts),
+            // Inherited from a version-1 parent: no parts.
+            ManifestEntry(index: 2, sha256: Self.sha(2), bytes: 4 << 20),
+        ]
+        let data = versionTwo.encode()
+        #expect(String(decoding: data.prefix(160), as: UTF8.self).contains("\"version\":2"))
+        #expect(try Manifest.decode(data, key: "k") == versionTwo)
+        #expect(String(decoding: self.manifest.encode().prefix(160), as: UTF8.self).contains("\"version\":1"))
+
+        // A wrong part count, a bad part size, and parts without a part size are corrupt.
+        var wrongCount = versionTwo
+        wrongCount.objects[1] = ManifestEntry(
+            index: 2, sha256: Self.sha(2), bytes: 4 << 20, parts: Manifest.partHashes(tail, partSize: 256 << 10) + [parts[0]])
+        var badSize = versionTwo
+        badSize.partSizeBytes = 3000
+        for broken in [wrongCount, badSize] {
+            let error = #expect(throws: StrataError.self) { try Manifest.decode(Self.forceEncode(broken), key: "k") }
+            #expect(error?.code == .corrupt)
+        }
+    }
+
+    /// Encodes without the encoder's invariant check, as a damaged writer would.
+    static func forceEncode(_ manifest: Manifest) -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let body = try! encoder.encode(manifest)
+        let digest = SHA256.hash(data: body).map { String(format: "%02x", $0) }.joined()
+        var data = Data("{\"bodyBytes\":\(body.count),\"bodySHA256\":\"\(digest)\",\"format\":\"strata-manifest\",\"version\":2}\n".utf8)
+        data.append(body)
+        return data
     }
 }

@@ -40,7 +40,8 @@ struct RecordingService: Service {
         let services = DaemonServices(
             commit: recording("commit"), mirrors: recording("mirrors"), iscsi: iscsi ? recording("iscsi") : nil, nbd: recording("nbd"),
             replicator: recording("replicator"), replicas: replicas ? recording("replicas") : nil,
-            streams: recording("streams"), flattens: recording("flattens"), control: recording("control"))
+            streams: recording("streams"), flattens: recording("flattens"), hydrations: recording("hydrations"),
+            control: recording("control"))
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(services: services.startOrder, logger: Logger(label: "order-test")))
         try await withThrowingDiscardingTaskGroup { tasks in
@@ -53,11 +54,11 @@ struct RecordingService: Service {
     @Test func gracefulShutdownStopsAcceptingFirstAndCommitsLast() async throws {
         #expect(
             try await self.stopOrder(iscsi: true, replicas: true) == [
-                "control", "flattens", "streams", "replicas", "replicator", "nbd", "iscsi", "mirrors", "commit",
+                "hydrations", "control", "flattens", "streams", "replicas", "replicator", "nbd", "iscsi", "mirrors", "commit",
             ])
         #expect(
             try await self.stopOrder(iscsi: false, replicas: false) == [
-                "control", "flattens", "streams", "replicator", "nbd", "mirrors", "commit",
+                "hydrations", "control", "flattens", "streams", "replicator", "nbd", "mirrors", "commit",
             ])
     }
 

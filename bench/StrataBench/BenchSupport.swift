@@ -99,17 +99,7 @@ final class RunControl: Sendable {
 
 /// Starts `count` threads running `body(index)` and waits for them all.
 func runThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
-    let group = DispatchGroup()
-    for index in 0..<count {
-        group.enter()
-        let thread = Thread {
-            body(index)
-            group.leave()
-        }
-        thread.stackSize = 1 << 20
-        thread.start()
-    }
-    group.wait()
+    ParallelThreads.run(count: count, name: "strata-bench", stackSize: 1 << 20, body)
 }
 
 /// Shared state of an alternating run: the current target (0 or 1; -1 while paused), the

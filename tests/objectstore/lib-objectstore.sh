@@ -38,3 +38,63 @@ json() { /usr/bin/python3 -c 'import json,sys
 v=json.load(sys.stdin)
 for k in sys.argv[1].split("."): v=v[int(k)] if isinstance(v,list) else v[k]
 print(v)' "$1"; }
+
+# object_gets CONTAINER [STATUS [KEY]]: GETs of the container's objects (or of objects/KEY) in
+# the Swift proxy's access log: whole objects (status 200, the default) or ranged parts (206).
+object_gets() {
+    local key=${3:-objects/[0-9a-f]*}
+    grep -c "GET /v1/AUTH_test/$1/$key HTTP/1.[01] ${2:-200} " "$STRATA_OBJECTSTORE_DIR/log/proxy.log" || true
+}
+
+# settle_gets CONTAINER: waits (at most 30 s) until the whole-object GETs stop changing for 2 s.
+# A read of a never-fetched range is answered from a ranged GET; the daemon fetches and stores
+# the whole object after the reply, so counts of whole GETs are read once that has happened.
+settle_gets() {
+    local last now stable=0
+    last=$(object_gets "$1")
+    for _ in $(seq 1 150); do
+        sleep 0.2
+        now=$(object_gets "$1")
+        if [ "$now" = "$last" ]; then stable=$((stable + 1)); else stable=0; fi
+        last=$now
+        [ $stable -ge 10 ] && return 0
+    done
+    fail "whole-object GETs of $1 did not settle in 30 s"
+}
+
+# nbd_read VOLUME OFFSET LENGTH FILE: prints `same` when the range reads over NBD (the daemon's
+# $PORT) as in FILE, `differ`, or `error: …` when the read fails.
+nbd_read() {
+    /usr/bin/python3 -c "
+import nbd
+h = nbd.NBD()
+h.connect_uri('nbd://127.0.0.1:$PORT/$1')
+with open('$4', 'rb') as f:
+    f.seek($2)
+    want = f.read($3)
+try:
+    print('same' if h.pread($3, $2) == want else 'differ')
+except nbd.Error as e:
+    print('error: %s' % e)"
+}
+
+# expect_read WHAT VOLUME OFFSET LENGTH FILE: nbd_read must print WHAT.
+expect_read() {
+    local got
+    got=$(nbd_read "$2" "$3" "$4" "$5")
+    [ "$got" = "$1" ] || fail "read $2 at $3+$4: expected $1, got $got"
+}
+
+# stop_store / start_store: stops the test's Swift (every server) and starts it again on the
+# same ports; a test that stopped it restarts it on exit, whatever happens.
+STORE_STOPPED=
+start_store() {
+    local base=${STRATA_SWIFT_AUTH_URL#http://127.0.0.1:}
+    STRATA_OBJECTSTORE_PORT_BASE=${base%%/*} "$ROOT/scripts/objectstore.sh" start "$STRATA_OBJECTSTORE_DIR" >/dev/null
+    STORE_STOPPED=
+}
+stop_store() {
+    trap 'status=$?; [ -n "$STORE_STOPPED" ] && start_store; (exit $status); cleanup' EXIT
+    STORE_STOPPED=yes
+    "$ROOT/scripts/objectstore.sh" stop "$STRATA_OBJECTSTORE_DIR"
+}

@@ -4,7 +4,8 @@ independent of strata's clients. An S3 bucket of user test:tester is the Swift c
 the same name in account AUTH_test.
 
   store.py list CONTAINER PREFIX        keys, one a line
-  store.py verify CONTAINER MANIFEST    fetch the manifest, check its header, body checksum and
+  store.py verify CONTAINER MANIFEST    fetch the manifest, check its header, body checksum,
+                                        every object's SHA-256 and (version 2) every part's;
                                         every object's SHA-256; print the object count
   store.py keys CONTAINER MANIFEST      the object keys a manifest names, one a line
   store.py put-lease CONTAINER KEY      write a lease object now
@@ -43,7 +44,7 @@ def manifest(container, key):
     data = call("GET", container, key)
     header_line, body = data.split(b"\n", 1)
     header = json.loads(header_line)
-    assert header["format"] == "strata-manifest" and header["version"] == 1, header
+    assert header["format"] == "strata-manifest" and header["version"] in (1, 2), header
     assert header["bodyBytes"] == len(body), "body length"
     assert hashlib.sha256(body).hexdigest() == header["bodySHA256"], "body checksum"
     return header, json.loads(body)
@@ -59,6 +60,13 @@ elif cmd == "verify":
         data = call("GET", container, o["key"])
         assert len(data) == o["bytes"], "object %d: %d bytes, manifest says %d" % (o["index"], len(data), o["bytes"])
         assert hashlib.sha256(data).hexdigest() == o["sha256"], "object %d: SHA-256 mismatch" % o["index"]
+        # Version 2: every part's own SHA-256 (docs/OBJECTSTORE.md "Manifest").
+        part = body.get("partSizeBytes")
+        assert ("parts" not in o) or part, "object %d: parts without partSizeBytes" % o["index"]
+        for number, digest in enumerate(o.get("parts", [])):
+            piece = data[number * part:(number + 1) * part]
+            assert hashlib.sha256(piece).hexdigest() == digest, "object %d part %d: SHA-256 mismatch" % (o["index"], number)
+        assert len(o.get("parts", [])) in (0, -(-len(data) // (part or 1))), "object %d: part count" % o["index"]
     print(len(body["objects"]))
 elif cmd == "put-lease":
     call("PUT", container, sys.argv[3], body=b"push lease written by the test\n")

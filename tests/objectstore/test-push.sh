@@ -71,9 +71,9 @@ run() {  # run API: the whole scenario on one API, in container push-API-…
     done
 
     # A manifest from a newer format version is refused, naming the upgrade.
-    store corrupt-header "$container" "manifests/$volume/s3" 2
-    if out=$(strata remote ls "r-$api" 2>&1); then fail "$api: ls read a version-2 manifest"; fi
-    echo "$out" | grep -q "version 2 is newer.*upgrade strata" || fail "$api: newer-version error: $out"
+    store corrupt-header "$container" "manifests/$volume/s3" 3
+    if out=$(strata remote ls "r-$api" 2>&1); then fail "$api: ls read a version-3 manifest"; fi
+    echo "$out" | grep -q "version 3 is newer.*upgrade strata" || fail "$api: newer-version error: $out"
 }
 
 start_daemon

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Object-store tier benchmark (issue 11): a release build of Strata against a real OpenStack
+# Swift that this script starts (scripts/objectstore.sh, on loopback), each Strata figure next
+# to a plain client's (bench/objectstore_peer.py: python http.client) in the same run. Medians
+# of REPEAT runs; prints a markdown table with ratios.
+#   (a) push of a SIZE volume of random data vs uploading the same bytes as 8 MiB objects with
+#       8 parallel PUTs (a fresh container each run, so nothing is deduplicated);
+#   (b) the first 4 KiB read of a `--from` volume over NBD (a never-fetched object) vs one
+#       ranged GET of 4 KiB on an open connection;
+#   (c) a boot-like read: fio over NBD, 64 KiB reads at depth 8 totalling BOOT (64M) scattered
+#       over the volume, on a fresh `--from --hydrate off` volume vs fetching the objects those
+#       reads cover directly, 8 at a time;
+#   (d) an incremental push after rewriting 1% of the volume in 1 MiB pieces: bytes uploaded vs
+#       the changed objects' size, and time vs the full push.
+# Each run of (b) and (c) starts a fresh daemon, so no object is cached from an earlier run.
+#
+#   BENCH_DIR  scratch directory (default /work/bench-tmp)   SIZE  volume size (default 1G)
+#   BOOT       bytes read in (c) (default 64M)                REPEAT  runs per figure (default 3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+source scripts/toolchain.sh
+for tool in fio curl; do
+    command -v $tool >/dev/null || { echo "run-objectstore: $tool is missing (apt-get install fio curl)" >&2; exit 1; }
+done
+/usr/bin/python3 -c 'import nbd' 2>/dev/null || { echo "run-objectstore: python3-nbd is missing (apt-get install python3-nbd)" >&2; exit 1; }
+source bench/lib.sh
+bench_init objectstore
+SIZE=${SIZE:-1G}
+BOOT=${BOOT:-64M}
+REPEAT=${REPEAT:-3}
+MiB=$((1 << 20))
+OBJECT=$((8 * MiB))
+SIZE_BYTES=$(numfmt --from=iec "$SIZE")
+BOOT_BYTES=$(numfmt --from=iec "$BOOT")
+build_strata
+
+STORE=$BENCH_DIR/store
+scripts/objectstore.sh start "$STORE" >&2
+trap 'scripts/objectstore.sh stop "$STORE" >/dev/null 2>&1 || true; bench_cleanup' EXIT
+source "$STORE/objectstore.env"
+printf '%s\n' "$STRATA_SWIFT_KEY" >"$BENCH_DIR/swift.key"
+peer() { /usr/bin/python3 "$ROOT/bench/objectstore_peer.py" "$@"; }
+seconds_of() { local started=$(date +%s%N); "$@" >/dev/null; echo "scale=6; ($(date +%s%N) - $started) / 1000000000" | bc; }
+json_field() { /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+add_remote() {  # add_remote CONTAINER
+    "$STRATA" remote add r1 --swift "$STRATA_SWIFT_AUTH_URL" --user "$STRATA_SWIFT_USER" \
+        --key-file "$BENCH_DIR/swift.key" --container "$1" --create >/dev/null
+}
+
+echo "making a $SIZE volume of random data" >&2
+head -c "$SIZE_BYTES" /dev/urandom >"$BENCH_DIR/image.raw"
+export STRATA_POOL=$BENCH_DIR/source
+"$STRATA" pool init --size $((SIZE_BYTES * 3 / MiB + 256))M >/dev/null
+"$STRATA" volume create vm1 --size "$SIZE" >/dev/null
+"$STRATA" import "$BENCH_DIR/image.raw" vm1 >/dev/null
+"$STRATA" snapshot create vm1@s1 >/dev/null
+
+# (a) full push vs the plain client's parallel PUTs; each run into a fresh container.
+push_s=() peer_s=()
+for run in $(seq 1 "$REPEAT"); do
+    "$STRATA" remote remove r1 >/dev/null 2>&1 || true
+    add_remote "push$run"
+    push_s+=("$("$STRATA" push vm1@s1 r1 --json | json_field seconds)")
+    peer_s+=("$(peer put "$BENCH_DIR/image.raw" "peer$run" $OBJECT 8)")
+    echo "   push run $run: strata ${push_s[-1]} s, peer ${peer_s[-1]} s" >&2
+done
+push_median=$(printf '%s\n' "${push_s[@]}" | median)
+peer_median=$(printf '%s\n' "${peer_s[@]}" | median)
+push_mibs=$(echo "scale=1; $SIZE_BYTES / $MiB / $push_median" | bc)
+peer_mibs=$(echo "scale=1; $SIZE_BYTES / $MiB / $peer_median" | bc)
+CONTAINER=push$REPEAT  # r1 now points at it, holding vm1@s1
+
+# start_daemon: `strata serve` on $STRATA_POOL, NBD only, on a free port (PORT); stop_daemon.
+start_daemon() {
+    PORT=$(free_port)
+    "$STRATA" serve --iscsi off --http off --nbd 127.0.0.1:$PORT --log-level warning &
+    DAEMON=$!
+    PIDS+=($DAEMON)
+    wait_daemon $PORT
+}
+stop_daemon() { kill "$DAEMON"; wait "$DAEMON" || true; }
+
+# (d) incremental push: 1% of the volume rewritten in 1 MiB pieces at random object-aligned
+# offsets plus 1 MiB, so each piece changes one object.
+pieces=$((SIZE_BYTES / 100 / MiB))
+[ "$pieces" -ge 1 ] || pieces=1
+objects=$((SIZE_BYTES / OBJECT))
+changed=$(/usr/bin/python3 -c "import random; random.seed(7); print(' '.join(map(str, sorted(random.sample(range($objects), min($pieces, $objects))))))")
+start_daemon
+/usr/bin/python3 -c "
+import nbd, os
+h = nbd.NBD()
+h.connect_uri('nbd://127.0.0.1:$PORT/vm1')
+for object in map(int, '$changed'.split()):
+    h.pwrite(os.urandom($MiB), object * $OBJECT + $MiB)
+h.flush()"
+stop_daemon
+"$STRATA" snapshot create vm1@s2 >/dev/null
+incr=$("$STRATA" push vm1@s2 r1 --json)
+incr_bytes=$(echo "$incr" | json_field bytesUploaded)
+incr_s=$(echo "$incr" | json_field seconds)
+changed_count=$(echo "$changed" | wc -w)
+changed_bytes=$((changed_count * OBJECT))
+
+# (b) and (c) on a second pool served by a daemon started fresh for every run.
+export STRATA_POOL=$BENCH_DIR/target
+"$STRATA" pool init --size $((SIZE_BYTES * 2 / MiB + 256))M >/dev/null
+add_remote "$CONTAINER"
+key_of() { /usr/bin/python3 "$ROOT/tests/objectstore/store.py" key-of "$CONTAINER" manifests/vm1/s1 "$1"; }
+first_s=() range_s=() boot_s=() direct_s=()
+for run in $(seq 1 "$REPEAT"); do
+    start_daemon
+    "$STRATA" volume create "first$run" --from r1:vm1@s1 --hydrate off >/dev/null
+    object=$(((run * 37) % objects))
+    offset=$((object * OBJECT + 12288))
+    first_s+=("$(/usr/bin/python3 -c "
+import nbd, time
+h = nbd.NBD()
+h.connect_uri('nbd://127.0.0.1:$PORT/first$run')
+started = time.monotonic()
+h.pread(4096, $offset)
+print('%.6f' % (time.monotonic() - started))")")
+    range_s+=("$(peer range "$CONTAINER" "$(key_of $(((object + 1) % objects)))" 12288 4096)")
+
+    "$STRATA" volume create "boot$run" --from r1:vm1@s1 --hydrate off >/dev/null
+    started=$(date +%s%N)
+    fio --name=boot --ioengine=nbd --uri="nbd://127.0.0.1:$PORT/boot$run" --rw=randread --bs=64k --iodepth=8 \
+        --size="$SIZE" --io_size="$BOOT_BYTES" --randseed=$((run + 100)) --norandommap \
+        --write_iolog="$BENCH_DIR/boot$run.log" >/dev/null 2>&1
+    boot_s+=("$(echo "scale=6; ($(date +%s%N) - $started) / 1000000000" | bc)")
+    stop_daemon
+    keys=()
+    for index in $(awk '$2 == "read" { print int($3 / '$OBJECT') }' "$BENCH_DIR/boot$run.log" | sort -un); do
+        keys+=("$(key_of "$index")")
+    done
+    direct_s+=("$(peer fetch "$CONTAINER" 8 "${keys[@]}")")
+    echo "   run $run: first read ${first_s[-1]} s vs ranged GET ${range_s[-1]} s; boot ${boot_s[-1]} s vs ${#keys[@]} objects ${direct_s[-1]} s" >&2
+done
+first_median=$(printf '%s\n' "${first_s[@]}" | median)
+range_median=$(printf '%s\n' "${range_s[@]}" | median)
+boot_median=$(printf '%s\n' "${boot_s[@]}" | median)
+direct_median=$(printf '%s\n' "${direct_s[@]}" | median)
+ms() { echo "scale=2; $1 * 1000 / 1" | bc; }
+
+cat <<EOF
+
+Object store, $SIZE volume, Swift on loopback, medians of $REPEAT (Strata release build)
+
+| figure | Strata | plain client | ratio | goal |
+|---|---|---|---|---|
+| (a) push, MiB/s | $push_mibs | $peer_mibs (8 MiB objects, 8 parallel PUTs) | $(ratio "$push_mibs" "$peer_mibs") | ≥ 0.8 |
+| (b) first 4 KiB read, ms | $(ms "$first_median") | $(ms "$range_median") (one ranged GET) | $(ratio "$first_median" "$range_median") | ≤ 2 |
+| (c) $BOOT boot-like read at depth 8, s | $boot_median | $direct_median (covering objects, 8 parallel GETs) | $(ratio "$boot_median" "$direct_median") | ≤ 1.5 |
+| (d) incremental push (1%), bytes uploaded | $incr_bytes | $changed_bytes (the $changed_count changed objects) | $(ratio "$incr_bytes" "$changed_bytes") | ≤ 1.1 |
+| (d) incremental push, s vs full push | $incr_s | $push_median (full push) | $(ratio "$incr_s" "$push_median") | ≤ 0.1 |
+EOF
