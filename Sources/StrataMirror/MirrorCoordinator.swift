@@ -548,6 +548,7 @@ public final class MirrorCoordinator: @unchecked Sendable {
             let copied = mirrored.copyStep(runtime)
             if let limit = record.rateBytesPerSecond, limit > 0 { self.pace(runtime, limit: limit) }
             self.commitLeg(runtime)
+            self.checkpointFullCopy(mirrored, runtime)
             return copied > 0
         case .connected:
             if runtime.with({ ContinuousClock.now - $0.lastSplitPoint }) >= .seconds(MirrorLimits.splitPointSeconds) {
@@ -594,7 +595,6 @@ public final class MirrorCoordinator: @unchecked Sendable {
         }
     }
 
-    /// Commits the leg's pool when due; a full copy then records how far it is committed.
     private func commitLeg(_ runtime: LegRuntime) {
         let due = runtime.with { runtime -> Bool in
             guard ContinuousClock.now - runtime.lastCommit >= .seconds(MirrorLimits.legCommitSeconds) else { return false }
@@ -602,22 +602,34 @@ public final class MirrorCoordinator: @unchecked Sendable {
             return true
         }
         guard due, let leg = runtime.with({ $0.leg }) else { return }
-        // Every chunk below the copy's next range is copied before the commit starts.
-        let reached = runtime.with { runtime -> UInt64? in
-            guard runtime.record.fullCopyFrom != nil, runtime.machine.state == .resyncing else { return nil }
-            return runtime.pending.first?.lowerBound ?? UInt64.max
-        }
         do throws(StrataError) { try leg.commitIfNeeded() } catch {
             runtime.with { $0.record.lastError = error.message }
-            return
         }
-        guard let reached else { return }
-        let advanced = runtime.with { runtime -> Bool in
-            guard let from = runtime.record.fullCopyFrom, reached > from, runtime.machine.state == .resyncing else { return false }
-            runtime.record.fullCopyFrom = reached
-            return true
+    }
+
+    /// A full copy's checkpoint (every `MirrorLimits.fullCopyCheckpointSeconds`): a new
+    /// split-point pair, at whose instant every chunk below the copy's next range is copied and
+    /// the two copies are equal there, and `fullCopyFrom` moved to that chunk. After a crash the
+    /// copy resumes with the chunks changed since that pair (a window of seconds) and the rest
+    /// of the full copy, not with every chunk the copy wrote since the split.
+    private func checkpointFullCopy(_ mirrored: MirroredVolume, _ runtime: LegRuntime) {
+        let due = runtime.with { runtime -> Bool in
+            runtime.record.fullCopyFrom != nil && runtime.machine.state == .resyncing
+                && ContinuousClock.now - runtime.lastSplitPoint >= .seconds(MirrorLimits.fullCopyCheckpointSeconds)
         }
-        if advanced { self.saveLogging() }
+        guard due else { return }
+        do throws(StrataError) {
+            let chunks = (try self.pool.size(of: mirrored.handle) + mirrored.chunkSize - 1) / mirrored.chunkSize
+            try mirrored.takeSplitPoint(runtime) { runtime in
+                runtime.with { runtime in
+                    guard runtime.record.fullCopyFrom != nil, runtime.machine.state == .resyncing else { return }
+                    runtime.record.fullCopyFrom = min(runtime.pending.first?.lowerBound ?? chunks, chunks)
+                }
+            }
+            self.saveLogging()
+        } catch {
+            mirrored.fail(runtime, error)
+        }
     }
 }
 

@@ -114,9 +114,10 @@ public struct MirrorLegRecord: Codable, Sendable, Equatable {
     public var autoResync: Bool
     public var timeoutMillis: UInt64
     public var lastError: String?
-    /// While a full copy (`attach --full`) runs: the chunk below which it is copied and committed
-    /// on the leg. A copy interrupted by a restart or a failure resumes from there (plus the
-    /// chunks changed since the split point), instead of shrinking to the split point's diff.
+    /// While a full copy (`attach --full`) runs: the chunk below which it had copied at the
+    /// newest split-point pair (its checkpoint). A copy interrupted by a restart or a failure
+    /// resumes from there, plus the chunks changed since that pair, instead of shrinking to the
+    /// pair's diff.
     public var fullCopyFrom: UInt64? = nil
 
     /// Where the leg is, for status and errors: `pool DIR` or `HOST:PORT`.

@@ -94,7 +94,7 @@ final class RemoteLegHarness: Sendable {
         try await self.threads.runIfActive { try body() }
     }
 
-    func add(secret: String = "secret", timeoutMillis: UInt64 = 1_000, name: String? = nil) async throws -> MirrorLegStatus {
+    func add(secret: String = "secret", timeoutMillis: UInt64 = 10_000, name: String? = nil) async throws -> MirrorLegStatus {
         let request = MirrorRequest.addRemote(
             volume: "vm1", address: "legd:\(self.server.port)", secretFile: self.directory + "/" + secret, leg: name,
             rate: nil, autoResync: false, timeoutMillis: timeoutMillis)
@@ -151,14 +151,15 @@ final class RemoteLegHarness: Sendable {
     @Test(arguments: Self.seeds) func aPartitionDegradesTheLegAndAttachResyncsOnlyWhatChanged(seed: UInt64) async throws {
         let harness = try await RemoteLegHarness(seed: seed)
         try await harness.run { harness in
-            _ = try await harness.add(timeoutMillis: 500)
+            // Long enough to connect on a loaded machine, shorter than the network's own timeout.
+            _ = try await harness.add(timeoutMillis: 1_500)
             try await harness.settle()
             #expect(harness.status().state == .connected)
             harness.network.partition()
             // Returns although the leg cannot answer: its timeout ends the wait.
             try await harness.write(10, 1)
             #expect(harness.status().state == .degraded)
-            #expect(harness.status().lastError?.contains("500 ms") == true)
+            #expect(harness.status().lastError?.contains("1500 ms") == true)
             for block in [11, 12, 200] { try await harness.write(block, block) }
             harness.network.heal()
             let attached = try await harness.blocking {

@@ -102,19 +102,19 @@ same "$URI/vm2" "$URI/vm2@mirror-leg1"
 # 4c. kill -9 while resyncing
 strata mirror detach vm2 >/dev/null || fail "detach before full attach"
 strata mirror attach vm2 --full --rate 64M >/dev/null || fail "attach --full"
-# The kill lands once 192 MiB are copied: the leg pool commits every second, and the copy
-# records how far it is committed (fullCopyFrom in mirrors.json), so at least 64 MiB of
-# progress is durable. (An earlier version of this step killed at once and read a restart
+# The kill lands once 256 MiB are copied: a full copy checkpoints every 2 s (a split-point pair
+# and the chunk it has reached, fullCopyFrom in mirrors.json), so at least 128 MiB of progress
+# is durable, and the restart copies the rest plus what changed since the checkpoint. (An earlier version of this step killed at once and read a restart
 # resync of 0 bytes in one run and 36 MiB in another: the restart copied only the split
 # point's diff, whose leg side held whatever the interrupted copy had committed, and the rest
 # of the --full copy was silently dropped.)
 for _ in $(seq 1 600); do
-    [ "$(mirror_field vm2 leg1 bytesResynced)" -ge $((192 << 20)) ] && break
+    [ "$(mirror_field vm2 leg1 bytesResynced)" -ge $((256 << 20)) ] && break
     sleep 0.1
 done
 [ "$(mirror_field vm2 leg1 state)" = resyncing ] || fail "the full copy (at 64 MiB/s) ended before the kill"
 copied=$(mirror_field vm2 leg1 bytesResynced)
-[ "$copied" -ge $((192 << 20)) ] || fail "the full copy reached only $copied bytes in 60 s"
+[ "$copied" -ge $((256 << 20)) ] || fail "the full copy reached only $copied bytes in 60 s"
 kill9_daemon
 start_daemon
 wait_state vm2 leg1 connected 300
