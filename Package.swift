@@ -110,7 +110,7 @@ let package = Package(
         // the legs, the `MirrorLeg` protocol and its local-pool leg, split points and resync.
         .target(
             name: "StrataMirror",
-            dependencies: ["StrataCore"],
+            dependencies: ["StrataCore", "StrataReplication"],
             swiftSettings: strictSettings
         ),
 
@@ -222,7 +222,11 @@ let package = Package(
         ),
         .testTarget(
             name: "StrataMirrorTests",
-            dependencies: ["StrataMirror", "StrataCore", "StrataTesting"],
+            dependencies: [
+                "StrataMirror", "StrataCore", "StrataTesting", "StrataReplication",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(

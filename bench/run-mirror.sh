@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Mirror benchmark (issue 12, local legs): a release build of Strata, one daemon started by this
-# script, every number from the same run. Medians of REPEAT runs; prints markdown tables.
+# Mirror benchmark (issue 12): a release build of Strata, two daemons started by this script
+# (the second holds remote legs, over loopback), every number from the same run. Medians of
+# REPEAT runs; prints markdown tables.
 #   - fio's nbd engine, 4 KiB random writes at depth 32 and 1 MiB sequential writes, on a
-#     volume with a connected local leg (`mirror add --to-pool`) vs the same volume unmirrored;
+#     volume with a connected local leg (`mirror add --to-pool`), on one with a connected leg on
+#     the second daemon (`mirror add --to 127.0.0.1:PORT`), and on the same volume unmirrored;
 #   - resync after changing 1% of the volume's chunks (`detach`, writes, `attach`) vs a full
 #     resync (`attach --full`) of the same volume, timed from the command to `connected`;
 #   - the initial full sync (`mirror add --wait`) vs `strata send | strata receive` of the same
@@ -33,6 +35,15 @@ PORT=$(free_port)
 PIDS+=($!)
 wait_daemon $PORT
 URI=nbd://127.0.0.1:$PORT
+# The leg daemon: a second pool, its replication port on loopback.
+SECRET=$BENCH_DIR/secret
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$SECRET"
+LEG_PORT=$(free_port)
+REPLICATION_PORT=$(free_port)
+STRATA_POOL=$BENCH_DIR/legd "$STRATA" serve --iscsi off --http off --nbd 127.0.0.1:$LEG_PORT --create-size 16G \
+    --replication 127.0.0.1:$REPLICATION_PORT --replication-secret-file "$SECRET" --log-level warning &
+PIDS+=($!)
+STRATA_POOL=$BENCH_DIR/legd wait_daemon $LEG_PORT
 legpool() { "$STRATA" pool init --pool "$BENCH_DIR/$1" --size 16G >/dev/null; echo "$BENCH_DIR/$1"; }
 now() { date +%s.%N; }
 # wait_connected VOLUME: polls `mirror status` until the volume's leg is connected.
@@ -45,10 +56,14 @@ JOBS=("randwrite-4k-qd32:randwrite:4k:32" "seqwrite-1M:write:1M:8")
 "$STRATA" volume create plain --size "$SIZE" >/dev/null
 "$STRATA" volume create mirrored --size "$SIZE" >/dev/null
 "$STRATA" mirror add mirrored --to-pool "$(legpool leg1)" --wait >/dev/null
+"$STRATA" volume create remote --size "$SIZE" >/dev/null
+"$STRATA" mirror add remote --to 127.0.0.1:$REPLICATION_PORT --secret-file "$SECRET" --wait >/dev/null
 echo "== no mirror" >&2
 run_jobs plain "$URI/plain" "${JOBS[@]}"
 echo "== connected local leg" >&2
 run_jobs mirrored "$URI/mirrored" "${JOBS[@]}"
+echo "== connected leg on a second daemon (loopback)" >&2
+run_jobs remote "$URI/remote" "${JOBS[@]}"
 
 echo "== resync: 1% of the chunks vs --full" >&2
 "$STRATA" volume create sync --size "$SIZE" >/dev/null
@@ -85,13 +100,13 @@ ADD=$(printf '%s\n' "${sync_add[@]}" | median)
 STREAM=$(printf '%s\n' "${sync_stream[@]}" | median)
 
 echo
-echo "| job (unit) | no mirror | connected local leg | leg / none |"
-echo "|---|---:|---:|---:|"
+echo "| job (unit) | no mirror | connected local leg | local / none | connected remote leg | remote / none |"
+echo "|---|---:|---:|---:|---:|---:|"
 for spec in "${JOBS[@]}"; do
     IFS=: read -r job _ bs _ <<<"$spec"
     unit=IOPS; [ "$bs" = 1M ] && unit=MiB/s
-    a=${RESULT[plain,$job]}; b=${RESULT[mirrored,$job]}
-    echo "| $job ($unit) | $a | $b | $(ratio "$b" "$a") |"
+    a=${RESULT[plain,$job]}; b=${RESULT[mirrored,$job]}; c=${RESULT[remote,$job]}
+    echo "| $job ($unit) | $a | $b | $(ratio "$b" "$a") | $c | $(ratio "$c" "$a") |"
 done
 echo
 echo "| resync of a $SIZE volume (seconds) | 1% of chunks changed | --full | full / 1% |"

@@ -32,4 +32,12 @@ extension Limits {
     public static let replicationPipeBytes = 2 << 20
     /// Longest request line on the stream socket or the replication port.
     public static let streamRequestBytesMax = 64 << 10
+    /// Largest payload of one mirror-leg message (docs/MIRROR.md, "The remote leg's messages"):
+    /// a write, a read's answer, or a list of changed extents. A leg splits longer writes and
+    /// reads into pieces of this size; 4 MiB keeps a message's buffer small while a 1 MiB
+    /// sequential write still goes as one message.
+    public static let mirrorPayloadBytesMax = 4 << 20
+    /// Requests a remote leg's session applies at once on the leg daemon: enough for a queue
+    /// depth of 32 on each of two writers; beyond it the session stops reading (backpressure).
+    public static let mirrorRequestsInFlightMax = 64
 }

@@ -11,6 +11,12 @@ public struct DiffExtent: Sendable, Equatable, Codable {
     public let offset: UInt64
     public let length: UInt64
     public let kind: Kind
+
+    public init(offset: UInt64, length: UInt64, kind: Kind) {
+        self.offset = offset
+        self.length = length
+        self.kind = kind
+    }
 }
 
 extension Pool {

@@ -58,7 +58,7 @@ extension Pool {
             guard let record = self.record(id: handle.id) else {
                 throw StrataError(.notFound, "\(operation) \(handle.name): the volume was deleted")
             }
-            guard !record.isReplica else {
+            guard !record.isReplica || handle.replicaWriter else {
                 throw StrataError(
                     .readOnly,
                     "\(operation) \(handle.name): the volume is a replication target and read-only; `strata replicate promote \(handle.name)` makes it writable")

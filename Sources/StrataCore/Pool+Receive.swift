@@ -294,6 +294,21 @@ extension Pool {
         }
     }
 
+    /// The handle through which a remote mirror leg's session writes its copy, `volume`, which is
+    /// flagged a replica (read-only to every other handle, so its exports are read-only while the
+    /// mirror is connected).
+    /// - Throws: `.notFound` for an unknown volume; `.invalidArgument` when it is not flagged.
+    public func mirrorLegHandle(_ volume: String) throws(StrataError) -> VolumeHandle {
+        try self.meta.withReadLock { () throws(StrataError) in
+            let record = try self.volumeRecord(volume, operation: "open mirror leg")
+            guard record.isReplica else {
+                throw StrataError(
+                    .invalidArgument, "open mirror leg \(volume): the volume is not flagged as a mirror leg's copy")
+            }
+            return VolumeHandle(id: record.id, name: volume, readOnly: false, replicaWriter: true)
+        }
+    }
+
     /// True when `volume` is a read-only replication target.
     public func isReplica(_ volume: String) throws(StrataError) -> Bool {
         try self.meta.withReadLock { () throws(StrataError) in try self.volumeRecord(volume, operation: "find").isReplica }

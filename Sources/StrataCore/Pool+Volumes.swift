@@ -54,27 +54,35 @@ public struct VolumeHandle: Sendable, Hashable {
     public let readOnly: Bool
     /// Where this handle's requests are counted; nil when nothing counts them.
     public let counters: VolumeIOCounters?
+    /// The handle of the one writer a replica-flagged volume has: a remote mirror leg's session
+    /// applying the mirrored volume's writes (`Pool.mirrorLegHandle`). Every other handle of a
+    /// replica is refused writes.
+    public let replicaWriter: Bool
 
-    public init(id: UInt64, name: String, readOnly: Bool, counters: VolumeIOCounters? = nil) {
+    public init(id: UInt64, name: String, readOnly: Bool, counters: VolumeIOCounters? = nil, replicaWriter: Bool = false) {
+        precondition(!(readOnly && replicaWriter), "volume handle \(name): a replica writer cannot be read-only")
         self.id = id
         self.name = name
         self.readOnly = readOnly
         self.counters = counters
+        self.replicaWriter = replicaWriter
     }
 
     /// The same handle, counting nothing: for the engine calls inside one counted request.
     public var uncounted: VolumeHandle {
-        VolumeHandle(id: self.id, name: self.name, readOnly: self.readOnly)
+        VolumeHandle(id: self.id, name: self.name, readOnly: self.readOnly, replicaWriter: self.replicaWriter)
     }
 
     public static func == (left: VolumeHandle, right: VolumeHandle) -> Bool {
         left.id == right.id && left.name == right.name && left.readOnly == right.readOnly
+            && left.replicaWriter == right.replicaWriter
     }
 
     public func hash(into hasher: inout Hasher) {
         hasher.combine(self.id)
         hasher.combine(self.name)
         hasher.combine(self.readOnly)
+        hasher.combine(self.replicaWriter)
     }
 }
 

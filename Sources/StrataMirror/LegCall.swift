@@ -91,6 +91,10 @@ public enum MirrorLimits {
     /// makes the next write to every chunk copy it once (as any snapshot does), so it is not
     /// taken more often than needed.
     public static let splitPointSeconds: Double = 30
+    /// How often a full copy (`attach --full`) takes a checkpoint: a split-point pair and the
+    /// chunk it has reached, from which it resumes after a crash. Each costs a flush of both
+    /// pools; a crash repeats at most this much of the copy.
+    public static let fullCopyCheckpointSeconds: Double = 2
     /// How often a degraded leg with auto-resync is tried again.
     public static let probeSeconds: Double = 5
     /// How often the leg pools commit what they hold (their commit timer).

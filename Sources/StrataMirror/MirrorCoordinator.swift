@@ -11,6 +11,7 @@
 import Dispatch
 import Foundation
 import StrataCore
+import StrataReplication
 import Synchronization
 
 /// The mirrors of one pool.
@@ -24,21 +25,26 @@ public final class MirrorCoordinator: @unchecked Sendable {
     private let wake = DispatchSemaphore(value: 0)
     private let stopping = Atomic<Bool>(false)
     private let log: @Sendable (String) -> Void
+    /// The connections of remote legs; nil refuses them (`mirror add --to`).
+    let links: MirrorLinks?
 
-    private init(pool: Pool, directory: String, log: @escaping @Sendable (String) -> Void) {
+    private init(pool: Pool, directory: String, links: MirrorLinks?, log: @escaping @Sendable (String) -> Void) {
         self.pool = pool
         self.directory = directory
+        self.links = links
         self.log = log
     }
 
     /// Opens the mirrors of the pool in `directory`: reopens each leg and recovers it (a
     /// connected or resyncing leg resyncs what changed since the newest split-point pair both
-    /// sides hold; a leg that cannot be opened is degraded and retried).
+    /// sides hold; a leg that cannot be opened is degraded and retried). A remote leg is reopened
+    /// by the worker's first pass instead, once `links` runs: a write before that finds the leg
+    /// not open and makes it degraded, and the recovery then resyncs it like any degraded leg.
     /// - Throws: when `mirrors.json` is unreadable.
     public static func open(
-        pool: Pool, directory: String, log: @escaping @Sendable (String) -> Void
+        pool: Pool, directory: String, links: MirrorLinks? = nil, log: @escaping @Sendable (String) -> Void
     ) throws(StrataError) -> MirrorCoordinator {
-        let coordinator = MirrorCoordinator(pool: pool, directory: directory, log: log)
+        let coordinator = MirrorCoordinator(pool: pool, directory: directory, links: links, log: log)
         let table = try MirrorTable.load(directory: directory)
         for record in table.legs {
             let mirrored: MirroredVolume
@@ -50,7 +56,11 @@ public final class MirrorCoordinator: @unchecked Sendable {
             }
             let runtime = LegRuntime(record: record, leg: nil)
             mirrored.addLeg(runtime)
-            coordinator.recover(mirrored, runtime)
+            if record.remote != nil {
+                runtime.with { $0.needsRecovery = true }
+            } else {
+                coordinator.recover(mirrored, runtime)
+            }
         }
         try coordinator.save()
         return coordinator
@@ -75,11 +85,48 @@ public final class MirrorCoordinator: @unchecked Sendable {
         LegMarker(sourcePool: self.pool.status().uuid, volume: record.volume, leg: record.leg)
     }
 
+    /// Opens an existing leg: its pool, or its session on the leg daemon.
+    private func reopenLeg(_ record: MirrorLegRecord, size: UInt64) throws(StrataError) -> any MirrorLeg {
+        guard let remote = record.remote else {
+            return try LocalPoolLeg.reopen(directory: record.poolDirectory, marker: self.marker(record))
+        }
+        return try self.openRemote(record, address: remote, create: false, size: size, allocatedBytes: 0)
+    }
+
+    private func openRemote(
+        _ record: MirrorLegRecord, address: String, create: Bool, size: UInt64, allocatedBytes: UInt64
+    ) throws(StrataError) -> RemoteLeg {
+        guard let links = self.links else {
+            throw StrataError(
+                .unsupported, "mirror \(record.volume) leg \(record.leg): a leg on another daemon needs a running daemon (`strata serve`)")
+        }
+        let target = try Self.parseAddress(address, volume: record.volume)
+        let open = MirrorLegOpen(
+            volume: record.volume, sourcePool: self.pool.status().uuid, leg: record.leg, create: create, size: size,
+            allocatedBytes: allocatedBytes)
+        return try RemoteLeg.open(
+            links: links, address: target, secretFile: record.secretFile ?? "", open: open, timeoutMillis: record.timeoutMillis)
+    }
+
+    /// HOST:PORT (an IPv6 host in brackets).
+    static func parseAddress(_ text: String, volume: String) throws(StrataError) -> TransportAddress {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port)
+        else {
+            throw StrataError(.invalidArgument, "mirror add \(volume): --to \(text) is not HOST:PORT; give the leg daemon's --replication address")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else {
+            throw StrataError(.invalidArgument, "mirror add \(volume): --to \(text) has no host; give HOST:PORT")
+        }
+        return TransportAddress(host: host, port: port)
+    }
+
     /// Reopens a leg after a restart and starts what its state needs.
     private func recover(_ mirrored: MirroredVolume, _ runtime: LegRuntime) {
         let record = runtime.currentRecord
         do throws(StrataError) {
-            let leg = try LocalPoolLeg.reopen(directory: record.poolDirectory, marker: self.marker(record))
+            let leg = try self.reopenLeg(record, size: try self.pool.size(of: mirrored.handle))
             runtime.with { $0.leg = leg }
             try mirrored.recover(runtime)
             self.log(
@@ -100,6 +147,12 @@ public final class MirrorCoordinator: @unchecked Sendable {
             return [
                 try self.add(
                     volume: volume, directory: directory, leg: leg, rate: rate, autoResync: autoResync,
+                    timeoutMillis: timeout ?? MirrorLimits.legTimeoutMillisDefault)
+            ]
+        case .addRemote(let volume, let address, let secretFile, let leg, let rate, let autoResync, let timeout):
+            return [
+                try self.addRemote(
+                    volume: volume, address: address, secretFile: secretFile, leg: leg, rate: rate, autoResync: autoResync,
                     timeoutMillis: timeout ?? MirrorLimits.legTimeoutMillisDefault)
             ]
         case .detach(let volume, let leg, let name, let writable):
@@ -150,21 +203,68 @@ public final class MirrorCoordinator: @unchecked Sendable {
             timeoutMillis: timeoutMillis, lastError: nil)
         let legPool = try LocalPoolLeg.create(
             directory: path, volume: volume, size: size, allocatedBytes: allocated, marker: self.marker(record))
+        return try self.install(record, leg: legPool) {
+            LegMarker.remove(directory: path)
+            try? legPool.pool.deleteVolume(volume, recursive: true)
+            try? legPool.pool.flush()
+            legPool.close()
+        }
+    }
+
+    private func addRemote(
+        volume: String, address: String, secretFile: String, leg: String?, rate: UInt64?, autoResync: Bool,
+        timeoutMillis: UInt64
+    ) throws(StrataError) -> MirrorLegStatus {
+        let handle = try self.pool.handle(volume)
+        guard !handle.readOnly else {
+            throw StrataError(.invalidArgument, "mirror add \(volume): a snapshot or replica cannot be mirrored; give a volume")
+        }
+        let location = try Self.parseAddress(address, volume: volume).description
+        let existing = self.lock.withLock { self.volumes.values.flatMap { $0.legs.map(\.currentRecord) } }
+        let legName = leg ?? Self.freeLegName(existing.filter { $0.volume == volume }.map(\.leg))
+        try Names.validate(legName, kind: "mirror leg", operation: "mirror add \(volume)")
+        if let same = existing.first(where: { $0.volume == volume && $0.remote == location }) {
+            throw StrataError(
+                .alreadyExists,
+                "mirror add \(volume): already mirrored to \(location) (leg \(same.leg)); see `strata mirror status \(volume)`")
+        }
+        if existing.contains(where: { $0.volume == volume && $0.leg == legName }) {
+            throw StrataError(.alreadyExists, "mirror add \(volume): it has a leg named \(legName); choose another --name")
+        }
+        let size = try self.pool.size(of: handle)
+        let allocated = try self.pool.listVolumes().first { $0.name == volume }?.allocatedBytes ?? size
+        var record = MirrorLegRecord(
+            volume: volume, leg: legName, poolDirectory: "", state: .syncing, generation: 0, splitAt: nil,
+            detachedAs: nil, writable: false, rateBytesPerSecond: rate, autoResync: autoResync,
+            timeoutMillis: timeoutMillis, lastError: nil)
+        record.remote = location
+        record.secretFile = secretFile
+        let remote = try self.openRemote(record, address: location, create: true, size: size, allocatedBytes: allocated)
+        return try self.install(record, leg: remote) {
+            do throws(StrataError) { try remote.discard() } catch {
+                self.log("mirror add \(volume): the copy on \(location) was left (\(error.message)); delete it there")
+            }
+            remote.close()
+        }
+    }
+
+    /// Puts a new leg under the volume's mirror and starts its full copy; on failure takes it
+    /// out again and runs `undo` (which deletes the leg's copy), so nothing is changed.
+    private func install(_ record: MirrorLegRecord, leg: any MirrorLeg, undo: () -> Void) throws(StrataError)
+        -> MirrorLegStatus
+    {
         var mirroredVolume: MirroredVolume?
-        let runtime = LegRuntime(record: record, leg: legPool)
+        let runtime = LegRuntime(record: record, leg: leg)
         runtime.with { $0.setMachine(LegStateMachine(state: .detached)) }
         do {
-            let mirrored = try self.mirroredVolume(volume)
+            let mirrored = try self.mirroredVolume(record.volume)
             mirroredVolume = mirrored
             mirrored.addLeg(runtime)
             try mirrored.startCopy(runtime, machine: LegStateMachine(state: .syncing), full: true, fresh: true)
             try self.save()
         } catch {
             if let mirroredVolume { self.forget(mirroredVolume, runtime) }
-            LegMarker.remove(directory: path)
-            try? legPool.pool.deleteVolume(volume, recursive: true)
-            try? legPool.pool.flush()
-            legPool.close()
+            undo()
             throw error
         }
         self.wake.signal()
@@ -195,6 +295,21 @@ public final class MirrorCoordinator: @unchecked Sendable {
             )
         }
         try self.save()
+        // The split is done: the copy holds that instant whatever follows. A leg that cannot
+        // rename or unlock its copy says so, and the copy stays under the volume's name, read-only.
+        do throws(StrataError) {
+            try runtime.call { leg throws(StrataError) in try leg.detach(as: name, writable: writable) }
+        } catch {
+            runtime.with {
+                $0.record.detachedAs = nil
+                $0.record.writable = false
+                $0.record.lastError = error.message
+            }
+            try self.save()
+            throw StrataError(
+                error.code,
+                "mirror detach \(volume) leg \(runtime.name): detached, but the copy keeps the volume's name, read-only: \(error.message)")
+        }
         return self.status(of: runtime)
     }
 
@@ -203,6 +318,7 @@ public final class MirrorCoordinator: @unchecked Sendable {
         var machine = runtime.with { $0.machine }
         try machine.handle(.attach, leg: runtime.name)
         try self.reopenIfNeeded(mirrored, runtime)
+        try runtime.call { leg throws(StrataError) in try leg.attach() }
         try mirrored.startCopy(runtime, machine: machine, full: full, fresh: false)
         runtime.with {
             $0.record.detachedAs = nil
@@ -243,7 +359,9 @@ public final class MirrorCoordinator: @unchecked Sendable {
             }
             if let leg = runtime.with({ $0.leg }) {
                 try? leg.flush()
-                leg.release()
+                do throws(StrataError) { try leg.release() } catch {
+                    self.log("mirror remove \(volume) leg \(runtime.name): the leg's copy still names this mirror: \(error.message)")
+                }
                 leg.close()
                 runtime.with { $0.leg = nil }
             }
@@ -276,7 +394,7 @@ public final class MirrorCoordinator: @unchecked Sendable {
         }
         leg?.close()
         runtime.with { $0.leg = nil }
-        let reopened = try LocalPoolLeg.reopen(directory: record.poolDirectory, marker: self.marker(record))
+        let reopened = try self.reopenLeg(record, size: try self.pool.size(of: mirrored.handle))
         runtime.with { $0.leg = reopened }
         let generation = try mirrored.newestCommonSplitPoint(runtime)
         runtime.with { $0.record.generation = generation }
@@ -329,12 +447,16 @@ public final class MirrorCoordinator: @unchecked Sendable {
                 let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
                 if seconds > 0 { rate = UInt64(Double(runtime.copiedBytes) / seconds) }
             }
+            // A remote leg the worker has not reopened since the start is not open: a write now
+            // would find it so and make it degraded.
+            let reconnecting = runtime.needsRecovery
             return MirrorLegStatus(
-                volume: record.volume, leg: record.leg, location: "pool \(record.poolDirectory)",
-                state: runtime.machine.state, bytesToResync: runtime.pendingBytes, bytesResynced: runtime.copiedBytes,
-                rateBytesPerSecond: rate, rateLimitBytesPerSecond: record.rateBytesPerSecond, lastError: record.lastError,
+                volume: record.volume, leg: record.leg, location: record.location,
+                state: reconnecting ? .degraded : runtime.machine.state, bytesToResync: runtime.pendingBytes, bytesResynced: runtime.copiedBytes,
+                rateBytesPerSecond: rate, rateLimitBytesPerSecond: record.rateBytesPerSecond,
+                lastError: reconnecting ? "reconnecting to \(record.location) since the daemon started" : record.lastError,
                 splitAt: record.splitAt, copyName: record.detachedAs ?? record.volume, writable: record.writable,
-                autoResync: record.autoResync, generation: record.generation)
+                autoResync: record.autoResync, generation: record.generation, remote: record.remote != nil)
         }
     }
 
@@ -411,6 +533,10 @@ public final class MirrorCoordinator: @unchecked Sendable {
 
     /// One step of one leg's background work; true when it did work and should be called again at once.
     private func tick(_ mirrored: MirroredVolume, _ runtime: LegRuntime) -> Bool {
+        if runtime.with({ runtime in defer { runtime.needsRecovery = false }; return runtime.needsRecovery }) {
+            self.recover(mirrored, runtime)
+            return true
+        }
         let (state, record) = runtime.with { ($0.machine.state, $0.record) }
         switch state {
         case .syncing, .resyncing:
@@ -422,6 +548,7 @@ public final class MirrorCoordinator: @unchecked Sendable {
             let copied = mirrored.copyStep(runtime)
             if let limit = record.rateBytesPerSecond, limit > 0 { self.pace(runtime, limit: limit) }
             self.commitLeg(runtime)
+            self.checkpointFullCopy(mirrored, runtime)
             return copied > 0
         case .connected:
             if runtime.with({ ContinuousClock.now - $0.lastSplitPoint }) >= .seconds(MirrorLimits.splitPointSeconds) {
@@ -479,6 +606,31 @@ public final class MirrorCoordinator: @unchecked Sendable {
             runtime.with { $0.record.lastError = error.message }
         }
     }
+
+    /// A full copy's checkpoint (every `MirrorLimits.fullCopyCheckpointSeconds`): a new
+    /// split-point pair, at whose instant every chunk below the copy's next range is copied and
+    /// the two copies are equal there, and `fullCopyFrom` moved to that chunk. After a crash the
+    /// copy resumes with the chunks changed since that pair (a window of seconds) and the rest
+    /// of the full copy, not with every chunk the copy wrote since the split.
+    private func checkpointFullCopy(_ mirrored: MirroredVolume, _ runtime: LegRuntime) {
+        let due = runtime.with { runtime -> Bool in
+            runtime.record.fullCopyFrom != nil && runtime.machine.state == .resyncing
+                && ContinuousClock.now - runtime.lastSplitPoint >= .seconds(MirrorLimits.fullCopyCheckpointSeconds)
+        }
+        guard due else { return }
+        do throws(StrataError) {
+            let chunks = (try self.pool.size(of: mirrored.handle) + mirrored.chunkSize - 1) / mirrored.chunkSize
+            try mirrored.takeSplitPoint(runtime) { runtime in
+                runtime.with { runtime in
+                    guard runtime.record.fullCopyFrom != nil, runtime.machine.state == .resyncing else { return }
+                    runtime.record.fullCopyFrom = min(runtime.pending.first?.lowerBound ?? chunks, chunks)
+                }
+            }
+            self.saveLogging()
+        } catch {
+            mirrored.fail(runtime, error)
+        }
+    }
 }
 
 // MARK: Exports
@@ -490,7 +642,8 @@ extension MirrorCoordinator: ForeignExports {
     public static func exportName(volume: String, leg: String) -> String { "\(volume)@mirror-\(leg)" }
 
     public func foreignNames() -> [String] {
-        self.status().flatMap { leg in
+        // A remote leg's copy is exported by its own daemon.
+        self.status().filter { !$0.remote }.flatMap { leg in
             [Self.exportName(volume: leg.volume, leg: leg.leg)] + (leg.copyName != leg.volume ? [leg.copyName] : [])
         }.sorted()
     }

@@ -12,6 +12,9 @@
 //   detached the blocks the leg's copy changed since the pair (writes the volume never
 //   acknowledged, or a writable detached copy's own writes) are found from the leg's own
 //   copy-on-write metadata, as the volume's are (docs/MIRROR.md, "Change tracking").
+// - `detach`, `attach`: the leg becomes a point-in-time copy of its own, or the mirror's again
+//   (a remote leg renames its copy and sets its read-only flag; a local leg's copy is exported
+//   under the names the mirror gives it, so it has nothing to do).
 // - `release`: the mirror is removed; the leg's copy stays as an ordinary volume.
 // - `close`: commits and stops using the leg; its pool lock goes with the last reference, so the
 //   mirror drops its reference right after.
@@ -45,8 +48,17 @@ public protocol MirrorLeg: AnyObject, Sendable {
     func changes(since name: String) throws(StrataError) -> [DiffExtent]
     /// Commits the leg's own pool if anything changed (its commit timer).
     func commitIfNeeded() throws(StrataError)
+    /// After the detach's split point: the copy is one of its own, named `name`, writable if asked.
+    func detach(as name: String?, writable: Bool) throws(StrataError)
+    /// Before an attach's resync: the copy is the mirror's again.
+    func attach() throws(StrataError)
     /// Forgets the mirror (`mirror remove`): the leg's copy stays, an ordinary volume of its own.
-    func release()
+    func release() throws(StrataError)
     /// Releases the leg.
     func close()
+}
+
+extension MirrorLeg {
+    public func detach(as name: String?, writable: Bool) throws(StrataError) {}
+    public func attach() throws(StrataError) {}
 }

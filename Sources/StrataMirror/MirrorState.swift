@@ -96,8 +96,12 @@ public struct LegStateMachine: Sendable, Equatable {
 public struct MirrorLegRecord: Codable, Sendable, Equatable {
     public var volume: String
     public var leg: String
-    /// The leg pool's directory (a local leg).
+    /// The leg pool's directory (a local leg; empty for a remote one).
     public var poolDirectory: String
+    /// The leg daemon's replication address, HOST:PORT (a remote leg).
+    public var remote: String? = nil
+    /// The file holding the secret the leg daemon's replication port asks for (a remote leg).
+    public var secretFile: String? = nil
     public var state: LegState
     /// The generation of the newest split-point pair (0: none yet, the leg needs a full copy).
     public var generation: UInt64
@@ -110,6 +114,14 @@ public struct MirrorLegRecord: Codable, Sendable, Equatable {
     public var autoResync: Bool
     public var timeoutMillis: UInt64
     public var lastError: String?
+    /// While a full copy (`attach --full`) runs: the chunk below which it had copied at the
+    /// newest split-point pair (its checkpoint). A copy interrupted by a restart or a failure
+    /// resumes from there, plus the chunks changed since that pair, instead of shrinking to the
+    /// pair's diff.
+    public var fullCopyFrom: UInt64? = nil
+
+    /// Where the leg is, for status and errors: `pool DIR` or `HOST:PORT`.
+    public var location: String { self.remote ?? "pool \(self.poolDirectory)" }
 
     /// The hidden snapshot of split-point generation `generation` (on the volume and on the leg).
     public static func splitPointName(leg: String, generation: UInt64) -> String {
@@ -144,11 +156,17 @@ public struct MirrorLegStatus: Codable, Sendable, Equatable {
     public var writable: Bool
     public var autoResync: Bool
     public var generation: UInt64
+    /// True for a leg on another daemon (`location` is its HOST:PORT).
+    public var remote: Bool = false
 }
 
 /// A `strata mirror` verb.
 public enum MirrorRequest: Codable, Sendable, Equatable {
     case add(volume: String, poolDirectory: String, leg: String?, rate: UInt64?, autoResync: Bool, timeoutMillis: UInt64?)
+    /// A leg on another daemon's replication port, HOST:PORT.
+    case addRemote(
+        volume: String, address: String, secretFile: String, leg: String?, rate: UInt64?, autoResync: Bool,
+        timeoutMillis: UInt64?)
     case detach(volume: String, leg: String?, as: String?, writable: Bool)
     case attach(volume: String, leg: String?, full: Bool, rate: UInt64?)
     case status(volume: String?)

@@ -62,9 +62,10 @@ public struct MirrorTable: Codable, Sendable, Equatable {
     public func refuseIfMirrored(_ volume: String, operation: String) throws(StrataError) {
         let legs = self.legs(of: volume)
         guard !legs.isEmpty else { return }
+        let names = legs.map { "\($0.leg) at \($0.location)" }.joined(separator: ", ")
         throw StrataError(
             .busy,
-            "\(operation) \(volume): it is mirrored (leg \(legs.map(\.leg).joined(separator: ", "))); `strata mirror remove \(volume)` first"
+            "\(operation) \(volume): it is mirrored (leg \(names)), and a leg must stay the volume's copy; `strata mirror remove \(volume)` first, then `strata mirror add` the leg again"
         )
     }
 }

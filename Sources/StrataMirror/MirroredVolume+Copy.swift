@@ -134,9 +134,17 @@ extension MirroredVolume {
             extents += try runtime.call { leg throws(StrataError) in try leg.changes(since: name) }.map {
                 ($0.offset, $0.length)
             }
+            // An interrupted full copy goes on from where it was committed on the leg.
+            if let from = runtime.with({ $0.record.fullCopyFrom }), from < (size + self.chunkSize - 1) / self.chunkSize {
+                extents.append((from * self.chunkSize, size - from * self.chunkSize))
+            }
         }
+        // A full copy over a split-point pair records its progress, so it can resume; the first
+        // copy (no pair yet) starts over after a restart, since nothing else finds what it missed.
+        let resumable = full && generation > 0
         let ranges = Self.chunkRanges(extents, chunkSize: self.chunkSize, size: size)
         runtime.with {
+            if resumable { $0.record.fullCopyFrom = 0 }
             $0.pending = ranges
             $0.pendingBytes = ranges.reduce(0) { $0 + Self.bytes(of: $1, chunkSize: self.chunkSize, size: size) }
             $0.copiedBytes = 0
@@ -224,6 +232,7 @@ extension MirroredVolume {
                 runtime.setMachine(machine)
                 runtime.record.splitAt = nil
                 runtime.record.lastError = nil
+                runtime.record.fullCopyFrom = nil
                 runtime.copyFinished = .now
             }
             self.persist()

@@ -64,6 +64,8 @@ final class LegRuntime: @unchecked Sendable {
     var lastSplitPoint = ContinuousClock.now
     var lastProbe = ContinuousClock.now
     var lastCommit = ContinuousClock.now
+    /// A remote leg not reopened yet since the daemon started (the worker does it).
+    var needsRecovery = false
 
     init(record: MirrorLegRecord, leg: (any MirrorLeg)?) {
         self.record = record
@@ -92,7 +94,29 @@ final class LegRuntime: @unchecked Sendable {
         try self.start(body).wait()
     }
 
-    /// Starts a call to the leg with its deadline; a leg that is not open fails it at once.
+    /// Starts a write or zero on the leg with its deadline: a remote leg sends it without
+    /// blocking a thread (RemoteLeg.startWrite), a local one runs it on a Dispatch worker.
+    func start(_ change: VolumeChange, data: [UInt8]) -> LegCall.Pending<Void> {
+        if let remote = self.with({ $0.leg }) as? RemoteLeg {
+            switch change {
+            case .write(let offset, _): return remote.startWrite(at: offset, data)
+            case .zero(let offset, let length, let trim): return remote.startZero(at: offset, length: length, trim: trim)
+            case .copied: preconditionFailure("an in-pool copy is applied to legs after the engine's copy")
+            }
+        }
+        switch change {
+        case .write(let offset, _):
+            return self.start { leg throws(StrataError) in try leg.write(at: offset, data) }
+        case .zero(let offset, let length, let trim):
+            return self.start { leg throws(StrataError) in try leg.zero(at: offset, length: length, trim: trim) }
+        case .copied:
+            preconditionFailure("an in-pool copy is applied to legs after the engine's copy")
+        }
+    }
+
+    /// Starts a call to the leg with its deadline; a leg that is not open fails it at once. A
+    /// remote leg's call runs on the caller's thread: the link enforces the deadline itself, and
+    /// a Dispatch worker waiting for the link's tasks would take a thread they need.
     func start<T: Sendable>(_ body: @escaping @Sendable (any MirrorLeg) throws(StrataError) -> T)
         -> LegCall.Pending<T>
     {
@@ -104,8 +128,8 @@ final class LegRuntime: @unchecked Sendable {
                 .failure(StrataError(.io, "mirror leg \(name): not open (\(record.lastError ?? "unavailable"))")))
             return pending
         }
-        return LegCall.start(leg: name, timeoutMillis: record.timeoutMillis) { () throws(StrataError) -> T in
-            try body(leg)
+        return LegCall.start(leg: name, timeoutMillis: leg is RemoteLeg ? 0 : record.timeoutMillis) {
+            () throws(StrataError) -> T in try body(leg)
         }
     }
 }
@@ -183,20 +207,9 @@ public final class MirroredVolume: VolumeTap, @unchecked Sendable {
     private func applyInParallel(
         _ change: VolumeChange, to targets: [LegRuntime], local: () throws(StrataError) -> Void
     ) throws(StrataError) {
-        let calls: [(LegRuntime, LegCall.Pending<Void>)]
-        switch change {
-        case .write(let offset, let bytes):
-            let data = Array(bytes)
-            calls = targets.map { runtime in
-                (runtime, runtime.start { leg throws(StrataError) in try leg.write(at: offset, data) })
-            }
-        case .zero(let offset, let length, let trim):
-            calls = targets.map { runtime in
-                (runtime, runtime.start { leg throws(StrataError) in try leg.zero(at: offset, length: length, trim: trim) })
-            }
-        case .copied:
-            preconditionFailure("an in-pool copy is applied to legs after the engine's copy")
-        }
+        var data: [UInt8] = []
+        if case .write(_, let bytes) = change { data = Array(bytes) }
+        let calls = targets.map { runtime in (runtime, runtime.start(change, data: data)) }
         var refused: StrataError?
         do throws(StrataError) { try local() } catch { refused = error }
         for (runtime, call) in calls {

@@ -9,6 +9,8 @@
 //    followed by a send stream (docs/STREAM.md) which the server applies with `StreamReceiver`
 //    into a replica volume (read-only until promoted); `prune` deletes the oldest replicated
 //    snapshots beyond a count. Every answer is one JSON line, a `ReplicationReply`.
+//    `mirror` opens a remote mirror leg's session: after the answer line the connection carries
+//    the leg's binary messages (MirrorWire.swift, ReplicationServer+Mirror.swift).
 //
 // The secret never crosses the wire, and each challenge is fresh, so a recorded answer cannot be
 // replayed. The stream itself is protected by its checksums, not encrypted: run replication over
@@ -25,6 +27,7 @@ public enum ReplicationRequest: Codable, Sendable {
     case state(volume: String)
     case receive(volume: String)
     case prune(volume: String, prefix: String, keep: Int)
+    case mirror(MirrorLegOpen)
 }
 
 /// A snapshot as replication compares them: by GUID.
@@ -107,10 +110,16 @@ public final class ReplicationServer: Sendable {
     let pool: Pool
     let threadPool: NIOThreadPool
     let logger: Logger
+    /// The copies this daemon holds for remote mirror legs; nil refuses mirror sessions.
+    let targets: MirrorLegTargets?
     /// The port listened on (useful when bound to port 0).
     public var port: Int { self.listener.address.port }
 
-    private init(listener: any TransportListener, secret: [UInt8], pool: Pool, threadPool: NIOThreadPool, logger: Logger) {
+    private init(
+        listener: any TransportListener, secret: [UInt8], pool: Pool, threadPool: NIOThreadPool, logger: Logger,
+        targets: MirrorLegTargets?
+    ) {
+        self.targets = targets
         self.listener = listener
         self.secret = secret
         self.pool = pool
@@ -119,15 +128,19 @@ public final class ReplicationServer: Sendable {
     }
 
     /// Listens on `address` through `transport` for replicas into `pool`; `run` serves them.
-    /// - Throws: `.notFound`/`.invalidArgument` for the secret file, `.io` when the port is taken.
+    /// With `directory` (the pool's), it also holds copies for remote mirror legs.
+    /// - Throws: `.notFound`/`.invalidArgument` for the secret file, `.io` when the port is taken,
+    ///   `.corrupt` for an unreadable `mirror-copies.json`.
     public static func bind(
         _ address: TransportAddress, secretFile: String, pool: Pool, transport: any Transport, threadPool: NIOThreadPool,
-        logger: Logger
+        logger: Logger, directory: String? = nil
     ) async throws(StrataError) -> ReplicationServer {
         let secret = try ReplicationWire.readSecret(secretFile)
+        var targets: MirrorLegTargets?
+        if let directory { targets = try MirrorLegTargets(pool: pool, directory: directory) }
         return ReplicationServer(
             listener: try await transport.listen(on: address), secret: secret, pool: pool, threadPool: threadPool,
-            logger: logger)
+            logger: logger, targets: targets)
     }
 
     /// Accepts and serves until `close`; returns when every connection has ended.
@@ -160,6 +173,9 @@ public final class ReplicationServer: Sendable {
             guard let request = try? JSONDecoder().decode(ReplicationRequest.self, from: Data(line)) else {
                 throw StrataError(.invalidArgument, "replication: malformed request")
             }
+            if case .mirror(let open) = request {
+                return await self.serveMirror(open, connection: connection, reader: reader)
+            }
             reply = try await self.execute(request, reader: reader, peer: peer)
         } catch {
             self.logger.warning("replication from \(peer) failed: \(error.message)")
@@ -187,6 +203,8 @@ public final class ReplicationServer: Sendable {
         case .prune(let volume, let prefix, let keep):
             try await self.threadPool.engine { () throws(StrataError) in try Self.prune(pool, volume, prefix: prefix, keep: keep) }
             return ReplicationReply()
+        case .mirror:
+            preconditionFailure("a mirror session is served by serveMirror")
         }
     }
 
@@ -198,7 +216,13 @@ public final class ReplicationServer: Sendable {
         let outcome = await withDiscardingTaskGroup(returning: Result<ReceiveSummary, StrataError>.self) { group in
             group.addTask { await pipe.fill(from: reader) }
             defer { pipe.fail(StrataError(.io, "replication: the receive into \(volume) has ended")) }
+            let targets = self.targets
             return await self.threadPool.result { () throws(StrataError) in
+                if targets?.holds(volume) == true {
+                    throw StrataError(
+                        .busy,
+                        "replication into \(volume): the volume here is a mirror leg's copy; replicate into another name or remove that mirror")
+                }
                 if let found = try? pool.isReplica(volume), !found {
                     throw StrataError(
                         .readOnly,

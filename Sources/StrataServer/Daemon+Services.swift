@@ -14,6 +14,7 @@
 //   replicator  jobs stop (they resume at the next start)
 //   nbd, iscsi  stop accepting; each connection answers what it has in flight, then closes
 //   mirrors     copies stop; each connected leg takes a last split point, legs flush and close
+//   mirrorLinks remote legs' connections close (after the mirrors' last split points used them)
 //   commit      the timer stops and the last commit makes everything acknowledged durable
 //
 // Sockets are bound before the group runs, so a port in use fails `serve` at once with the
@@ -37,6 +38,7 @@ import StrataReplication
 /// them in reverse).
 struct DaemonServices {
     var commit: any Service
+    var mirrorLinks: any Service
     var mirrors: any Service
     var iscsi: (any Service)?
     var nbd: any Service
@@ -53,7 +55,8 @@ struct DaemonServices {
     /// The start order; the group stops them in reverse (see the file's note).
     var startOrder: [ServiceGroupConfiguration.ServiceConfiguration] {
         let services: [(String, (any Service)?)] = [
-            ("commit", self.commit), ("mirrors", self.mirrors), ("iscsi", self.iscsi), ("nbd", self.nbd), ("replicator", self.replicator),
+            ("commit", self.commit), ("mirrorLinks", self.mirrorLinks), ("mirrors", self.mirrors), ("iscsi", self.iscsi),
+            ("nbd", self.nbd), ("replicator", self.replicator),
             ("replicas", self.replicas), ("streams", self.streams), ("flattens", self.flattens),
             ("control", self.control), ("hydrations", self.hydrations), ("http", self.http),
         ]

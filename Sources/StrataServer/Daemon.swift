@@ -170,8 +170,11 @@ public enum Daemon {
                 pool: pool, directory: options.directory, transport: transport, threadPool: threadPool, logger: logger)
             replicator.resumeSavedJobs()
             undo.append { replicator.close() }
-            // Mirrors open (and recover) their legs before any front end accepts a write.
-            let mirrors = try MirrorCoordinator.open(pool: pool, directory: options.directory) { message in
+            // Mirrors open (and recover) their legs before any front end accepts a write; remote
+            // legs reconnect through `links` once the services run.
+            let links = MirrorLinks(transport: transport)
+            undo.append { links.close() }
+            let mirrors = try MirrorCoordinator.open(pool: pool, directory: options.directory, links: links) { message in
                 logger.notice("\(message)")
             }
             undo.append { mirrors.shutdown() }
@@ -195,7 +198,7 @@ public enum Daemon {
                 replicas = try await ReplicationServer.bind(
                     TransportAddress(host: address.host, port: address.port),
                     secretFile: options.replicationSecretFile ?? "", pool: pool, transport: transport,
-                    threadPool: threadPool, logger: logger)
+                    threadPool: threadPool, logger: logger, directory: options.directory)
             } else {
                 replicas = nil
             }
@@ -217,6 +220,7 @@ public enum Daemon {
                 commit: CommitService(
                     pool: pool, interval: .milliseconds(Int64(options.commitIntervalSeconds * 1000)), threadPool: threadPool,
                     logger: logger),
+                mirrorLinks: LifecycleService(work: { await links.run() }, stop: { links.close() }),
                 mirrors: LifecycleService(
                     work: {
                         await DedicatedThread.run(name: "strata-mirrors") {

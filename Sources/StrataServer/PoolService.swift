@@ -161,6 +161,7 @@ public struct PoolService: Sendable {
         }
         guard let directory = self.pool.directory else { return }
         try MirrorTable.load(directory: directory).refuseIfMirrored(target.volume, operation: target.operation)
+        try MirrorLegTargets.refuseIfHeld(target.volume, operation: target.operation, pool: self.pool, directory: directory)
     }
 
     /// Opens `remote:volume@snapshot` and creates `name` over it.

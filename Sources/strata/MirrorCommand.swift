@@ -20,17 +20,26 @@ struct MirrorCommand: ParsableCommand {
 
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Add a mirror leg in a second pool on this host and start its full copy.",
+            abstract: "Add a mirror leg (a second pool on this host, or another daemon) and start its full copy.",
             discussion: """
-                DIR must hold an empty pool (`strata pool init`), typically on another disk. The leg \
-                copies the volume (state syncing) while I/O to it goes on, then is connected: every \
-                write, trim and zero is on the leg before it is acknowledged, and a flush is durable \
-                on both.
+                With --to-pool DIR, DIR must hold an empty pool (`strata pool init`), typically on \
+                another disk. With --to HOST:PORT, the leg is on another Strata daemon's replication \
+                port (`strata serve --replication HOST:PORT --replication-secret-file F` there; give the \
+                same secret with --secret-file): its copy is a volume of the same name on that daemon, \
+                exported read-only while the mirror owns it. The leg copies the volume (state \
+                syncing) while I/O to it goes on, then is connected: every write, trim and zero is \
+                on the leg before it is acknowledged, and a flush is durable on both.
                 """)
         @OptionGroup var options: PoolOptions
         @Argument(help: "Volume to mirror.") var volume: String
         @Option(name: .customLong("to-pool"), help: "Directory of the empty pool that holds the leg.")
-        var toPool: String
+        var toPool: String?
+        @Option(name: .customLong("to"), help: "HOST:PORT of another daemon's replication port that holds the leg.")
+        var to: String?
+        @Option(
+            name: .customLong("secret-file"),
+            help: "File with the leg daemon's replication secret (needed with --to).")
+        var secretFile: String?
         @Option(help: "The leg's name (default: leg1, leg2, ...).") var name: String?
         @Option(help: "Bound on the copy's rate, bytes per second (K, M, G suffixes), such as 100M.")
         var rate: String?
@@ -43,6 +52,12 @@ struct MirrorCommand: ParsableCommand {
         @Flag(help: "Wait until the leg is connected, drawing the copy's progress.") var wait = false
 
         func validate() throws {
+            guard (self.toPool == nil) != (self.to == nil) else {
+                throw ValidationError("give one of --to-pool DIR (a pool on this host) or --to HOST:PORT (another daemon)")
+            }
+            if self.secretFile != nil, self.to == nil {
+                throw ValidationError("--secret-file goes with --to HOST:PORT")
+            }
             if let rate { _ = try parseSize(rate, option: "--rate") }
             guard parseDuration(self.timeout) != nil else {
                 throw ValidationError("invalid --timeout '\(self.timeout)'; use seconds, such as 5 or 5s")
@@ -53,13 +68,29 @@ struct MirrorCommand: ParsableCommand {
         }
 
         func run() throws {
-            let request = MirrorRequest.add(
-                volume: self.volume, poolDirectory: URL(fileURLWithPath: self.toPool).standardizedFileURL.path,
-                leg: self.name, rate: try self.rate.map { try parseSize($0, option: "--rate") },
-                autoResync: self.autoResync == "on", timeoutMillis: UInt64(parseDuration(self.timeout)! * 1000))
+            let rate = try self.rate.map { try parseSize($0, option: "--rate") }
+            let timeoutMillis = UInt64(parseDuration(self.timeout)! * 1000)
+            let request: MirrorRequest
+            if let to = self.to {
+                request = .addRemote(
+                    volume: self.volume, address: to, secretFile: try self.secretPath(), leg: self.name, rate: rate,
+                    autoResync: self.autoResync == "on", timeoutMillis: timeoutMillis)
+            } else {
+                request = .add(
+                    volume: self.volume, poolDirectory: URL(fileURLWithPath: self.toPool ?? "").standardizedFileURL.path,
+                    leg: self.name, rate: rate, autoResync: self.autoResync == "on", timeoutMillis: timeoutMillis)
+            }
             let legs = try MirrorCommand.execute(self.options, .mirror(request))
             for leg in legs { print("mirroring \(leg.volume) to \(leg.location) as leg \(leg.leg): \(leg.state.rawValue)") }
             if self.wait, let leg = legs.first { try MirrorCommand.waitConnected(self.options, leg) }
+        }
+
+        /// The secret file as an absolute path (the daemon reads it, from its own directory).
+        func secretPath() throws -> String {
+            guard let file = self.secretFile else {
+                throw ValidationError("--to needs --secret-file F: the file with the leg daemon's replication secret")
+            }
+            return URL(fileURLWithPath: file).standardizedFileURL.path
         }
     }
 
@@ -68,8 +99,10 @@ struct MirrorCommand: ParsableCommand {
             abstract: "Split a connected leg off as a point-in-time copy; the volume tracks what changes.",
             discussion: """
                 The copy holds every write acknowledged before the command started and none issued \
-                after it returned. It stays in the leg's pool under the volume's name; --as gives it \
-                a name of its own in status. Re-join it with `strata mirror attach`.
+                after it returned. A local leg's copy stays in the leg's pool under the volume's \
+                name and is exported as VOLUME@mirror-LEG (and as NAME with --as); a remote leg's \
+                copy is a volume on the leg daemon, renamed NAME with --as. Re-join it with \
+                `strata mirror attach`.
                 """)
         @OptionGroup var options: PoolOptions
         @Argument(help: "Mirrored volume.") var volume: String

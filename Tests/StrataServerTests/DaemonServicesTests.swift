@@ -1,5 +1,6 @@
 // The daemon's service group: on graceful shutdown the services stop one at a time in the order
-// the README promises (control first, the mirrors after the front ends, the commit last, each
+// the README promises (control first, the mirrors after the front ends, the remote legs'
+// connections after the mirrors' last split points, the commit last, each
 // after the one before has finished),
 // and the commit service's last commit makes every write made before the shutdown durable.
 
@@ -38,7 +39,8 @@ struct RecordingService: Service {
         let log = StopLog()
         func recording(_ name: String) -> RecordingService { RecordingService(name: name, log: log) }
         let services = DaemonServices(
-            commit: recording("commit"), mirrors: recording("mirrors"), iscsi: iscsi ? recording("iscsi") : nil, nbd: recording("nbd"),
+            commit: recording("commit"), mirrorLinks: recording("mirrorLinks"), mirrors: recording("mirrors"),
+            iscsi: iscsi ? recording("iscsi") : nil, nbd: recording("nbd"),
             replicator: recording("replicator"), replicas: replicas ? recording("replicas") : nil,
             streams: recording("streams"), flattens: recording("flattens"), hydrations: recording("hydrations"),
             control: recording("control"))
@@ -54,11 +56,12 @@ struct RecordingService: Service {
     @Test func gracefulShutdownStopsAcceptingFirstAndCommitsLast() async throws {
         #expect(
             try await self.stopOrder(iscsi: true, replicas: true) == [
-                "hydrations", "control", "flattens", "streams", "replicas", "replicator", "nbd", "iscsi", "mirrors", "commit",
+                "hydrations", "control", "flattens", "streams", "replicas", "replicator", "nbd", "iscsi", "mirrors", "mirrorLinks",
+                "commit",
             ])
         #expect(
             try await self.stopOrder(iscsi: false, replicas: false) == [
-                "hydrations", "control", "flattens", "streams", "replicator", "nbd", "mirrors", "commit",
+                "hydrations", "control", "flattens", "streams", "replicator", "nbd", "mirrors", "mirrorLinks", "commit",
             ])
     }
 
