@@ -70,7 +70,11 @@ extension ReplicationServer {
             while true {
                 do throws(StrataError) {
                     while let request = try MirrorRequestMessage.decode(&buffer) {
-                        await limiter.acquire()
+                        do {
+                            try await limiter.acquire()
+                        } catch {
+                            return StrataError(.failed, "mirror leg: stopped while requests were waiting to be applied")
+                        }
                         requests.addTask {
                             defer { limiter.release() }
                             let result = await self.threadPool.result { () throws(StrataError) in try session.apply(request) }

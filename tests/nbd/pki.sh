@@ -14,15 +14,16 @@ pki_ca() {
         -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
 }
 
-# pki_cert CA_DIR DIR ROLE NAME: DIR gets ROLE-cert.pem and ROLE-key.pem (ROLE is server or
-# client) signed by the CA in CA_DIR, and a copy of that CA's ca-cert.pem.
+# pki_cert CA_DIR DIR ROLE NAME [SAN]: DIR gets ROLE-cert.pem and ROLE-key.pem (ROLE is server
+# or client) signed by the CA in CA_DIR, and a copy of that CA's ca-cert.pem. SAN is the
+# subjectAltName (default DNS:localhost,IP:127.0.0.1).
 pki_cert() {
-    local ca=$1 dir=$2 role=$3 usage=clientAuth
+    local ca=$1 dir=$2 role=$3 usage=clientAuth san=${5:-DNS:localhost,IP:127.0.0.1}
     [ "$role" = server ] && usage=serverAuth
     mkdir -p "$dir"
     openssl req -newkey rsa:2048 -nodes -subj "/CN=$4" -keyout "$dir/$role-key.pem" -out "$dir/$role.csr" 2>/dev/null
     printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
-        "extendedKeyUsage=$usage" "subjectAltName=DNS:localhost,IP:127.0.0.1" >"$dir/$role.ext"
+        "extendedKeyUsage=$usage" "subjectAltName=$san" >"$dir/$role.ext"
     openssl x509 -req -in "$dir/$role.csr" -CA "$ca/ca-cert.pem" -CAkey "$ca/ca-key.pem" -CAcreateserial -days 2 \
         -extfile "$dir/$role.ext" -out "$dir/$role-cert.pem" 2>/dev/null
     cp "$ca/ca-cert.pem" "$dir/ca-cert.pem"
