@@ -1,10 +1,11 @@
-// Every call to a leg goes through `LegCall.run`, which bounds it by the leg's timeout (`mirror
+// Every call to a local leg goes through `LegCall.run`, which bounds it by the leg's timeout (`mirror
 // add --timeout`, default `MirrorLimits.legTimeoutMillisDefault`): a leg that hangs (a dead disk,
 // a cut link) must not hold the volume's writes longer than that. The call runs on a Dispatch
 // worker while the caller waits on a semaphore with a deadline; a call that misses it is
 // reported as a failure (the leg goes degraded) and is left to finish or hang on its own
 // thread, since a blocked system call cannot be cancelled. Whatever such a late call changes on
-// the leg is found by the leg's own split-point diff at the next resync.
+// the leg is found by the leg's own split-point diff at the next resync. A remote leg's calls
+// need no worker (its link enforces the deadline itself: RemoteLeg.swift, MirrorLink.swift).
 
 import Dispatch
 import StrataCore

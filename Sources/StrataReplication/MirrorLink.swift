@@ -5,7 +5,8 @@
 // HMAC: ReplicationServer.swift), sends the `mirror` request line and reads the answer line; then
 // it is full duplex. Callers (the mirror's writers, each on its own thread, blocking: a
 // `MirrorLeg` is synchronous) tag each request with an id, queue it for the one writer task and
-// wait for their own answer, which the reader task hands to them by id. So the requests of many
+// wait for their own answer, which the reader task hands to them by id (the writer task sends
+// whatever has queued in one write: `CoalescingWriter`). So the requests of many
 // writers are in flight together and each write costs one round trip, not a turn in a queue of
 // stop-and-wait calls.
 //
@@ -106,8 +107,7 @@ public final class MirrorLink: Sendable {
     }
     private let state = Mutex(State())
     private let opened = Waiter()
-    private let outgoing: AsyncStream<ByteBuffer>
-    private let sender: AsyncStream<ByteBuffer>.Continuation
+    private let writer = CoalescingWriter()
     private let stops: AsyncStream<Void>
     private let stopper: AsyncStream<Void>.Continuation
 
@@ -116,7 +116,6 @@ public final class MirrorLink: Sendable {
         self.secret = secret
         self.request = open
         self.timeoutMillis = timeoutMillis
-        (self.outgoing, self.sender) = AsyncStream.makeStream(of: ByteBuffer.self)
         (self.stops, self.stopper) = AsyncStream.makeStream(of: Void.self)
     }
 
@@ -181,12 +180,7 @@ public final class MirrorLink: Sendable {
     private func serve(_ connection: any TransportConnection, reader: TransportReader) async -> StrataError {
         await withDiscardingTaskGroup(returning: StrataError.self) { group in
             group.addTask {
-                for await request in self.outgoing {
-                    do throws(StrataError) { try await connection.write(request) } catch {
-                        self.fail(error)
-                        return
-                    }
-                }
+                do throws(StrataError) { try await self.writer.drain(to: connection) } catch { self.fail(error) }
             }
             defer { group.cancelAll() }
             var buffer = ByteBuffer()
@@ -196,6 +190,7 @@ public final class MirrorLink: Sendable {
                     guard var more = try await reader.next() else {
                         return StrataError(.io, "\(self.name): the leg daemon closed the connection")
                     }
+                    buffer.dropDecoded()
                     buffer.writeBuffer(&more)
                 } catch {
                     return error
@@ -218,7 +213,7 @@ public final class MirrorLink: Sendable {
         }
         self.opened.finish(.failure(error))
         for waiter in waiters { waiter(.failure(error)) }
-        self.sender.finish()
+        self.writer.finish()
         self.stopper.finish()
     }
 
@@ -258,7 +253,7 @@ public final class MirrorLink: Sendable {
         var buffer = ByteBuffer()
         MirrorRequestMessage(id: tag, operation: operation, flags: flags, offset: offset, length: length, payload: payload)
             .encode(into: &buffer)
-        if case .terminated = self.sender.yield(buffer) {
+        if !self.writer.append(buffer) {
             self.fail(StrataError(.io, "\(self.name): the connection is closed"))
         }
     }

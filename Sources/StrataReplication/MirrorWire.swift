@@ -232,3 +232,15 @@ public enum MirrorPayload {
         return result
     }
 }
+
+extension ByteBuffer {
+    /// Drops the bytes already decoded, so a session's receive buffer does not keep every
+    /// message it ever read (a `ByteBuffer` never discards read bytes on its own).
+    mutating func dropDecoded() {
+        if self.readableBytes == 0 {
+            self.clear()
+        } else if self.readerIndex >= Limits.mirrorPayloadBytesMax {
+            self.discardReadBytes()
+        }
+    }
+}

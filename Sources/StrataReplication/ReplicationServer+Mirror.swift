@@ -5,7 +5,7 @@
 // each as a child task that applies it on the thread pool, at most
 // `Limits.mirrorRequestsInFlightMax` at once (beyond that it stops reading, so a fast mirror is
 // held back by TCP, not by memory here), and one writer task sends the answers in the order they
-// finish. The mirror orders what must be ordered (it sends a flush or a split point only after
+// finish, as many as have queued in one write (`CoalescingWriter`). The mirror orders what must be ordered (it sends a flush or a split point only after
 // the writes before it were answered), so requests in flight are independent of each other.
 
 import NIOCore
@@ -32,25 +32,24 @@ extension ReplicationServer {
             return
         }
         self.logger.info("mirror leg \(open.leg) of \(open.volume) from \(peer): session open")
-        let (replies, replier) = AsyncStream.makeStream(of: ByteBuffer.self)
+        let replies = CoalescingWriter()
         let limiter = AsyncLimiter(permits: Limits.mirrorRequestsInFlightMax)
         let ended: StrataError? = await withDiscardingTaskGroup(returning: StrataError?.self) { group in
             group.addTask {
-                for await reply in replies {
-                    do throws(StrataError) { try await connection.write(reply) } catch { break }
-                }
+                // A failed write ends the session: the reads then fail too.
+                do throws(StrataError) { try await replies.drain(to: connection) } catch { return }
             }
             let ended = await withTaskGroup(of: StrataError?.self, returning: StrataError?.self) { work in
                 work.addTask {
                     for await _ in superseded {}
                     return Task.isCancelled ? nil : StrataError(.busy, "a newer session of this leg opened")
                 }
-                work.addTask { await self.mirrorRequests(session, reader: reader, replier: replier, limiter: limiter) }
+                work.addTask { await self.mirrorRequests(session, reader: reader, replies: replies, limiter: limiter) }
                 let first = await work.next() ?? nil
                 work.cancelAll()
                 return first
             }
-            replier.finish()
+            replies.finish()
             return ended
         }
         if let ended {
@@ -62,7 +61,7 @@ extension ReplicationServer {
 
     /// Reads requests and applies each in a child task until the connection ends.
     private func mirrorRequests(
-        _ session: MirrorLegSession, reader: TransportReader, replier: AsyncStream<ByteBuffer>.Continuation,
+        _ session: MirrorLegSession, reader: TransportReader, replies: CoalescingWriter,
         limiter: AsyncLimiter
     ) async -> StrataError? {
         await withDiscardingTaskGroup(returning: StrataError?.self) { requests in
@@ -80,10 +79,11 @@ extension ReplicationServer {
                             let result = await self.threadPool.result { () throws(StrataError) in try session.apply(request) }
                             var out = ByteBuffer()
                             MirrorReplyMessage(id: request.id, result: result).encode(into: &out)
-                            replier.yield(out)
+                            replies.append(out)
                         }
                     }
                     guard var more = try await reader.next() else { return nil }
+                    buffer.dropDecoded()
                     buffer.writeBuffer(&more)
                 } catch {
                     return error
