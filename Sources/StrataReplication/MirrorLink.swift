@@ -224,7 +224,10 @@ public final class MirrorLink: Sendable {
 
     func waitOpened() throws(StrataError) {
         guard self.wait(self.opened) else {
-            throw StrataError(.io, "\(self.name): no answer within \(self.timeoutMillis) ms; is the leg daemon up and reachable?")
+            throw StrataError(
+                .io,
+                "\(self.name): no answer within \(self.timeoutMillis) ms; is the leg daemon up and reachable? (A leg daemon with --tls-certificates accepts only TLS: this daemon then needs --tls-certificates from the same CA.)"
+            )
         }
         _ = try self.opened.result.withLock { $0 }!.get()
     }
