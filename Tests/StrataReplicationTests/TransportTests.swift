@@ -21,7 +21,7 @@ import Testing
         faults.windowBytes = 8 << 10
         faults.readPauseMax = .microseconds(100)
         // A timeout far beyond any stall of a loaded machine: this test is about bytes, not timeouts.
-        let network = SimNetwork(seed: seed, faults: faults, timeout: .seconds(120))
+        let network = SimNetwork(seed: seed, faults: faults, timeout: .seconds(3600))
         var random = SeededRandom(seed: seed)
         let payload = random.bytes(300 << 10 + random.next(below: 4096))
         let sizes = (0..<64).map { _ in 1 + random.next(below: 40 << 10) }
@@ -92,7 +92,7 @@ import Testing
     }
 
     @Test func closingAListenerCutsItsConnectionsAndEndsServe() async throws {
-        let network = SimNetwork(seed: 1, timeout: .seconds(120))
+        let network = SimNetwork(seed: 1, timeout: .seconds(3600))
         let listener = try await network.transport(host: "b").listen(on: TransportAddress(host: "b", port: 0))
         let failure = Shared<StrataError?>(nil)
         try await withThrowingDiscardingTaskGroup { group in
