@@ -131,7 +131,9 @@ print('%.6f' % (time.monotonic() - started))")")
     boot_s+=("$(echo "scale=6; ($(date +%s%N) - $started) / 1000000000" | bc)")
     stop_daemon
     keys=()
-    for index in $(awk '$2 == "read" { print int($3 / '$OBJECT') }' "$BENCH_DIR/boot$run.log" | sort -un); do
+    # fio's iolog: "FILE read OFFSET LENGTH" (version 2) or "TIME FILE read OFFSET LENGTH" (3).
+    for index in $(awk '{ for (i = 1; i < NF; i++) if ($i == "read") { print int($(i + 1) / '$OBJECT'); break } }' \
+        "$BENCH_DIR/boot$run.log" | sort -un); do
         keys+=("$(key_of "$index")")
     done
     direct_s+=("$(peer fetch "$CONTAINER" 8 "${keys[@]}")")
