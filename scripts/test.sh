@@ -44,7 +44,7 @@ tier() {
     "$@" 2>&1 | tee "$LOG.tier"
     status=${PIPESTATUS[0]}
     set -e
-    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$LOG.tier" | tail -1)
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$LOG.tier" | tail -1 || true)
     rm -f "$LOG.tier"
     tier_passed=$(echo "$line" | sed -n 's/^\([0-9]*\) passed.*/\1/p')
     tier_failed=$(echo "$line" | sed -n 's/^[0-9]* passed, \([0-9]*\) failed.*/\1/p')
