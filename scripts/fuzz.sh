@@ -59,9 +59,9 @@ if [ "$build" -eq 1 ]; then
 fi
 [ -x "$BINARY" ] || { echo "fuzz: no $BINARY; run without --no-build" >&2; exit 1; }
 
-# The targets, in the binary's order: the names are the Fuzz/corpus directories.
-all=(nbd-handshake nbd-requests iscsi-framer iscsi-login iscsi-text-keys iscsi-cdb iscsi-session
-    send-stream rbd-diff superblock tree-page volume-table control qcow2 manifest replication-messages)
+# The targets: one Fuzz/corpus directory each (StrataFuzzTests checks the directories against
+# the binary's list of targets, so a new target cannot be left out here).
+mapfile -t all < <(find "$ROOT/Fuzz/corpus" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | LC_ALL=C sort)
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 for target in "${targets[@]}"; do
     case " ${all[*]} " in *" $target "*) ;; *)
