@@ -207,6 +207,33 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        // MARK: Fuzzing
+
+        // The fuzz targets, one per decoder of outside bytes (docs/TESTING.md, "Fuzzing"). An
+        // ordinary library, so every build type-checks it and StrataFuzzTests replays the corpus.
+        .target(
+            name: "StrataFuzz",
+            dependencies: [
+                "StrataCore", "StrataNBD", "StrataISCSI", "StrataReplication", "StrataImage", "StrataObjectStore",
+                "StrataServer", "StrataTesting",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // One executable for every target. scripts/fuzz.sh builds it into .build-fuzz with
+        // `-sanitize=fuzzer,address -D STRATA_LIBFUZZER`, which makes it a libFuzzer binary;
+        // in the ordinary build it replays inputs without the sanitizer.
+        // libFuzzer's driver declared for Swift (the function is libFuzzer's, in the fuzz build).
+        .target(name: "CStrataFuzz"),
+        .executableTarget(
+            name: "strata-fuzz",
+            dependencies: ["StrataFuzz", "CStrataFuzz"],
+            path: "Sources/strata-fuzz",
+            swiftSettings: strictSettings
+        ),
+
         // MARK: Tests
 
         // Simulations for tests: SimDevice (the pool's disk) and SimNetwork (replication's transport).
@@ -296,6 +323,11 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "StrataFuzzTests",
+            dependencies: ["StrataFuzz"],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -2,7 +2,8 @@
 # Builds Strata and runs every test tier, installing what it needs. This is the README's
 # test command and what CI runs. Exits non-zero on any failure, and under CI=true on any skip.
 # The last line is `N passed, N failed, N skipped`, counting `swift test` (skipped tests and
-# suites), the end-to-end tests (exit 77) and the README quick start.
+# suites), the fuzz targets (scripts/fuzz.sh --runs 20000, one test each), the end-to-end tests
+# (exit 77) and the README quick start.
 #
 # It always runs everything: the knobs that shrink or reshape a run (seeds, rounds, filters,
 # subsets, timeouts, another binary or pool) are cleared below, saying so. For a replay, a
@@ -29,6 +30,32 @@ summary() {
     echo "$passed passed, $failed failed, $skipped skipped"
     if [ "$failed" -eq 0 ] && [ "$skipped" -gt 0 ] && [ "${CI:-}" = "true" ]; then
         echo "test: $skipped skipped under CI=true, where every test must run" >&2
+        exit 1
+    fi
+}
+
+# tier WHAT COMMAND...: runs a tier whose last line is `N passed, M failed[, K skipped]`
+# (tests/run-e2e.sh, scripts/fuzz.sh), adds its counts, and ends the run with the closing line
+# when it failed or printed no such line.
+tier() {
+    local what=$1 status line tier_passed tier_failed tier_skipped
+    shift
+    set +e
+    "$@" 2>&1 | tee "$LOG.tier"
+    status=${PIPESTATUS[0]}
+    set -e
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$LOG.tier" | tail -1 || true)
+    rm -f "$LOG.tier"
+    tier_passed=$(echo "$line" | sed -n 's/^\([0-9]*\) passed.*/\1/p')
+    tier_failed=$(echo "$line" | sed -n 's/^[0-9]* passed, \([0-9]*\) failed.*/\1/p')
+    tier_skipped=$(echo "$line" | sed -n 's/.* failed, \([0-9]*\) skipped$/\1/p')
+    passed=$((passed + ${tier_passed:-0}))
+    skipped=$((skipped + ${tier_skipped:-0}))
+    if [ "$status" -ne 0 ] || [ -z "$tier_passed" ]; then
+        echo "test: $what failed" >&2
+        failed=$((failed + ${tier_failed:-1}))
+        [ "$failed" -gt 0 ] || failed=1
+        summary
         exit 1
     fi
 }
@@ -100,6 +127,10 @@ if [ -z "$tests" ] || [ "$tests" -le "$skipped_tests" ]; then
 fi
 passed=$((tests - skipped_tests))
 
+echo "== fuzz targets: libFuzzer and AddressSanitizer, 20000 executions each over the corpus (scripts/fuzz.sh)"
+# Its own build (.build-fuzz, the sanitizer flags); each target counts as one test.
+tier "fuzz targets" scripts/fuzz.sh --runs 20000
+
 echo "== object store: a real OpenStack Swift, native and S3 API, on loopback (scripts/objectstore.sh)"
 # Started before the end-to-end tests that use it (tests/objectstore/), stopped by its PIDs at
 # exit; its endpoints reach the tests as STRATA_SWIFT_* and STRATA_S3_*. If it cannot start,
@@ -116,25 +147,7 @@ else
 fi
 
 echo "== end to end with real clients (qemu-img, qemu-io, nbdinfo, nbdcopy, fio, libnbd, libiscsi, OpenStack Swift)"
-set +e
-CI=${CI:-} tests/run-e2e.sh 2>&1 | tee "$LOG.e2e"
-e2e_status=${PIPESTATUS[0]}
-set -e
-# run-e2e.sh's last line: `N passed, M failed` plus `, K skipped` when any were.
-e2e_line=$(grep -E '^[0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?$' "$LOG.e2e" | tail -1)
-rm -f "$LOG.e2e"
-e2e_passed=$(echo "$e2e_line" | sed -n 's/^\([0-9]*\) passed.*/\1/p')
-e2e_failed=$(echo "$e2e_line" | sed -n 's/^[0-9]* passed, \([0-9]*\) failed.*/\1/p')
-e2e_skipped=$(echo "$e2e_line" | sed -n 's/.* failed, \([0-9]*\) skipped$/\1/p')
-passed=$((passed + ${e2e_passed:-0}))
-skipped=$((skipped + ${e2e_skipped:-0}))
-if [ "$e2e_status" -ne 0 ] || [ -z "$e2e_passed" ]; then
-    echo "test: end-to-end tests failed" >&2
-    failed=$((failed + ${e2e_failed:-1}))
-    [ "$failed" -gt 0 ] || failed=1
-    summary
-    exit 1
-fi
+tier "end-to-end tests" env CI="${CI:-}" tests/run-e2e.sh
 
 echo "== end to end: the README quick start, then strata check"
 WORK=$(mktemp -d)

@@ -165,14 +165,22 @@ struct PagedArray<Element: PagedElement> {
         self.resized = false
     }
 
-    /// Loads an array from its root page, verifying every page.
+    /// Loads an array from its root page, verifying every page. Elements are allocated only as
+    /// the pages that hold them verify, and each index and leaf page may be named once: a
+    /// damaged root with a valid checksum once claimed `capacityMax` volume records and had
+    /// them allocated (one allocation of 875 MB) before any other page was read (seen while
+    /// writing the volume-table fuzz target and reproduced with it, docs/TESTING.md).
     /// - Parameter readPage: reads one page; `limit` bounds valid page numbers.
     static func load(
         id: ArrayID, root: PageNumber, pageLimit: UInt64, readPage: (PageNumber) throws(StrataError) -> [UInt8]
     ) throws(StrataError) -> PagedArray {
+        var seen: Set<PageNumber> = [root]
         func check(_ page: PageNumber, from parent: PageNumber) throws(StrataError) {
             guard page.rawValue >= 2, page.rawValue < pageLimit else {
                 throw StrataError.corrupt(page: parent, "\(id) pointer to page \(page) outside the metadata region")
+            }
+            guard seen.insert(page).inserted else {
+                throw StrataError.corrupt(page: parent, "\(id) names page \(page) twice")
             }
         }
         let rootBytes = try readPage(root)
@@ -184,38 +192,42 @@ struct PagedArray<Element: PagedElement> {
         guard count64 <= UInt64(Self.capacityMax) else {
             throw StrataError.corrupt(page: root, "\(id) element count \(count64) too large")
         }
-        var array = PagedArray(id: id, count: Int(count64))
-        guard Int(rootHeader.count) == array.indexPages.count else {
-            throw StrataError.corrupt(
-                page: root, "\(id) index count (expected=\(array.indexPages.count) actual=\(rootHeader.count))")
+        let count = Int(count64)
+        let leafCount = (count + Self.perLeaf - 1) / Self.perLeaf
+        let indexCount = (leafCount + Self.perIndex - 1) / Self.perIndex
+        guard Int(rootHeader.count) == indexCount else {
+            throw StrataError.corrupt(page: root, "\(id) index count (expected=\(indexCount) actual=\(rootHeader.count))")
         }
+        var array = PagedArray(id: id, count: 0)
         array.rootPage = root
-        for index in 0..<array.indexPages.count {
+        for index in 0..<indexCount {
             let indexPage = PageNumber(rootBytes.loadLE(at: PageHeader.size + 8 + index * 8))
             try check(indexPage, from: root)
-            array.indexPages[index] = indexPage
             let indexBytes = try readPage(indexPage)
             let header = try PageHeader.verify(indexBytes, kind: .arrayIndex, number: indexPage)
             let start = index * Self.perIndex
-            let end = min(start + Self.perIndex, array.leafPages.count)
+            let end = min(start + Self.perIndex, leafCount)
             guard header.level == id.rawValue, Int(header.count) == end - start else {
                 throw StrataError.corrupt(page: indexPage, "\(id) index page header does not match its root")
             }
+            array.indexPages.append(indexPage)
             for leaf in start..<end {
                 let leafPage = PageNumber(indexBytes.loadLE(at: PageHeader.size + (leaf - start) * 8))
-                array.leafPages[leaf] = leafPage
-                if leafPage == .none { continue }
+                let first = leaf * Self.perLeaf
+                let last = min(first + Self.perLeaf, count)
+                array.leafPages.append(leafPage)
+                if leafPage == .none {
+                    array.elements.append(contentsOf: repeatElement(Element.zero, count: last - first))
+                    continue
+                }
                 try check(leafPage, from: indexPage)
                 let leafBytes = try readPage(leafPage)
                 let leafHeader = try PageHeader.verify(leafBytes, kind: .arrayLeaf, number: leafPage)
-                let first = leaf * Self.perLeaf
-                let last = min(first + Self.perLeaf, array.elements.count)
                 guard leafHeader.level == id.rawValue, Int(leafHeader.count) == last - first else {
                     throw StrataError.corrupt(page: leafPage, "\(id) leaf page header does not match its index")
                 }
                 for element in first..<last {
-                    array.elements[element] = Element(
-                        decoding: leafBytes, at: PageHeader.size + (element - first) * Element.width)
+                    array.elements.append(Element(decoding: leafBytes, at: PageHeader.size + (element - first) * Element.width))
                 }
             }
         }

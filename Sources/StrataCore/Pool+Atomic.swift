@@ -34,6 +34,8 @@ extension Pool {
             defer { gate.unlock() }
             let record = try self.writableRecord(
                 handle, operation: "write atomic", offset: offset, length: UInt64(bytes.count))
+            // Nothing to make atomic; the last-chunk arithmetic below needs a byte (as in `write`).
+            guard !bytes.isEmpty else { return }
             let first = offset >> self.chunkShift
             let last = (offset + UInt64(bytes.count) - 1) >> self.chunkShift
             try self.chunkLocks.withLocks(volume: handle.id, chunks: first..<(last + 1)) { () throws(StrataError) in

@@ -276,6 +276,10 @@ extension Pool {
         gate.lockShared()
         defer { gate.unlock() }
         _ = try self.writableRecord(handle, operation: "write", offset: offset, length: UInt64(bytes.count))
+        // A zero-length write (an NBD client may send one) changes nothing once the checks above
+        // pass. It once underflowed computing its last chunk and trapped the daemon (found by the
+        // nbd-requests fuzz target, docs/TESTING.md).
+        guard !bytes.isEmpty else { return }
         if try self.writeInPlace(id: handle.id, at: offset, bytes) {
             if fua { try self.flush() }
             return

@@ -120,11 +120,16 @@ struct Superblock: Equatable, Sendable {
         guard block.chunkSize.nonzeroBitCount == 1, block.chunkSize >= Limits.chunkSizeMin,
             block.chunkSize <= Limits.chunkSizeMax
         else { throw bad("invalid chunk size \(block.chunkSize)") }
-        guard block.metadataPages >= 16, block.dataStart >= block.metadataPages * UInt64(Limits.pageSize),
+        // Every product and sum of stored fields is checked for overflow: a damaged slot with a
+        // valid checksum once trapped here (metadata pages × 4096) instead of being refused
+        // (found by the superblock fuzz target, docs/TESTING.md).
+        let (metadataBytes, metadataOverflow) = block.metadataPages.multipliedReportingOverflow(by: UInt64(Limits.pageSize))
+        guard block.metadataPages >= 16, !metadataOverflow, block.dataStart >= metadataBytes,
             block.dataStart % block.chunkSize == 0
         else { throw bad("invalid metadata region (pages=\(block.metadataPages) dataStart=\(block.dataStart))") }
         let (dataBytes, overflow) = block.chunkCount.multipliedReportingOverflow(by: block.chunkSize)
-        guard !overflow, block.dataStart + dataBytes <= deviceSize else {
+        let (dataEnd, endOverflow) = block.dataStart.addingReportingOverflow(dataBytes)
+        guard !overflow, !endOverflow, dataEnd <= deviceSize else {
             throw bad("data region past the end of the device (chunks=\(block.chunkCount) device=\(deviceSize))")
         }
         for root in [block.volumeTableRoot, block.metadataMapRoot, block.dataMapRoot] {

@@ -174,6 +174,11 @@ public struct Manifest: Codable, Sendable, Equatable {
     /// The first broken invariant, or nil.
     var problem: String? {
         guard self.objectSizeBytes.nonzeroBitCount == 1 else { return "object size \(self.objectSizeBytes) is not a power of two" }
+        // Bounded first, so `objectCount` cannot overflow: a size near 2^64 once trapped there
+        // (found by the manifest fuzz target, docs/TESTING.md).
+        guard self.sizeBytes <= Limits.volumeSizeMax else {
+            return "size \(self.sizeBytes) is past the largest volume (\(Limits.volumeSizeMax) bytes)"
+        }
         guard Names.isValid(self.volume), Names.isValid(self.snapshot) else { return "invalid volume or snapshot name" }
         if let problem = self.partSizeProblem { return problem }
         var previous: UInt64?

@@ -116,7 +116,12 @@ public enum Chap {
             return out
         }
         if value.hasPrefix("0b") || value.hasPrefix("0B") {
-            return Data(base64Encoded: String(value.dropFirst(2))).map { [UInt8]($0) }
+            // RFC 7143 §6.1: a binary value holds at least one byte, in base64 as in hex ("0b"
+            // alone once decoded to no bytes while "0x" was refused; found by the
+            // iscsi-text-keys fuzz target).
+            let encoded = String(value.dropFirst(2))
+            guard !encoded.isEmpty else { return nil }
+            return Data(base64Encoded: encoded).map { [UInt8]($0) }
         }
         return nil
     }

@@ -10,7 +10,7 @@ import Logging
 import NIOCore
 import StrataCore
 
-struct NBDRequestExecutor {
+package struct NBDRequestExecutor {
     let pool: Pool
     let export: NBDExport
     let structured: Bool
@@ -18,6 +18,16 @@ struct NBDRequestExecutor {
     /// Failures the client sees only as an errno (EIO) are logged with their message, which
     /// names the damaged page or the unavailable base image and the fix.
     let logger: Logger
+
+    /// `package` so the fuzz target of the request stream (Sources/StrataFuzz) runs requests
+    /// through the same code as the connection handler.
+    package init(pool: Pool, export: NBDExport, structured: Bool, allocationContext: Bool, logger: Logger) {
+        self.pool = pool
+        self.export = export
+        self.structured = structured
+        self.allocationContext = allocationContext
+        self.logger = logger
+    }
 
     static func nbdErrno(_ error: StrataError) -> NBD.Errno {
         switch error.code {
@@ -30,7 +40,7 @@ struct NBDRequestExecutor {
         }
     }
 
-    func execute(_ request: NBDRequest, allocator: ByteBufferAllocator) -> ByteBuffer {
+    package func execute(_ request: NBDRequest, allocator: ByteBufferAllocator) -> ByteBuffer {
         var out = allocator.buffer(capacity: 32)
         do throws(StrataError) {
             try self.perform(request, into: &out, allocator: allocator)
