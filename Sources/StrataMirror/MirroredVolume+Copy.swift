@@ -27,9 +27,11 @@ extension MirroredVolume {
     /// the leg's older pairs and records the generation.
     /// - Throws: the failing side's error; nothing is changed then except a half pair deleted.
     func takeSplitPoint(_ runtime: LegRuntime, atInstant: (LegRuntime) -> Void = { _ in }) throws(StrataError) {
+        // The generation is read under the exclusive lock: a detach and the worker's periodic
+        // split point can both be here, and each must take the next generation after the other's.
+        self.quiesce.lockExclusive()
         let (leg, generation) = runtime.with { ($0.record.leg, $0.record.generation + 1) }
         let name = MirrorLegRecord.splitPointName(leg: leg, generation: generation)
-        self.quiesce.lockExclusive()
         do throws(StrataError) {
             try self.pool.createHiddenSnapshot(self.volume, name)
             do throws(StrataError) {
@@ -52,23 +54,26 @@ extension MirroredVolume {
         self.quiesce.unlock()
         try runtime.call { leg throws(StrataError) in try leg.flush() }
         try self.pool.flush()
-        try self.dropSplitPoints(runtime, keeping: generation)
+        // Only older pairs: a newer one another caller took since (outside the lock) is the one
+        // changes are tracked from now.
+        try self.dropSplitPoints(runtime, keeping: generation, olderOnly: true)
     }
 
-    /// Deletes every split point of the leg on both sides except generation `keeping` (0: all).
-    func dropSplitPoints(_ runtime: LegRuntime, keeping: UInt64) throws(StrataError) {
+    /// Deletes every split point of the leg on both sides except generation `keeping` (0: all);
+    /// with `olderOnly`, only those older than `keeping`.
+    func dropSplitPoints(_ runtime: LegRuntime, keeping: UInt64, olderOnly: Bool = false) throws(StrataError) {
         let leg = runtime.name
-        for name in try self.pool.hiddenSnapshots(of: self.volume) {
+        func dropped(_ name: String) -> Bool {
             guard let generation = MirrorLegRecord.generation(ofSplitPoint: name, leg: leg), generation != keeping else {
-                continue
+                return false
             }
+            return !olderOnly || generation < keeping
+        }
+        for name in try self.pool.hiddenSnapshots(of: self.volume) where dropped(name) {
             try self.pool.deleteHiddenSnapshot(self.volume, name)
         }
         let remote = try runtime.call { leg throws(StrataError) in try leg.splitPoints() }
-        for name in remote {
-            guard let generation = MirrorLegRecord.generation(ofSplitPoint: name, leg: leg), generation != keeping else {
-                continue
-            }
+        for name in remote where dropped(name) {
             try runtime.call { leg throws(StrataError) in try leg.deleteSplitPoint(name) }
         }
     }
