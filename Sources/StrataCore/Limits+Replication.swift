@@ -40,4 +40,12 @@ extension Limits {
     /// Requests a remote leg's session applies at once on the leg daemon: enough for a queue
     /// depth of 32 on each of two writers; beyond it the session stops reading (backpressure).
     public static let mirrorRequestsInFlightMax = 64
+    /// Requests, and their payload bytes, a remote leg's session applies in one trip to the
+    /// thread pool (ReplicationServer+Mirror.swift, "Batches"): 8 small writes share one thread
+    /// wakeup; 1 MiB keeps a batch of large writes to about a millisecond of copying, so the
+    /// batches of a deep queue still run on several threads at once.
+    public static let mirrorBatchRequestsMax = 8
+    public static let mirrorBatchBytesMax = 1 << 20
+    /// Batches a session applies at once: `mirrorRequestsInFlightMax` requests in all.
+    public static let mirrorBatchesInFlightMax = mirrorRequestsInFlightMax / mirrorBatchRequestsMax
 }

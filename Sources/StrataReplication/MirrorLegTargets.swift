@@ -251,7 +251,9 @@ public final class MirrorLegSession: Sendable {
     private func applyCurrent(_ request: MirrorRequestMessage, record: MirrorCopyRecord, handle: VolumeHandle)
         throws(StrataError) -> [UInt8]
     {
-        let name = String(decoding: request.payload, as: UTF8.self)
+        // The payload is a name only for the split-point, changes and detach operations; a
+        // write's payload is data, and decoding it as text would cost more than applying it.
+        var name: String { String(decoding: request.payload, as: UTF8.self) }
         switch request.operation {
         case .write:
             try self.pool.write(handle, at: request.offset, request.payload)
@@ -269,13 +271,14 @@ public final class MirrorLegSession: Sendable {
         case .size:
             return MirrorPayload.integer(try self.pool.size(of: handle))
         case .createSplitPoint, .deleteSplitPoint:
-            guard name.hasPrefix(Pool.hiddenSnapshotPrefix), Names.isValid(name) else {
-                throw StrataError(.invalidArgument, "mirror leg \(record.copyName): \(name) is not a split point's name")
+            let splitPoint = name
+            guard splitPoint.hasPrefix(Pool.hiddenSnapshotPrefix), Names.isValid(splitPoint) else {
+                throw StrataError(.invalidArgument, "mirror leg \(record.copyName): \(splitPoint) is not a split point's name")
             }
             if request.operation == .createSplitPoint {
-                try self.pool.createHiddenSnapshot(record.copyName, name)
+                try self.pool.createHiddenSnapshot(record.copyName, splitPoint)
             } else {
-                try self.pool.deleteHiddenSnapshot(record.copyName, name)
+                try self.pool.deleteHiddenSnapshot(record.copyName, splitPoint)
             }
         case .splitPoints:
             return Array(try self.pool.hiddenSnapshots(of: record.copyName).joined(separator: "\n").utf8)
@@ -284,7 +287,8 @@ public final class MirrorLegSession: Sendable {
         case .commitIfNeeded:
             try self.pool.commitIfNeeded()
         case .detach:
-            try self.detach(record, as: name.isEmpty ? nil : name, writable: request.flags & MirrorRequestMessage.flagWritable != 0)
+            let detached = name
+            try self.detach(record, as: detached.isEmpty ? nil : detached, writable: request.flags & MirrorRequestMessage.flagWritable != 0)
         case .attach:
             try self.attach(record)
         case .release:

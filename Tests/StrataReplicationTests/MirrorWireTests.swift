@@ -102,4 +102,30 @@ import Testing
         long.writeInteger(UInt32(Limits.mirrorPayloadBytesMax) + 1)
         #expect(throws: StrataError.self) { _ = try MirrorReplyMessage.decode(&long) }
     }
+
+    /// The leg daemon's batches (ReplicationServer+Mirror.swift): at most 8 requests and 1 MiB
+    /// of payload, but never an empty batch, so a request larger than the bound goes alone.
+    @Test func batchesAreBoundedByCountAndBytes() {
+        func write(_ bytes: Int) -> MirrorRequestMessage {
+            MirrorRequestMessage(
+                id: 1, operation: .write, flags: 0, offset: 0, length: UInt64(bytes),
+                payload: [UInt8](repeating: 1, count: bytes))
+        }
+        func taken(_ batch: inout MirrorRequestBatch, _ sizes: [Int]) -> [Bool] {
+            sizes.map { batch.add(write($0)) }
+        }
+        var small = MirrorRequestBatch()
+        let count = Limits.mirrorBatchRequestsMax
+        #expect(taken(&small, Array(repeating: 4096, count: count + 1)) == Array(repeating: true, count: count) + [false])
+        #expect(small.requests.count == count)
+
+        var large = MirrorRequestBatch()
+        let half = Limits.mirrorBatchBytesMax / 2
+        #expect(taken(&large, [half, half, 1]) == [true, true, false])
+        #expect(large.requests.count == 2)
+
+        var alone = MirrorRequestBatch()
+        #expect(taken(&alone, [Limits.mirrorPayloadBytesMax, 0]) == [true, false])
+        #expect(Limits.mirrorBatchesInFlightMax * Limits.mirrorBatchRequestsMax == Limits.mirrorRequestsInFlightMax)
+    }
 }
