@@ -5,6 +5,7 @@
     extract.py iscsi CORPUS NAME CLIENT_BYTES          iscsi-framer, -login, -session, -text-keys, -cdb seeds
     extract.py pages CORPUS POOL_FILE                  superblock, tree-page and volume-table seeds
     extract.py lines CORPUS/TARGET NAME SKIP FILE      each JSON line of FILE after its first SKIP bytes
+    extract.py binary CORPUS/TARGET NAME SKIP FILE     what follows the first line after SKIP bytes (at most 16 KiB)
     extract.py file CORPUS/TARGET NAME FILE            FILE itself
 
 Seeds carry the settings byte their target expects first (Sources/StrataFuzz: NBD and iSCSI
@@ -108,6 +109,15 @@ def lines(directory, name, skip, path):
             put(directory, "%s-%d" % (name, count), line + b"\n")
 
 
+def binary(directory, name, skip, path):
+    """The binary messages of a session that starts with one JSON line (a mirror leg's)."""
+    with open(path, "rb") as capture:
+        data = capture.read()[skip:]
+    newline = data.find(b"\n")
+    if newline >= 0 and len(data) > newline + 1:
+        put(directory, name, data[newline + 1:newline + 1 + (16 << 10)])
+
+
 def main():
     command = sys.argv[1]
     if command == "nbd":
@@ -118,6 +128,8 @@ def main():
         pages(sys.argv[2], sys.argv[3])
     elif command == "lines":
         lines(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+    elif command == "binary":
+        binary(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
     elif command == "file":
         put(sys.argv[2], sys.argv[3], open(sys.argv[4], "rb").read())
     else:

@@ -10,6 +10,7 @@
 #   iSCSI      iscsi-inq, iscsi-ls, iscsi-readcapacity16, qemu-img info and qemu-io over iscsi://
 #   control    the CLI's requests and the daemon's replies on control.sock
 #   replication  a `strata replicate` cycle between two daemons (request and reply lines)
+#   mirror     a remote mirror leg's session between the same two daemons (binary messages)
 #   streams    `strata send`: full, incremental, compressed, and --format rbd-diff
 #   pages      superblocks, btree nodes and the volume table of the pool those made
 #   qcow2      `qemu-img create`/`convert`: v3 and v2 (compat=0.10), 512-byte clusters (small
@@ -109,6 +110,20 @@ done
 STRATA_POOL=$REPLICA_POOL "$STRATA" snapshot list vm1 | grep -q repl- || fail "no replication cycle completed"
 strata replicate stop vm1 >/dev/null
 
+# A remote mirror leg on the replica daemon, relayed: add (full copy), writes, zeros and a trim
+# while connected, a flush, a detach and an attach (split points, changes), then remove.
+MIRROR_PROXY=$(free_port)
+capture_start mirror "127.0.0.1:$MIRROR_PROXY" "127.0.0.1:$REPLICATION_PORT"
+strata volume create mv --size 1M >/dev/null
+qemu-io -f raw -c 'write -P 0x44 0 8192' "$NBD_URI/mv" >/dev/null
+strata mirror add mv --to "127.0.0.1:$MIRROR_PROXY" --secret-file "$SECRET" --wait >/dev/null
+qemu-io -f raw -c 'write -P 0x45 4096 4096' -c 'write -z 65536 4096' -c 'discard 131072 4096' -c 'flush' \
+    "$NBD_URI/mv" >/dev/null
+strata mirror detach mv >/dev/null
+qemu-io -f raw -c 'write -P 0x46 12288 4096' "$NBD_URI/mv" >/dev/null
+strata mirror attach mv --wait >/dev/null
+strata mirror remove mv >/dev/null
+
 # Streams (through the daemon, as `strata send` runs with one).
 strata send vm1@s1 -o "$WORKDIR/full.stream" >/dev/null 2>&1
 strata send vm1@s2 --from vm1@s1 -o "$WORKDIR/incremental.stream" >/dev/null 2>&1
@@ -132,19 +147,21 @@ seeds_from() {
 }
 seeds_from nbd
 seeds_from iscsi
-number=0
-for file in $(capture_take control); do
-    number=$((number + 1))
-    python lines "$CORPUS/control" "request-$number" 0 "$file"
-    python lines "$CORPUS/control" "reply-$number" 0 "${file%.client}.server"
-done
-number=0
-for file in $(capture_take replication); do
-    number=$((number + 1))
-    # Client: a 32-byte HMAC answer, then the request line. Server: greeting and challenge, then replies.
-    python lines "$CORPUS/replication-messages" "request-$number" 32 "$file"
-    python lines "$CORPUS/replication-messages" "reply-$number" 53 "${file%.client}.server"
-done
+# both_ways NAME MODE TARGET CLIENT_SKIP SERVER_SKIP: each recorded connection of NAME, the
+# client's bytes after CLIENT_SKIP and the server's after SERVER_SKIP, cut by extract.py MODE.
+both_ways() {
+    local number=0 file
+    for file in $(capture_take "$1"); do
+        number=$((number + 1))
+        python "$2" "$CORPUS/$3" "request-$number" "$4" "$file"
+        python "$2" "$CORPUS/$3" "reply-$number" "$5" "${file%.client}.server"
+    done
+}
+both_ways control lines control 0 0
+# Replication and mirror legs. Client: a 32-byte HMAC answer, then the request line. Server:
+# greeting and challenge (53 bytes), then replies; a mirror leg's binary messages follow.
+both_ways replication lines replication-messages 32 53
+both_ways mirror binary mirror-wire 32 53
 for stream in full incremental compressed incremental-compressed; do
     python file "$CORPUS/send-stream" "$stream" "$WORKDIR/$stream.stream"
 done

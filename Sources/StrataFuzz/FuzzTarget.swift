@@ -40,6 +40,7 @@ public enum FuzzTargets {
         StreamTargets.strataStream, StreamTargets.rbdDiff,
         CoreTargets.superblock, CoreTargets.treePage, CoreTargets.volumeTable,
         ControlTargets.control, ImageTargets.qcow2, ManifestTargets.manifest, ReplicationTargets.messages,
+        MirrorTargets.wire,
     ]
 
     /// The target called `name`, or nil.

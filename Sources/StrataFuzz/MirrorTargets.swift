@@ -1,0 +1,85 @@
+// Remote mirror legs (MirrorWire.swift): after the `mirror` request line, the mirror sends binary
+// requests and the leg daemon answers binary replies, many in flight. The input is read as both
+// streams:
+// - as requests, decoded and batched the way the leg daemon's session does it
+//   (ReplicationServer+Mirror.swift), each applied to a leg copy made for this input in a fresh
+//   pool (`MirrorLegTargets.open`, as `mirror add` makes one), and each answer encoded and decoded
+//   again as the mirror would read it. Afterwards the pool must check clean;
+// - as replies, decoded the way the mirror's link does, each payload read as the extents and
+//   integer payloads its callers take from it.
+// The wire carries no checksum of its own (TCP, or TLS, does), so nothing is fixed up.
+
+import Foundation
+import NIOCore
+import StrataCore
+import StrataReplication
+
+enum MirrorTargets {
+    /// Where the leg daemon's table of copies (`mirror-copies.json`) lives; emptied per input.
+    static let directory: String = {
+        let path = NSTemporaryDirectory() + "strata-fuzz-mirror-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }()
+
+    static let wire = FuzzTarget(
+        name: "mirror-wire",
+        summary: "remote mirror leg requests (applied to a leg copy) and replies (MirrorRequestMessage, MirrorReplyMessage)"
+    ) { input in
+        Self.replies(input)
+        Self.requests(input)
+    }
+
+    private static func replies(_ input: [UInt8]) {
+        var buffer = ByteBuffer(bytes: input)
+        while let reply = try? MirrorReplyMessage.decode(&buffer) {
+            guard case .success(let payload) = reply.result else { continue }
+            _ = try? MirrorPayload.extents(from: payload)
+            _ = try? MirrorPayload.integer(from: payload)
+        }
+    }
+
+    private static func requests(_ input: [UInt8]) {
+        let pool = FuzzPool.make()
+        try? FileManager.default.removeItem(atPath: Self.directory + "/" + MirrorLegTargets.fileName)
+        let open = MirrorLegOpen(
+            volume: "legcopy", sourcePool: "fuzz", leg: "leg1", create: true, size: FuzzPool.volumeSize, allocatedBytes: 0)
+        let session: MirrorLegSession
+        do throws(StrataError) {
+            session = try MirrorLegTargets(pool: pool, directory: Self.directory).open(open, peer: "fuzz") {}
+        } catch {
+            preconditionFailure("fuzz mirror leg: \(error.message)")
+        }
+        var buffer = ByteBuffer(bytes: input)
+        var batch = MirrorRequestBatch()
+        var decoding = true
+        while decoding {
+            let request: MirrorRequestMessage?
+            do throws(StrataError) { request = try MirrorRequestMessage.decode(&buffer) } catch { request = nil }
+            if let request, batch.add(request) { continue }
+            Self.apply(batch.requests, to: session)
+            batch = MirrorRequestBatch()
+            if let request { _ = batch.add(request) } else { decoding = false }
+        }
+        FuzzPool.requireClean(pool, after: "mirror leg requests")
+    }
+
+    /// Applies one batch as the leg daemon does, and checks each answer reads back as sent.
+    private static func apply(_ requests: [MirrorRequestMessage], to session: MirrorLegSession) {
+        for request in requests {
+            let reply = MirrorReplyMessage(id: request.id, result: Result { () throws(StrataError) in try session.apply(request) })
+            var out = ByteBuffer()
+            reply.encode(into: &out)
+            let again: MirrorReplyMessage??
+            do throws(StrataError) { again = try MirrorReplyMessage.decode(&out) } catch { again = nil }
+            switch (reply.result, again??.result) {
+            case (.success(let sent), .success(let read)):
+                FuzzCheck.require(sent == read, "mirror reply \(request.id) does not round-trip")
+            case (.failure(let sent), .failure(let read)):
+                FuzzCheck.require(sent.code == read.code, "mirror reply \(request.id): error code does not round-trip")
+            default:
+                FuzzCheck.require(false, "mirror reply \(request.id) does not decode as sent")
+            }
+        }
+    }
+}
