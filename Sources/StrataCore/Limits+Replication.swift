@@ -17,8 +17,12 @@ extension Limits {
     /// engine's side of the stream) while it runs: with `replicationConnectionsMax` receives,
     /// 12 of the pool's 16 threads at most, so NBD and iSCSI always keep some.
     public static let replicationTransfersMax = 4
-    /// Replication connections a replica serves at once.
+    /// Replication requests (state, receive, prune) a replica serves at once; later ones wait.
     public static let replicationConnectionsMax = 8
+    /// Remote mirror leg sessions a daemon serves at once, apart from replication's turns: one per
+    /// leg it holds, each holding its connection while the leg is open. A session's requests in
+    /// flight are bounded (`mirrorRequestsInFlightMax`), so this bounds what legs can hold here.
+    public static let mirrorSessionsMax = 32
     /// Longest wait between retries of a failed replication cycle.
     public static let replicationBackoffSecondsMax = 30.0
     /// Seconds a replication connection may move no byte either way (or take to connect) before

@@ -21,6 +21,7 @@ import Foundation
 import Logging
 import NIOPosix
 import StrataCore
+import Synchronization
 
 /// What a replication client asks.
 public enum ReplicationRequest: Codable, Sendable {
@@ -100,8 +101,12 @@ enum ReplicationWire {
 }
 
 /// Accepts replication from peers that know the secret. `bind` listens on a transport; `run`
-/// serves each connection as a child task (at most `Limits.replicationConnectionsMax` at once)
-/// until `close`, and returns once every connection has ended. Engine work (reading state,
+/// serves each connection as a child task until `close`, and returns once every connection has
+/// ended. Replication requests (state, receive, prune) run at most
+/// `Limits.replicationConnectionsMax` at once, later ones waiting their turn; remote mirror
+/// legs hold their session's connection for as long as they are open, so they have their own
+/// bound (`Limits.mirrorSessionsMax`; one more is refused with the fix) and never take a
+/// replication's turn. The listener admits the sum of both. Engine work (reading state,
 /// applying a stream, pruning) runs on `threadPool`; a stream's bytes reach it through a bounded
 /// `BytePipe`.
 public final class ReplicationServer: Sendable {
@@ -114,12 +119,18 @@ public final class ReplicationServer: Sendable {
     let targets: MirrorLegTargets?
     /// The port listened on (useful when bound to port 0).
     public var port: Int { self.listener.address.port }
+    /// Replication requests served at once.
+    let transfers = AsyncLimiter(permits: Limits.replicationConnectionsMax)
+    /// Mirror leg sessions open now, and the most this daemon serves.
+    let mirrorSessions = Mutex(0)
+    let mirrorSessionsMax: Int
 
     private init(
         listener: any TransportListener, secret: [UInt8], pool: Pool, threadPool: NIOThreadPool, logger: Logger,
-        targets: MirrorLegTargets?
+        targets: MirrorLegTargets?, mirrorSessionsMax: Int
     ) {
         self.targets = targets
+        self.mirrorSessionsMax = mirrorSessionsMax
         self.listener = listener
         self.secret = secret
         self.pool = pool
@@ -128,24 +139,25 @@ public final class ReplicationServer: Sendable {
     }
 
     /// Listens on `address` through `transport` for replicas into `pool`; `run` serves them.
-    /// With `directory` (the pool's), it also holds copies for remote mirror legs.
+    /// With `directory` (the pool's), it also holds copies for remote mirror legs, serving at most
+    /// `mirrorSessionsMax` of their sessions at once.
     /// - Throws: `.notFound`/`.invalidArgument` for the secret file, `.io` when the port is taken,
     ///   `.corrupt` for an unreadable `mirror-copies.json`.
     public static func bind(
         _ address: TransportAddress, secretFile: String, pool: Pool, transport: any Transport, threadPool: NIOThreadPool,
-        logger: Logger, directory: String? = nil
+        logger: Logger, directory: String? = nil, mirrorSessionsMax: Int = Limits.mirrorSessionsMax
     ) async throws(StrataError) -> ReplicationServer {
         let secret = try ReplicationWire.readSecret(secretFile)
         var targets: MirrorLegTargets?
         if let directory { targets = try MirrorLegTargets(pool: pool, directory: directory) }
         return ReplicationServer(
             listener: try await transport.listen(on: address), secret: secret, pool: pool, threadPool: threadPool,
-            logger: logger, targets: targets)
+            logger: logger, targets: targets, mirrorSessionsMax: mirrorSessionsMax)
     }
 
     /// Accepts and serves until `close`; returns when every connection has ended.
     public func run() async {
-        await self.listener.serve(limit: Limits.replicationConnectionsMax) { connection in
+        await self.listener.serve(limit: Limits.replicationConnectionsMax + self.mirrorSessionsMax) { connection in
             await self.serve(connection)
         }
     }
@@ -174,8 +186,16 @@ public final class ReplicationServer: Sendable {
                 throw StrataError(.invalidArgument, "replication: malformed request")
             }
             if case .mirror(let open) = request {
+                try self.admitMirrorSession(open)
+                defer { self.mirrorSessions.withLock { $0 -= 1 } }
                 return await self.serveMirror(open, connection: connection, reader: reader)
             }
+            do {
+                try await self.transfers.acquire()
+            } catch {
+                throw StrataError(.io, "replication: the daemon is shutting down")
+            }
+            defer { self.transfers.release() }
             reply = try await self.execute(request, reader: reader, peer: peer)
         } catch {
             self.logger.warning("replication from \(peer) failed: \(error.message)")
@@ -185,6 +205,20 @@ public final class ReplicationServer: Sendable {
             try await connection.write(ReplicationWire.line(reply))
         } catch {
             self.logger.info("replication: cannot answer \(peer): \(error.message)")
+        }
+    }
+
+    /// Counts a mirror leg's session in, or refuses it when `mirrorSessionsMax` are open.
+    private func admitMirrorSession(_ open: MirrorLegOpen) throws(StrataError) {
+        let admitted = self.mirrorSessions.withLock { open -> Bool in
+            guard open < self.mirrorSessionsMax else { return false }
+            open += 1
+            return true
+        }
+        guard admitted else {
+            throw StrataError(
+                .busy,
+                "mirror leg \(open.leg) of \(open.volume): this daemon already serves \(self.mirrorSessionsMax) mirror leg sessions, its most; put the leg on another daemon, or remove a leg it holds")
         }
     }
 

@@ -17,7 +17,7 @@ import Logging
 import NIOPosix
 import StrataCore
 @testable import StrataMirror
-import StrataReplication
+@testable import StrataReplication
 import StrataTesting
 import Testing
 
@@ -38,7 +38,7 @@ final class RemoteLegHarness: Sendable {
     let links: MirrorLinks
     let mirrors: MirrorCoordinator
 
-    init(seed: UInt64, legDataBytes: UInt64 = 4 << 20) async throws {
+    init(seed: UInt64, legDataBytes: UInt64 = 4 << 20, mirrorSessionsMax: Int = Limits.mirrorSessionsMax) async throws {
         self.seed = seed
         print("RemoteLegTests: seed=\(seed)")
         let network = SimNetwork(seed: seed, timeout: .seconds(2))
@@ -66,7 +66,7 @@ final class RemoteLegHarness: Sendable {
         self.server = try await ReplicationServer.bind(
             TransportAddress(host: "legd", port: 0), secretFile: directory + "/secret", pool: legPool,
             transport: network.transport(host: "legd"), threadPool: legThreads, logger: logger,
-            directory: directory + "/legd")
+            directory: directory + "/legd", mirrorSessionsMax: mirrorSessionsMax)
         self.links = MirrorLinks(transport: network.transport(host: "primary"))
         self.mirrors = try MirrorCoordinator.open(pool: pool, directory: directory + "/primary", links: self.links) { _ in }
     }
@@ -94,9 +94,11 @@ final class RemoteLegHarness: Sendable {
         try await self.threads.runIfActive { try body() }
     }
 
-    func add(secret: String = "secret", timeoutMillis: UInt64 = 10_000, name: String? = nil) async throws -> MirrorLegStatus {
+    func add(
+        secret: String = "secret", timeoutMillis: UInt64 = 10_000, name: String? = nil, volume: String = "vm1"
+    ) async throws -> MirrorLegStatus {
         let request = MirrorRequest.addRemote(
-            volume: "vm1", address: "legd:\(self.server.port)", secretFile: self.directory + "/" + secret, leg: name,
+            volume: volume, address: "legd:\(self.server.port)", secretFile: self.directory + "/" + secret, leg: name,
             rate: nil, autoResync: false, timeoutMillis: timeoutMillis)
         return try await self.blocking { try self.mirrors.execute(request)[0] }
     }
@@ -230,6 +232,50 @@ final class RemoteLegHarness: Sendable {
                 (error as? StrataError)?.code == .alreadyExists
             }
             #expect(harness.mirrors.status().count == 1)
+        }
+    }
+
+    /// More legs than replication's 8 turns share one leg daemon, each on its own session, and
+    /// a replication still gets its turn; one leg past the daemon's session bound is refused,
+    /// naming the bound, and changes nothing on either side.
+    @Test func legsHaveTheirOwnSessionBound() async throws {
+        let legs = Limits.replicationConnectionsMax + 2
+        let harness = try await RemoteLegHarness(seed: 13, legDataBytes: 8 << 20, mirrorSessionsMax: legs)
+        try await harness.run { harness in
+            let names = (1...legs + 1).map { "v\($0)" }
+            for name in names { try harness.pool.createVolume(name, size: 16 * 4096) }
+            for name in names.prefix(legs) {
+                let status = try await harness.add(volume: name)
+                #expect(status.volume == name)
+            }
+            try await harness.settle()
+            #expect(harness.mirrors.status().filter { $0.state == .connected }.count == legs)
+            // A replication request still gets its turn beside the open sessions.
+            let reply = try await harness.network.transport(host: "primary").withConnection(
+                to: TransportAddress(host: "legd", port: harness.server.port)
+            ) { connection async throws(StrataError) -> ReplicationReply in
+                let reader = TransportReader(connection)
+                let hello = try await reader.read(count: ReplicationWire.greeting.count + ReplicationWire.challengeBytes, what: "greeting")
+                let secret = try ReplicationWire.readSecret(harness.directory + "/secret")
+                try await connection.write(ReplicationWire.answer(Array(hello.suffix(ReplicationWire.challengeBytes)), secret: secret))
+                try await connection.write(try JobRunner.line(.state(volume: "v1")))
+                let line = try await reader.readLine(limit: Limits.streamRequestBytesMax, what: "reply")
+                guard let reply = try? JSONDecoder().decode(ReplicationReply.self, from: Data(line)) else {
+                    throw StrataError(.io, "unreadable reply")
+                }
+                return reply
+            }
+            #expect(reply.error == nil)
+            #expect(reply.state?.exists == true)
+            #expect(reply.state?.isReplica == true)
+            await #expect {
+                _ = try await harness.add(volume: names[legs])
+            } throws: { error in
+                (error as? StrataError)?.code == .busy
+                    && (error as? StrataError)?.message.contains("serves \(legs) mirror leg sessions") == true
+            }
+            #expect(try harness.legPool.listVolumes().count == legs)
+            #expect(harness.mirrors.status().count == legs)
         }
     }
 
