@@ -62,6 +62,37 @@ same() {
     qemu-img compare -f raw -F raw "$1" "$2" >"$WORKDIR/compare.out" 2>&1 || fail "$1 and $2 differ: $(cat "$WORKDIR/compare.out")"
 }
 
+# --- Detach under recorded-pattern writes (test-mirror-detach, test-mirror-remote-detach) --------
+# detach_load_setup: LOAD (tests/nbd/nbdload.py), the writer's shape (NBLOCKS blocks of BS
+# bytes, NSNAPS checkpoints) and its signal FIFO $SIG/signal, open on fd 3.
+detach_load_setup() {
+    /usr/bin/python3 -c 'import nbd' 2>/dev/null || requires "python3-libnbd(import nbd)"
+    LOAD="/usr/bin/python3 $ROOT/tests/nbd/nbdload.py"
+    NBLOCKS=512
+    BS=16384
+    NSNAPS=2
+    SIG="$WORKDIR/signals"
+    mkdir -p "$SIG"
+    mkfifo "$SIG/signal"
+    exec 3<>"$SIG/signal"
+}
+
+# detach_under_load URI [PREFIX...]: the recorded-pattern writer on URI (run under PREFIX, such
+# as in_primary), leg s{k} of vm1 detached at its checkpoint K (even K quiesced, odd K live);
+# fails when the writer does.
+detach_under_load() {
+    local uri=$1 status=0
+    shift
+    "$@" $LOAD snapwriter "$uri" $NBLOCKS $BS "$SIG" $NSNAPS >"$WORKDIR/writer.out" 2>&1 &
+    local writer=$!
+    STRATA_PIDS+=("$writer")
+    writer_checkpoints "$writer" $NSNAPS 3 strata mirror detach vm1 "s{k}"
+    wait "$writer" || status=$?
+    forget "$writer"
+    cat "$WORKDIR/writer.out"
+    [ $status -eq 0 ] || fail "writer failed"
+}
+
 # --- Two hosts (the remote leg's tests) -------------------------------------------------------
 # two_hosts: two network namespaces named after the test and its PID, joined by a veth pair with
 # link-local addresses: the primary ($PRIMARY_NS, $PRIMARY_IP) and the leg daemon ($LEG_NS,

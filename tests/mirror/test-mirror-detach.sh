@@ -12,16 +12,7 @@
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/mirror-lib.sh"
 requires /usr/bin/python3 qemu-img
-/usr/bin/python3 -c 'import nbd' 2>/dev/null || requires "python3-libnbd(import nbd)"
-LOAD="/usr/bin/python3 $(dirname "$0")/../nbd/nbdload.py"
-
-NBLOCKS=512
-BS=16384
-NSNAPS=2
-SIG="$WORKDIR/signals"
-mkdir -p "$SIG"
-mkfifo "$SIG/signal"
-exec 3<>"$SIG/signal"
+detach_load_setup
 
 start_daemon
 strata volume create vm1 --size $((NBLOCKS * BS)) >/dev/null
@@ -29,16 +20,7 @@ for k in 0 1; do
     strata mirror add vm1 --to-pool "$(leg_pool "leg$k" 1G)" --name "s$k" --timeout 60s --wait >/dev/null || fail "mirror add s$k"
 done
 
-$LOAD snapwriter "$URI/vm1" $NBLOCKS $BS "$SIG" $NSNAPS >"$WORKDIR/writer.out" 2>&1 &
-WRITER=$!
-STRATA_PIDS+=("$WRITER")
-writer_checkpoints "$WRITER" $NSNAPS 3 strata mirror detach vm1 "s{k}"
-status=0
-wait "$WRITER" || status=$?
-forget "$WRITER"
-cat "$WORKDIR/writer.out"
-[ $status -eq 0 ] || fail "writer failed"
-
+detach_under_load "$URI/vm1"
 $LOAD snapcheck "$URI/vm1" $NBLOCKS $BS "$SIG" $NSNAPS --copies "$URI/vm1@mirror-s{k}" ||
     fail "a detached copy does not hold exactly the acknowledged data"
 

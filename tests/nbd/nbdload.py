@@ -25,7 +25,8 @@ Subcommands (exit 0 ok, 1 a check failed or the server misbehaved, 2 usage):
 
   snapcheck URI NBLOCKS BS DIR NSNAPS [--copies TEMPLATE]
       Checks URI@sK (or TEMPLATE with {k} replaced by K, such as a mirror's detached copies
-      URI@mirror-s{k}) for every K against the record: a block acknowledged before the snapshot
+      URI@mirror-s{k}; or, for copies on different hosts, TEMPLATE as the K URIs joined by
+      commas) for every K against the record: a block acknowledged before the snapshot
       began holds that version or (live mode only) one written while the snapshot was being
       taken; no block holds a version issued after the snapshot returned. Quiesced snapshots
       must match the acknowledged state exactly. Then checks URI itself against the final
@@ -281,6 +282,11 @@ def describe(seq):
     return "zeros (never written)" if seq is None else f"seq {seq}"
 
 
+def copy_uri(copies, k):
+    """Copy K of snapcheck's --copies: the K-th of a comma-separated list, else the template."""
+    return copies.split(",")[k] if "," in copies else copies.format(k=k)
+
+
 def snapcheck(uri, nblocks, bs, directory, nsnaps, copies=None):
     record = load_json(os.path.join(directory, "record.json"))
     order = snap_order(nblocks)
@@ -291,7 +297,7 @@ def snapcheck(uri, nblocks, bs, directory, nsnaps, copies=None):
         seq_after = snap["seq_after"]
         live = snap["mode"] == "live"
         exact = newer = 0
-        h = connect(copies.format(k=k) if copies else f"{uri}@s{k}")
+        h = connect(copy_uri(copies, k) if copies else f"{uri}@s{k}")
         if not h.is_read_only():
             problems.append(f"s{k}: the snapshot export is not read-only")
         for block, data in read_blocks(h, nblocks, bs):
