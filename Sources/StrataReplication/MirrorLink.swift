@@ -4,11 +4,12 @@
 // A link connects, answers the leg daemon's challenge as replication does (same secret file, same
 // HMAC: ReplicationServer.swift), sends the `mirror` request line and reads the answer line; then
 // it is full duplex. Callers (the mirror's writers, each on its own thread, blocking: a
-// `MirrorLeg` is synchronous) tag each request with an id, queue it for the one writer task and
-// wait for their own answer, which the reader task hands to them by id (the writer task sends
-// whatever has queued in one write: `CoalescingWriter`). So the requests of many
-// writers are in flight together and each write costs one round trip, not a turn in a queue of
-// stop-and-wait calls.
+// `MirrorLeg` is synchronous) tag each request with an id, send it on the connection from their
+// own thread (`TransportConnection.send`: what several send at once goes in one write, and no
+// task wakes to pass it on) and wait for their own answer, which the reader task hands to them
+// by id. So the requests of many writers are in flight together and each write costs one round
+// trip, not a turn in a queue of stop-and-wait calls. The callers bound what is in flight: one
+// request per waiting writer.
 //
 // Failure. A reset, a timeout (a caller's answer later than the leg's `--timeout`), a protocol
 // error or `close` fails the link for good: every caller waiting gets the error, every later call
@@ -104,10 +105,11 @@ public final class MirrorLink: Sendable {
         var nextID: UInt64 = 1
         var waiting: [UInt64: Completion] = [:]
         var failure: StrataError?
+        /// The session's connection, from the leg daemon's answer until the link fails.
+        var connection: (any TransportConnection)?
     }
     private let state = Mutex(State())
     private let opened = Waiter()
-    private let writer = CoalescingWriter()
     private let stops: AsyncStream<Void>
     private let stopper: AsyncStream<Void>.Continuation
 
@@ -141,8 +143,9 @@ public final class MirrorLink: Sendable {
             try await transport.withConnection(to: self.address) {
                 (connection: any TransportConnection) async throws(StrataError) -> Void in
                 let reader = try await self.handshake(connection)
+                self.state.withLock { $0.connection = connection }
                 self.opened.finish(.success([]))
-                let ended = await self.serve(connection, reader: reader)
+                let ended = await self.serve(reader)
                 throw ended
             }
         } catch {
@@ -176,25 +179,19 @@ public final class MirrorLink: Sendable {
         return reader
     }
 
-    /// Sends queued requests and hands answers to their callers until the connection fails.
-    private func serve(_ connection: any TransportConnection, reader: TransportReader) async -> StrataError {
-        await withDiscardingTaskGroup(returning: StrataError.self) { group in
-            group.addTask {
-                do throws(StrataError) { try await self.writer.drain(to: connection) } catch { self.fail(error) }
-            }
-            defer { group.cancelAll() }
-            var buffer = ByteBuffer()
-            while true {
-                do throws(StrataError) {
-                    while let reply = try MirrorReplyMessage.decode(&buffer) { self.deliver(reply) }
-                    guard var more = try await reader.next() else {
-                        return StrataError(.io, "\(self.name): the leg daemon closed the connection")
-                    }
-                    buffer.dropDecoded()
-                    buffer.writeBuffer(&more)
-                } catch {
-                    return error
+    /// Hands answers to their callers until the connection fails.
+    private func serve(_ reader: TransportReader) async -> StrataError {
+        var buffer = ByteBuffer()
+        while true {
+            do throws(StrataError) {
+                while let reply = try MirrorReplyMessage.decode(&buffer) { self.deliver(reply) }
+                guard var more = try await reader.next() else {
+                    return StrataError(.io, "\(self.name): the leg daemon closed the connection")
                 }
+                buffer.dropDecoded()
+                buffer.writeBuffer(&more)
+            } catch {
+                return error
             }
         }
     }
@@ -208,12 +205,12 @@ public final class MirrorLink: Sendable {
     func fail(_ error: StrataError) {
         let waiters = self.state.withLock { state -> [Completion] in
             if state.failure == nil { state.failure = error }
+            state.connection = nil
             defer { state.waiting.removeAll() }
             return Array(state.waiting.values)
         }
         self.opened.finish(.failure(error))
         for waiter in waiters { waiter(.failure(error)) }
-        self.writer.finish()
         self.stopper.finish()
     }
 
@@ -245,20 +242,21 @@ public final class MirrorLink: Sendable {
         _ operation: MirrorOperation, flags: UInt8 = 0, offset: UInt64 = 0, length: UInt64 = 0, payload: [UInt8] = [],
         completion: @escaping Completion
     ) throws(StrataError) {
-        let id = self.state.withLock { state -> Result<UInt64, StrataError> in
+        let taken = self.state.withLock { state -> Result<(UInt64, any TransportConnection), StrataError> in
             if let failure = state.failure { return .failure(failure) }
+            guard let connection = state.connection else {
+                return .failure(StrataError(.io, "\(self.name): the session is not open"))
+            }
             let id = state.nextID
             state.nextID += 1
             state.waiting[id] = completion
-            return .success(id)
+            return .success((id, connection))
         }
-        let tag = try id.get()
+        let (tag, connection) = try taken.get()
         var buffer = ByteBuffer()
         MirrorRequestMessage(id: tag, operation: operation, flags: flags, offset: offset, length: length, payload: payload)
             .encode(into: &buffer)
-        if !self.writer.append(buffer) {
-            self.fail(StrataError(.io, "\(self.name): the connection is closed"))
-        }
+        connection.send(buffer)
     }
 
     /// Sends one request and waits for its answer (at most the leg's timeout; a later answer

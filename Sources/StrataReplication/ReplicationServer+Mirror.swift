@@ -1,22 +1,28 @@
 // A remote mirror leg's session on the leg daemon's replication port (MirrorWire.swift has the
 // messages, MirrorLegTargets.swift the copies). After authentication and the `mirror` request
 // line, the session is opened on the thread pool (it may create the copy and sync) and answered
-// with one reply line; then the connection is full duplex: this task reads requests and starts
-// them as child tasks that apply them on the thread pool, at most
-// `Limits.mirrorRequestsInFlightMax` at once (`mirrorBatchesInFlightMax` batches; beyond that
-// it stops reading, so a fast mirror is held back by TCP, not by memory here), and one writer task sends the answers in the order they
-// finish, as many as have queued in one write (`CoalescingWriter`). The mirror orders what must
+// with one reply line; then the connection is full duplex: this task reads requests and hands
+// them to the thread pool in batches, at most `Limits.mirrorRequestsInFlightMax` requests at
+// once (`mirrorBatchesInFlightMax` batches; beyond that it stops reading, so a fast mirror is
+// held back by TCP, not by memory here); the thread that applied a batch sends its answers
+// itself (`TransportConnection.send`), in the order batches finish. The mirror orders what must
 // be ordered (it sends a flush or a split point only after the writes before it were answered),
 // so requests in flight are independent of each other.
 //
 // Batches. The requests that arrived in one read are applied in batches of at most
 // `Limits.mirrorBatchRequestsMax` requests and `Limits.mirrorBatchBytesMax` payload bytes, each
-// batch one trip to the thread pool and one queued answer buffer: under a deep queue a 4 KiB
-// write then costs a share of one thread wakeup, not three of its own (the wakeups, not the
-// engine, were most of a small write's cost). A batch's requests are applied one after another,
-// so the bounds keep a batch short enough that the others still run in parallel.
+// batch one trip to the thread pool and one answer buffer: under a deep queue a 4 KiB write then
+// shares its thread wakeups with others. A batch's requests are applied one after another, so
+// the bounds keep a batch short enough that the others still run in parallel.
+//
+// Wakeups. A request crosses three threads: the event loop that reads it, the task that decodes
+// it, the pool thread that applies it and sends the answer. (Through a child task per request,
+// a continuation and a writer task, it crossed six, and the wakeups, not the engine, were most
+// of what a small write cost here.)
 
+import Dispatch
 import NIOCore
+import NIOPosix
 import StrataCore
 
 extension ReplicationServer {
@@ -40,25 +46,16 @@ extension ReplicationServer {
             return
         }
         self.logger.info("mirror leg \(open.leg) of \(open.volume) from \(peer): session open")
-        let replies = CoalescingWriter()
         let limiter = AsyncLimiter(permits: Limits.mirrorBatchesInFlightMax)
-        let ended: StrataError? = await withDiscardingTaskGroup(returning: StrataError?.self) { group in
-            group.addTask {
-                // A failed write ends the session: the reads then fail too.
-                do throws(StrataError) { try await replies.drain(to: connection) } catch { return }
+        let ended = await withTaskGroup(of: StrataError?.self, returning: StrataError?.self) { work in
+            work.addTask {
+                for await _ in superseded {}
+                return Task.isCancelled ? nil : StrataError(.busy, "a newer session of this leg opened")
             }
-            let ended = await withTaskGroup(of: StrataError?.self, returning: StrataError?.self) { work in
-                work.addTask {
-                    for await _ in superseded {}
-                    return Task.isCancelled ? nil : StrataError(.busy, "a newer session of this leg opened")
-                }
-                work.addTask { await self.mirrorRequests(session, reader: reader, replies: replies, limiter: limiter) }
-                let first = await work.next() ?? nil
-                work.cancelAll()
-                return first
-            }
-            replies.finish()
-            return ended
+            work.addTask { await self.mirrorRequests(session, reader: reader, connection: connection, limiter: limiter) }
+            let first = await work.next() ?? nil
+            work.cancelAll()
+            return first
         }
         if let ended {
             self.logger.info("mirror leg \(open.leg) of \(open.volume) from \(peer): session ended (\(ended.message))")
@@ -67,55 +64,72 @@ extension ReplicationServer {
         }
     }
 
-    /// Reads requests and applies them in batches, each a child task, until the connection ends.
+    /// Reads requests and hands them to the thread pool in batches until the connection ends;
+    /// returns once every batch handed over has been applied and answered.
     private func mirrorRequests(
-        _ session: MirrorLegSession, reader: TransportReader, replies: CoalescingWriter,
+        _ session: MirrorLegSession, reader: TransportReader, connection: any TransportConnection,
         limiter: AsyncLimiter
     ) async -> StrataError? {
-        await withDiscardingTaskGroup(returning: StrataError?.self) { requests in
-            var buffer = ByteBuffer()
-            var batch = MirrorRequestBatch()
-            while true {
-                do throws(StrataError) {
-                    while true {
-                        let request = try MirrorRequestMessage.decode(&buffer)
-                        if let request, batch.add(request) { continue }
-                        // The batch is full, or every request that has arrived is in it.
-                        if !batch.requests.isEmpty {
-                            let full = batch.requests
-                            batch = MirrorRequestBatch()
-                            do {
-                                try await limiter.acquire()
-                            } catch {
-                                return StrataError(.failed, "mirror leg: stopped while requests were waiting to be applied")
-                            }
-                            requests.addTask {
-                                defer { limiter.release() }
-                                let applied = await self.threadPool.result { () -> [Result<[UInt8], StrataError>] in
-                                    full.map { request in Result { () throws(StrataError) in try session.apply(request) } }
-                                }
-                                let results: [Result<[UInt8], StrataError>]
-                                switch applied {
-                                case .success(let each): results = each
-                                case .failure(let error): results = full.map { _ in .failure(error) }
-                                }
-                                var out = ByteBuffer()
-                                for (request, result) in zip(full, results) {
-                                    MirrorReplyMessage(id: request.id, result: result).encode(into: &out)
-                                }
-                                replies.append(out)
-                            }
+        let inFlight = DispatchGroup()
+        var buffer = ByteBuffer()
+        var batch = MirrorRequestBatch()
+        var ended: StrataError?
+        reading: while true {
+            do throws(StrataError) {
+                while true {
+                    let request = try MirrorRequestMessage.decode(&buffer)
+                    if let request, batch.add(request) { continue }
+                    // The batch is full, or every request that has arrived is in it.
+                    if !batch.requests.isEmpty {
+                        do {
+                            try await limiter.acquire()
+                        } catch {
+                            ended = StrataError(.failed, "mirror leg: stopped while requests were waiting to be applied")
+                            break reading
                         }
-                        guard let request else { break }
-                        _ = batch.add(request)
+                        self.apply(batch.requests, session, connection: connection, inFlight: inFlight, limiter: limiter)
+                        batch = MirrorRequestBatch()
                     }
-                    guard var more = try await reader.next() else { return nil }
-                    buffer.dropDecoded()
-                    buffer.writeBuffer(&more)
-                } catch {
-                    return error
+                    guard let request else { break }
+                    _ = batch.add(request)
                 }
+                guard var more = try await reader.next() else { break reading }
+                buffer.dropDecoded()
+                buffer.writeBuffer(&more)
+            } catch {
+                ended = error
+                break reading
             }
+        }
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            inFlight.notify(queue: .global()) { done.resume() }
+        }
+        return ended
+    }
+
+    /// Applies `requests` on a pool thread, which then sends their answers; frees the batch's
+    /// permit after.
+    private func apply(
+        _ requests: [MirrorRequestMessage], _ session: MirrorLegSession, connection: any TransportConnection,
+        inFlight: DispatchGroup, limiter: AsyncLimiter
+    ) {
+        inFlight.enter()
+        self.threadPool.submit { state in
+            defer {
+                limiter.release()
+                inFlight.leave()
+            }
+            var out = ByteBuffer()
+            for request in requests {
+                let result: Result<[UInt8], StrataError>
+                if case .active = state {
+                    result = Result { () throws(StrataError) in try session.apply(request) }
+                } else {
+                    result = .failure(StrataError(.io, "mirror leg: the daemon is shutting down"))
+                }
+                MirrorReplyMessage(id: request.id, result: result).encode(into: &out)
+            }
+            connection.send(out)
         }
     }
 }

@@ -337,6 +337,30 @@ final class SimConnection: TransportConnection {
         }
     }
 
+    /// Queues `bytes` at once, past the window (the sender bounds what it has in flight), with
+    /// the write's delay and reset draws; dropped on a reset or closed connection.
+    func send(_ bytes: ByteBuffer) {
+        let faults = self.network.faults
+        let (reset, delay) = self.outgoing.random.withLock { random in
+            (Int(random.next() % 1_000_000) < faults.resetsPerMillion, self.network.draw(faults.delayMax, &random))
+        }
+        if reset {
+            self.cut()
+            self.network.record("connection \(self.serial): reset by the network") { $0.resets += 1 }
+            return
+        }
+        guard !self.incoming.state.withLock({ $0.reset }) else { return }
+        let carried = self.outgoing.state.withLock { state -> Int? in
+            guard !state.reset, !state.ended else { return nil }
+            let now = ContinuousClock.now
+            state.segments.append((max(state.segments.last?.at ?? now, now + delay), bytes))
+            state.buffered += bytes.readableBytes
+            state.carried += bytes.readableBytes
+            return state.carried
+        }
+        if let carried { self.partitionIfDue(carried: carried) }
+    }
+
     private func partitionIfDue(carried: Int) {
         guard let after = self.network.faults.partitionAfterBytes, carried >= after else { return }
         let armed = self.network.state.withLock { state in

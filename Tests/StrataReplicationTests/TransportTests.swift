@@ -1,7 +1,9 @@
 // The transport on its own: `TransportReader` and `BytePipe` carry every byte in order, whatever
 // the write sizes, segments and delays, and stop exactly where the message or the stream ends;
 // a listener's `close` cuts its connections and ends `serve`; on real sockets (NIOTransport) a
-// silent peer ends in a "timed out" error and an unused port in a refusal naming the address.
+// silent peer ends in a "timed out" error and an unused port in a refusal naming the address;
+// `send` from many threads at once delivers every record, each thread's in its order, on both
+// transports.
 
 import Foundation
 import NIOCore
@@ -159,6 +161,69 @@ import Testing
         }
         try await group.shutdownGracefully()
     }
+
+    /// 8 threads each `send` 500 numbered 16-byte records (thread, sequence) on one connection
+    /// at once; the peer must read all 4000, each thread's in the order it sent them.
+    static func sendFromManyThreads(_ transport: any Transport, _ server: any Transport, host: String) async throws {
+        let threads = 8
+        let records = 500
+        let listener = try await server.listen(on: TransportAddress(host: host, port: 0))
+        let received = Shared<[UInt8]>([])
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask {
+                await listener.serve(limit: 1) { connection in
+                    var bytes: [UInt8] = []
+                    while bytes.count < threads * records * 16, let more = try? await connection.read() {
+                        bytes += more.readableBytesView
+                    }
+                    received.value.withLock { $0 = bytes }
+                }
+            }
+            try await transport.withConnection(to: listener.address) { connection async throws(StrataError) in
+                DispatchQueue.concurrentPerform(iterations: threads) { thread in
+                    for sequence in 0..<records {
+                        var record = ByteBuffer()
+                        record.writeInteger(UInt64(thread))
+                        record.writeInteger(UInt64(sequence))
+                        connection.send(record)
+                    }
+                }
+                // Holds the connection open until the peer has read everything (at most a minute:
+                // closing it then lets the peer stop short, and the count below fails).
+                let deadline = ContinuousClock.now + .seconds(60)
+                while received.value.withLock({ $0.isEmpty }), ContinuousClock.now < deadline {
+                    try? await Task.sleep(for: .milliseconds(5))
+                }
+            }
+            listener.close()
+        }
+        let bytes = received.value.withLock { $0 }
+        #expect(bytes.count == threads * records * 16)
+        var next = [UInt64](repeating: 0, count: threads)
+        var buffer = ByteBuffer(bytes: bytes)
+        while let thread = buffer.readInteger(as: UInt64.self), let sequence = buffer.readInteger(as: UInt64.self) {
+            guard thread < UInt64(threads), sequence == next[Int(thread)] else {
+                Issue.record("record (\(thread), \(sequence)) out of order; expected sequence \(thread < UInt64(threads) ? next[Int(thread)] : 0)")
+                return
+            }
+            next[Int(thread)] += 1
+        }
+        #expect(next == [UInt64](repeating: UInt64(records), count: threads))
+    }
+
+    @Test func sendFromManyThreadsKeepsEachThreadsOrderOnRealSockets() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let transport = NIOTransport(group: group, timeout: .seconds(3600))
+        try await Self.sendFromManyThreads(transport, transport, host: "127.0.0.1")
+        try await group.shutdownGracefully()
+    }
+
+    @Test func sendFromManyThreadsKeepsEachThreadsOrderOnTheSimulatedNetwork() async throws {
+        var faults = SimFaults()
+        faults.delayMax = .microseconds(200)
+        let network = SimNetwork(seed: 7, faults: faults, timeout: .seconds(3600))
+        try await Self.sendFromManyThreads(network.transport(host: "a"), network.transport(host: "b"), host: "b")
+    }
 }
 
 /// A value several tasks share, behind a lock.
@@ -178,3 +243,4 @@ extension Result where Failure == StrataError {
         }
     }
 }
+

@@ -104,7 +104,8 @@ public struct NIOTransport: Transport {
         do {
             return try await channel.executeThenClose { inbound, outbound in
                 let connection = NIOConnection(
-                    inbound: inbound.makeAsyncIterator(), outbound: outbound, peer: peer, flag: flag, timeout: timeout)
+                    channel: channel.channel, inbound: inbound.makeAsyncIterator(), outbound: outbound, peer: peer,
+                    flag: flag, timeout: timeout)
                 return try await body(connection)
             }
         } catch let error as StrataError {
@@ -144,18 +145,26 @@ final class IdleTimeoutHandler: ChannelInboundHandler, Sendable {
 }
 
 /// One TCP connection. @unchecked: the iterator is used by one reading task at a time (the
-/// transport's contract), the writer is Sendable.
+/// transport's contract), the writer is Sendable, and `sending` is behind its lock.
 final class NIOConnection: TransportConnection, @unchecked Sendable {
+    private let channel: any Channel
     private var inbound: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
     private let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
     let peer: String
     private let flag: TimeoutFlag
     private let timeout: TimeAmount
+    /// Bytes `send` took that the event loop has not written yet, and whether it is asked to.
+    private struct Sending {
+        var pending = ByteBuffer()
+        var scheduled = false
+    }
+    private let sending = Mutex(Sending())
 
     init(
-        inbound: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator,
+        channel: any Channel, inbound: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator,
         outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, peer: String, flag: TimeoutFlag, timeout: TimeAmount
     ) {
+        self.channel = channel
         self.inbound = inbound
         self.outbound = outbound
         self.peer = peer
@@ -179,6 +188,27 @@ final class NIOConnection: TransportConnection, @unchecked Sendable {
             try await self.outbound.write(bytes)
         } catch {
             throw self.failure(error)
+        }
+    }
+
+    /// Queues `bytes`; the first sender since the event loop last wrote asks it to write what
+    /// has queued by then, in one write (through the pipeline, so TLS applies).
+    func send(_ bytes: ByteBuffer) {
+        var bytes = bytes
+        let first = self.sending.withLock { sending -> Bool in
+            sending.pending.writeBuffer(&bytes)
+            defer { sending.scheduled = true }
+            return !sending.scheduled
+        }
+        guard first else { return }
+        let channel = self.channel
+        channel.eventLoop.execute {
+            let queued = self.sending.withLock { sending -> ByteBuffer in
+                sending.scheduled = false
+                defer { sending.pending = ByteBuffer() }
+                return sending.pending
+            }
+            channel.writeAndFlush(queued, promise: nil)
         }
     }
 

@@ -11,8 +11,11 @@
 // - `write` returns once the transport has taken the bytes; it suspends while the peer does not
 //   read (backpressure), and throws as `read` does.
 // - One task may read while another writes (a connection is full duplex), but two tasks never
-//   read, or write, at once. A session of many requests in flight (a mirror leg) runs one reader
-//   and one writer task; a replication session reads and writes in turns.
+//   read, or write, at once. A replication session reads and writes in turns.
+// - `send` hands bytes over at once, from any thread, without backpressure: for a session of
+//   many requests in flight that bounds them itself (a mirror leg), whose engine threads send
+//   their own requests and answers, so no task has to wake to pass them on. What several
+//   threads send while the connection is busy goes out in one write.
 // - The connection is open only inside `withConnection`'s body or a listener's handler; it is
 //   closed (gracefully) when that returns, and cut when the listener closes.
 //
@@ -47,6 +50,12 @@ public protocol TransportConnection: AnyObject, Sendable {
     /// Hands `bytes` to the transport, waiting while the peer does not read.
     /// - Throws: `.io` on a reset, a timeout or cancellation.
     func write(_ bytes: ByteBuffer) async throws(StrataError)
+
+    /// Hands `bytes` to the transport now, from any thread, and returns without waiting: after
+    /// everything this thread wrote or sent before, in order. The caller bounds what it has in
+    /// flight (nothing here holds it back). On a connection that has failed or closed the bytes
+    /// are dropped; its reader sees why.
+    func send(_ bytes: ByteBuffer)
 }
 
 /// Connections arriving on one address.
