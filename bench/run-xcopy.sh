@@ -15,7 +15,7 @@
 #   BENCH_DIR   pool and scratch files (default /work/bench-tmp; not inside the repository)
 #   SIZE        bytes copied (default 1G; a whole number of 16 MiB segments is not needed)
 #   REPEAT      runs of each side (default 3)
-#   BENCH_SKIP_BUILD=1  reuse .build-release/release/strata
+#   BENCH_SKIP_BUILD=1  reuse .build/release/strata (the other benchmarks' release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -37,11 +37,7 @@ START=$SECONDS
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 bench_init xcopy
 
-if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-    echo "building strata (release)" >&2
-    swift build -c release --scratch-path .build-release --product strata >&2
-fi
-STRATA=$ROOT/.build-release/release/strata
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then build_strata; else STRATA=$ROOT/.build/release/strata; fi
 export STRATA_POOL=$BENCH_DIR/pool
 strata() { "$STRATA" "$@"; }
 
