@@ -442,9 +442,11 @@ public final class MirrorCoordinator: @unchecked Sendable {
         runtime.with { runtime in
             let record = runtime.record
             var rate: UInt64 = 0
+            var copySeconds: Double?
             if let started = runtime.copyStarted {
                 let elapsed = (runtime.copyFinished ?? .now) - started
                 let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+                copySeconds = seconds
                 if seconds > 0 { rate = UInt64(Double(runtime.copiedBytes) / seconds) }
             }
             // A remote leg the worker has not reopened since the start is not open: a write now
@@ -456,7 +458,8 @@ public final class MirrorCoordinator: @unchecked Sendable {
                 rateBytesPerSecond: rate, rateLimitBytesPerSecond: record.rateBytesPerSecond,
                 lastError: reconnecting ? "reconnecting to \(record.location) since the daemon started" : record.lastError,
                 splitAt: record.splitAt, copyName: record.detachedAs ?? record.volume, writable: record.writable,
-                autoResync: record.autoResync, generation: record.generation, remote: record.remote != nil)
+                autoResync: record.autoResync, generation: record.generation, remote: record.remote != nil,
+                copySeconds: copySeconds)
         }
     }
 

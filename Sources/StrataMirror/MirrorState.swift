@@ -158,6 +158,10 @@ public struct MirrorLegStatus: Codable, Sendable, Equatable {
     public var generation: UInt64
     /// True for a leg on another daemon (`location` is its HOST:PORT).
     public var remote: Bool = false
+    /// The running copy's time so far, or the last copy's, in seconds: from the attach (or add,
+    /// or automatic resync) that started it, the search for changed chunks included, to
+    /// `connected`. Nil before any copy.
+    public var copySeconds: Double?
 }
 
 /// A `strata mirror` verb.

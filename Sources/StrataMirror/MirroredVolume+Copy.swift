@@ -122,6 +122,8 @@ extension MirroredVolume {
     /// `fresh`); otherwise the chunks changed on either side since the newest split-point pair.
     /// - Throws: when the leg or the volume's metadata cannot be read; nothing is changed then.
     func startCopy(_ runtime: LegRuntime, machine: LegStateMachine, full: Bool, fresh: Bool) throws(StrataError) {
+        // The copy's time counts from here: the quiesce and the search for changes are part of it.
+        let started = ContinuousClock.now
         self.quiesce.lockExclusive()
         defer { self.quiesce.unlock() }
         let size = try self.pool.size(of: self.handle)
@@ -153,7 +155,7 @@ extension MirroredVolume {
             $0.pending = ranges
             $0.pendingBytes = ranges.reduce(0) { $0 + Self.bytes(of: $1, chunkSize: self.chunkSize, size: size) }
             $0.copiedBytes = 0
-            $0.copyStarted = .now
+            $0.copyStarted = started
             $0.copyFinished = nil
             $0.record.lastError = nil
             $0.setMachine(machine)

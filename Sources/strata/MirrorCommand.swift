@@ -164,11 +164,12 @@ struct MirrorCommand: ParsableCommand {
                     printJSON(legs)
                 } else {
                     printTable(
-                        ["VOLUME", "LEG", "STATE", "TO RESYNC", "RESYNCED", "RATE", "SPLIT", "LOCATION", "LAST ERROR"],
+                        ["VOLUME", "LEG", "STATE", "TO RESYNC", "RESYNCED", "RATE", "COPY TIME", "SPLIT", "LOCATION", "LAST ERROR"],
                         legs.map { leg in
                             [
                                 leg.volume, leg.leg, leg.state.rawValue, SizeParser.format(leg.bytesToResync),
                                 SizeParser.format(leg.bytesResynced), "\(SizeParser.format(leg.rateBytesPerSecond))/s",
+                                leg.copySeconds.map { String(format: "%.3f s", $0) } ?? "-",
                                 leg.splitAt ?? "-", leg.location, leg.lastError ?? "-",
                             ]
                         })

@@ -170,6 +170,11 @@ final class PoolPair {
         #expect(status.state == .connected)
         #expect(status.bytesResynced == UInt64((changed.count + 1) * Self.block))
         #expect(try self.read(leg.pool, "vm1") == self.read(pair.pool, "vm1"))
+        // The copy's time is the finished copy's: above zero, and it no longer grows.
+        let took = try #require(status.copySeconds)
+        #expect(took > 0)
+        usleep(20_000)
+        #expect(try self.status(coordinator).copySeconds == took)
     }
 
     @Test func aWritableDetachedCopysWritesAreDiscardedAtAttach() throws {
