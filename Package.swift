@@ -177,7 +177,7 @@ let package = Package(
         .target(
             name: "StrataServer",
             dependencies: [
-                "StrataCore", "StrataFrontEnd", "StrataNBD", "StrataISCSI", "StrataReplication", "StrataImage",
+                "CStrata", "StrataCore", "StrataFrontEnd", "StrataNBD", "StrataISCSI", "StrataReplication", "StrataImage",
                 "StrataObjectStore", "StrataMirror", "StrataHTTP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -25,4 +25,9 @@ long strata_send_with_fd(int socket, const void *bytes, size_t length, int fd);
 /// caller sets to -1 first). Returns bytes received, 0 at end, or -1 (errno).
 long strata_receive_with_fd(int socket, void *bytes, size_t length, int *fd);
 
+/// Serves heap allocations up to `mmap_threshold` bytes from the heap and trims a heap only when
+/// over `trim_threshold` bytes are free at its top (glibc's M_MMAP_THRESHOLD and
+/// M_TRIM_THRESHOLD). Returns 1 when both were set.
+int strata_keep_freed_buffers(int mmap_threshold, int trim_threshold);
+
 #endif
