@@ -25,7 +25,7 @@
 #   drops its connection, waits 1 s, logs in again and expects the sanitize still running (then
 #   polls TEST UNIT READY once a minute until it ends). The 64 MiB LUN's overwrite ends within
 #   3 s, so it runs against a volume `sanitize` of CU_SANITIZE_GIB GiB (default 16), whose
-#   overwrite lasts several times the 4-5 s the test needs (docs/PROTOCOLS.md, "Conformance",
+#   overwrite lasts several times the 4.1 s the test needs (docs/PROTOCOLS.md, "Conformance",
 #   has the measurement), served by a daemon of its own on a pool of its own with 1 MiB chunks
 #   (deleting a volume frees chunk by chunk: 16384 of them, not the 262144 of 64 KiB ones).
 #   Before the run, marks of 0x5a are written at its start, middle and end (over NBD); after
@@ -41,7 +41,7 @@
 # daemon died, or if `strata check` is not clean afterwards.
 #
 #   CU_TESTS=ALL.Read10   run a subset (-t); must-pass then applies to the listed tests under it
-#   CU_TIMEOUT=200        seconds for the whole suite (tests/run-e2e.sh gives a test 240 s)
+#   CU_TIMEOUT=200        seconds for the main run (this test asks tests/run-e2e.sh for 420 s)
 #   CU_RESULTS=FILE       also copy the per-test results (name<TAB>pass|fail|skip<TAB>seconds)
 #   CU_SANITIZE_GIB=16    size of the Sanitize.Reset side run's volume
 #
@@ -51,7 +51,7 @@
 # purpose (iSCSIcmdsn.*, Reserve6.ITNexusLoss/LUNReset/Target*Reset, Sanitize.Reset). The
 # Sanitize.Reset side run takes a little over 64 s (its one-minute poll; 124 s when the overwrite
 # outlasts the first poll, as on a machine whose disk other builds share), the other side runs a
-# few seconds each: 2.5 minutes in all on 2026-12-07 with other engineers building, up to about 4
+# few seconds each: 2.2 to 2.5 minutes in all on 2026-12-07 with other engineers building, about 4
 # with the second poll, hence its own limit above tests/run-e2e.sh's 240 s.
 #
 # The size: the suite needs no large LUN (against tgtd, 16 MiB, 64 MiB and 1 GiB LUNs gave the
