@@ -14,7 +14,7 @@ ROOT=$PWD
 
 # Every environment variable tests/, scripts/, Tests/ and Sources/StrataTesting read to change
 # what runs (CI, which turns skips into failures, is the one kept).
-for knob in STRATA_SEED STRATA_LONG STRATA_TRACE CRASH_ROUNDS POWER_LOSS_OPS POWER_LOSS_CUTS STRATA_TEST_WRITE_LOG CU_TESTS CU_TIMEOUT CU_RESULTS MALFORMED_FILTER \
+for knob in STRATA_SEED STRATA_LONG STRATA_TRACE CRASH_ROUNDS POWER_LOSS_OPS POWER_LOSS_CUTS STRATA_TEST_WRITE_LOG CU_TESTS CU_TIMEOUT CU_RESULTS CU_SANITIZE_GIB MALFORMED_FILTER \
     E2E_FILTER E2E_TIMEOUT POOL_SIZE KEEP_WORKDIR STRATA STRATA_POOL; do
     if [ -n "${!knob+set}" ]; then
         echo "test: ignoring $knob=${!knob}: this command runs everything (see docs/TESTING.md for reduced runs)"

@@ -8,7 +8,8 @@
 # with `REPORT ` (counts worth seeing, such as the conformance suite's) after its PASS line.
 #
 #   STRATA=PATH          the strata binary (default: .build/debug/strata, built when missing)
-#   E2E_TIMEOUT=SECONDS  per-test limit (default 240)
+#   E2E_TIMEOUT=SECONDS  per-test limit (default 240); a test that needs more says so in a line
+#                        `# e2e-timeout: SECONDS` of its own, and gets the larger of the two
 #   E2E_FILTER=WORD      only the tests whose path contains WORD
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +42,10 @@ for test in "${tests[@]}"; do
     name=${name%.sh}
     log="$LOGDIR/${name//\//_}.log"
     start=$SECONDS
-    timeout -k 10 "$TIMEOUT" bash "$test" >"$log" 2>&1
+    limit=$TIMEOUT
+    own=$(sed -n 's/^# e2e-timeout: *\([0-9][0-9]*\) *$/\1/p' "$test" | head -1)
+    [ -n "$own" ] && [ "$own" -gt "$limit" ] && limit=$own
+    timeout -k 10 "$limit" bash "$test" >"$log" 2>&1
     status=$?
     elapsed=$((SECONDS - start))
     if [ $status -eq 0 ]; then
@@ -52,7 +56,7 @@ for test in "${tests[@]}"; do
         echo "SKIP $name: $(grep -m1 '^SKIP' "$log" | sed 's/^SKIP [^:]*: //')"
         skipped=$((skipped + 1))
     else
-        [ $status -eq 124 ] && echo "(timed out after ${TIMEOUT}s)" >>"$log"
+        [ $status -eq 124 ] && echo "(timed out after ${limit}s)" >>"$log"
         echo "FAIL $name (exit $status, ${elapsed}s)"
         sed 's/^/    | /' "$log"
         failed=$((failed + 1))

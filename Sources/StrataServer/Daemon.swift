@@ -48,6 +48,8 @@ public struct DaemonOptions: Sendable {
     public var http: HTTPServerOptions? = nil
     /// Whether the front ends count their requests for /metrics (`--metrics on|off`).
     public var metrics: Bool = true
+    /// What every iSCSI logical unit reports (`--iscsi-physical-block-size`).
+    public var iscsiUnits = UnitSettings()
 
     public init(
         directory: String, nbdHost: String, nbdPort: Int, iscsi: [(host: String, port: Int)], createSize: UInt64,
@@ -260,7 +262,7 @@ public enum Daemon {
         do throws(ISCSIServer.BindError) {
             return try ISCSIServer.start(
                 portals: options.iscsi, pool: pool, directory: options.directory, group: group, threadPool: threadPool,
-                registry: registry, logger: logger, foreign: foreign)
+                registry: registry, logger: logger, foreign: foreign, settings: options.iscsiUnits)
         } catch {
             throw Self.bindFailure(
                 "iSCSI", on: (error.host, error.port), option: "--iscsi ADDR:PORT, or --iscsi off", error.underlying)

@@ -4,6 +4,7 @@ import Logging
 import StrataCore
 import StrataNBD
 import StrataHTTP
+import StrataISCSI
 import StrataServer
 
 struct ServeCommand: AsyncParsableCommand {
@@ -29,6 +30,10 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "NBD listen address, ADDR:PORT.") var nbd: String = "127.0.0.1:10809"
     @Option(help: "iSCSI listen address, ADDR:PORT, or 'off'. Given again, another portal to the same targets (multipath).")
     var iscsi: [String] = ["127.0.0.1:3260"]
+    @Option(
+        name: .customLong("iscsi-physical-block-size"),
+        help: "Physical block size iSCSI logical units report, 512 or 4096 (logical blocks are 512 bytes); 4096 is a 512-byte-emulation disk, 512 a disk whose physical and logical blocks are one.")
+    var iscsiPhysicalBlockSize: String = String(UnitSettings.physicalBlockSizeDefault)
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
     @Option(name: .customLong("create-size"), help: "Size of a pool created on first start.")
@@ -107,6 +112,16 @@ struct ServeCommand: AsyncParsableCommand {
         return portals
     }
 
+    /// The settings of every iSCSI logical unit: `--iscsi-physical-block-size`.
+    func parseISCSIUnitSettings() throws -> UnitSettings {
+        let value = self.iscsiPhysicalBlockSize
+        guard let bytes = UInt64(value), let settings = UnitSettings(physicalBlockSize: bytes) else {
+            let allowed = UnitSettings.physicalBlockSizes.map(String.init).joined(separator: " or ")
+            throw ValidationError("invalid --iscsi-physical-block-size '\(value)'; use \(allowed) (bytes)")
+        }
+        return settings
+    }
+
     func parseTLS() throws -> NBDTLSSettings {
         guard let mode = NBDTLSMode(rawValue: self.tls) else {
             throw ValidationError("invalid --tls '\(self.tls)'; use off, on or require")
@@ -159,6 +174,7 @@ struct ServeCommand: AsyncParsableCommand {
         _ = try self.parseTLS()
         _ = try self.parseReplicationTLS()
         _ = try self.parseISCSIAddresses()
+        _ = try self.parseISCSIUnitSettings()
         _ = try parseSize(self.createSize, option: "--create-size")
         guard Logger.Level(rawValue: self.logLevel) != nil else {
             throw ValidationError("invalid --log-level '\(self.logLevel)'; use trace, debug, info, notice, warning, error or critical")
@@ -204,6 +220,7 @@ struct ServeCommand: AsyncParsableCommand {
                 certificatesDirectory: self.httpTLSCertificates.map(absolutePath))
         }
         options.metrics = self.metrics == "on"
+        options.iscsiUnits = try self.parseISCSIUnitSettings()
         do {
             try await Daemon.run(options, logger: logger)
         } catch let error as StrataError {

@@ -59,6 +59,7 @@ struct UsageTests {
         HelpCase(path: ["overlay"], mentions: ["--pool", "<file>", "--name", "--nbd", "--iscsi", "qcow2"]),
         HelpCase(path: ["serve"], mentions: ["--overlay", "--overlay-name"]),
         HelpCase(path: ["serve"], mentions: ["--tls", "--tls-certificates", "--tls-verify-peer", "--tls-psk", "nbds://"]),
+        HelpCase(path: ["serve"], mentions: ["--iscsi-physical-block-size", "512", "4096"]),
     ]
 
     @Test("--help exits 0 and describes the command", arguments: Self.helpCases)
@@ -95,6 +96,7 @@ struct UsageTests {
             ["--iscsi", "127.0.0.1:3260", "--iscsi", "127.0.0.1:3260"], ["--iscsi", "off", "--iscsi", "127.0.0.1:3261"],
             ["--log-level", "loud"], ["--commit-interval", "0"], ["--overlay-name", "vm"],
             ["--overlay", "disk.qcow2", "--overlay-name", "bad/name"], ["--tls", "maybe"],
+            ["--iscsi-physical-block-size", "1024"],
         ])
     func serveRefusesBadOptions(_ arguments: [String]) throws {
         let sandbox = try Sandbox()
@@ -102,6 +104,19 @@ struct UsageTests {
         #expect(!result.signaled, "\(result)")
         #expect(result.status == 64, "\(result)")
         #expect(result.stderr.contains("Usage: strata serve"), "\(result)")
+        #expect(!FileManager.default.fileExists(atPath: sandbox.pool), "serve created a pool before refusing")
+    }
+
+    @Test(
+        "serve refuses an iSCSI physical block size other than 512 or 4096, naming the option and both values",
+        arguments: ["1024", "8192", "0", "4k", ""])
+    func serveRefusesBadPhysicalBlockSize(_ value: String) throws {
+        let sandbox = try Sandbox()
+        let result = try run(["serve", "--pool", sandbox.pool, "--iscsi-physical-block-size", value], cwd: sandbox.root)
+        #expect(!result.signaled, "\(result)")
+        #expect(result.status == 64, "\(result)")
+        #expect(result.stderr.contains("--iscsi-physical-block-size '\(value)'"), "\(result)")
+        #expect(result.stderr.contains("use 512 or 4096"), "\(result)")
         #expect(!FileManager.default.fileExists(atPath: sandbox.pool), "serve created a pool before refusing")
     }
 

@@ -100,14 +100,14 @@ struct ISCSISessionTests {
     }
 
     func session(
-        expectedCommand: UInt32 = 10, directory: any SendTargetsDirectory = FakeDirectory(),
+        expectedCommand: UInt32 = 10, directory: any SendTargetsDirectory = FakeDirectory(), unit: LogicalUnit? = nil,
         configure: (inout SessionParameters) -> Void = { _ in }
     ) -> ISCSISession {
         var parameters = SessionParameters()
         parameters.initiatorName = "iqn.2026-11.org.example:host"
         configure(&parameters)
         return ISCSISession(
-            parameters: parameters, tsih: 1, nexus: "iqn.2026-11.org.example:host,i,0x800000000001", unit: self.unit,
+            parameters: parameters, tsih: 1, nexus: "iqn.2026-11.org.example:host,i,0x800000000001", unit: unit ?? self.unit,
             directory: directory, portal: "127.0.0.1:3260", statusSequence: 500,
             expectedCommand: expectedCommand, logger: Logger(label: "test"))
     }
@@ -296,6 +296,37 @@ struct ISCSISessionTests {
         #expect(answers.map(\.pdu.opcode) == [.taskManagementResponse])
         #expect(answers[0].pdu.initiatorTaskTag == 51)
         #expect(session.running == 0)
+    }
+
+    /// A running SANITIZE outlives its command (`CommandSpec.outlivesAbort`): ABORT TASK and
+    /// LOGICAL UNIT RESET answer at once instead of waiting minutes for the overwrite, and the
+    /// SANITIZE's own answer is dropped when the engine returns. (libiscsi's Sanitize.Reset sends
+    /// both while the sanitize runs; an answer that waited would end the sanitize first.)
+    @Test func taskManagementDoesNotWaitForARunningSanitize() throws {
+        // A 64 KiB volume with room for every block of the overwrite.
+        let unit = try UnitFixture(chunk: 4096, dataChunks: 32, volumeSize: 64 << 10).unit
+        var session = self.session(unit: unit)
+        let list: [UInt8] = [0x01, 0] + BigEndian.bytes(1, 2) + [0xa5]
+        let sanitize: [UInt8] = [0x48, 0x01, 0, 0, 0, 0, 0] + BigEndian.bytes(UInt64(list.count), 2) + [0]
+        let running = try #require(
+            executions(session.receive(
+                scsiCommand(tag: 8, sequence: 10, cdb: sanitize, expectedLength: list.count, write: true, data: list)))
+                .first)
+        let aborted = sent(session.receive(taskManagement(.abortTask, tag: 80, sequence: 11, referenced: 8)))
+        #expect(aborted.map(\.pdu.initiatorTaskTag) == [80])
+        #expect(aborted.first?.pdu.response == TaskManagementResponse.functionComplete.rawValue)
+        let reset = sent(session.receive(taskManagement(.logicalUnitReset, tag: 81, sequence: 11)))
+        #expect(reset.map(\.pdu.initiatorTaskTag) == [81])
+        #expect(session.running == 1, "the sanitize still runs")
+
+        let result = running.run()
+        #expect(result.status == .good)
+        #expect(sent(session.complete(running.tag, result: result)).isEmpty, "an aborted SANITIZE is not answered")
+        #expect(session.running == 0)
+        #expect(session.commandCount == 0)
+        // The overwrite finished all the same: every block holds the pattern.
+        let read = unit.execute(CDB([0x28, 0, 0, 0, 0, 0, 0, 0, 128, 0]), data: [], nexus: "iqn.x,i,0x1")
+        #expect(read.data == [UInt8](repeating: 0xa5, count: 64 << 10))
     }
 
     /// RFC 7143 §11.5.1: ABORT TASK naming a command that never arrived, with a RefCmdSN inside

@@ -62,6 +62,41 @@ struct LogicalUnitTests {
         #expect(page.data[1] == 0xb2 && page.data[5] & 0xe0 == 0xe0 && page.data[6] == 0x02)
     }
 
+    /// `strata serve --iscsi-physical-block-size`: READ CAPACITY(16)'s LOGICAL BLOCKS PER
+    /// PHYSICAL BLOCK EXPONENT and the Block Limits page's OPTIMAL TRANSFER LENGTH GRANULARITY
+    /// follow the setting; the unmap granularity stays one chunk (a whole number of physical
+    /// blocks at either setting), and logical blocks stay 512 bytes.
+    @Test(arguments: [(UInt64(512), UInt8(0), UInt64(1)), (4096, 3, 8)])
+    func physicalBlockSizeIsReported(bytes: UInt64, exponent: UInt8, perPhysical: UInt64) throws {
+        let settings = try #require(UnitSettings(physicalBlockSize: bytes))
+        let table = UnitTable(pool: self.pool, settings: settings)
+        let unit = try table.unit(for: "vm1")
+        #expect(unit.settings == settings)
+        let capacity = unit.execute(self.cdb([0x9e, 0x10] + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 32, 0, 0]), data: [], nexus: self.nexus)
+        #expect(capacity.status == .good)
+        #expect(BigEndian.read(capacity.data, 8, 4) == 512)
+        #expect(capacity.data[13] & 0x0f == exponent)
+        #expect(capacity.data[14] & 0x3f == 0 && capacity.data[15] == 0)  // lowest aligned LBA 0
+        let limits = unit.execute(self.cdb([0x12, 0x01, 0xb0, 0, 64, 0]), data: [], nexus: self.nexus).data
+        try #require(limits.count == 64)
+        #expect(BigEndian.read(limits, 6, 2) == perPhysical)  // OPTIMAL TRANSFER LENGTH GRANULARITY
+        let chunkBlocks = Self.chunk / 512
+        #expect(BigEndian.read(limits, 12, 4) == chunkBlocks)  // OPTIMAL TRANSFER LENGTH
+        #expect(BigEndian.read(limits, 28, 4) == chunkBlocks)  // OPTIMAL UNMAP GRANULARITY
+        #expect(chunkBlocks % perPhysical == 0)
+        #expect(BigEndian.read(limits, 32, 4) == 0x8000_0000)  // UGAVALID, alignment 0
+    }
+
+    /// The default is 4 KiB physical blocks, and only 512 and 4096 are settings.
+    @Test func physicalBlockSizesOtherThan512And4096AreRefused() {
+        #expect(UnitSettings().physicalBlockSize == 4096)
+        #expect(LogicalUnit(pool: self.pool, handle: self.unit.handle).settings == UnitSettings())
+        for bytes: UInt64 in [0, 1, 256, 511, 1024, 2048, 8192, 65536] {
+            #expect(UnitSettings(physicalBlockSize: bytes) == nil, "\(bytes) bytes accepted")
+        }
+        #expect(UnitSettings(physicalBlockSize: 512)?.physicalBlockSize == 512)
+    }
+
     @Test func unmapFreesChunksThatReadAsZeros() {
         let ones = [UInt8](repeating: 0xff, count: 8192)
         #expect(self.unit.execute(Self.write16(lba: 0, blocks: 16), data: ones, nexus: self.nexus).status == .good)

@@ -9,11 +9,14 @@ Usage:
   iscsi_raw.py write-protect --portal HOST:PORT --target IQN [--lun N]
   iscsi_raw.py xcopy --portal HOST:PORT --target IQN --dest IQN --blocks N
                [--source-lba L] [--dest-lba L] [--segment-blocks N] [--expect-sense KEY/ASC/ASCQ]
+  iscsi_raw.py sanitize --portal HOST:PORT --target IQN [--lun N]
   iscsi_raw.py selftest                        (CRC32C against RFC 7143's example vectors)
 
 tests/iscsi/test-malformed.sh runs `malformed` against a Strata daemon (--pid is the daemon,
 whose liveness and VmRSS are checked); tests/iscsi/test-chap.sh runs `write-protect` against a
-snapshot target; tests/iscsi/test-xcopy.sh and bench/run-xcopy.sh run `xcopy`. Python standard library only: every byte on the wire is built here, so what is
+snapshot target; tests/iscsi/test-xcopy.sh and bench/run-xcopy.sh run `xcopy`; `sanitize` times
+one SANITIZE OVERWRITE of the whole LUN with the all-zero pattern libiscsi's Sanitize.Reset
+sends (the measurement docs/PROTOCOLS.md, "Conformance", sizes that test's volume by). Python standard library only: every byte on the wire is built here, so what is
 checked is the target, not an initiator library.
 
 `malformed` first logs in (security stage with AuthMethod=None, then the operational stage)
@@ -1165,6 +1168,30 @@ def write_protect(args):
     return 1 if r.failures else 0
 
 
+def sanitize(args):
+    """SANITIZE OVERWRITE of the whole LUN, one pass of a block of zeros (as libiscsi's
+    test_sanitize_reset.c sends it, but waited for); prints the seconds until GOOD."""
+    s = Session(args.portal, args.target, args.lun, timeout=3600)
+    status = s.login()
+    if status:
+        raise ProtocolViolation("login to %s failed with status 0x%04x" % (s.target, status))
+    status, sense, _ = s.read_capacity16()
+    if status != 0:
+        raise ProtocolViolation("READ CAPACITY(16): status 0x%02x, sense %s" % (status, sense.hex()))
+    parameters = bytes([0x01, 0]) + struct.pack(">H", s.block_size) + bytes(s.block_size)
+    cdb = bytes([0x48, 0x01, 0, 0, 0, 0, 0]) + struct.pack(">H", len(parameters)) + bytes([0])
+    started = time.monotonic()
+    status, sense, _ = s.scsi(cdb, write_data=parameters, timeout=3600)
+    seconds = time.monotonic() - started
+    s.logout()
+    s.close()
+    if status != 0:
+        print("SANITIZE OVERWRITE: status 0x%02x, sense %s" % (status, sense.hex()))
+        return 1
+    print("SANITIZE OVERWRITE of %d bytes: %.2f s" % (s.blocks * s.block_size, seconds))
+    return 0
+
+
 def naa_target_descriptor(session):
     """The identification target descriptor (E4h, SPC-4 §6.4.5.2) of a session's logical unit:
     its first NAA designator from VPD page 83h, and a disk block length of 512."""
@@ -1223,7 +1250,7 @@ def xcopy(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("command", choices=["malformed", "write-protect", "xcopy", "selftest"])
+    ap.add_argument("command", choices=["malformed", "write-protect", "xcopy", "sanitize", "selftest"])
     ap.add_argument("--portal")
     ap.add_argument("--target")
     ap.add_argument("--lun", type=int, default=0)
@@ -1250,6 +1277,8 @@ def main():
         return malformed(args)
     if args.command == "xcopy":
         return xcopy(args)
+    if args.command == "sanitize":
+        return sanitize(args)
     return write_protect(args)
 
 

@@ -155,12 +155,17 @@ struct CommandSpec: Sendable {
     /// SPC-4 §6.35.3: a bit set for each CDB bit the command looks at; byte 0 is the opcode.
     /// Every bit of the CDB unless the entry gives its own map.
     let usageMap: [UInt8]
+    /// The operation the command starts goes on when the command is aborted, by a task
+    /// management function or the loss of its connection (SANITIZE: `Sanitize` says why). Task
+    /// management answers without waiting for it; its result is dropped when it returns.
+    let outlivesAbort: Bool
     let handler: Handler
 
     init(
         _ opcode: SCSIOpcode, serviceAction: UInt8? = nil, _ name: String, access: AccessKind, writes: Bool = false,
         dataOut: DataOutRule = .none, exactDataOutField: Int? = nil, extent: BlockExtent? = nil,
-        inline: InlineRule = .never, usageMap: [UInt8]? = nil, handler: @escaping Handler
+        inline: InlineRule = .never, usageMap: [UInt8]? = nil, outlivesAbort: Bool = false,
+        handler: @escaping Handler
     ) {
         self.opcode = opcode
         self.serviceAction = serviceAction
@@ -172,6 +177,7 @@ struct CommandSpec: Sendable {
         self.exactDataOutField = exactDataOutField
         self.extent = extent
         self.inline = inline
+        self.outlivesAbort = outlivesAbort
         self.handler = handler
         let length = SCSIOpcode.cdbLength(of: opcode.rawValue)
         var map = [UInt8](repeating: 0xff, count: length)
@@ -334,7 +340,8 @@ enum CommandTable {
     ].map { action, name in
         CommandSpec(
             .sanitize, serviceAction: action, name, access: .write, writes: true,
-            dataOut: .parameterList(offset: 7, size: 2), usageMap: Sanitize.usageMap(serviceAction: action)
+            dataOut: .parameterList(offset: 7, size: 2), usageMap: Sanitize.usageMap(serviceAction: action),
+            outlivesAbort: true
         ) { unit, cdb, data, _ throws(SCSIError) in try Sanitize.execute(cdb, data: data, unit: unit) }
     }
 

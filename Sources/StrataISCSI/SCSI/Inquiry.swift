@@ -82,8 +82,11 @@ enum Inquiry {
         var page = [UInt8](repeating: 0, count: 60)
         page[0] = 0x00  // WSNZ 0: WRITE SAME with 0 blocks writes to the end of the medium
         page[1] = UInt8(LogicalUnit.maxCompareAndWriteBlocks)
-        let granularity = max(1, unit.pool.chunkSize >> LogicalUnit.blockShift)
-        BigEndian.put(8, 2, into: &page, at: 2)  // optimal transfer length granularity: 4 KiB
+        // One chunk, a whole number of physical blocks (a chunk is at least 4 KiB).
+        let physical = unit.settings.logicalPerPhysical
+        let granularity = max(physical, unit.pool.chunkSize >> LogicalUnit.blockShift)
+        precondition(granularity % physical == 0, "a chunk of \(unit.pool.chunkSize) bytes is not whole physical blocks")
+        BigEndian.put(physical, 2, into: &page, at: 2)  // optimal transfer length granularity: a physical block
         BigEndian.put(LogicalUnit.maxTransferBlocks, 4, into: &page, at: 4)
         BigEndian.put(granularity, 4, into: &page, at: 8)  // optimal transfer length: one chunk
         BigEndian.put(LogicalUnit.maxTransferBlocks, 4, into: &page, at: 12)  // maximum prefetch length

@@ -18,13 +18,6 @@ import Synchronization
 public final class LogicalUnit: Sendable {
     public static let blockSize: UInt64 = 512
     static let blockShift: UInt64 = 9
-    /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT: 4 KiB physical blocks (2^3 logical blocks),
-    /// the page size of the file the pool lives in; writes of whole pages avoid the host's
-    /// read-modify-write. (libiscsi's GetLBAStatus.UnmapSingle fails against any exponent but 0:
-    /// it asks for the status at LBA i+1 and expects a first descriptor starting at i+8, which
-    /// SBC-4 §5.8 does not allow. With 0, five tests that need at least two logical blocks per
-    /// physical block are skipped instead; docs/PROTOCOLS.md has the details.)
-    static let physicalExponent: UInt8 = 3
     /// MAXIMUM TRANSFER LENGTH (blocks): 32 MiB per command.
     static let maxTransferBlocks: UInt64 = 65536
     static let maxWriteSameBlocks: UInt64 = 1 << 24
@@ -36,6 +29,8 @@ public final class LogicalUnit: Sendable {
 
     public let pool: Pool
     public let handle: VolumeHandle
+    /// What the administrator set for every unit of the daemon (the physical block size).
+    public let settings: UnitSettings
     public let reservations = ReservationState()
     /// Mode page 08h WCE: when clear, every write is made durable before it completes.
     let writeCache = Atomic<Bool>(true)
@@ -53,10 +48,11 @@ public final class LogicalUnit: Sendable {
     /// unit on its own, which can only copy within itself.
     let table: UnitTable?
 
-    public init(pool: Pool, handle: VolumeHandle, table: UnitTable? = nil) {
+    public init(pool: Pool, handle: VolumeHandle, table: UnitTable? = nil, settings: UnitSettings = UnitSettings()) {
         self.pool = pool
         self.handle = handle
         self.table = table
+        self.settings = settings
     }
 
     /// A session of `nexus` (TSIH `session`) logged in to the unit: resets reach it from now on.
@@ -212,7 +208,7 @@ public final class LogicalUnit: Sendable {
     func readCapacity16(_ cdb: CDB) throws(SCSIError) -> SCSIResult {
         let capacity = try self.engine { () throws(StrataError) in try self.capacityBlocks() }
         var data = BigEndian.bytes(capacity == 0 ? 0 : capacity - 1, 8) + BigEndian.bytes(Self.blockSize, 4)
-        data += [0, Self.physicalExponent, 0xc0, 0]  // LBPME, LBPRZ; lowest aligned LBA 0
+        data += [0, self.settings.logicalPerPhysicalExponent, 0xc0, 0]  // LBPME, LBPRZ; lowest aligned LBA 0
         data += [UInt8](repeating: 0, count: 16)
         return .good(data.truncated(to: cdb.uint32(10)))
     }

@@ -26,8 +26,11 @@
 //
 // While it runs, every other command to the unit, from any I_T nexus, but INQUIRY, REPORT
 // LUNS, REQUEST SENSE and the MAINTENANCE IN reports ends in NOT READY, LOGICAL UNIT NOT READY,
-// SANITIZE IN PROGRESS (SBC-4 §4.11.2); a second SANITIZE too. Task management cannot stop it:
-// the engine finishes the overwrite or erase, and an aborted SANITIZE's answer is dropped.
+// SANITIZE IN PROGRESS (SBC-4 §4.11.2); a second SANITIZE too. The sanitize belongs to the unit,
+// not to the command that started it: ABORT TASK, ABORT TASK SET, the resets and the loss of the
+// connection end the command (task management answers at once, `CommandSpec.outlivesAbort`;
+// the answer of an aborted SANITIZE is dropped), while the engine finishes the overwrite or
+// erase and every session, a new login's too, gets NOT READY until it has.
 // Not kept across a restart: a sanitize the daemon did not finish left some blocks sanitized
 // and the others as they were, and is run again.
 

@@ -15,13 +15,16 @@ public final class UnitTable: Sendable {
     public let pool: Pool
     /// Objects served from other pools (a mirror leg's copy), asked before the pool.
     public let foreign: (any ForeignExports)?
+    /// What every unit reports (`strata serve --iscsi-physical-block-size`).
+    public let settings: UnitSettings
     private let units = Mutex<[UInt64: LogicalUnit]>([:])
     /// Units of foreign objects by name (their record ids belong to other pools).
     private let foreignUnits = Mutex<[String: LogicalUnit]>([:])
 
-    public init(pool: Pool, foreign: (any ForeignExports)? = nil) {
+    public init(pool: Pool, foreign: (any ForeignExports)? = nil, settings: UnitSettings = UnitSettings()) {
         self.pool = pool
         self.foreign = foreign
+        self.settings = settings
     }
 
     /// The logical unit of a pool object (`VOLUME` or `VOLUME@SNAPSHOT`) or of a foreign export.
@@ -30,7 +33,7 @@ public final class UnitTable: Sendable {
         if let (pool, handle) = self.foreign?.foreign(object) {
             return self.foreignUnits.withLock { units in
                 if let unit = units[object], unit.handle == handle, unit.pool === pool { return unit }
-                let unit = LogicalUnit(pool: pool, handle: handle)
+                let unit = LogicalUnit(pool: pool, handle: handle, settings: self.settings)
                 units[object] = unit
                 return unit
             }
@@ -41,7 +44,7 @@ public final class UnitTable: Sendable {
     func unit(_ handle: VolumeHandle) -> LogicalUnit {
         self.units.withLock { units in
             if let unit = units[handle.id], unit.handle == handle { return unit }
-            let unit = LogicalUnit(pool: self.pool, handle: handle, table: self)
+            let unit = LogicalUnit(pool: self.pool, handle: handle, table: self, settings: self.settings)
             units[handle.id] = unit
             return unit
         }

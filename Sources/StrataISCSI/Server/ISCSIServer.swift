@@ -32,15 +32,19 @@ public final class ISCSIServer: Sendable {
 
     /// Binds every portal and starts accepting; when one cannot be bound, closes the ones
     /// already bound.
+    /// - Parameters:
+    ///   - settings: what every logical unit reports (the physical block size).
     /// - Precondition: `portals` is not empty.
     /// - Throws: `BindError` naming the portal (address in use, permission).
     public static func start(
         portals: [(host: String, port: Int)], pool: Pool, directory: String?, group: any EventLoopGroup,
-        threadPool: NIOThreadPool, registry: ConnectionRegistry, logger: Logger, foreign: (any ForeignExports)? = nil
+        threadPool: NIOThreadPool, registry: ConnectionRegistry, logger: Logger, foreign: (any ForeignExports)? = nil,
+        settings: UnitSettings = UnitSettings()
     ) throws(BindError) -> ISCSIServer {
         precondition(!portals.isEmpty, "an iSCSI server needs at least one portal")
         let target = ISCSITarget(
-            pool: pool, directory: directory, threadPool: threadPool, registry: registry, logger: logger, foreign: foreign)
+            pool: pool, directory: directory, threadPool: threadPool, registry: registry, logger: logger, foreign: foreign,
+            settings: settings)
         var listeners: [Listener] = []
         for portal in portals {
             do {

@@ -31,14 +31,14 @@ public final class ISCSITarget: Sendable, LoginEnvironment, SendTargetsDirectory
 
     public init(
         pool: Pool, directory: String?, threadPool: NIOThreadPool, registry: ConnectionRegistry, logger: Logger,
-        foreign: (any ForeignExports)? = nil
+        foreign: (any ForeignExports)? = nil, settings: UnitSettings = UnitSettings()
     ) {
         self.pool = pool
         self.directory = directory
         self.threadPool = threadPool
         self.registry = registry
         self.logger = logger
-        self.units = UnitTable(pool: pool, foreign: foreign)
+        self.units = UnitTable(pool: pool, foreign: foreign, settings: settings)
     }
 
     // MARK: LoginEnvironment

@@ -1,7 +1,9 @@
 // Task management (RFC 7143 §11.5–11.6, SAM-5 §7): ABORT TASK, ABORT TASK SET, CLEAR TASK SET,
 // LOGICAL UNIT RESET and TARGET WARM/COLD RESET. Commands still receiving data end at once;
 // running ones cannot be stopped inside the engine, so they are marked aborted (their result is
-// dropped) and the response waits until the last of them returns. The resets also clear the
+// dropped) and the response waits until the last of them returns, except a command whose
+// operation outlives it (`CommandSpec.outlivesAbort`, SANITIZE): the sanitize goes on for
+// minutes, by design, and the response does not wait for it. The resets also clear the
 // nexus's reservations; TARGET COLD RESET then closes the connection. CLEAR ACA and TASK
 // REASSIGN (ErrorRecoveryLevel 2) are not supported.
 
@@ -74,8 +76,10 @@ extension ISCSISession {
             guard var command = self.commands[tag] else { continue }
             command.aborted = true
             if command.running {
-                remaining += 1
-                command.waiters.append(wait)
+                if CommandTable.spec(for: command.cdb)?.outlivesAbort != true {
+                    remaining += 1
+                    command.waiters.append(wait)
+                }
                 self.commands[tag] = command
             } else {
                 self.bufferedBytes -= command.data.count
