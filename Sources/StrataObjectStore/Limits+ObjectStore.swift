@@ -88,7 +88,10 @@ extension Limits {
     /// fetch them in parallel (one thread made a 64 MiB boot-like read 1.8x the direct fetch)
     /// while two requests stay free for the ranged GETs of new first reads.
     public static let fillParallelFetches = 6
-    /// Reads whose fetched objects wait to be stored after their reply: a booting guest's burst
-    /// of reads over distinct objects; past it, reads store for themselves (back-pressure).
-    public static let deferredFillsMax = 64
+    /// Reads whose fetched objects wait to be stored after their reply (besides the
+    /// `fillParallelFetches` being stored); past it, reads store for themselves (back-pressure).
+    /// Half the remote base's cache (`remoteBaseCachedObjects`): a burst of reads fetches whole
+    /// objects into that cache, and a queued fill must still find its object there; with 64 a
+    /// loaded machine let fills fall so far behind that 53 of 128 objects were fetched twice.
+    public static let deferredFillsMax = remoteBaseCachedObjects / 2
 }
