@@ -310,7 +310,7 @@ let package = Package(
         .testTarget(
             name: "StrataObjectStoreTests",
             dependencies: [
-                "StrataObjectStore", "StrataCore", .product(name: "Crypto", package: "swift-crypto"),
+                "StrataObjectStore", "StrataCore", "StrataTesting", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strictSettings

@@ -13,9 +13,14 @@
 #   (d) an incremental push after rewriting 1% of the volume in 1 MiB pieces: bytes uploaded vs
 #       the changed objects' size, and time vs the full push.
 # Each run of (b) and (c) starts a fresh daemon, so no object is cached from an earlier run.
+# Where the time of (a) goes: the CPU seconds of the client (Strata's push, or the plain client)
+# and of the Swift servers during each upload, medians printed under the table. On a machine
+# of 2 cores the servers' CPU is shared with the client's, so a client that hashes (Strata:
+# SHA-256 of each object and of its parts, MD5 for Swift's ETag check) pays for it in time.
 #
 #   BENCH_DIR  scratch directory (default /work/bench-tmp)   SIZE  volume size (default 1G)
 #   BOOT       bytes read in (c) (default 64M)                REPEAT  runs per figure (default 3)
+#   BENCH_SKIP_BUILD  1 uses .build/release/strata as it is (default 0: build it first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -33,7 +38,12 @@ MiB=$((1 << 20))
 OBJECT=$((8 * MiB))
 SIZE_BYTES=$(numfmt --from=iec "$SIZE")
 BOOT_BYTES=$(numfmt --from=iec "$BOOT")
-build_strata
+if [ "${BENCH_SKIP_BUILD:-0}" = 1 ]; then
+    STRATA=$ROOT/.build/release/strata
+    [ -x "$STRATA" ] || { echo "run-objectstore: $STRATA is missing; run without BENCH_SKIP_BUILD" >&2; exit 1; }
+else
+    build_strata
+fi
 
 STORE=$BENCH_DIR/store
 scripts/objectstore.sh start "$STORE" >&2
@@ -41,7 +51,23 @@ trap 'scripts/objectstore.sh stop "$STORE" >/dev/null 2>&1 || true; bench_cleanu
 source "$STORE/objectstore.env"
 printf '%s\n' "$STRATA_SWIFT_KEY" >"$BENCH_DIR/swift.key"
 peer() { /usr/bin/python3 "$ROOT/bench/objectstore_peer.py" "$@"; }
-seconds_of() { local started=$(date +%s%N); "$@" >/dev/null; echo "scale=6; ($(date +%s%N) - $started) / 1000000000" | bc; }
+# server_ticks: CPU clock ticks (user + system) the Swift servers used so far.
+server_ticks() {
+    local entry total=0
+    for entry in $STRATA_OBJECTSTORE_PIDS; do  # NAME=PID
+        total=$((total + $(awk '{print $14 + $15}' "/proc/${entry#*=}/stat")))
+    done
+    echo $total
+}
+TICKS=$(getconf CLK_TCK)
+# cpu_of OUT COMMAND...: runs COMMAND (stdout to OUT); prints "CLIENT_CPU SERVER_CPU" seconds.
+cpu_of() {
+    local out=$1 before
+    shift
+    before=$(server_ticks)
+    /usr/bin/time -f "%U %S" -o "$BENCH_DIR/time.out" "$@" >"$out"
+    echo "$(awk '{print $1 + $2}' "$BENCH_DIR/time.out") $(echo "scale=2; ($(server_ticks) - $before) / $TICKS" | bc)"
+}
 json_field() { /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 add_remote() {  # add_remote CONTAINER
     "$STRATA" remote add r1 --swift "$STRATA_SWIFT_AUTH_URL" --user "$STRATA_SWIFT_USER" \
@@ -57,13 +83,17 @@ export STRATA_POOL=$BENCH_DIR/source
 "$STRATA" snapshot create vm1@s1 >/dev/null
 
 # (a) full push vs the plain client's parallel PUTs; each run into a fresh container.
-push_s=() peer_s=()
+push_s=() peer_s=() push_client=() push_server=() peer_client=() peer_server=()
 for run in $(seq 1 "$REPEAT"); do
     "$STRATA" remote remove r1 >/dev/null 2>&1 || true
     add_remote "push$run"
-    push_s+=("$("$STRATA" push vm1@s1 r1 --json | json_field seconds)")
-    peer_s+=("$(peer put "$BENCH_DIR/image.raw" "peer$run" $OBJECT 8)")
-    echo "   push run $run: strata ${push_s[-1]} s, peer ${peer_s[-1]} s" >&2
+    read -r client server < <(cpu_of "$BENCH_DIR/push.json" "$STRATA" push vm1@s1 r1 --json)
+    push_s+=("$(json_field seconds <"$BENCH_DIR/push.json")") push_client+=("$client") push_server+=("$server")
+    read -r client server < <(cpu_of "$BENCH_DIR/peer.out" /usr/bin/python3 "$ROOT/bench/objectstore_peer.py" put \
+        "$BENCH_DIR/image.raw" "peer$run" $OBJECT 8)
+    peer_s+=("$(cat "$BENCH_DIR/peer.out")") peer_client+=("$client") peer_server+=("$server")
+    echo "   push run $run: strata ${push_s[-1]} s (CPU: strata ${push_client[-1]} s, Swift ${push_server[-1]} s)," \
+        "peer ${peer_s[-1]} s (CPU: peer ${peer_client[-1]} s, Swift ${peer_server[-1]} s)" >&2
 done
 push_median=$(printf '%s\n' "${push_s[@]}" | median)
 peer_median=$(printf '%s\n' "${peer_s[@]}" | median)
@@ -130,6 +160,9 @@ print('%.6f' % (time.monotonic() - started))")")
         --write_iolog="$BENCH_DIR/boot$run.log" >/dev/null 2>&1
     boot_s+=("$(echo "scale=6; ($(date +%s%N) - $started) / 1000000000" | bc)")
     stop_daemon
+    # The fills stored most of the volume: delete both, or the third run fills the pool.
+    "$STRATA" volume delete "first$run" >/dev/null
+    "$STRATA" volume delete "boot$run" >/dev/null
     keys=()
     # fio's iolog: "FILE read OFFSET LENGTH" (version 2) or "TIME FILE read OFFSET LENGTH" (3).
     for index in $(awk '{ for (i = 1; i < NF; i++) if ($i == "read") { print int($(i + 1) / '$OBJECT'); break } }' \
@@ -156,4 +189,11 @@ Object store, $SIZE volume, Swift on loopback, medians of $REPEAT (Strata releas
 | (c) $BOOT boot-like read at depth 8, s | $boot_median | $direct_median (covering objects, 8 parallel GETs) | $(ratio "$boot_median" "$direct_median") | ≤ 1.5 |
 | (d) incremental push (1%), bytes uploaded | $incr_bytes | $changed_bytes (the $changed_count changed objects) | $(ratio "$incr_bytes" "$changed_bytes") | ≤ 1.1 |
 | (d) incremental push, s vs full push | $incr_s | $push_median (full push) | $(ratio "$incr_s" "$push_median") | ≤ 0.1 |
+
+Where the time of (a) goes, CPU seconds per upload of $SIZE (medians; the client's include its start-up):
+
+| side | client CPU, s | Swift servers' CPU, s | wall, s |
+|---|---|---|---|
+| Strata push | $(printf '%s\n' "${push_client[@]}" | median) | $(printf '%s\n' "${push_server[@]}" | median) | $push_median |
+| plain client | $(printf '%s\n' "${peer_client[@]}" | median) | $(printf '%s\n' "${peer_server[@]}" | median) | $peer_median |
 EOF

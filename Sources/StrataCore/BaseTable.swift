@@ -270,6 +270,12 @@ public final class BaseTable: @unchecked Sendable {
             where existing.files == descriptor.files && existing.fingerprints == descriptor.fingerprints
                 && existing.remote == descriptor.remote
             {
+                // The image just opened is the same base: keep it unless one is open already,
+                // so the first read does not open it again (for a remote base: a login, the
+                // manifest's GET and new connections before the read's own request).
+                if case .open = guarded.states[existing.id] {} else {
+                    guarded.states[existing.id] = .open(image, checkedAtNanos: DispatchTime.now().uptimeNanoseconds)
+                }
                 return (existing.id, nil)
             }
             let id = (guarded.descriptors.keys.max() ?? 0) + 1

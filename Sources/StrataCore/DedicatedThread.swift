@@ -28,6 +28,25 @@ package enum ParallelThreads {
     package static func run(
         count: Int, name: String, stackSize: Int? = nil, _ body: @escaping @Sendable (Int) -> Void
     ) {
+        Self.start(count: count, name: name, stackSize: stackSize, body).wait()
+    }
+
+    /// Runs `body(0..<count)` on `count` threads as `run` does while the calling thread runs
+    /// `caller` (a producer feeding them, say), and returns `caller`'s result once every
+    /// thread has returned too.
+    /// - Precondition: `caller` makes the threads' bodies return, whether it returns or throws.
+    package static func run<T, Failure: Error>(
+        count: Int, name: String, _ body: @escaping @Sendable (Int) -> Void,
+        alongside caller: () throws(Failure) -> T
+    ) throws(Failure) -> T {
+        let group = Self.start(count: count, name: name, stackSize: nil, body)
+        defer { group.wait() }
+        return try caller()
+    }
+
+    private static func start(
+        count: Int, name: String, stackSize: Int?, _ body: @escaping @Sendable (Int) -> Void
+    ) -> DispatchGroup {
         precondition(count >= 1, "parallel work needs at least one thread")
         let group = DispatchGroup()
         for index in 0..<count {
@@ -40,6 +59,6 @@ package enum ParallelThreads {
             if let stackSize { thread.stackSize = stackSize }
             thread.start()
         }
-        group.wait()
+        return group
     }
 }

@@ -10,12 +10,22 @@ extension Limits {
     public static let objectSizeDefault: UInt64 = 8 << 20
     /// Smallest object size: 1 MiB (the largest chunk), so an object always holds whole chunks.
     public static let objectSizeMin: UInt64 = 1 << 20
-    /// Largest object size: 64 MiB. A push holds `objectStoreParallelRequestsMax` objects in
-    /// memory at once (512 MiB at this size), and Swift's s3api refuses single PUTs over 5 GiB.
+    /// Largest object size: 64 MiB. A push holds `objectStoreParallelRequestsMax` +
+    /// `pushReadAheadObjects` objects in memory at once (640 MiB at this size), and Swift's
+    /// s3api refuses single PUTs over 5 GiB.
     public static let objectSizeMax: UInt64 = 64 << 20
     /// Requests one remote client has in flight at once: 8 parallel PUTs reached the store's
     /// ceiling in NOTES.md's measurements; more only queue in the proxy.
     public static let objectStoreParallelRequestsMax = 8
+    /// Objects a push reads ahead of its uploads: the next objects are read from the pool while
+    /// every upload thread is busy, so a thread that finishes finds one ready to send at once.
+    /// Two cover the reading of one object (a few milliseconds from the page cache) with margin.
+    public static let pushReadAheadObjects = 2
+    /// Keys of a listing a push reads per object it pushes before it stops listing and asks the
+    /// store object by object (HEAD) instead. A listing page of 1000 keys costs the store about
+    /// one request, like one HEAD: at 64 keys per object, listing costs at most one request per
+    /// 15 objects, and it spares a HEAD for every object the listing does not show.
+    public static let pushListingKeysPerObject = 64
     /// Attempts of one request before its error is reported (the first try and four retries):
     /// with the backoff below that rides out ~3 s of a restarting server.
     public static let objectStoreAttemptsMax = 5
@@ -50,6 +60,12 @@ extension Limits {
     /// object size, enough for a booting guest's working set of a few regions to be read again
     /// without a request while the engine has not filled it into the volume.
     public static let remoteBaseCachedObjects = 8
+    /// Reads of never-fetched ranges of one remote base in progress at once (counting the new
+    /// one) up to which a read is served from a ranged GET of its parts; past it, reads fetch
+    /// whole objects. Two: a guest reading one or two requests at a time (a boot's first reads,
+    /// a shell) waits for 256 KiB, not 8 MiB; a deeper queue means throughput counts, and whole
+    /// objects (which the fills need anyway) give it with the fewest requests.
+    public static let remoteBaseRangedReadsMax = 2
     /// Seconds between refreshes of a live lease: a small fraction of the expiry.
     public static let leaseRefreshSeconds: Double = 60
     /// Objects one hydration fetches at once: half of `objectStoreParallelRequestsMax`, so the
@@ -67,7 +83,15 @@ extension Limits {
     /// instead of a whole 8 MiB object, while the hashes add 32 × 64 bytes per 8 MiB object to
     /// the manifest (0.03%).
     public static let manifestPartBytes: UInt64 = 256 << 10
-    /// Reads whose fetched objects wait to be stored after their reply: a booting guest's burst
-    /// of reads over distinct objects; past it, reads store for themselves (back-pressure).
-    public static let deferredFillsMax = 64
+    /// Objects the daemon fetches at once to store what reads fetched parts of: 6 of the
+    /// `objectStoreParallelRequestsMax` requests, so a booting guest's reads over many objects
+    /// fetch them in parallel (one thread made a 64 MiB boot-like read 1.8x the direct fetch)
+    /// while two requests stay free for the ranged GETs of new first reads.
+    public static let fillParallelFetches = 6
+    /// Reads whose fetched objects wait to be stored after their reply (besides the
+    /// `fillParallelFetches` being stored); past it, reads store for themselves (back-pressure).
+    /// Half the remote base's cache (`remoteBaseCachedObjects`): a burst of reads fetches whole
+    /// objects into that cache, and a queued fill must still find its object there; with 64 a
+    /// loaded machine let fills fall so far behind that 53 of 128 objects were fetched twice.
+    public static let deferredFillsMax = remoteBaseCachedObjects / 2
 }

@@ -5,13 +5,36 @@
 // of a volume over a base image, whose holes read through the base); later, only those the
 // engine's diff from the newest snapshot of the volume already in the remote touches (plus the
 // last object when the size changed). Every other index takes its parent's entry unread. An
-// object read as all zeros is a hole. Each object read is hashed; its key is its SHA-256, and
-// a HEAD finds it already stored (from another snapshot, another volume, or a killed push of
-// this one), so it is uploaded only when missing: that is also how a killed push resumes.
+// object read as all zeros is a hole. Each object read is hashed; its key is its SHA-256, so an
+// object already stored (from another snapshot, another volume, or a killed push of this one)
+// need not be uploaded again: that is also how a killed push resumes.
 //
-// The pool is read on the calling thread in batches of `Limits.objectStoreParallelRequestsMax`
-// objects; each batch's HEADs and PUTs run in parallel through `Blocking.run`. The manifest
-// goes last, so the snapshot appears in the remote only once all its objects are there.
+// Which objects are asked about (HEAD) before their PUT. A HEAD costs a round trip and a
+// request of the store's CPU per object, as much as a small PUT. The push first lists the keys
+// under objects/ (when that listing is short: at most `Limits.pushListingKeysPerObject` keys
+// per object to push, so a fresh container costs one request, and a huge shared one is not
+// listed at all). A key the listing shows is asked about, and skipped when the HEAD finds it;
+// a key the listing does not show is uploaded without asking. Why that is safe:
+//   - A skip is decided only by a HEAD, never by the listing alone: a listing may be stale (a
+//     Swift container listing is updated after the object write), and a manifest must never
+//     name an object that is not there.
+//   - A listing that misses an object (stale, or another push stored it since) costs one
+//     upload of bytes already stored, never data: a content key is only ever written with its
+//     own bytes, so writing it again stores the same object.
+//   - A gc cannot delete what the listing showed while this push runs: the push holds its
+//     lease from before the listing to after its manifest (Lease.swift).
+//   - Resume after kill -9: the killed push's objects are in the listing, asked about and
+//     skipped; the manifest was never written, since it goes last. Without a listing (too
+//     many keys) every object is asked about, as before.
+// Within one push a key is sent once (`UploadWindow.claim`): equal objects are skipped.
+//
+// The pool is read on the calling thread, up to `Limits.pushReadAheadObjects` objects ahead of
+// `Limits.objectStoreParallelRequestsMax` upload threads; each thread hashes its object (the
+// whole object's SHA-256 and its part hashes in one walk) and sends it, and takes the next one
+// as soon as it is done (a sliding window, UploadWindow.swift), so reading, hashing and
+// uploading overlap and a slow PUT holds back one thread, not a batch. Memory stays bounded by
+// the window: (8 + 2) objects, 80 MiB at the default object size. The manifest goes last, so
+// the snapshot appears in the remote only once all its objects are there.
 
 import Crypto
 import Foundation
@@ -186,72 +209,123 @@ public struct Pusher {
         return indices.sorted()
     }
 
-    /// Reads, hashes and (when missing from the store) uploads the objects at `indices`.
+    /// Reads, hashes and (when missing from the store) uploads the objects at `indices`: the
+    /// pool is read on this thread, up to `Limits.pushReadAheadObjects` objects ahead of the
+    /// `Limits.objectStoreParallelRequestsMax` upload threads, each of which hashes its object
+    /// and sends it (UploadWindow.swift).
     private func upload(
         _ indices: [UInt64], handle: VolumeHandle, manifest: Manifest, lease: inout Lease, summary: inout PushSummary,
         fresh: inout [UInt64: ManifestEntry], progress: (UInt64, UInt64) -> Void
     ) throws(StrataError) {
         let total = UInt64(indices.count)
-        var done: UInt64 = 0
         progress(0, total)
-        var start = 0
-        while start < indices.count {
-            let batch = indices[start..<min(start + Limits.objectStoreParallelRequestsMax, indices.count)]
-            start += batch.count
-            var pending: [(ManifestEntry, ByteBuffer)] = []
-            for index in batch {
-                let length = manifest.length(ofObject: index)
-                let bytes = try self.pool.read(handle, at: index * manifest.objectSizeBytes, count: Int(length))
-                guard !Zeros.all(bytes) else { continue }
-                let entry = ManifestEntry(
-                    index: index, sha256: SigV4Signer.hex(SHA256.hash(data: bytes)), bytes: length,
-                    parts: Manifest.partHashes(bytes, partSize: Limits.manifestPartBytes))
-                fresh[index] = entry
-                pending.append((entry, ByteBuffer(bytes: bytes)))
-            }
-            let store = self.store
-            let batchObjects = pending
-            let uploaded = try Blocking.run { () throws(StrataError) -> [Bool] in
-                try await Self.uploadMissing(batchObjects, store: store)
-            }
-            for (wasUploaded, (entry, _)) in zip(uploaded, pending) {
-                if wasUploaded {
-                    summary.objectsUploaded += 1
-                    summary.bytesUploaded += entry.bytes
-                } else {
-                    summary.objectsSkipped += 1
-                    summary.bytesSkipped += entry.bytes
+        guard !indices.isEmpty else { return }
+        let listed = try self.storedKeys(candidates: indices.count)
+        let threads = min(Limits.objectStoreParallelRequestsMax, indices.count)
+        let window = UploadWindow(capacity: threads + Limits.pushReadAheadObjects)
+        let store = self.store
+        let partSize = manifest.partSizeBytes ?? Limits.manifestPartBytes
+        try ParallelThreads.run(count: threads, name: "strata-push") { _ in
+            while let object = window.take() {
+                do throws(StrataError) {
+                    window.finish(object.index, try Self.send(object, store: store, listed: listed, partSize: partSize, window: window))
+                } catch {
+                    window.fail(error)
                 }
             }
-            done += UInt64(batch.count)
-            progress(done, total)
-            try lease.refresh(self.store)
+        } alongside: { () throws(StrataError) in
+            // Closing wakes the upload threads to return, whether reading ends or throws.
+            defer { window.close(threads: threads) }
+            for index in indices {
+                progress(UInt64(window.finished), total)
+                guard window.reserve() else { return }
+                let body: ByteBuffer
+                do throws(StrataError) {
+                    body = try self.read(handle, index: index, manifest: manifest)
+                    try lease.refresh(self.store)
+                } catch {
+                    window.unreserve()
+                    throw error
+                }
+                guard window.submit(PendingObject(index: index, body: body)) else { return }
+            }
+        }
+        if let failure = window.failure { throw failure }
+        for (index, outcome) in window.outcomes {
+            switch outcome {
+            case .hole:
+                break
+            case .uploaded(let entry):
+                fresh[index] = entry
+                summary.objectsUploaded += 1
+                summary.bytesUploaded += entry.bytes
+            case .skipped(let entry):
+                fresh[index] = entry
+                summary.objectsSkipped += 1
+                summary.bytesSkipped += entry.bytes
+            }
+        }
+        progress(total, total)
+    }
+
+    /// Object `index` of the snapshot, read into a new buffer.
+    /// - Throws: the pool's errors.
+    private func read(_ handle: VolumeHandle, index: UInt64, manifest: Manifest) throws(StrataError) -> ByteBuffer {
+        let length = Int(manifest.length(ofObject: index))
+        var body = ByteBufferAllocator().buffer(capacity: length)
+        var failure: StrataError?
+        body.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { raw in
+            do throws(StrataError) {
+                try self.pool.read(
+                    handle, at: index * manifest.objectSizeBytes,
+                    into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<length]))
+            } catch {
+                failure = error
+            }
+            return length
+        }
+        if let failure { throw failure }
+        return body
+    }
+
+    /// The keys under `objects/` when listing them costs less than the HEADs it saves (at most
+    /// `Limits.pushListingKeysPerObject` keys per object to push); nil when there are more.
+    /// - Throws: the store's errors.
+    private func storedKeys(candidates: Int) throws(StrataError) -> Set<String>? {
+        let store = self.store
+        let keysMax = candidates * Limits.pushListingKeysPerObject
+        return try Blocking.run { () throws(StrataError) -> Set<String>? in
+            var keys = Set<String>()
+            var marker: String?
+            repeat {
+                let page = try await store.list(prefix: RemoteLayout.objectPrefix, after: marker)
+                keys.formUnion(page.objects.map(\.key))
+                guard keys.count <= keysMax else { return nil }
+                marker = page.next
+            } while marker != nil
+            return keys
         }
     }
 
-    /// HEADs each object and PUTs those missing, in parallel; true where an object was uploaded.
-    private static func uploadMissing(_ objects: [(ManifestEntry, ByteBuffer)], store: any ObjectStore)
-        async throws(StrataError) -> [Bool]
-    {
-        do {
-            return try await withThrowingTaskGroup(of: (Int, Bool).self) { group in
-                for (position, (entry, body)) in objects.enumerated() {
-                    group.addTask {
-                        if let existing = try await store.head(entry.key), existing.sizeBytes == entry.bytes {
-                            return (position, false)
-                        }
-                        try await store.put(entry.key, body: body, sha256: entry.sha256)
-                        return (position, true)
-                    }
-                }
-                var result = [Bool](repeating: false, count: objects.count)
-                for try await (position, uploaded) in group { result[position] = uploaded }
-                return result
+    /// Hashes `object` and sends it unless it is all zeros, this push already claimed its key, or
+    /// the store holds it. The store is asked (HEAD) only about keys `listed` shows or when there
+    /// is no listing: a key absent from a listing is sent without asking (see the file's header).
+    /// - Throws: the store's errors.
+    private static func send(
+        _ object: PendingObject, store: any ObjectStore, listed: Set<String>?, partSize: UInt64, window: UploadWindow
+    ) throws(StrataError) -> UploadOutcome {
+        let body = object.body
+        guard !body.withUnsafeReadableBytes({ Zeros.all($0) }) else { return .hole }
+        let (sha256, parts) = body.withUnsafeReadableBytes { Manifest.hashes($0, partSize: partSize) }
+        let entry = ManifestEntry(index: object.index, sha256: sha256, bytes: UInt64(body.readableBytes), parts: parts)
+        guard window.claim(entry.key) else { return .skipped(entry) }
+        let ask = listed.map { $0.contains(entry.key) } ?? true
+        return try Blocking.run { () throws(StrataError) -> UploadOutcome in
+            if ask, let existing = try await store.head(entry.key), existing.sizeBytes == entry.bytes {
+                return .skipped(entry)
             }
-        } catch let error as StrataError {
-            throw error
-        } catch {
-            throw StrataError(.io, "push to \(store.label): \(error)")
+            try await store.put(entry.key, body: body, sha256: entry.sha256)
+            return .uploaded(entry)
         }
     }
 }

@@ -7,7 +7,13 @@
 // when the manifest has part hashes (version 2), GETs only the 256 KiB parts it covers and
 // verifies each against its part hash before use: the first read waits for a small request,
 // not a whole object; the engine then stores the whole object (fill-on-read, which the daemon
-// defers until after the reply). Otherwise `read` takes each object it covers from the fetch table
+// defers until after the reply). That holds while few such reads are in progress (at most
+// `Limits.remoteBaseRangedReadsMax`, counting this one): a burst of reads (a guest reading at
+// depth 8) takes whole objects instead, each fetched once and joined by every read of it, since
+// a ranged GET per read plus the whole object after it cost the store more requests and bytes
+// than the whole objects alone (a 64 MiB boot-like read made ~1 ranged GET per 2 reads on top of
+// every whole object; Swift spends ~2.5 ms of CPU per request), and on a 2-core machine the
+// store's CPU is the reads' bottleneck. Otherwise `read` takes each object it covers from the fetch table
 // (ObjectFetchTable.swift: one fetch per object at a time, a bounded cache), which GETs the
 // whole object and checks its length and SHA-256 against the manifest before any byte is used;
 // a mismatch is an error naming the object, never data. A store that cannot be reached fails
@@ -40,6 +46,8 @@ public final class RemoteBase: BaseImage {
     private let logger = Logger(label: "strata.remote-base")
     private let fetched = Atomic<UInt64>(0)
     private let rangedFetches = Atomic<Int>(0)
+    /// Reads of less than half an object in progress (`read`), for the ranged-or-whole choice.
+    private let smallReads = Atomic<Int>(0)
 
     /// Ranged GETs of parts served so far (reads of never-fetched ranges).
     public var partFetches: Int { self.rangedFetches.load(ordering: .relaxed) }
@@ -122,6 +130,14 @@ public final class RemoteBase: BaseImage {
 
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError) {
         let objectSize = self.manifest.objectSizeBytes
+        // A burst of small reads (a guest reading at depth 8) fetches whole objects; a lone
+        // one (or two) is served from a ranged GET (see the file's header).
+        let small = UInt64(buffer.count) * 2 < objectSize
+        var ranged = true
+        if small {
+            ranged = self.smallReads.wrappingAdd(1, ordering: .relaxed).newValue <= Limits.remoteBaseRangedReadsMax
+        }
+        defer { if small { self.smallReads.wrappingSubtract(1, ordering: .relaxed) } }
         var done = 0
         while done < buffer.count {
             let position = offset + UInt64(done)
@@ -129,7 +145,7 @@ public final class RemoteBase: BaseImage {
             let count = Int(min(UInt64(buffer.count - done), objectSize - inside))
             let target = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + count)])
             if let entry = self.entries[position / objectSize] {
-                if try self.readParts(entry, inside: inside, into: target) {
+                if ranged, try self.readParts(entry, inside: inside, into: target) {
                     done += count
                     continue
                 }

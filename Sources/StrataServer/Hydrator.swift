@@ -8,9 +8,9 @@
 //
 // It also stores what reads fetched (the filler): a read of a volume over a remote base hands
 // the objects it touched to a queue here instead of storing them before it replies
-// (`Pool.deferFills`), so a first read waits only for its ranged GET; one thread drains the
-// queue through `Pool.fillFetched`, which fetches each whole object once and copies it into the
-// volume's holes. A full queue (`Limits.deferredFillsMax`) makes reads store for themselves.
+// (`Pool.deferFills`), so a first read waits only for its ranged GET; `Limits.fillParallelFetches`
+// threads drain the queue through `Pool.fillFetched`, which fetches each whole object once and
+// copies it into the volume's holes. A full queue (`Limits.deferredFillsMax`) makes reads store for themselves.
 
 import Dispatch
 import Logging
@@ -27,10 +27,12 @@ public final class Hydrator: Sendable {
     private let stopped = Atomic<Bool>(false)
     private let fills = Mutex<[(handle: VolumeHandle, offsets: [UInt64])]>([])
     private let fillQueued = DispatchSemaphore(value: 0)
+    private let rates: HydrationRates
 
     public init(pool: Pool, logger: Logger) {
         self.pool = pool
         self.logger = logger
+        self.rates = HydrationRates(pool: pool)
         (self.started, self.starts) = AsyncStream.makeStream(of: Hydration.self)
     }
 
@@ -50,7 +52,11 @@ public final class Hydrator: Sendable {
         await DedicatedThread.run(name: "strata-hydrate-resume") { self.resume() }
         self.pool.deferFills { handle, offsets in self.enqueueFill(handle, offsets) }
         await withDiscardingTaskGroup { group in
-            group.addTask { await DedicatedThread.run(name: "strata-fill") { self.drainFills() } }
+            group.addTask {
+                await DedicatedThread.run(name: "strata-fill") {
+                    ParallelThreads.run(count: Limits.fillParallelFetches, name: "strata-fill") { _ in self.drainFills() }
+                }
+            }
             for await hydration in self.started {
                 group.addTask {
                     await DedicatedThread.run(name: "strata-hydrate-\(hydration.volume)") { self.work(hydration) }
@@ -80,7 +86,8 @@ public final class Hydrator: Sendable {
     }
 
     /// Starts hydrating `volume` in the background (marking it durably first), or changes the
-    /// rate of the hydration already running. `rate` nil keeps the running one's, or takes
+    /// rate of the hydration already running. A `rate` is stored (HydrationRates.swift), so a
+    /// resumed hydration keeps it; nil keeps the running one's, or takes the stored one, or
     /// `Limits.hydrationRateDefault`.
     /// - Throws: `.invalidArgument` when the volume has no remote base, `.busy` when the daemon stops.
     @discardableResult
@@ -95,12 +102,22 @@ public final class Hydrator: Sendable {
             throw StrataError(.busy, "hydrate \(volume): the daemon is stopping; it resumes the hydration when it starts")
         }
         try self.pool.markHydrating(volume)
+        if let rate { try self.rates.set(rate, for: volume) }
+        var stored: UInt64?
+        if rate == nil {
+            do throws(StrataError) {
+                stored = try self.rates.rate(of: volume)
+            } catch {
+                // A rate file that cannot be read must not stop the hydration: default rate.
+                self.logger.warning("\(error.message)")
+            }
+        }
         let (hydration, fresh) = self.table.withLock { table -> (Hydration, Bool) in
             if let running = table[volume], running.state != .done, !running.isCancelled {
                 if let rate { running.setRate(rate) }
                 return (running, false)
             }
-            let hydration = Hydration(pool: self.pool, volume: volume, rate: rate ?? Limits.hydrationRateDefault)
+            let hydration = Hydration(pool: self.pool, volume: volume, rate: rate ?? stored ?? Limits.hydrationRateDefault)
             table[volume] = hydration
             return (hydration, true)
         }
@@ -128,15 +145,14 @@ public final class Hydrator: Sendable {
         return queued
     }
 
-    /// Stores queued fills until `stop`, then what is left.
+    /// Stores queued fills, one at a time, until `stop`, then what is left. Runs on each of
+    /// `Limits.fillParallelFetches` threads, so the objects a burst of reads touched are fetched
+    /// in parallel, not one after another; two fills of one object share its fetch (the fetch
+    /// table) and the second finds nothing left to store.
     private func drainFills() {
         while true {
             _ = self.fillQueued.wait(timeout: .now() + .milliseconds(200))
-            let batch = self.fills.withLock { fills in
-                defer { fills.removeAll() }
-                return fills
-            }
-            for fill in batch {
+            while let fill = self.fills.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) {
                 do throws(StrataError) {
                     try self.pool.fillFetched(fill.handle, offsets: fill.offsets)
                 } catch {
@@ -144,7 +160,11 @@ public final class Hydrator: Sendable {
                     self.logger.warning("storing what a read of \(fill.handle.name) fetched: \(error.message)")
                 }
             }
-            if batch.isEmpty && self.stopped.load(ordering: .relaxed) { return }
+            if self.stopped.load(ordering: .relaxed) {
+                // Wake the other fill threads so they see the stop too.
+                self.fillQueued.signal()
+                return
+            }
         }
     }
 
@@ -153,6 +173,7 @@ public final class Hydrator: Sendable {
             try hydration.run(retrying: true)
             if hydration.state == .done {
                 self.logger.notice("hydrated volume \(hydration.volume): it no longer reads from its remote base")
+                try self.rates.set(nil, for: hydration.volume)
             }
         } catch {
             if !hydration.isCancelled { self.logger.error("\(error.message)") }

@@ -21,9 +21,14 @@ extension PoolService {
         }
         guard let hydrator = self.hydrator else {
             try self.pool.markHydrating(name)
+            // Stored for the daemon that resumes it (HydrationRates.swift).
+            let rates = HydrationRates(pool: self.pool)
+            if let rate { try rates.set(rate, for: name) }
             guard mode != .background else { return }
-            let hydration = Hydration(pool: self.pool, volume: name, rate: rate ?? Limits.hydrationRateDefault)
+            let stored = try rates.rate(of: name)
+            let hydration = Hydration(pool: self.pool, volume: name, rate: rate ?? stored ?? Limits.hydrationRateDefault)
             try hydration.run(retrying: false) { done, total in progress(UInt64(done), UInt64(total)) }
+            if hydration.state == .done { try rates.set(nil, for: name) }
             return
         }
         let hydration = try hydrator.start(name, rate: rate)

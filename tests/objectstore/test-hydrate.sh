@@ -5,7 +5,8 @@
 #   log), and nothing runs in the background.
 # - `volume hydrate --rate`: the daemon fetches the rest in the background while a client
 #   writes; kill -9 mid-way; `volume status` on the offline pool counts what the engine holds;
-#   the restarted daemon resumes by itself and fetches exactly the objects not yet local, drops
+#   the restarted daemon resumes by itself, at the --rate given before the kill (it used to
+#   forget it and take the default), and fetches exactly the objects not yet local, drops
 #   the base, and the volume equals the snapshot plus the writes; `strata check` is clean.
 # - The store stopped during a hydration: it pauses with an error naming an object in
 #   `volume status` (and `pool status`); local data reads over NBD and iSCSI; an unfetched
@@ -124,6 +125,15 @@ local_after_crash=$(status_field h1 objectsFetched)
 log_line=$(($(wc -l <"$PROXY_LOG") + 1))
 before=$(gets)
 start_daemon
+# The --rate given before the kill is kept (hydration-rates.json): the resumed hydration runs
+# at 4 MiB/s, not at the default rate.
+rate=""
+for _ in $(seq 1 50); do
+    rate=$(strata volume status h1 --json | json rateLimitBytesPerSecond 2>/dev/null || true)
+    [ -n "$rate" ] && [ "$rate" != None ] && break
+    sleep 0.1
+done
+[ "$rate" = $((4 << 20)) ] || fail "the resumed hydration's rate bound is '$rate', expected the --rate 4M given before the kill"
 wait_state h1 done 120
 fetched_after=$(($(gets) - before))
 # Object 60 was written at 4096..+256K only: still pending, fetched. Nothing local is fetched again.

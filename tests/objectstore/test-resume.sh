@@ -17,10 +17,12 @@ strata snapshot create vm1@s1 >/dev/null
 
 strata push vm1@s1 r1 --json >"$WORKDIR/push1.out" 2>&1 &
 push_pid=$!
-for _ in $(seq 1 600); do
-    stored=$(store list "$container" objects/ | grep -c . || true)
-    [ "$stored" -ge 4 ] && break
-    sleep 0.05
+# The proxy's access log, not a listing, tells when 4 objects are stored: a listing takes a
+# Python start-up per look, during which a push of 8 parallel PUTs stores most of the volume.
+puts() { grep -c "PUT /v1/AUTH_test/$container/objects/[0-9a-f]* HTTP/1.[01] 201 " "$STRATA_OBJECTSTORE_DIR/log/proxy.log" || true; }
+for _ in $(seq 1 3000); do
+    [ "$(puts)" -ge 4 ] && break
+    sleep 0.01
 done
 kill_daemon
 wait "$push_pid" && fail "the push survived its daemon: $(cat "$WORKDIR/push1.out")"
