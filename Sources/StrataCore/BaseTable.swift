@@ -405,22 +405,30 @@ public final class BaseTable: @unchecked Sendable {
 
     private func persist(_ descriptors: [BaseDescriptor]) throws(StrataError) {
         guard let directory = self.directory else { return }
-        let path = directory + "/" + Self.fileName
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let data: Data
-        do {
-            data = try encoder.encode(descriptors.sorted { $0.id < $1.id })
-        } catch {
-            throw StrataError(.io, "write base table \(path): \(error)")
-        }
-        try AtomicFile.write(data, to: path, operation: "write base table")
+        try AtomicFile.writeJSON(
+            descriptors.sorted { $0.id < $1.id }, to: directory + "/" + Self.fileName, operation: "write base table")
     }
 }
 
 /// Whole-file replacement that a crash leaves old or new: write a temporary file, sync it,
 /// rename it over the target, sync the directory.
 public enum AtomicFile {
+    /// Replaces the file at `path` with `value` as JSON (pretty-printed, sorted keys: the
+    /// daemon's state files are read by people too), durably, as `write` does.
+    /// - Throws: `.io` naming `operation` and `path` when `value` does not encode, or what
+    ///   `write` throws.
+    public static func writeJSON<Value: Encodable>(_ value: Value, to path: String, operation: String) throws(StrataError) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data: Data
+        do {
+            data = try encoder.encode(value)
+        } catch {
+            throw StrataError(.io, "\(operation) \(path): cannot encode (\(error))")
+        }
+        try Self.write(data, to: path, operation: operation)
+    }
+
     /// Replaces the file at `path` with `data` (mode 0600), durably.
     /// - Throws: `StrataError` with the errno of the step that failed.
     public static func write(_ data: Data, to path: String, operation: String) throws(StrataError) {

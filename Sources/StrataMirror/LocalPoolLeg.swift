@@ -31,12 +31,8 @@ public struct LegMarker: Codable, Sendable, Equatable {
     }
 
     func save(directory: String) throws(StrataError) {
-        let path = (directory as NSString).appendingPathComponent(Self.fileName)
-        let data: Data
-        do { data = try JSONEncoder().encode(self) } catch {
-            throw StrataError(.io, "save mirror leg \(directory): cannot encode \(Self.fileName) (\(error))")
-        }
-        try AtomicFile.write(data, to: path, operation: "save mirror leg marker")
+        try AtomicFile.writeJSON(
+            self, to: (directory as NSString).appendingPathComponent(Self.fileName), operation: "save mirror leg marker")
     }
 
     static func remove(directory: String) {

@@ -45,14 +45,8 @@ public struct MirrorTable: Codable, Sendable, Equatable {
 
     /// Saves the table durably.
     public func save(directory: String) throws(StrataError) {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let data: Data
-        do { data = try encoder.encode(self) } catch {
-            throw StrataError(.io, "save mirrors in \(directory): cannot encode (\(error))")
-        }
-        try AtomicFile.write(
-            data, to: (directory as NSString).appendingPathComponent(Self.fileName), operation: "save mirrors")
+        try AtomicFile.writeJSON(
+            self, to: (directory as NSString).appendingPathComponent(Self.fileName), operation: "save mirrors")
     }
 
     /// The legs of `volume`.

@@ -153,11 +153,6 @@ public struct RemoteTable: Sendable {
     }
 
     private func save(_ remotes: [RemoteConfig]) throws(StrataError) {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        guard let data = try? encoder.encode(File(version: Self.version, remotes: remotes)) else {
-            preconditionFailure("remote configurations always encode")
-        }
-        try AtomicFile.write(data, to: self.path, operation: "write remotes")
+        try AtomicFile.writeJSON(File(version: Self.version, remotes: remotes), to: self.path, operation: "write remotes")
     }
 }

@@ -111,12 +111,8 @@ public final class MirrorLegTargets: Sendable {
     public func holds(_ name: String) -> Bool { self.state.withLock { $0.copies.contains { $0.copyName == name } } }
 
     private func save(_ copies: [MirrorCopyRecord]) throws(StrataError) {
-        let data: Data
-        do { data = try JSONEncoder().encode(copies) } catch {
-            throw StrataError(.io, "save mirror copies in \(self.directory): cannot encode (\(error))")
-        }
-        try AtomicFile.write(
-            data, to: (self.directory as NSString).appendingPathComponent(Self.fileName), operation: "save mirror copies")
+        try AtomicFile.writeJSON(
+            copies, to: (self.directory as NSString).appendingPathComponent(Self.fileName), operation: "save mirror copies")
     }
 
     /// Opens a session for `open`: makes the copy (`create`) or finds it, fences off every

@@ -171,13 +171,7 @@ public final class Replicator: Sendable {
 
     private func save() throws(StrataError) {
         let jobs = self.jobs.withLock { $0.values.map(\.job) }.sorted { $0.volume < $1.volume }
-        let data: Data
-        do {
-            data = try JSONEncoder().encode(jobs)
-        } catch {
-            throw StrataError(.io, "replicate: cannot encode the jobs for \(self.path): \(error)")
-        }
-        try AtomicFile.write(data, to: self.path, operation: "replicate: save jobs")
+        try AtomicFile.writeJSON(jobs, to: self.path, operation: "replicate: save jobs")
     }
 }
 

@@ -39,15 +39,7 @@ final class HydrationRates: Sendable {
             var rates = try Self.load(path)
             guard rates[guid] != rate else { return }
             rates[guid] = rate
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            let data: Data
-            do {
-                data = try encoder.encode(rates)
-            } catch {
-                throw StrataError(.io, "write hydration rates \(path): \(error)")
-            }
-            try AtomicFile.write(data, to: path, operation: "write hydration rates")
+            try AtomicFile.writeJSON(rates, to: path, operation: "write hydration rates")
         }
     }
 

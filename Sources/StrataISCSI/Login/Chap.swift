@@ -61,16 +61,7 @@ public struct ChapSettings: Codable, Sendable, Equatable {
     /// Writes the settings atomically and durably (StrataCore's `AtomicFile`: a temporary file,
     /// synced, renamed over the old one, the directory synced), mode 0600.
     public func save(directory: String) throws(StrataError) {
-        let path = directory + "/" + Self.fileName
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let data: Data
-        do {
-            data = try encoder.encode(self)
-        } catch {
-            throw StrataError(.io, "write \(path): \(error)")
-        }
-        try AtomicFile.write(data, to: path, operation: "write CHAP settings")
+        try AtomicFile.writeJSON(self, to: directory + "/" + Self.fileName, operation: "write CHAP settings")
     }
 }
 
