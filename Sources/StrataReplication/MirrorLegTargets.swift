@@ -23,6 +23,7 @@
 // that is found by the copy's split-point diff.
 
 import Foundation
+import NIOCore
 import StrataCore
 import Synchronization
 
@@ -231,6 +232,16 @@ public final class MirrorLegSession: Sendable {
     }
 
     var pool: Pool { self.targets.pool }
+
+    /// Applies `requests` one after another; returns their answers, encoded in that order.
+    package func answers(to requests: [MirrorRequestMessage]) -> ByteBuffer {
+        var out = ByteBuffer()
+        for request in requests {
+            MirrorReplyMessage(id: request.id, result: Result { () throws(StrataError) in try self.apply(request) })
+                .encode(into: &out)
+        }
+        return out
+    }
 
     /// Applies `request`; returns the reply's payload.
     /// - Throws: the engine's error, or `.busy` when a newer session of the copy has opened.

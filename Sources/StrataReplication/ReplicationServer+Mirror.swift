@@ -119,17 +119,14 @@ extension ReplicationServer {
                 limiter.release()
                 inFlight.leave()
             }
-            var out = ByteBuffer()
-            for request in requests {
-                let result: Result<[UInt8], StrataError>
-                if case .active = state {
-                    result = Result { () throws(StrataError) in try session.apply(request) }
-                } else {
-                    result = .failure(StrataError(.io, "mirror leg: the daemon is shutting down"))
-                }
-                MirrorReplyMessage(id: request.id, result: result).encode(into: &out)
+            if case .active = state {
+                connection.send(session.answers(to: requests))
+            } else {
+                let stopping = StrataError(.io, "mirror leg: the daemon is shutting down")
+                var out = ByteBuffer()
+                for request in requests { MirrorReplyMessage(id: request.id, result: .failure(stopping)).encode(into: &out) }
+                connection.send(out)
             }
-            connection.send(out)
         }
     }
 }
