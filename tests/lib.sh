@@ -31,6 +31,13 @@ cleanup() {
     exit $status
 }
 trap cleanup EXIT
+# run-e2e.sh's timeout stops a test with SIGTERM: say what it was doing (the command, the
+# functions it was in and their call lines) and fail, so cleanup prints the daemon log too.
+on_sigterm() {
+    echo "FAIL $TEST_NAME: stopped by SIGTERM (timed out) in: $BASH_COMMAND; functions: ${FUNCNAME[*]:1}; lines: ${BASH_LINENO[*]}" >&2
+    exit 143
+}
+trap on_sigterm TERM
 
 fail() {
     echo "FAIL $TEST_NAME: $*" >&2

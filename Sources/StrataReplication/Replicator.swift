@@ -31,14 +31,36 @@ public struct ReplicationJob: Codable, Sendable, Equatable {
     public var everySeconds: Double
     public var keep: Int
     public var secretFile: String
+    /// A bound on the bytes per second the job sends; nil sends as fast as the link takes them.
+    /// (Absent from jobs saved before the bound existed, which then have none.)
+    public var rateBytesPerSecond: UInt64?
 
-    public init(volume: String, host: String, port: Int, everySeconds: Double, keep: Int, secretFile: String) {
+    public init(
+        volume: String, host: String, port: Int, everySeconds: Double, keep: Int, secretFile: String,
+        rateBytesPerSecond: UInt64? = nil
+    ) {
         self.volume = volume
         self.host = host
         self.port = port
         self.everySeconds = everySeconds
         self.keep = keep
         self.secretFile = secretFile
+        self.rateBytesPerSecond = rateBytesPerSecond
+    }
+
+    /// Refuses a job no daemon can run (from a control client or a hand-edited jobs file).
+    public func validate() throws(StrataError) {
+        let what = "replicate \(self.volume)"
+        guard self.everySeconds.isFinite && self.everySeconds > 0 else {
+            throw StrataError(.invalidArgument, "\(what): the time between cycles must be a positive number of seconds")
+        }
+        guard self.keep >= 1 else { throw StrataError(.invalidArgument, "\(what): keep at least 1 snapshot") }
+        guard (1...65535).contains(self.port) else {
+            throw StrataError(.invalidArgument, "\(what): port \(self.port) is not a TCP port (1-65535)")
+        }
+        if let rate = self.rateBytesPerSecond, rate == 0 {
+            throw StrataError(.invalidArgument, "\(what): a rate bound must be positive; leave it out to send at full speed")
+        }
     }
 }
 
@@ -58,6 +80,8 @@ public struct ReplicationStatus: Codable, Sendable, Equatable {
     /// The transfer in progress: bytes done and total.
     public var transferDone: UInt64 = 0
     public var transferTotal: UInt64 = 0
+    /// The job's bound on its sending rate, bytes per second; nil when it has none.
+    public var rateLimitBytesPerSecond: UInt64?
     var lastReplicatedNanos: Int64?
 }
 
@@ -156,6 +180,7 @@ public final class Replicator: Sendable {
     }
 
     private func launch(_ job: ReplicationJob) throws(StrataError) {
+        try job.validate()
         let runner = JobRunner(
             job: job, pool: self.pool, transport: self.transport, threadPool: self.threadPool,
             transfers: self.transfers, logger: self.logger)
@@ -204,7 +229,9 @@ final class JobRunner: Sendable {
         self.threadPool = threadPool
         self.transfers = transfers
         self.logger = logger
-        self.status = Mutex(ReplicationStatus(volume: job.volume, peer: "\(job.host):\(job.port)"))
+        var status = ReplicationStatus(volume: job.volume, peer: "\(job.host):\(job.port)")
+        status.rateLimitBytesPerSecond = job.rateBytesPerSecond
+        self.status = Mutex(status)
         (self.stopRequests, self.stopper) = AsyncStream.makeStream(of: Void.self)
     }
 
@@ -353,7 +380,7 @@ final class JobRunner: Sendable {
             self.status.withLock { $0.state = "sending" }
             let pipe = BytePipe(capacity: Limits.replicationPipeBytes)
             let sent = await withDiscardingTaskGroup(returning: Result<SendSummary, StrataError>.self) { group in
-                group.addTask { try? await pipe.drain(to: connection) }
+                group.addTask { try? await pipe.drain(to: connection, rateBytesPerSecond: self.job.rateBytesPerSecond) }
                 return await self.threadPool.result { () throws(StrataError) in
                     do throws(StrataError) {
                         let summary = try StreamSender.send(pool: self.pool, request, to: pipe) { done, total in

@@ -30,6 +30,8 @@ struct ReplicateCommand: ParsableCommand {
         var secretFile: String
         @Option(help: "Time between cycles: seconds, or with an s, m or h suffix.") var every: String = "60s"
         @Option(help: "Replicated snapshots to keep on each side.") var keep: Int = 3
+        @Option(help: "Bound on the rate the job sends at, bytes per second (K, M, G suffixes), such as 50M.")
+        var rate: String?
 
         func validate() throws {
             _ = try ServeCommand.parseAddress(self.to, option: "to", example: "10.0.0.2:10810")
@@ -37,15 +39,18 @@ struct ReplicateCommand: ParsableCommand {
                 throw ValidationError("invalid --every '\(self.every)'; use seconds or a suffix, such as 30s, 5m or 1h")
             }
             guard self.keep >= 1 else { throw ValidationError("--keep must be at least 1") }
+            if let rate, try parseSize(rate, option: "--rate") == 0 { throw ValidationError("--rate must be positive") }
         }
 
         func run() throws {
             let (host, port) = try ServeCommand.parseAddress(self.to, option: "to", example: "10.0.0.2:10810")!
             let job = ReplicationJob(
                 volume: self.volume, host: host, port: port, everySeconds: parseDuration(self.every)!, keep: self.keep,
-                secretFile: URL(fileURLWithPath: self.secretFile).standardizedFileURL.path)
+                secretFile: URL(fileURLWithPath: self.secretFile).standardizedFileURL.path,
+                rateBytesPerSecond: try self.rate.map { try parseSize($0, option: "--rate") })
             _ = try self.options.execute(.replicateStart(job))
-            print("replicating \(self.volume) to \(self.to) every \(self.every), keeping \(self.keep) snapshots")
+            let bound = job.rateBytesPerSecond.map { ", at most \(SizeParser.format($0))/s" } ?? ""
+            print("replicating \(self.volume) to \(self.to) every \(self.every), keeping \(self.keep) snapshots\(bound)")
         }
     }
 
@@ -74,13 +79,14 @@ struct ReplicateCommand: ParsableCommand {
             guard case .replication(let jobs) = result else { return }
             if self.json { return printJSON(jobs) }
             printTable(
-                ["VOLUME", "PEER", "STATE", "LAST REPLICATED", "LAG", "SENT", "ERRORS", "TRANSFER"],
+                ["VOLUME", "PEER", "STATE", "LAST REPLICATED", "LAG", "SENT", "ERRORS", "TRANSFER", "RATE LIMIT"],
                 jobs.map { job in
                     [
                         job.volume, job.peer, job.state, job.lastReplicated ?? "-",
                         job.lagSeconds.map { String(format: "%.0fs", $0) } ?? "-", SizeParser.format(job.bytesSent),
                         job.lastError.map { "\(job.errors) (\($0))" } ?? "\(job.errors)",
                         job.state == "sending" ? "\(SizeParser.format(job.transferDone))/\(SizeParser.format(job.transferTotal))" : "-",
+                        job.rateLimitBytesPerSecond.map { "\(SizeParser.format($0))/s" } ?? "-",
                     ]
                 })
         }

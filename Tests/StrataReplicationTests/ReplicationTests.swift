@@ -15,6 +15,29 @@ import StrataTesting
 import Testing
 
 @Suite struct ReplicationTests {
+    @Test func jobsNoDaemonCanRunAreRefused() throws {
+        let good = ReplicationJob(volume: "vm", host: "h", port: 10810, everySeconds: 30, keep: 3, secretFile: "/s")
+        try good.validate()
+        var bounded = good
+        bounded.rateBytesPerSecond = 50 << 20
+        try bounded.validate()
+        let bad: [(ReplicationJob, String)] = [
+            (ReplicationJob(volume: "vm", host: "h", port: 10810, everySeconds: 0, keep: 3, secretFile: "/s"), "between cycles"),
+            (ReplicationJob(volume: "vm", host: "h", port: 10810, everySeconds: .infinity, keep: 3, secretFile: "/s"), "between cycles"),
+            (ReplicationJob(volume: "vm", host: "h", port: 10810, everySeconds: 30, keep: 0, secretFile: "/s"), "keep at least 1"),
+            (ReplicationJob(volume: "vm", host: "h", port: 0, everySeconds: 30, keep: 3, secretFile: "/s"), "not a TCP port"),
+            (ReplicationJob(volume: "vm", host: "h", port: 10810, everySeconds: 30, keep: 3, secretFile: "/s", rateBytesPerSecond: 0), "rate bound"),
+        ]
+        for (job, message) in bad {
+            let error = try #require(throws: StrataError.self) { try job.validate() }
+            #expect(error.message.contains("replicate vm") && error.message.contains(message), "\(error.message)")
+        }
+        // A job saved before the rate bound existed loads without one.
+        let saved = #"[{"volume":"vm","host":"h","port":10810,"everySeconds":30,"keep":3,"secretFile":"/s"}]"#
+        let jobs = try JSONDecoder().decode([ReplicationJob].self, from: Data(saved.utf8))
+        #expect(jobs == [good])
+    }
+
     /// The deadline is a liveness bound, not a timing: the replicator and the replica server run
     /// as tasks on the cooperative pool, which the suite's long synchronous tests (the model and
     /// crash runs) can hold for minutes on a 2-core machine, so it is generous.
@@ -102,6 +125,8 @@ import Testing
 
         var right = job
         right.secretFile = directory + "/secret"
+        // Bounded: the streams go through the paced drain and still arrive whole.
+        right.rateBytesPerSecond = 256 << 20
         let rightJob = right
         try await threads.runIfActive { try replicator.start(rightJob) }
         try await self.waitUntil("two cycles") { (replicator.status().first?.cycles ?? 0) >= 2 }

@@ -105,11 +105,20 @@ public final class BytePipe: StreamInput, StreamOutput, @unchecked Sendable {
 
     // MARK: The connection's side (async)
 
-    /// Writes what the engine puts in the pipe to `connection` until the pipe finishes.
+    /// Writes what the engine puts in the pipe to `connection` until the pipe finishes, at most
+    /// `rateBytesPerSecond` when given (the engine then waits on the full pipe).
     /// - Throws: the pipe's failure, or the connection's error (which then fails the pipe).
-    public func drain(to connection: any TransportConnection) async throws(StrataError) {
+    /// - Precondition: `rateBytesPerSecond`, when given, is positive.
+    public func drain(to connection: any TransportConnection, rateBytesPerSecond: UInt64? = nil) async throws(StrataError) {
+        var limiter = rateBytesPerSecond.map { RateLimiter(bytesPerSecond: $0) }
         do throws(StrataError) {
-            while let bytes = try await self.take() { try await connection.write(bytes) }
+            while let bytes = try await self.take() {
+                if let wait = limiter?.reserve(UInt64(bytes.readableBytes), nowNanos: MonotonicClock.nanos()), wait > 0 {
+                    // A cancelled wait ends early; the write then fails on the closed connection.
+                    try? await Task.sleep(nanoseconds: wait)
+                }
+                try await connection.write(bytes)
+            }
         } catch {
             self.fail(error)
             throw error
