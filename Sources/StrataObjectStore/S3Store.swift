@@ -10,7 +10,7 @@ import NIOHTTP1
 import StrataCore
 
 /// A bucket behind an S3 endpoint.
-public final class S3Store: ObjectStore {
+public final class S3Store: HTTPObjectStore {
     public let label: String
     let endpoint: Endpoint
     let bucket: String
@@ -46,27 +46,6 @@ public final class S3Store: ObjectStore {
         try reply.requireSuccess(context)
     }
 
-    public func get(_ key: String, range: Range<UInt64>?) async throws(StrataError) -> ByteBuffer {
-        let context = self.context("get", key)
-        var extra: [(String, String)] = []
-        if let range { extra.append(("range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)")) }
-        let reply = try await self.send(.GET, key: key, extra: extra, context: context)
-        try reply.requireSuccess(context)
-        return reply.body
-    }
-
-    public func head(_ key: String) async throws(StrataError) -> ObjectInfo? {
-        let context = self.context("head", key)
-        let reply = try await self.send(.HEAD, key: key, context: context)
-        return try reply.objectInfo(key, context)
-    }
-
-    public func delete(_ key: String) async throws(StrataError) {
-        let context = self.context("delete", key)
-        let reply = try await self.send(.DELETE, key: key, context: context)
-        try reply.requireSuccess(context, orMissing: true)
-    }
-
     public func list(prefix: String, after marker: String?) async throws(StrataError) -> ObjectListing {
         let context = self.context("list", "\(prefix)*", isContainer: true)
         var query = [("list-type", "2"), ("prefix", prefix), ("max-keys", "\(Limits.objectStoreListPageMax)")]
@@ -88,10 +67,11 @@ public final class S3Store: ObjectStore {
         return ObjectListing(objects: objects, next: truncated ? objects.last?.key : nil)
     }
 
-    public func shutdown() async { await self.transport.shutdown() }
-
-    private func context(_ operation: String, _ object: String, isContainer: Bool = false) -> RequestContext {
-        RequestContext(operation: operation, object: object, remote: self.label, isContainer: isContainer)
+    func send(
+        _ method: HTTPMethod, key: String?, query: [(String, String)], headers: [(String, String)],
+        context: RequestContext
+    ) async throws(StrataError) -> HTTPReply {
+        try await self.send(method, key: key, query: query, extra: headers, context: context)
     }
 
     /// Signs and sends one request; a new signature (and date) per attempt.

@@ -13,7 +13,7 @@ import StrataCore
 import Synchronization
 
 /// A container behind a Swift proxy.
-public final class SwiftStore: ObjectStore {
+public final class SwiftStore: HTTPObjectStore {
     public let label: String
     let authURL: String
     let user: String
@@ -52,27 +52,6 @@ public final class SwiftStore: ObjectStore {
         try reply.requireSuccess(context)
     }
 
-    public func get(_ key: String, range: Range<UInt64>?) async throws(StrataError) -> ByteBuffer {
-        let context = self.context("get", key)
-        var headers: [(String, String)] = []
-        if let range { headers.append(("range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)")) }
-        let reply = try await self.send(.GET, key: key, headers: headers, context: context)
-        try reply.requireSuccess(context)
-        return reply.body
-    }
-
-    public func head(_ key: String) async throws(StrataError) -> ObjectInfo? {
-        let context = self.context("head", key)
-        let reply = try await self.send(.HEAD, key: key, context: context)
-        return try reply.objectInfo(key, context)
-    }
-
-    public func delete(_ key: String) async throws(StrataError) {
-        let context = self.context("delete", key)
-        let reply = try await self.send(.DELETE, key: key, context: context)
-        try reply.requireSuccess(context, orMissing: true)
-    }
-
     /// One row of a JSON container listing.
     private struct Row: Decodable {
         let name: String
@@ -99,12 +78,6 @@ public final class SwiftStore: ObjectStore {
         return ObjectListing(objects: objects, next: rows.count == Limits.objectStoreListPageMax ? rows.last?.name : nil)
     }
 
-    public func shutdown() async { await self.transport.shutdown() }
-
-    private func context(_ operation: String, _ object: String, isContainer: Bool = false) -> RequestContext {
-        RequestContext(operation: operation, object: object, remote: self.label, isContainer: isContainer)
-    }
-
     /// The cached login, or a new one.
     private func login() async throws(StrataError) -> (storageURL: String, token: String) {
         if let session = self.session.withLock({ $0 }) { return session }
@@ -123,6 +96,13 @@ public final class SwiftStore: ObjectStore {
         }
         self.session.withLock { $0 = (storageURL, token) }
         return (storageURL, token)
+    }
+
+    func send(
+        _ method: HTTPMethod, key: String?, query: [(String, String)], headers: [(String, String)],
+        context: RequestContext
+    ) async throws(StrataError) -> HTTPReply {
+        try await self.send(method, key: key, query: query, headers: headers, body: nil, context: context)
     }
 
     /// Sends one request with the session's token; on 401 logs in again once and repeats it.
