@@ -44,6 +44,7 @@ public struct NIOTransport: Transport {
             channel = try await ClientBootstrap(group: self.group)
                 .connectTimeout(timeout)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.recvAllocator, value: Self.receiveBuffers)
                 .connect(host: address.host, port: address.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try Self.wrap(
@@ -65,6 +66,7 @@ public struct NIOTransport: Transport {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .serverChannelOption(.backlog, value: 16)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.recvAllocator, value: Self.receiveBuffers)
                 .bind(host: address.host, port: address.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let flag = TimeoutFlag()
@@ -83,6 +85,12 @@ public struct NIOTransport: Transport {
         }
     }
 
+    /// How much one read takes from the socket: from 64 KiB, growing to 1 MiB while reads fill
+    /// their buffer (NIO's default starts at 2 KiB and stops at 64 KiB, so a 1 MiB mirror write
+    /// or stream record arrived in dozens of reads, each a wakeup of the reading task). The
+    /// inbound side holds at most 8 reads its reader has not taken (`wrap`): 8 MiB a connection.
+    static let receiveBuffers = AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 1 << 20)
+
     /// Adds TLS (`tls`, nearest the socket), the idle timeout, and wraps `channel` for async use.
     /// Runs on its event loop.
     static func wrap(_ channel: any Channel, timeout: TimeAmount, flag: TimeoutFlag, tls: [any ChannelHandler]) throws
@@ -93,7 +101,7 @@ public struct NIOTransport: Transport {
         try channel.pipeline.syncOperations.addHandler(IdleTimeoutHandler(flag: flag))
         return try NIOAsyncChannel(
             wrappingChannelSynchronously: channel,
-            configuration: .init(backPressureStrategy: .init(lowWatermark: 4, highWatermark: 32)))
+            configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 8)))
     }
 
     /// Runs `body` with `channel` as a connection, then closes it.
