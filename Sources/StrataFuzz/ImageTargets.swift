@@ -16,7 +16,9 @@ enum ImageTargets {
         let path = NSTemporaryDirectory() + "strata-fuzz-qcow2-\(getpid())"
         try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         let backing = [UInt8](repeating: 0x5a, count: 64 << 10)
-        FileManager.default.createFile(atPath: path + "/backing.raw", contents: Data(backing))
+        precondition(
+            FileManager.default.createFile(atPath: path + "/backing.raw", contents: Data(backing)),
+            "qcow2 target: cannot create \(path)/backing.raw")
         return path
     }()
 

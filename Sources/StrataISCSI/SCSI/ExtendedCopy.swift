@@ -181,7 +181,7 @@ enum ExtendedCopy {
         }
         for step in plan where step.segment.blocks > 0 {
             let shift = LogicalUnit.blockShift
-            try unit.engine { () throws(StrataError) in
+            _ = try unit.engine { () throws(StrataError) in
                 try unit.pool.copy(
                     from: step.source.handle, at: step.segment.sourceLBA << shift, to: step.destination.handle,
                     at: step.segment.destinationLBA << shift, length: step.segment.blocks << shift)
