@@ -26,7 +26,8 @@ build_strata
 export STRATA_POOL=$BENCH_DIR/pool
 PORT=$(free_port)
 ISCSI_PORT=$(free_port)
-"$STRATA" serve --nbd 127.0.0.1:$PORT --iscsi 127.0.0.1:$ISCSI_PORT --http off --create-size 64G \
+HTTP_PORT=$(free_port)
+"$STRATA" serve --nbd 127.0.0.1:$PORT --iscsi 127.0.0.1:$ISCSI_PORT --http 127.0.0.1:$HTTP_PORT --create-size 64G \
     --log-level warning 2>"$BENCH_DIR/daemon.log" &
 STRATA_PID=$!
 PIDS+=($STRATA_PID)
@@ -36,7 +37,7 @@ for index in $(seq 0 $((VOLUMES - 1))); do "$STRATA" volume create soak$index --
 status=0
 /usr/bin/python3 bench/soak.py --strata "$STRATA" --pool "$STRATA_POOL" --pid $STRATA_PID --nbd 127.0.0.1:$PORT \
     --iscsi 127.0.0.1:$ISCSI_PORT --clients "$CLIENTS" --seconds "$DURATION" --rate "$RATE" --volumes "$VOLUMES" \
-    --out "$BENCH_DIR/soak.json" || status=$?
+    --metrics "http://127.0.0.1:$HTTP_PORT/metrics" --out "$BENCH_DIR/soak.json" || status=$?
 "$STRATA" check >"$BENCH_DIR/check.out" 2>&1 || { echo "run-soak: strata check failed:" >&2; cat "$BENCH_DIR/check.out" >&2; status=1; }
 kill -TERM $STRATA_PID
 wait $STRATA_PID || { echo "run-soak: the daemon did not stop cleanly" >&2; status=1; }
@@ -54,5 +55,12 @@ control = sum(v for k, v in s["counts"].items() if not k.startswith(("nbd-", "is
 print("| %d | %d | %d | %d | %d | %.0f / %.0f | %.0f / %.0f | %d / %d | %d |" % (
     s["clients"], s["seconds"], s["requests"], control, s["errors"], mib("start"), mib("peak"),
     mib("firstThirdPeak"), mib("lastThirdPeak"), s["fds"]["start"], s["fds"]["peak"], s["threads"]["peak"]))
+print()
+print("| heap in use start / peak MiB | heap in use peak first / last third MiB | freed heap kept peak MiB | metadata cache nodes peak |")
+print("|---|---|---|---|")
+heap = lambda k: s["heapInUseKiB"][k] / 1024
+print("| %.0f / %.0f | %.0f / %.0f | %.0f | %d |" % (
+    heap("start"), heap("peak"), heap("firstThirdPeak"), heap("lastThirdPeak"), s["heapFreeKiB"]["peak"] / 1024,
+    s["cachePages"]["peak"]))
 PY
 exit $status

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "iscsi"))
 import iscsi_raw  # noqa: E402
@@ -239,7 +240,13 @@ class Control(threading.Thread):
                 self.stats.error("control", repr(error))
 
 
-def sample(pid):
+# The daemon's own memory gauges (/metrics), in KiB like VmRSS: the heap it uses, the freed heap
+# it keeps for reuse, and the metadata cache's nodes (a count).
+METRICS = (("strata_process_heap_in_use_bytes", "heapInUse", 1024), ("strata_process_heap_free_bytes", "heapFree", 1024),
+           ("strata_metadata_cache_pages", "cachePages", 1))
+
+
+def sample(pid, metrics_url=None):
     fields = {}
     with open("/proc/%d/status" % pid) as status:
         for line in status:
@@ -247,6 +254,14 @@ def sample(pid):
             if key in ("VmRSS", "VmHWM", "Threads"):
                 fields[key] = int(value.split()[0])
     fields["fds"] = len(os.listdir("/proc/%d/fd" % pid))
+    if metrics_url:
+        with urllib.request.urlopen(metrics_url, timeout=30) as reply:
+            text = reply.read().decode()
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            for metric, key, unit in METRICS:
+                if name == metric:
+                    fields[key] = int(float(value)) // unit
     return fields
 
 
@@ -263,6 +278,7 @@ def main():
     parser.add_argument("--volumes", type=int, default=8)
     parser.add_argument("--control-interval", type=float, default=3)
     parser.add_argument("--timeout", type=float, default=120, help="seconds an iSCSI client waits for an answer")
+    parser.add_argument("--metrics", help="the daemon's /metrics URL, for its heap and cache gauges")
     parser.add_argument("--out")
     args = parser.parse_args()
 
@@ -273,7 +289,7 @@ def main():
         volume = "soak%d" % (index % args.volumes)
         cls = NBDClient if index % 2 == 0 else ISCSIClient
         clients.append(cls(index, volume, args, stats, stop))
-    samples = [(0.0, sample(args.pid))]
+    samples = [(0.0, sample(args.pid, args.metrics))]
     start = time.monotonic()
     for client in clients:
         client.start()
@@ -282,14 +298,16 @@ def main():
     while time.monotonic() - start < args.seconds:
         time.sleep(min(5.0, max(0.1, args.seconds - (time.monotonic() - start))))
         try:
-            samples.append((time.monotonic() - start, sample(args.pid)))
+            samples.append((time.monotonic() - start, sample(args.pid, args.metrics)))
         except FileNotFoundError:
             stats.error("daemon", "exited during the soak")
             break
         alive = sum(1 for client in clients if client.is_alive())
-        print("%6.0f s  clients %d  errors %d  rss %d MiB  fds %d  threads %d" % (
-            samples[-1][0], alive, stats.errors, samples[-1][1]["VmRSS"] // 1024, samples[-1][1]["fds"],
-            samples[-1][1]["Threads"]), flush=True)
+        last = samples[-1][1]
+        heap = "  heap %d MiB (+%d free)  cache %d nodes" % (
+            last["heapInUse"] // 1024, last["heapFree"] // 1024, last["cachePages"]) if "heapInUse" in last else ""
+        print("%6.0f s  clients %d  errors %d  rss %d MiB  fds %d  threads %d%s" % (
+            samples[-1][0], alive, stats.errors, last["VmRSS"] // 1024, last["fds"], last["Threads"], heap), flush=True)
     stop.set()
     for client in clients:
         client.join(120)
@@ -304,7 +322,10 @@ def main():
         "requests": sum(v for k, v in stats.counts.items() if k.startswith(("nbd-", "iscsi-"))),
         "counts": stats.counts, "errors": stats.errors, "errorMessages": stats.messages,
     }
-    for key, name in (("VmRSS", "rssKiB"), ("fds", "fds"), ("Threads", "threads")):
+    keys = [("VmRSS", "rssKiB"), ("fds", "fds"), ("Threads", "threads")]
+    if "heapInUse" in samples[0][1]:
+        keys += [("heapInUse", "heapInUseKiB"), ("heapFree", "heapFreeKiB"), ("cachePages", "cachePages")]
+    for key, name in keys:
         summary[name] = {
             "start": samples[0][1][key], "peak": peak(key, 0, args.seconds + 1),
             "firstThirdPeak": peak(key, 0, third), "lastThirdPeak": peak(key, 2 * third, args.seconds + 1),

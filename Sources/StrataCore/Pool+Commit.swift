@@ -164,6 +164,9 @@ extension Pool {
     public var committedGeneration: Generation { self.meta.withReadLock { self.committed } }
 
     /// Capacity and usage.
+    /// Tree nodes the metadata cache holds now (at most `Limits.nodeCachePagesMax`).
+    public var metadataCachePages: Int { self.cache.count }
+
     public func status() -> PoolStatus {
         self.meta.withReadLock {
             let snapshots = self.snapshotIDs.keys.reduce(0) { $0 + self.visibleSnapshotCount($1) }

@@ -133,5 +133,7 @@ final class NodeCache: @unchecked Sendable {
     }
 
     func remove(_ page: UInt64) { self.mutex.withLock { _ = self.nodes.removeValue(forKey: page) } }
+    /// Nodes held now (at most `Limits.nodeCachePagesMax`).
+    var count: Int { self.mutex.withLock { self.nodes.count } }
     func removeAll() { self.mutex.withLock { self.nodes.removeAll() } }
 }

@@ -32,11 +32,12 @@ public struct MetricsSnapshot: Sendable {
     /// Open connections by protocol (every front end listed, with 0 when none).
     public var connections: [(protocolName: String, count: Int)]
     public var replication: [ReplicationStatus]
+    public var memory: ProcessMemory
 
     public init(
         pool: PoolStatus, commits: HistogramSnapshot, volumes: [VolumeInfo], snapshots: [SnapshotInfo],
         io: [(name: String, counters: VolumeIOSnapshot)], connections: [(protocolName: String, count: Int)],
-        replication: [ReplicationStatus]
+        replication: [ReplicationStatus], memory: ProcessMemory
     ) {
         self.pool = pool
         self.commits = commits
@@ -45,6 +46,26 @@ public struct MetricsSnapshot: Sendable {
         self.io = io
         self.connections = connections
         self.replication = replication
+        self.memory = memory
+    }
+}
+
+/// Where the daemon's memory is: what an operator checks against the configured bounds.
+public struct ProcessMemory: Sendable, Equatable {
+    /// Resident set size (/proc/self/statm).
+    public var residentBytes: UInt64
+    /// The C heap's bytes in use, and the freed bytes it keeps for reuse (bounded by the daemon's
+    /// trim threshold) rather than returning them to the system.
+    public var heapInUseBytes: UInt64
+    public var heapFreeBytes: UInt64
+    /// Decoded tree nodes cached (at most `Limits.nodeCachePagesMax`).
+    public var metadataCachePages: UInt64
+
+    public init(residentBytes: UInt64, heapInUseBytes: UInt64, heapFreeBytes: UInt64, metadataCachePages: UInt64) {
+        self.residentBytes = residentBytes
+        self.heapInUseBytes = heapInUseBytes
+        self.heapFreeBytes = heapFreeBytes
+        self.metadataCachePages = metadataCachePages
     }
 }
 
@@ -115,6 +136,11 @@ private struct Batch {
         self.gauge("strata_pool_snapshots", [], UInt64(pool.snapshots))
         self.gauge("strata_pool_generation", [], pool.generation)
         self.counter("strata_pool_commits_total", [], snapshot.commits.count)
+        let memory = snapshot.memory
+        self.gauge("strata_process_resident_bytes", [], memory.residentBytes)
+        self.gauge("strata_process_heap_in_use_bytes", [], memory.heapInUseBytes)
+        self.gauge("strata_process_heap_free_bytes", [], memory.heapFreeBytes)
+        self.gauge("strata_metadata_cache_pages", [], memory.metadataCachePages)
         for volume in snapshot.volumes {
             self.gauge("strata_volume_size_bytes", [("volume", volume.name)], volume.sizeBytes)
             self.gauge("strata_volume_allocated_bytes", [("volume", volume.name)], volume.allocatedBytes)

@@ -6,6 +6,7 @@
 //
 // Runs on the thread pool (it reads the pool under its locks), never on an event loop.
 
+import CStrata
 import Foundation
 import StrataCore
 import StrataFrontEnd
@@ -82,8 +83,21 @@ struct DaemonHTTPContent: HTTPContentSource {
             pool: pool.status(), commits: pool.statistics.commits.snapshot, volumes: volumes, snapshots: snapshots,
             io: self.namedCounters(), connections: FrontEnd.allCases.map { frontEnd in
                 (protocolName: frontEnd.rawValue, count: connections.filter { $0.protocolName == frontEnd.rawValue }.count)
-            }, replication: self.service.replicator?.status() ?? [])
+            }, replication: self.service.replicator?.status() ?? [], memory: Self.memory(of: pool))
         return self.exporter.render(snapshot)
+    }
+
+    /// The daemon's resident set, its C heap in use and kept free, and the metadata cache.
+    static func memory(of pool: Pool) -> ProcessMemory {
+        var inUse: UInt64 = 0
+        var free: UInt64 = 0
+        strata_heap_usage(&inUse, &free)
+        // statm: size resident shared … in pages.
+        let statm = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? ""
+        let residentPages = statm.split(separator: " ").dropFirst().first.flatMap { UInt64($0) } ?? 0
+        return ProcessMemory(
+            residentBytes: residentPages * UInt64(sysconf(Int32(_SC_PAGESIZE))), heapInUseBytes: inUse,
+            heapFreeBytes: free, metadataCachePages: UInt64(pool.metadataCachePages))
     }
 
     private func volumes() throws(StrataError) -> [VolumeInfo] {

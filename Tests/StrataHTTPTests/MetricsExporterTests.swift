@@ -42,7 +42,9 @@ import Testing
             pool: self.pool, commits: HistogramSnapshot(counts: [UInt64](repeating: 0, count: 19), sumNanos: 0),
             volumes: [], snapshots: [],
             io: volumes.map { ($0, self.io(reads: reads, readNanos: readNanos)) },
-            connections: [("nbd", 2), ("iscsi", 0)], replication: [])
+            connections: [("nbd", 2), ("iscsi", 0)], replication: [],
+            memory: ProcessMemory(
+                residentBytes: 96 << 20, heapInUseBytes: 40 << 20, heapFreeBytes: 8 << 20, metadataCachePages: 1234))
     }
 
     func lines(_ bytes: [UInt8]) -> [String] {
@@ -63,6 +65,10 @@ import Testing
         #expect(self.value(first, bytesSeries) == "20480")
         #expect(self.value(first, "strata_pool_capacity_bytes") == "1073741824.0")
         #expect(self.value(first, "strata_connections{protocol=\"nbd\"}") == "2.0")
+        #expect(self.value(first, "strata_process_resident_bytes") == "100663296.0")
+        #expect(self.value(first, "strata_process_heap_in_use_bytes") == "41943040.0")
+        #expect(self.value(first, "strata_process_heap_free_bytes") == "8388608.0")
+        #expect(self.value(first, "strata_metadata_cache_pages") == "1234.0")
         // Histogram: cumulative buckets, +Inf == _count, exact sum in seconds.
         let labels = "volume=\"vm1\",protocol=\"nbd\",op=\"read\""
         #expect(self.value(first, "strata_io_latency_seconds_bucket{\(labels),le=\"0.00001\"}") == "2")

@@ -86,6 +86,14 @@ allocated=$(strata volume list --json | /usr/bin/python3 -c "import json,sys; pr
 exclusive=$(strata snapshot list --json | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)[0]['exclusiveBytes'])")
 [ "$(value gauges strata_snapshot_exclusive_bytes volume=vm1 snapshot=empty)" = "$exclusive" ] || fail "snapshot exclusive bytes"
 [ "$(value gauges strata_pool_commits_total)" -ge 1 ] || fail "no commit counted"
+# The daemon's memory: its resident set agrees with the kernel's (within 2x: both move), the heap
+# in use is some of it, the metadata cache within its bound.
+resident=$(value gauges strata_process_resident_bytes | cut -d. -f1)
+kernel=$(( $(awk '/^VmRSS:/ {print $2}' "/proc/$DAEMON_PID/status") * 1024 ))
+[ "$resident" -gt $((kernel / 2)) ] && [ "$resident" -lt $((kernel * 2)) ] || fail "strata_process_resident_bytes $resident, VmRSS $kernel"
+[ "$(value gauges strata_process_heap_in_use_bytes | cut -d. -f1)" -gt 0 ] || fail "no heap in use reported"
+grep -q "^strata_process_heap_free_bytes " "$WORKDIR/gauges.prom" || fail "no strata_process_heap_free_bytes"
+[ "$(value gauges strata_metadata_cache_pages | cut -d. -f1)" -le 16384 ] || fail "metadata cache over its bound"
 
 # Connections by protocol: one NBD client held open.
 hold_nbd "$URI/vm1"

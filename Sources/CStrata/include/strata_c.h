@@ -30,4 +30,8 @@ long strata_receive_with_fd(int socket, void *bytes, size_t length, int *fd);
 /// M_TRIM_THRESHOLD). Returns 1 when both were set.
 int strata_keep_freed_buffers(int mmap_threshold, int trim_threshold);
 
+/// The C heap's bytes in use (glibc mallinfo2: allocated from the heaps plus mmapped chunks) and
+/// the free bytes it keeps without returning them to the system.
+void strata_heap_usage(uint64_t *in_use, uint64_t *free_retained);
+
 #endif
