@@ -59,19 +59,38 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 # ratio A B: A / B with two decimals, "-" when B is zero.
 ratio() { awk "BEGIN { if ($2 > 0) printf \"%.2f\", $1 / $2; else print \"-\" }"; }
 
+# cpu_ticks PID: the process's user + system CPU time so far, in clock ticks (/proc/PID/stat
+# fields 14 and 15; the servers measured have no space in their command name).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 # run_jobs PEER URI JOB...: runs each JOB (NAME:RW:BS:DEPTH) REPEAT times and stores the median
-# in RESULT[PEER,NAME] (MiB/s for 1M blocks, else IOPS). The caller declares RESULT (-A).
+# in RESULT[PEER,NAME] (MiB/s for 1M blocks, else IOPS). The caller declares RESULT (-A). With
+# SERVER_PID set, also the server's CPU per request in microseconds, median in CPU[PEER,NAME]
+# (the caller declares CPU (-A) too): its user + system time over the whole fio run, ramp
+# included, divided by IOPS x (RUNTIME + the 1 s ramp), the requests of the whole run.
 run_jobs() {
-    local peer=$1 uri=$2 spec job rw bs depth iops mibs
+    local peer=$1 uri=$2 spec job rw bs depth iops mibs before after
     shift 2
+    local hz
+    hz=$(getconf CLK_TCK)
     for spec in "$@"; do
         IFS=: read -r job rw bs depth <<<"$spec"
-        local values=()
+        local values=() cpus=()
         for _ in $(seq 1 "$REPEAT"); do
+            [ -n "${SERVER_PID:-}" ] && before=$(cpu_ticks "$SERVER_PID")
             read -r iops mibs < <(fio_job "$uri" "$job" "$rw" "$bs" "$depth")
+            if [ -n "${SERVER_PID:-}" ]; then
+                after=$(cpu_ticks "$SERVER_PID")
+                cpus+=("$(awk "BEGIN { r = $iops * ($RUNTIME + 1); if (r > 0) printf \"%.1f\", ($after - $before) / $hz * 1e6 / r; else print 0 }")")
+            fi
             if [ "$bs" = "1M" ]; then values+=("$mibs"); else values+=("$iops"); fi
         done
         RESULT[$peer,$job]=$(printf '%s\n' "${values[@]}" | median)
-        echo "   $job: ${RESULT[$peer,$job]} (runs: ${values[*]})" >&2
+        local cpu_note=""
+        if [ ${#cpus[@]} -gt 0 ]; then
+            CPU[$peer,$job]=$(printf '%s\n' "${cpus[@]}" | median)
+            cpu_note="; server CPU µs/request: ${cpus[*]}"
+        fi
+        echo "   $job: ${RESULT[$peer,$job]} (runs: ${values[*]}$cpu_note)" >&2
     done
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # NBD benchmark: fio's nbd engine against Strata, nbdkit's file plugin, qemu-nbd (raw) and
 # qemu-nbd (qcow2), all serving images on the same filesystem, all started by this script in
-# the same run, with a release build of Strata. Prints a markdown table of medians and ratios.
+# the same run, with a release build of Strata. Prints a markdown table of medians and ratios,
+# and each server's CPU time per request beside each job.
 #
 #   BENCH_DIR  where images live (default /work/bench-tmp; not inside the repository)
 #   SIZE       image size (default 2G)    RUNTIME  seconds per job (default 8)    REPEAT  runs per job (default 3)
@@ -22,7 +23,7 @@ build_strata
 
 JOBS=("seqwrite-1M:write:1M:8" "seqread-1M:read:1M:8" "randwrite-4k-qd1:randwrite:4k:1" "randwrite-4k-qd32:randwrite:4k:32"
       "randread-4k-qd1:randread:4k:1" "randread-4k-qd32:randread:4k:32")
-declare -A RESULT
+declare -A RESULT CPU
 
 # run_peer NAME URI: the thin first-touch random write, then every job REPEAT times (medians).
 run_peer() {
@@ -41,6 +42,7 @@ export STRATA_POOL=$BENCH_DIR/strata
 PORT=$(free_port)
 "$STRATA" serve --iscsi off --http off --nbd 127.0.0.1:$PORT --create-size 16G --log-level warning &
 PIDS+=($!)
+SERVER_PID=$!
 wait_daemon $PORT
 "$STRATA" volume create vm1 --size "$SIZE" >/dev/null
 run_peer strata "nbd://127.0.0.1:$PORT/vm1"
@@ -82,6 +84,7 @@ truncate -s "$SIZE" "$BENCH_DIR/nbdkit.raw"
 PORT=$(free_port)
 nbdkit -f -i 127.0.0.1 -p $PORT file "$BENCH_DIR/nbdkit.raw" &
 PIDS+=($!)
+SERVER_PID=$!
 wait_port $PORT
 run_peer nbdkit-file "nbd://127.0.0.1:$PORT/"
 
@@ -90,12 +93,14 @@ truncate -s "$SIZE" "$BENCH_DIR/qemu.raw"
 PORT=$(free_port)
 qemu-nbd -f raw -b 127.0.0.1 -p $PORT -t --shared=8 "$BENCH_DIR/qemu.raw" &
 PIDS+=($!)
+SERVER_PID=$!
 wait_port $PORT
 run_peer qemu-nbd-raw "nbd://127.0.0.1:$PORT/"
 qemu-img create -q -f qcow2 "$BENCH_DIR/qemu.qcow2" "$SIZE"
 PORT=$(free_port)
 qemu-nbd -f qcow2 -b 127.0.0.1 -p $PORT -t --shared=8 "$BENCH_DIR/qemu.qcow2" &
 PIDS+=($!)
+SERVER_PID=$!
 wait_port $PORT
 run_peer qemu-nbd-qcow2 "nbd://127.0.0.1:$PORT/"
 
@@ -106,6 +111,15 @@ for job in fresh-randwrite-4k-qd32 seqwrite-1M seqread-1M randwrite-4k-qd1 randw
     unit=IOPS; [[ $job == seq* ]] && unit=MiB/s
     s=${RESULT[strata,$job]}; k=${RESULT[nbdkit-file,$job]}; r=${RESULT[qemu-nbd-raw,$job]}; q=${RESULT[qemu-nbd-qcow2,$job]}
     echo "| $job ($unit) | $s | $k | $r | $q | $(ratio "$s" "$k") | $(ratio "$s" "$q") |"
+done
+echo
+echo "Server CPU per request, µs (user + system time of the server process over each fio run, ramp included, / (IOPS x run seconds); medians):"
+echo
+echo "| job | Strata | nbdkit file | qemu-nbd raw | qemu-nbd qcow2 | Strata / nbdkit |"
+echo "|---|---:|---:|---:|---:|---:|"
+for job in seqwrite-1M seqread-1M randwrite-4k-qd1 randwrite-4k-qd32 randread-4k-qd1 randread-4k-qd32; do
+    s=${CPU[strata,$job]}; k=${CPU[nbdkit-file,$job]}
+    echo "| $job | $s | $k | ${CPU[qemu-nbd-raw,$job]} | ${CPU[qemu-nbd-qcow2,$job]} | $(ratio "$s" "$k") |"
 done
 echo
 echo "| Strata randwrite-4k-qd32, IOPS (median of $REPEAT) | without snapshots | with 100 snapshots during the run | ratio |"
