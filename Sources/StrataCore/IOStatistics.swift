@@ -242,6 +242,14 @@ public final class IOStatistics: Sendable {
         }
     }
 
+    /// Drops the counters of a volume or snapshot that no longer exists, so a pool whose clones and
+    /// snapshots come and go keeps counters only for those that exist (volume IDs are never reused).
+    func forget(volumeID: UInt64) {
+        self.table.withLock { table in
+            for frontEnd in FrontEnd.allCases { table[TableKey(volumeID: volumeID, frontEnd: frontEnd)] = nil }
+        }
+    }
+
     /// Every volume's counters now, ordered by volume ID and front end.
     public func volumes() -> [VolumeIOSnapshot] {
         let all = self.table.withLock { Array($0.values) }

@@ -174,6 +174,7 @@ extension Pool {
         case .staging:
             self.stagingIDByName[record.name] = nil
         }
+        self.statistics.forget(volumeID: record.id)
         self.metadataChanged = true
     }
 

@@ -60,6 +60,25 @@ import Testing
         #expect(byFrontEnd[.iscsi]?[.read].bytes == 2048)
     }
 
+    @Test func deletedVolumesAndSnapshotsLeaveNoCounters() throws {
+        let pool = try self.makePool()
+        pool.statistics.setEnabled(true)
+        try pool.createVolume("vm1", size: 1 << 20)
+        try pool.createSnapshot("vm1", "s1")
+        try pool.clone("vm1", "s1", to: "c1")
+        for name in ["vm1", "vm1@s1", "c1"] {
+            _ = try pool.read(try pool.handle(name, frontEnd: .nbd), at: 0, count: 512)
+            _ = try pool.read(try pool.handle(name, frontEnd: .iscsi), at: 0, count: 512)
+        }
+        let ids = { Set(pool.statistics.volumes().map(\.volumeID)) }
+        #expect(ids().count == 3)
+        let clone = try pool.handle("c1").id
+        try pool.deleteVolume("c1")
+        #expect(!ids().contains(clone) && ids().count == 2)
+        try pool.deleteVolume("vm1", recursive: true)
+        #expect(pool.statistics.volumes().isEmpty)
+    }
+
     @Test func offAndControlPlaneHandlesCountNothing() throws {
         let pool = try self.makePool()
         try pool.createVolume("vm1", size: 1 << 20)
