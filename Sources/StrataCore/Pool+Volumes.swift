@@ -175,6 +175,7 @@ extension Pool {
             self.stagingIDByName[record.name] = nil
         }
         self.statistics.forget(volumeID: record.id)
+        self.gates.forget(record.id)
         self.metadataChanged = true
     }
 

@@ -639,4 +639,9 @@ final class GateTable: @unchecked Sendable {
             return gate
         }
     }
+
+    /// Drops the gate of a volume or snapshot that no longer exists (IDs are never reused), so
+    /// the table holds gates only for records that exist. A holder of the old gate keeps it and
+    /// finds the record gone.
+    func forget(_ id: UInt64) { self.mutex.withLock { _ = self.gates.removeValue(forKey: id) } }
 }

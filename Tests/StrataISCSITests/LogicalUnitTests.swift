@@ -62,6 +62,25 @@ struct LogicalUnitTests {
         #expect(page.data[1] == 0xb2 && page.data[5] & 0xe0 == 0xe0 && page.data[6] == 0x02)
     }
 
+    /// Units of deleted volumes and snapshots do not stay in the table: a pool whose clones come
+    /// and go keeps units only for objects that exist.
+    @Test func deletedObjectsLeaveNoUnits() throws {
+        let table = UnitTable(pool: self.pool)
+        _ = try table.unit(for: "vm1")
+        for round in 0..<5 {
+            try self.pool.createSnapshot("vm1", "s\(round)")
+            try self.pool.clone("vm1", "s\(round)", to: "c\(round)")
+            _ = try table.unit(for: "c\(round)")
+            _ = try table.unit(for: "vm1@s\(round)")
+            try self.pool.deleteVolume("c\(round)")
+            try self.pool.deleteSnapshot("vm1", "s\(round)")
+        }
+        _ = try table.unit(for: "vm1")
+        try self.pool.createVolume("last", size: 1 << 20)
+        _ = try table.unit(for: "last")
+        #expect(table.count == 2)
+    }
+
     /// `strata serve --iscsi-physical-block-size`: READ CAPACITY(16)'s LOGICAL BLOCKS PER
     /// PHYSICAL BLOCK EXPONENT and the Block Limits page's OPTIMAL TRANSFER LENGTH GRANULARITY
     /// follow the setting; the unmap granularity stays one chunk (a whole number of physical

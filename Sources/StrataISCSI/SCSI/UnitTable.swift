@@ -44,11 +44,17 @@ public final class UnitTable: Sendable {
     func unit(_ handle: VolumeHandle) -> LogicalUnit {
         self.units.withLock { units in
             if let unit = units[handle.id], unit.handle == handle { return unit }
+            // A new unit: first drop those of volumes and snapshots deleted since (IDs are never
+            // reused), so the table holds units only for objects that exist.
+            units = units.filter { self.pool.handle(id: $0.key) != nil }
             let unit = LogicalUnit(pool: self.pool, handle: handle, table: self, settings: self.settings)
             units[handle.id] = unit
             return unit
         }
     }
+
+    /// Units held now (tests check that deleted objects leave none behind).
+    var count: Int { self.units.withLock { $0.count } }
 
     /// The unit a target descriptor's designator names (code set, designator type and the
     /// designator's bytes), or nil when it names none of this pool's volumes and snapshots.
