@@ -2,14 +2,16 @@
 # Load and soak (issue 13): a release `strata serve` with CLIENTS clients at once, half NBD and
 # half iSCSI, each writing, reading back (verified), trimming and flushing its own region of one
 # of VOLUMES volumes at RATE requests a second, while snapshots, clones (read and written over
-# NBD) and deletes run every few seconds, for SECONDS. bench/soak.py drives it and samples the
-# daemon's VmRSS, descriptors and threads every 5 s. Afterwards `strata check` must be clean and
+# NBD) and deletes run every CONTROL_INTERVAL seconds, for SECONDS. bench/soak.py drives it and
+# samples the daemon's VmRSS, descriptors and threads every 5 s, and from its /metrics the heap in
+# use, the freed heap it keeps and the metadata cache. Afterwards `strata check` must be clean and
 # the daemon must stop cleanly on SIGTERM. Not part of the test command: it runs for 30 minutes.
 # Prints the summary JSON and a markdown row for bench/README.md.
 #
 #   BENCH_DIR  scratch directory (default /work/bench-tmp)   CLIENTS  (default 200)
 #   SECONDS_   run time in seconds (default 1800)             RATE     requests/s per client (default 4)
-#   VOLUMES    (default 8)
+#   VOLUMES    (default 8)                                    CONTROL_INTERVAL  seconds between rounds of
+#                                                             snapshot, clone, clone I/O, delete (default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -21,6 +23,7 @@ CLIENTS=${CLIENTS:-200}
 DURATION=${SECONDS_:-1800}
 RATE=${RATE:-4}
 VOLUMES=${VOLUMES:-8}
+CONTROL_INTERVAL=${CONTROL_INTERVAL:-3}
 build_strata
 
 export STRATA_POOL=$BENCH_DIR/pool
@@ -37,7 +40,7 @@ for index in $(seq 0 $((VOLUMES - 1))); do "$STRATA" volume create soak$index --
 status=0
 /usr/bin/python3 bench/soak.py --strata "$STRATA" --pool "$STRATA_POOL" --pid $STRATA_PID --nbd 127.0.0.1:$PORT \
     --iscsi 127.0.0.1:$ISCSI_PORT --clients "$CLIENTS" --seconds "$DURATION" --rate "$RATE" --volumes "$VOLUMES" \
-    --metrics "http://127.0.0.1:$HTTP_PORT/metrics" --out "$BENCH_DIR/soak.json" || status=$?
+    --control-interval "$CONTROL_INTERVAL" --metrics "http://127.0.0.1:$HTTP_PORT/metrics" --out "$BENCH_DIR/soak.json" || status=$?
 "$STRATA" check >"$BENCH_DIR/check.out" 2>&1 || { echo "run-soak: strata check failed:" >&2; cat "$BENCH_DIR/check.out" >&2; status=1; }
 kill -TERM $STRATA_PID
 wait $STRATA_PID || { echo "run-soak: the daemon did not stop cleanly" >&2; status=1; }
