@@ -20,7 +20,7 @@
 #   SIZE        speed image size (default 1G; a power of two)     REPEAT  runs per job (default 3)
 #   RUNTIME     seconds per iscsi-perf run (default 5)
 #   COUNT_QD1 / COUNT_QD32 / COUNT_1M   qemu-img bench request counts (20000 / 100000 / 2048)
-#   BENCH_SKIP_BUILD=1  reuse .build-release/release/strata
+#   BENCH_SKIP_BUILD=1  reuse .build/release/strata (the release build the other benchmarks make)
 #   BENCH_PARTS="conformance speed"     run a subset
 #   BENCH_PEERS="strata tgtd"           leave a peer out (its columns print "-")
 set -euo pipefail
@@ -62,9 +62,9 @@ trap cleanup EXIT
 
 if has_peer strata && [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     echo "building strata (release)" >&2
-    swift build -c release --scratch-path .build-release --product strata >&2
+    swift build -c release --product strata >&2
 fi
-STRATA=$ROOT/.build-release/release/strata
+STRATA=$ROOT/.build/release/strata
 
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 # wait_port PORT LOG: up to 60 s for a listener; on failure, the end of LOG.
