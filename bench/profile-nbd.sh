@@ -46,15 +46,17 @@ profile() {
         echo "Samples by thread (threads of one kind summed: NIO-ELT event loops, TP pool threads):"
         echo
         echo '```'
-        perf report -i "$data" --no-children --sort comm --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' |
+        # (`|| true`: head closing the pipe early is not a failure.)
+        { perf report -i "$data" --no-children --sort comm --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' |
             awk '{ name = $2; sub(/-?#[0-9]+$/, "", name); sub(/-[0-9]+$/, "", name); share[name] += $1; count[name]++ }
-                 END { for (n in share) printf "%7.2f%%  %s (%d threads)\n", share[n], n, count[n] }' | sort -rn
+                 END { for (n in share) printf "%7.2f%%  %s (%d threads)\n", share[n], n, count[n] }' | sort -rn; } || true
         echo '```'
         echo
         echo "Top symbols (self):"
         echo
         echo '```'
-        perf report -i "$data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null | grep -E '^ +[0-9.]+%' | head -"$TOP" | cut -c1-160
+        { perf report -i "$data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null | grep -E '^ +[0-9.]+%' |
+            head -"$TOP" | cut -c1-160; } || true
         echo '```'
     done
 }
