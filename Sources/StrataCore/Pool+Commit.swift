@@ -92,7 +92,8 @@ extension Pool {
         self.statistics.commits.record(nanos: MonotonicClock.nanos() &- started)
         self.dataWritesSynced = writesBefore
         if !releasingData.isEmpty { self.readGuard.waitForEarlierReads() }
-        for chunk in releasingData where !self.device.discard(at: self.dataOffset(chunk), length: self.chunkSize) {
+        for run in PhysicalChunk.runs(releasingData)
+        where !self.device.discard(at: self.dataOffset(run.first), length: run.count << self.chunkShift) {
             self.freeChunksAreZero.store(false, ordering: .sequentiallyConsistent)
         }
         self.meta.withWriteLock {

@@ -20,6 +20,22 @@ public struct PhysicalChunk: RawRepresentable, Hashable, Comparable, Sendable, C
     public init(_ value: UInt64) { self.rawValue = value }
     public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
     public var description: String { "\(self.rawValue)" }
+
+    /// `chunks` as runs of adjacent chunks, in ascending order (duplicates count once): what one
+    /// call each can discard, where a chunk at a time made a volume's delete cost a system call
+    /// per chunk.
+    public static func runs(_ chunks: [PhysicalChunk]) -> [(first: PhysicalChunk, count: UInt64)] {
+        var runs: [(first: PhysicalChunk, count: UInt64)] = []
+        for chunk in chunks.sorted() {
+            if let last = runs.last, chunk.rawValue < last.first.rawValue + last.count { continue }
+            if let last = runs.last, chunk.rawValue == last.first.rawValue + last.count {
+                runs[runs.count - 1].count += 1
+            } else {
+                runs.append((chunk, 1))
+            }
+        }
+        return runs
+    }
 }
 
 /// The index of a chunk inside a volume: byte offset divided by the chunk size.
