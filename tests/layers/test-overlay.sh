@@ -17,6 +17,9 @@ before=$(fingerprint "cloud image.qcow2")
 run_overlay() {
     PORT=$(free_port)
     ISCSI_PORT=$(free_port)
+    # Emptied here, not only by the daemon's redirection: that happens in the child, and a check
+    # made before it would read the previous run's URIs, then find the file emptied.
+    : >overlay.out
     "$STRATA" "$@" --nbd "127.0.0.1:$PORT" --iscsi "127.0.0.1:$ISCSI_PORT" --http off >overlay.out 2>>"$WORKDIR/daemon.log" &
     DAEMON_PID=$!
     STRATA_PIDS+=("$DAEMON_PID")
