@@ -18,11 +18,16 @@ bench_cleanup() {
     rm -rf "$BENCH_DIR"
 }
 
-# build_strata: a release build of the strata executable; sets STRATA.
+# build_strata: a release build of the strata executable; sets STRATA. With BENCH_SKIP_BUILD=1
+# the release build already in .build is used as it is.
 build_strata() {
+    STRATA=$ROOT/.build/release/strata
+    if [ "${BENCH_SKIP_BUILD:-0}" = 1 ]; then
+        [ -x "$STRATA" ] || { echo "$STRATA is missing; run without BENCH_SKIP_BUILD=1" >&2; exit 1; }
+        return 0
+    fi
     echo "building strata (release)" >&2
     swift build -c release --product strata >&2
-    STRATA=$ROOT/.build/release/strata
 }
 
 free_port() {

@@ -121,18 +121,75 @@ final class HTTPTransport: Sendable {
         throw ObjectStoreError.transport(context, url: url, failure: failure, attempts: Limits.objectStoreAttemptsMax)
     }
 
-    /// One attempt. The body is gathered on the connection's event loop (`ResponseAccumulator`)
+    /// One attempt. The body is gathered on the connection's event loop (`ReplyAccumulator`)
     /// and handed over once, complete: reading it as an async sequence cost a hop between the
     /// event loop and a task per 64 KiB received (128 for one object), which showed as ~2 ms on
     /// a 256 KiB ranged GET, the wait of a first read.
     private func execute(_ spec: HTTPRequestSpec) async throws -> HTTPReply {
         let request = try HTTPClient.Request(
             url: spec.url, method: spec.method, headers: spec.headers, body: spec.body.map { .byteBuffer($0) })
-        let accumulator = ResponseAccumulator(request: request, maxBodySize: Limits.objectStoreResponseBytesMax)
-        let response = try await self.client.execute(
-            request: request, delegate: accumulator,
+        return try await self.client.execute(
+            request: request, delegate: ReplyAccumulator(),
             deadline: .now() + .seconds(Limits.objectStoreRequestTimeoutSeconds)
         ).futureResult.get()
-        return HTTPReply(status: response.status.code, headers: response.headers, body: response.body ?? ByteBuffer())
+    }
+}
+
+/// Gathers one answer into an `HTTPReply`, its body in one buffer allocated at the first body
+/// part for the whole announced `content-length`: an 8 MiB object is then copied once, as it
+/// arrives, where growing a buffer part by part copied it again at every doubling (freed
+/// buffers stay in the heap, so a large realloc copies rather than remaps). A body longer than
+/// `Limits.objectStoreResponseBytesMax`, announced or received, fails the request.
+final class ReplyAccumulator: HTTPClientResponseDelegate, Sendable {
+    typealias Response = HTTPReply
+
+    struct TooLong: Error, CustomStringConvertible {
+        let limit: Int
+        var description: String { "the answer's body is longer than \(self.limit) bytes" }
+    }
+
+    private struct State {
+        var head: HTTPResponseHead?
+        var body = ByteBuffer()
+        var started = false
+    }
+
+    private let state = Mutex(State())
+    private let limit = Limits.objectStoreResponseBytesMax
+
+    func didReceiveHead(task: HTTPClient.Task<HTTPReply>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+        self.state.withLock { $0.head = head }
+        return task.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didReceiveBodyPart(task: HTTPClient.Task<HTTPReply>, _ part: ByteBuffer) -> EventLoopFuture<Void> {
+        let fits = self.state.withLock { state -> Bool in
+            if !state.started {
+                state.started = true
+                // A HEAD answer announces a length but has no body, so nothing is reserved
+                // before the first part arrives.
+                let announced = state.head?.headers.first(name: "content-length").flatMap { Int($0) } ?? 0
+                if announced > self.limit { return false }
+                if announced > part.readableBytes {
+                    state.body = ByteBufferAllocator().buffer(capacity: announced)
+                }
+            }
+            guard state.body.readableBytes + part.readableBytes <= self.limit else { return false }
+            if state.body.capacity == 0 {
+                state.body = part
+            } else {
+                var part = part
+                state.body.writeBuffer(&part)
+            }
+            return true
+        }
+        return fits ? task.eventLoop.makeSucceededVoidFuture() : task.eventLoop.makeFailedFuture(TooLong(limit: self.limit))
+    }
+
+    func didFinishRequest(task: HTTPClient.Task<HTTPReply>) throws -> HTTPReply {
+        try self.state.withLock { state in
+            guard let head = state.head else { throw HTTPClientError.remoteConnectionClosed }
+            return HTTPReply(status: head.status.code, headers: head.headers, body: state.body)
+        }
     }
 }

@@ -13,17 +13,25 @@ import StrataCore
 import Synchronization
 
 /// Fetches objects by index at most once at a time each, and keeps the newest few.
-public final class ObjectFetchTable: Sendable {
+/// `Object` is what a fetch yields: a remote base keeps each object's body as received.
+public final class ObjectFetchTable<Object: Sendable>: Sendable {
     /// One fetch in progress: its waiters block on `done` until the result is in `result`.
     private final class Flight: Sendable {
-        let result = Mutex<Result<[UInt8], StrataError>?>(nil)
+        let result = Mutex<Result<Object, StrataError>?>(nil)
         let done = DispatchSemaphore(value: 0)
         let waiters = Atomic<Int>(0)
     }
 
+    /// What a reader does: take a cached object, join a fetch, or lead one.
+    private enum Step {
+        case hit(Object)
+        case join(Flight)
+        case lead(Flight)
+    }
+
     private struct State {
         var fetching: [UInt64: Flight] = [:]
-        var cached: [UInt64: [UInt8]] = [:]
+        var cached: [UInt64: Object] = [:]
         var order: [UInt64] = []
         var fetches = 0
     }
@@ -52,12 +60,7 @@ public final class ObjectFetchTable: Sendable {
     /// The object at `index`: from the cache, from a fetch in flight, or from `fetch` run on
     /// this thread. `fetch` must return verified bytes or throw.
     /// - Throws: what `fetch` threw (to every reader that waited on it).
-    public func object(_ index: UInt64, fetch: () throws(StrataError) -> [UInt8]) throws(StrataError) -> [UInt8] {
-        enum Step {
-            case hit([UInt8])
-            case join(Flight)
-            case lead(Flight)
-        }
+    public func object(_ index: UInt64, fetch: () throws(StrataError) -> Object) throws(StrataError) -> Object {
         let step = self.state.withLock { state -> Step in
             if let bytes = state.cached[index] { return .hit(bytes) }
             if let flight = state.fetching[index] {
@@ -77,7 +80,7 @@ public final class ObjectFetchTable: Sendable {
             guard let result = flight.result.withLock({ $0 }) else { preconditionFailure("a flight signals after its result") }
             return try result.get()
         case .lead(let flight):
-            let result = Result { () throws(StrataError) -> [UInt8] in try fetch() }
+            let result = Result { () throws(StrataError) -> Object in try fetch() }
             flight.result.withLock { $0 = result }
             self.state.withLock { state in
                 precondition(state.fetching[index] === flight, "only the leader ends its flight")

@@ -42,7 +42,7 @@ public final class RemoteBase: BaseImage {
     private let store: any ObjectStore
     private let entries: [UInt64: ManifestEntry]
     /// Fetched, verified objects; `fetches` counts GETs of objects.
-    public let objects: ObjectFetchTable
+    public let objects: ObjectFetchTable<ByteBuffer>
     private let logger = Logger(label: "strata.remote-base")
     private let fetched = Atomic<UInt64>(0)
     private let rangedFetches = Atomic<Int>(0)
@@ -149,11 +149,11 @@ public final class RemoteBase: BaseImage {
                     done += count
                     continue
                 }
-                let bytes = try self.object(entry)
+                let object = try self.object(entry)
                 // The last object may be short; bytes past the volume's end read as zeros.
-                let available = max(0, min(count, bytes.count - Int(inside)))
+                let available = max(0, min(count, object.readableBytes - Int(inside)))
                 if available > 0 {
-                    bytes.withUnsafeBytes { source in
+                    object.withUnsafeReadableBytes { source in
                         target.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[Int(inside)..<(Int(inside) + available)]))
                     }
                 }
@@ -167,17 +167,16 @@ public final class RemoteBase: BaseImage {
         }
     }
 
-    /// The verified bytes of `entry`'s object.
+    /// The verified bytes of `entry`'s object, the body as received (not copied again).
     /// - Throws: the store's error or `.corrupt`, both naming the object.
-    public func object(_ entry: ManifestEntry) throws(StrataError) -> [UInt8] {
-        try self.objects.object(entry.index) { () throws(StrataError) -> [UInt8] in
+    public func object(_ entry: ManifestEntry) throws(StrataError) -> ByteBuffer {
+        try self.objects.object(entry.index) { () throws(StrataError) -> ByteBuffer in
             let store = self.store
-            let outcome = Result { () throws(StrataError) -> [UInt8] in
+            let outcome = Result { () throws(StrataError) -> ByteBuffer in
                 let body = try Blocking.run { () throws(StrataError) in try await store.get(entry.key, range: nil) }
-                let bytes = Array(body.readableBytesView)
-                try self.verify(bytes, entry)
-                self.fetched.wrappingAdd(UInt64(bytes.count), ordering: .relaxed)
-                return bytes
+                try self.verify(body, entry)
+                self.fetched.wrappingAdd(UInt64(body.readableBytes), ordering: .relaxed)
+                return body
             }
             if case .failure(let error) = outcome {
                 self.logger.error("read \(self.reference.label) object \(entry.index) (\(entry.key)): \(error.message)")
@@ -250,16 +249,16 @@ public final class RemoteBase: BaseImage {
         }
     }
 
-    /// Throws unless `bytes` are exactly the object the manifest names.
-    private func verify(_ bytes: [UInt8], _ entry: ManifestEntry) throws(StrataError) {
+    /// Throws unless `body` is exactly the object the manifest names.
+    private func verify(_ body: ByteBuffer, _ entry: ManifestEntry) throws(StrataError) {
         let label = "read \(self.reference.label) object \(entry.index) (\(entry.key)) on \(self.store.label)"
-        guard UInt64(bytes.count) == entry.bytes else {
+        guard UInt64(body.readableBytes) == entry.bytes else {
             throw StrataError(
                 .corrupt,
-                "\(label): the store returned \(bytes.count) bytes, the manifest says \(entry.bytes); the object is damaged: push the snapshot again from a pool that holds it"
+                "\(label): the store returned \(body.readableBytes) bytes, the manifest says \(entry.bytes); the object is damaged: push the snapshot again from a pool that holds it"
             )
         }
-        let digest = SigV4Signer.hex(SHA256.hash(data: bytes))
+        let digest = SigV4Signer.hex(body.withUnsafeReadableBytes { SHA256.hash(data: $0) })
         guard digest == entry.sha256 else {
             throw StrataError(
                 .corrupt,

@@ -4,6 +4,7 @@
 
 import NIOCore
 import StrataCore
+import StrataFrontEnd
 @testable import StrataNBD
 import StrataTesting
 import Testing
@@ -87,6 +88,66 @@ func replies(_ buffer: ByteBuffer) -> [(UInt32, UInt32, ByteBuffer)] {
         #expect(try NBDWire.decodeRequest(&twice) != nil)
         #expect(try NBDWire.decodeRequest(&twice) != nil)
         #expect(twice.readableBytes == 0)
+    }
+
+    /// What the connection handler does with each read: append, decode, keep the incomplete
+    /// start of the next request in a buffer of its own sized for it. The payloads handed out
+    /// stay intact, and once a request's start is kept, the reads that complete it are
+    /// appended in place: the buffer never grows or moves again.
+    @Test func writePayloadsArriveInPiecesIntoOneBufferEach() throws {
+        let payloadBytes = 1 << 20
+        var stream = ByteBuffer()
+        for number in 0..<3 {
+            stream.writeInteger(NBD.requestMagic)
+            stream.writeInteger(UInt16(0))
+            stream.writeInteger(NBD.Command.write.rawValue)
+            stream.writeInteger(UInt64(number))
+            stream.writeInteger(UInt64(number * payloadBytes))
+            stream.writeInteger(UInt32(payloadBytes))
+            stream.writeBytes((0..<payloadBytes).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ number) })
+        }
+        #expect(NBDWire.requestBytes(startOf: stream) == 28 + payloadBytes)
+        #expect(NBDWire.requestBytes(startOf: stream.getSlice(at: 0, length: 27)!) == 28)
+        let allocator = ByteBufferAllocator()
+        var cumulation = ByteBuffer()
+        var payloads: [ByteBuffer] = []
+        var kept: (base: UnsafeRawPointer?, capacity: Int)?
+        while stream.readableBytes > 0 {
+            let read = stream.readSlice(length: min(100_003, stream.readableBytes))!
+            cumulation.cumulate(read)
+            if let kept, cumulation.readerIndex == 0 {
+                // A kept request's start takes the reads that complete it in place.
+                #expect(cumulation.capacity == kept.capacity)
+                #expect(cumulation.withUnsafeReadableBytes { $0.baseAddress } == kept.base)
+            }
+            while let request = try NBDWire.decodeRequest(&cumulation) {
+                payloads.append(request.payload)
+                kept = nil
+            }
+            if cumulation.readableBytes == 0 {
+                cumulation = ByteBuffer()
+                continue
+            }
+            let needed = NBDWire.requestBytes(startOf: cumulation)
+            cumulation.keepUnparsed(messageBytes: needed, allocator: allocator)
+            #expect(cumulation.readerIndex == 0)
+            #expect(cumulation.capacity >= needed || needed <= cumulation.readableBytes)
+            if needed == 28 + payloadBytes, kept == nil {
+                kept = (cumulation.withUnsafeReadableBytes { $0.baseAddress }, cumulation.capacity)
+            }
+        }
+        #expect(payloads.count == 3)
+        for (number, payload) in payloads.enumerated() {
+            #expect(payload.readableBytes == payloadBytes)
+            #expect(payload.getBytes(at: payload.readerIndex + 12345, length: 1) == [UInt8(truncatingIfNeeded: 12345 &* 7 &+ number)])
+            #expect(Array(payload.readableBytesView) == (0..<payloadBytes).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ number) })
+        }
+        // Bytes that already start a buffer with room are left where they are.
+        var roomy = allocator.buffer(capacity: 4096)
+        roomy.writeBytes([1, 2, 3])
+        let base = roomy.withUnsafeReadableBytes { $0.baseAddress }
+        roomy.keepUnparsed(messageBytes: 1000, allocator: allocator)
+        #expect(roomy.withUnsafeReadableBytes { $0.baseAddress } == base)
     }
 
     @Test func invalidBytesThrowBeforeAllocating() {

@@ -210,7 +210,7 @@ final class Results: Sendable {
 
 @Suite struct ObjectFetchTableTests {
     @Test func concurrentReadersShareOneFetch() {
-        let table = ObjectFetchTable(capacity: 4)
+        let table = ObjectFetchTable<[UInt8]>(capacity: 4)
         let started = DispatchSemaphore(value: 0)
         let release = DispatchSemaphore(value: 0)
         let readers = 8
@@ -236,7 +236,7 @@ final class Results: Sendable {
     }
 
     @Test func aFailedFetchReachesItsWaitersAndTheNextReadRetries() {
-        let table = ObjectFetchTable(capacity: 4)
+        let table = ObjectFetchTable<[UInt8]>(capacity: 4)
         let first = Result { () throws(StrataError) -> [UInt8] in
             try table.object(1) { () throws(StrataError) -> [UInt8] in throw StrataError(.io, "get objects/x: no answer") }
         }
@@ -252,7 +252,7 @@ final class Results: Sendable {
     }
 
     @Test func theCacheIsBoundedOldestFirst() throws {
-        let table = ObjectFetchTable(capacity: 2)
+        let table = ObjectFetchTable<[UInt8]>(capacity: 2)
         for index: UInt64 in [0, 1, 2] {
             _ = try table.object(index) { () throws(StrataError) -> [UInt8] in [UInt8(index)] }
         }

@@ -248,11 +248,22 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             context.close(promise: nil)
         }
         // Payloads handed out are slices of this buffer: drop it rather than compact it in place
-        // (which would copy), unless a large consumed prefix is worth reclaiming.
+        // (which would copy), and move the start of an incomplete request into a buffer of its
+        // own before the next read is appended (ByteBuffer+Cumulate.swift says why). A large
+        // consumed prefix ahead of complete requests is worth reclaiming.
         if self.cumulation.readableBytes == 0 {
             self.cumulation = ByteBuffer()
-        } else if self.cumulation.readerIndex > 4 << 20 {
-            self.cumulation.discardReadBytes()
+        } else {
+            switch self.phase {
+            case .transmission, .draining:
+                self.cumulation.keepUnparsed(
+                    messageBytes: NBDWire.requestBytes(startOf: self.cumulation), allocator: context.channel.allocator)
+            case .clientFlags, .negotiating, .closed:
+                break
+            }
+            if self.cumulation.readerIndex > 4 << 20 {
+                self.cumulation.discardReadBytes()
+            }
         }
     }
 

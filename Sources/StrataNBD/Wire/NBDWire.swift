@@ -90,6 +90,17 @@ public enum NBDWire {
         return NBDOptionRequest(option: option, data: data)
     }
 
+    /// The bytes of the request `buffer` starts with (header and WRITE payload), as far as the
+    /// bytes it holds tell: the header's size until the whole header is there.
+    public static func requestBytes(startOf buffer: ByteBuffer) -> Int {
+        let start = buffer.readerIndex
+        guard buffer.readableBytes >= Self.requestHeaderSize,
+            buffer.getInteger(at: start + 6, as: UInt16.self) == NBD.Command.write.rawValue,
+            let length = buffer.getInteger(at: start + 24, as: UInt32.self)
+        else { return Self.requestHeaderSize }
+        return Self.requestHeaderSize + Int(min(length, UInt32(Self.requestBytesMax)))
+    }
+
     /// One request, with WRITE's payload.
     public static func decodeRequest(_ buffer: inout ByteBuffer) throws(NBDWireError) -> NBDRequest? {
         let start = buffer.readerIndex
