@@ -6,6 +6,8 @@
 #
 #   BENCH_DIR  where images live (default /work/bench-tmp; not inside the repository)
 #   SIZE       image size (default 2G)    RUNTIME  seconds per job (default 8)    REPEAT  runs per job (default 3)
+#   BEFORE     another strata binary (a release build of an older commit) run through the same
+#              jobs after this one, on a pool of its own; adds a before/after table
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -79,6 +81,20 @@ snapshot_runs chunk64k "nbd://127.0.0.1:$PORT/vm1"
 "$STRATA" check >/dev/null
 kill ${PIDS[0]}; wait ${PIDS[0]} || true
 
+# An older build of Strata, for the before/after table (its `serve` may predate `--http`).
+if [ -n "${BEFORE:-}" ]; then
+    export STRATA_POOL=$BENCH_DIR/strata-before
+    PORT=$(free_port)
+    http=(); "$BEFORE" serve --help 2>&1 | grep -q -- '--http' && http=(--http off)
+    "$BEFORE" serve --iscsi off "${http[@]}" --nbd 127.0.0.1:$PORT --create-size 16G --log-level warning &
+    PIDS+=($!)
+    SERVER_PID=$!
+    wait_daemon $PORT
+    "$BEFORE" volume create vm1 --size "$SIZE" >/dev/null
+    run_peer strata-before "nbd://127.0.0.1:$PORT/vm1"
+    kill $SERVER_PID; wait $SERVER_PID || true
+fi
+
 # nbdkit file plugin
 truncate -s "$SIZE" "$BENCH_DIR/nbdkit.raw"
 PORT=$(free_port)
@@ -127,3 +143,15 @@ echo "|---|---:|---:|---:|"
 for tag in chunk64k; do
     echo "| pool chunk ${tag#chunk} | ${RESULT[$tag,plain]} | ${RESULT[$tag,snapped]} | $(ratio "${RESULT[$tag,snapped]}" "${RESULT[$tag,plain]}") |"
 done
+if [ -n "${BEFORE:-}" ]; then
+    echo
+    echo "Before and after: \`$BEFORE\` (before) and this build (after), each against nbdkit's file plugin in this run:"
+    echo
+    echo "| job (unit) | before | after | after / before | before / nbdkit | after / nbdkit | CPU µs/request before | after |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    for job in fresh-randwrite-4k-qd32 seqwrite-1M seqread-1M randwrite-4k-qd1 randwrite-4k-qd32 randread-4k-qd1 randread-4k-qd32; do
+        unit=IOPS; [[ $job == seq* ]] && unit=MiB/s
+        b=${RESULT[strata-before,$job]}; a=${RESULT[strata,$job]}; k=${RESULT[nbdkit-file,$job]}
+        echo "| $job ($unit) | $b | $a | $(ratio "$a" "$b") | $(ratio "$b" "$k") | $(ratio "$a" "$k") | ${CPU[strata-before,$job]:--} | ${CPU[strata,$job]:--} |"
+    done
+fi
