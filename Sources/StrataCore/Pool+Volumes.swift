@@ -518,7 +518,15 @@ extension Pool {
 
     /// The current size of the volume or snapshot behind a handle.
     public func size(of handle: VolumeHandle) throws(StrataError) -> UInt64 {
-        try self.meta.withReadLock { () throws(StrataError) in
+        guard let size = try self.size(of: handle, waiting: .allowed) else {
+            preconditionFailure("a lookup that may wait always answers")
+        }
+        return size
+    }
+
+    /// As `size(of:)`; with `.never`, nil when the pool's metadata lock is held for writing.
+    public func size(of handle: VolumeHandle, waiting: Waiting) throws(StrataError) -> UInt64? {
+        try self.meta.withReadLock(waiting) { () throws(StrataError) in
             guard let record = self.record(id: handle.id) else {
                 throw StrataError(.notFound, "size \(handle.name): the volume was deleted")
             }

@@ -73,9 +73,9 @@ enum ISCSITargets {
         switch unit.dataOutLength(cdb, nexus: nexus, expectedLength: data.count) {
         case .failure:
             return
-        case .success(let length):
-            FuzzCheck.require(length >= 0, "negative Data-Out length")
-            let result = unit.execute(cdb, data: Array(data.prefix(length)), nexus: nexus, prechecked: true)
+        case .success(let plan):
+            FuzzCheck.require(plan.length >= 0, "negative Data-Out length")
+            let result = unit.execute(cdb, data: Array(data.prefix(plan.length)), nexus: nexus, prechecked: plan.checked)
             FuzzCheck.require(result.status != .good || result.sense.isEmpty, "GOOD status with sense data")
         }
     }

@@ -97,6 +97,8 @@ import Testing
             try bytes.withUnsafeMutableBytes { try pool.readLeavingHoles(handle, at: 0, into: $0, waiting: .never) }
         }
         #expect(duringMeta == nil)
+        #expect(try pool.meta.withWriteLock { try pool.size(of: handle, waiting: .never) } == nil)
+        #expect(try pool.size(of: handle, waiting: .never) == 1 << 20)
         #expect(bytes.allSatisfy { $0 == 0 } || bytes.allSatisfy { $0 == 7 })
         // Errors are still errors: a range past the end.
         #expect(throws: StrataError.self) {

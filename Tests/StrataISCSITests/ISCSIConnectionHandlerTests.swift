@@ -1,7 +1,8 @@
 // The connection handler as NIO glue, through `EmbeddedChannel`: bytes in, bytes out, with the
-// real framer, login and session. A login to the full feature phase, a NOP-Out ping, an inline
-// READ answered in Data-In with status, an inline WRITE with immediate data, and a logout that
-// closes the channel: what a client sees of the handler.
+// real framer, login and session. A login to the full feature phase, a NOP-Out ping, where each
+// command runs (a READ of a hole on the event loop, answered in Data-In with status; a WRITE, and
+// a READ the engine cannot serve without waiting, on the thread pool), and a logout that closes
+// the channel: what a client sees of the handler.
 
 import Logging
 import NIOCore
@@ -17,8 +18,8 @@ import Testing
 @Suite("iSCSI connection handler")
 struct ISCSIConnectionHandlerTests {
     let pool: Pool
-    /// Never started: every command here must run inline on the channel's loop; one sent to
-    /// the pool would come back as a HARDWARE ERROR and fail the test.
+    /// Never started: a command sent to the pool comes back at once as a HARDWARE ERROR (the
+    /// pool refuses work), which is how these tests tell where a command ran.
     let threadPool = NIOThreadPool(numberOfThreads: 1)
 
     init() throws {
@@ -77,29 +78,43 @@ struct ISCSIConnectionHandlerTests {
         #expect(pong.initiatorTaskTag == 1)
         #expect(pong.data == [1, 2, 3, 4])
 
-        // WRITE(10) of one block as immediate data, then READ(10) of it: both inline.
-        let block = (0..<512).map { UInt8(truncatingIfNeeded: $0 * 5) }
+        // READ(10) of a block never written: a hole needs no wait, so the event loop answers it,
+        // with zeros, in one Data-In carrying the status.
         try self.write(
-            scsiCommand(tag: 2, sequence: expected &+ 1, cdb: [0x2a, 0, 0, 0, 0, 3, 0, 0, 1, 0], expectedLength: 512,
-                        write: true, data: block),
-            to: channel)
-        let written = try #require(try self.read(from: channel).first)
-        #expect(written.opcode == .scsiResponse)
-        #expect(written.status == SCSIStatus.good.rawValue)
-        try self.write(
-            scsiCommand(tag: 3, sequence: expected &+ 2, cdb: [0x28, 0, 0, 0, 0, 3, 0, 0, 1, 0], expectedLength: 512,
+            scsiCommand(tag: 2, sequence: expected &+ 1, cdb: [0x28, 0, 0, 0, 0, 90, 0, 0, 1, 0], expectedLength: 512,
                         read: true),
             to: channel)
         let dataIn = try self.read(from: channel)
         #expect(dataIn.map(\.opcode) == [.dataIn])
-        #expect(dataIn.first?.data == block)
+        #expect(dataIn.first?.data == [UInt8](repeating: 0, count: 512))
         #expect(dataIn.first.map { $0.flags & PDU.Flag.status != 0 } == true)
-        #expect(dataIn.first?.expectedCommandSequenceNumber == expected &+ 3)
+        #expect(dataIn.first?.expectedCommandSequenceNumber == expected &+ 2)
+        // WRITE(10) of one block as immediate data: never run on the event loop, so it reaches
+        // the (stopped) pool.
+        let block = (0..<512).map { UInt8(truncatingIfNeeded: $0 * 5) }
+        try self.write(
+            scsiCommand(tag: 3, sequence: expected &+ 2, cdb: [0x2a, 0, 0, 0, 0, 3, 0, 0, 1, 0], expectedLength: 512,
+                        write: true, data: block),
+            to: channel)
+        let written = try #require(try self.read(from: channel).first)
+        #expect(written.opcode == .scsiResponse)
+        #expect(written.status == SCSIStatus.checkCondition.rawValue, "a write ran on the event loop")
+        // READ(10) of data the engine cannot serve without waiting (the simulated device cannot
+        // tell what is cached): it goes to the pool too.
+        let unit = try self.pool.handle("vm1")
+        try self.pool.write(unit, at: 4 * 512, block)
+        try self.write(
+            scsiCommand(tag: 4, sequence: expected &+ 3, cdb: [0x28, 0, 0, 0, 0, 4, 0, 0, 1, 0], expectedLength: 512,
+                        read: true),
+            to: channel)
+        let waited = try #require(try self.read(from: channel).first)
+        #expect(waited.opcode == .scsiResponse)
+        #expect(waited.status == SCSIStatus.checkCondition.rawValue, "a read that would wait ran on the event loop")
 
         // Logout: the response, then the channel closes.
         var logout = PDU(.logoutRequest, flags: PDU.Flag.final)
-        logout.initiatorTaskTag = 4
-        logout.set(expected &+ 3, at: 24)
+        logout.initiatorTaskTag = 5
+        logout.set(expected &+ 4, at: 24)
         try self.write(logout, to: channel)
         let bye = try self.read(from: channel)
         #expect(bye.map(\.opcode) == [.logoutResponse])

@@ -53,6 +53,25 @@ struct LogicalUnitTests {
         #expect(try self.sense(protected) == (0x05, 0x24, 0x00))
     }
 
+    /// The event loop's path: a READ the engine can serve without waiting is answered, one that
+    /// would wait (here every read of data: the simulated device cannot tell what is cached)
+    /// gives up for the thread pool, a refusal is answered at once, and a write never runs there.
+    @Test func smallReadsTryTheEventLoopWithoutWaiting() throws {
+        let data = (0..<1024).map { UInt8(truncatingIfNeeded: $0 * 5) }
+        #expect(self.unit.execute(Self.write16(lba: 5, blocks: 2), data: data, nexus: self.nexus).status == .good)
+        #expect(self.unit.executeWithoutWaiting(Self.read16(lba: 5, blocks: 2), nexus: self.nexus, prechecked: false) == nil)
+        let hole = try #require(
+            self.unit.executeWithoutWaiting(Self.read16(lba: 800, blocks: 8), nexus: self.nexus, prechecked: false))
+        #expect(hole.status == .good && hole.data == [UInt8](repeating: 0, count: 4096))
+        let beyond = try #require(
+            self.unit.executeWithoutWaiting(Self.read16(lba: 2047, blocks: 2), nexus: self.nexus, prechecked: false))
+        #expect(try self.sense(beyond) == (0x05, 0x21, 0x00))
+        #expect(self.unit.executeWithoutWaiting(Self.write16(lba: 800, blocks: 1), nexus: self.nexus, prechecked: false) == nil)
+        // The checks made as a command arrives run on the event loop too, and say they ran.
+        let plan = try self.unit.dataOutLength(Self.write16(lba: 5, blocks: 2), nexus: self.nexus, expectedLength: 1024).get()
+        #expect(plan == LogicalUnit.DataOutPlan(length: 1024, checked: true))
+    }
+
     @Test func capacityAndProvisioningAreReported() {
         let capacity = self.unit.execute(self.cdb([0x9e, 0x10] + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 32, 0, 0]), data: [], nexus: self.nexus)
         #expect(BigEndian.read(capacity.data, 0, 8) == 2047)

@@ -6,7 +6,8 @@
 // - how it touches the medium: its access kind for reservations, and whether it writes
 //   (refused on a read-only target);
 // - how many bytes of Data-Out it takes, and whether a buffer of another size is refused;
-// - whether the connection may run it inline, on the event loop, without a thread hop;
+// - whether the connection may try it on the event loop first, without a thread hop (a small
+//   READ the engine can serve without waiting);
 // - its CDB usage map, which REPORT SUPPORTED OPERATION CODES returns (SPC-4 §6.35.3);
 // - its handler, which `LogicalUnit.execute` calls.
 // Invariant: one entry per (opcode, service action); an opcode with service actions has an
@@ -119,16 +120,14 @@ enum DataOutRule: Sendable {
     }
 }
 
-/// Whether a command may run on the event loop. Small READs and WRITEs that need no sync do:
-/// the engine serves them from the page cache without waiting on a commit, and skipping the two
-/// thread hops halves their latency. Everything else (FUA, SYNCHRONIZE CACHE, large transfers,
-/// UNMAP, ...) goes to the thread pool.
+/// Whether a command may try the event loop first. A small READ does: when the engine can serve
+/// it without waiting (`LogicalUnit.executeWithoutWaiting`), skipping the two thread hops halves
+/// its latency. Everything else (writes, which nothing proves cannot wait; SYNCHRONIZE CACHE,
+/// large transfers, UNMAP, ...) goes to the thread pool.
 enum InlineRule: Sendable {
     case never
     /// A read of at most `CommandTable.inlineBytesMax`.
     case read
-    /// A write of at most `CommandTable.inlineBytesMax`, without FUA, while the write cache is on.
-    case write
 }
 
 /// One command of the table.
@@ -190,18 +189,24 @@ struct CommandSpec: Sendable {
 
     var cdbLength: Int { self.usageMap.count }
 
-    /// Whether this command, with `expectedLength` bytes of transfer, may run on the event loop.
-    func runsInline(_ cdb: CDB, expectedLength: Int, writeCache: Bool) -> Bool {
-        guard expectedLength <= CommandTable.inlineBytesMax else { return false }
-        switch self.inline {
-        case .never: return false
-        case .read: return true
-        case .write: return !cdb.forceUnitAccess && writeCache
-        }
+    /// Whether this command, with `expectedLength` bytes of transfer, may try the event loop.
+    func runsInline(expectedLength: Int) -> Bool {
+        expectedLength <= CommandTable.inlineBytesMax && self.inline == .read
     }
+
+    /// Whether the connection may send it to the thread pool in one work item with other
+    /// commands decoded in the same pass, run one after another on one thread: READ and WRITE,
+    /// bounded transfers that wait for nothing but the disk. Every other command gets a work
+    /// item of its own, so a long one (SANITIZE, EXTENDED COPY, a cache flush) delays no other.
+    var batches: Bool { CommandTable.batchedOpcodes.contains(self.opcode) }
 }
 
 enum CommandTable {
+    /// The commands that share work items (`CommandSpec.batches`).
+    static let batchedOpcodes: Set<SCSIOpcode> = [
+        .read6, .read10, .read12, .read16, .write6, .write10, .write12, .write16,
+    ]
+
     /// The largest transfer a command may run inline with (`InlineRule`).
     static let inlineBytesMax = 128 << 10
 
@@ -275,15 +280,15 @@ enum CommandTable {
 
     private static let writes: [CommandSpec] =
         [
-            (SCSIOpcode.write6, "WRITE(6)", BlockExtent.Layout.cdb6, InlineRule.write),
-            (.write10, "WRITE(10)", .cdb10, .write), (.write12, "WRITE(12)", .cdb12, .write),
-            (.write16, "WRITE(16)", .cdb16, .write), (.writeAndVerify10, "WRITE AND VERIFY(10)", .cdb10, .never),
-            (.writeAndVerify12, "WRITE AND VERIFY(12)", .cdb12, .never),
-            (.writeAndVerify16, "WRITE AND VERIFY(16)", .cdb16, .never),
-        ].map { opcode, name, layout, inline in
+            (SCSIOpcode.write6, "WRITE(6)", BlockExtent.Layout.cdb6),
+            (.write10, "WRITE(10)", .cdb10), (.write12, "WRITE(12)", .cdb12),
+            (.write16, "WRITE(16)", .cdb16), (.writeAndVerify10, "WRITE AND VERIFY(10)", .cdb10),
+            (.writeAndVerify12, "WRITE AND VERIFY(12)", .cdb12),
+            (.writeAndVerify16, "WRITE AND VERIFY(16)", .cdb16),
+        ].map { opcode, name, layout in
             CommandSpec(
                 opcode, name, access: .write, writes: true, dataOut: .blocks,
-                extent: BlockExtent(layout, protectionField: layout != .cdb6), inline: inline
+                extent: BlockExtent(layout, protectionField: layout != .cdb6)
             ) { unit, cdb, data, _ throws(SCSIError) in try unit.write(cdb, data: data) }
         } + [
             CommandSpec(

@@ -7,9 +7,12 @@
 // Which commands exist, and how each is checked and run, is `CommandTable`'s: this file holds
 // the checks common to every command and the commands' bodies, which the table's handlers call.
 //
-// `execute` may block on disk I/O. The connection runs small READs and WRITEs that need no sync
-// inline on its event loop (the engine serves them from the page cache; `InlineRule`) and
-// everything else on the target's thread pool.
+// `execute` may block on disk I/O and runs on the target's thread pool. The connection answers a
+// small READ on its event loop through `executeWithoutWaiting` when the engine can serve it
+// without waiting (`InlineRule`, `Waiting.never`: try-locks, tree nodes in memory, data in the
+// page cache); when any step would wait, the command goes to the thread pool like the others.
+// The checks made as a command arrives (`dataOutLength`, on the event loop) also only try the
+// engine's lock; a command they could not finish checking is checked again where it runs.
 
 import Foundation
 import StrataCore
@@ -74,65 +77,91 @@ public final class LogicalUnit: Sendable {
         try self.pool.size(of: self.handle) >> Self.blockShift
     }
 
+    /// The checks `precheck` makes before a command runs, and what they found.
+    enum Precheck {
+        case passed
+        /// The command ends with this result (sense data, a reservation conflict).
+        case refused(SCSIResult)
+        /// A check would have waited for the engine (`Waiting.never`); nothing was decided.
+        case wouldWait
+    }
+
+    /// What `dataOutLength` found.
+    public struct DataOutPlan: Sendable, Equatable {
+        /// The Data-Out bytes the command takes.
+        public let length: Int
+        /// Every check ran. False when the range check would have waited for the engine's lock
+        /// on the event loop: the command is then checked again where it runs.
+        public let checked: Bool
+    }
+
     // MARK: Before the data arrives
 
     /// Checks a command before any Data-Out is solicited, and says how many bytes it takes from
     /// the initiator. A command that will fail anyway is answered without its data.
-    /// `expectedLength` is the initiator's Expected Data Transfer Length.
-    public func dataOutLength(_ cdb: CDB, nexus: String, expectedLength: Int) -> Result<Int, SCSIError> {
-        if let early = self.precheck(cdb, nexus: nexus) { return .failure(SCSIError(early)) }
+    /// `expectedLength` is the initiator's Expected Data Transfer Length. Runs on an event loop:
+    /// it never waits for the engine (`DataOutPlan.checked`).
+    public func dataOutLength(_ cdb: CDB, nexus: String, expectedLength: Int) -> Result<DataOutPlan, SCSIError> {
+        var checked = true
+        switch self.precheck(cdb, nexus: nexus, waiting: .never) {
+        case .refused(let early): return .failure(SCSIError(early))
+        case .wouldWait: checked = false
+        case .passed: break
+        }
         // `precheck` refuses a CDB that has no entry.
         guard let spec = CommandTable.spec(for: cdb) else { return .failure(SCSIError(.check(.invalidOpcode))) }
         let length = spec.dataOut.length(cdb)
         if let field = spec.exactDataOutField, expectedLength != length {
             return .failure(SCSIError(.check(.invalidField(byte: field))))
         }
-        return .success(length)
+        return .success(DataOutPlan(length: length, checked: checked))
     }
 
-    /// Opcode, write protection, reservation and range checks common to every command.
-    func precheck(_ cdb: CDB, nexus: String) -> SCSIResult? {
+    /// Opcode, write protection, reservation and range checks common to every command. With
+    /// `.never`, the range check only tries the engine's lock (`.wouldWait` when it is held).
+    func precheck(_ cdb: CDB, nexus: String, waiting: Waiting = .allowed) -> Precheck {
         guard let spec = CommandTable.spec(for: cdb) else {
-            if CommandTable.serviceActionOpcodes.contains(cdb.opcode) { return .check(.invalidField(byte: 1)) }
-            return .check(.invalidOpcode)
+            if CommandTable.serviceActionOpcodes.contains(cdb.opcode) { return .refused(.check(.invalidField(byte: 1))) }
+            return .refused(.check(.invalidOpcode))
         }
         if self.sanitizing.load(ordering: .acquiring) && !Sanitize.allowedWhileRunning.contains(spec.opcode) {
-            return .check(.notReadySanitizeInProgress)
+            return .refused(.check(.notReadySanitizeInProgress))
         }
         if spec.reportsAttention, let attention = self.reservations.takeAttention(nexus)
         {
-            return .check(attention)
+            return .refused(.check(attention))
         }
-        if !self.reservations.allows(nexus, spec.access) { return .reservationConflict }
-        if spec.writes && self.readOnly { return .check(.writeProtected) }
-        if let extent = spec.extent, let extentCheck = self.checkExtent(cdb, extent) { return extentCheck }
-        return nil
+        if !self.reservations.allows(nexus, spec.access) { return .refused(.reservationConflict) }
+        if spec.writes && self.readOnly { return .refused(.check(.writeProtected)) }
+        guard let extent = spec.extent else { return .passed }
+        return self.checkExtent(cdb, extent, waiting: waiting)
     }
 
     /// LBA range, transfer length and protection-field checks of the block commands.
-    private func checkExtent(_ cdb: CDB, _ extent: BlockExtent) -> SCSIResult? {
+    private func checkExtent(_ cdb: CDB, _ extent: BlockExtent, waiting: Waiting) -> Precheck {
         // RDPROTECT / WRPROTECT / VRPROTECT: no protection information here (SBC-4 §4.22).
         if extent.protectionField && cdb[1] & 0xe0 != 0 {
-            return .check(.invalidField(byte: 1, bit: 7))
+            return .refused(.check(.invalidField(byte: 1, bit: 7)))
         }
         let capacity: UInt64
-        switch Result(catching: { () throws(StrataError) in try self.capacityBlocks() }) {
-        case .success(let value): capacity = value
-        case .failure(let error): return Self.result(for: error)
+        switch Result(catching: { () throws(StrataError) in try self.pool.size(of: self.handle, waiting: waiting) }) {
+        case .success(let bytes?): capacity = bytes >> Self.blockShift
+        case .success(nil): return .wouldWait
+        case .failure(let error): return .refused(Self.result(for: error))
         }
         let (lba, blocks) = Self.extent(cdb, capacity: capacity)
         let (end, overflow) = lba.addingReportingOverflow(blocks)
-        if overflow || end > capacity || (blocks == 0 && lba > capacity) { return .check(.lbaOutOfRange) }
+        if overflow || end > capacity || (blocks == 0 && lba > capacity) { return .refused(.check(.lbaOutOfRange)) }
         let blocksMax: UInt64
         switch extent.limit {
         case .transfer: blocksMax = Self.maxTransferBlocks
         case .writeSame: blocksMax = Self.maxWriteSameBlocks
         case .compareAndWrite: blocksMax = Self.maxCompareAndWriteBlocks
         case .atomic: blocksMax = Self.maxAtomicBlocks
-        case .none: return nil
+        case .none: return .passed
         }
-        if blocks > blocksMax { return .check(.invalidField(byte: extent.lengthByte)) }
-        return nil
+        if blocks > blocksMax { return .refused(.check(.invalidField(byte: extent.lengthByte))) }
+        return .passed
     }
 
     /// A block command's LBA and number of blocks, where 0 blocks means "to the end of the
@@ -151,12 +180,43 @@ public final class LogicalUnit: Sendable {
     /// `dataOutLength` said when the initiator's Expected Data Transfer Length was shorter.
     /// `prechecked` when `dataOutLength` ran for it with nothing in between.
     public func execute(_ cdb: CDB, data: [UInt8], nexus: String, prechecked: Bool = false) -> SCSIResult {
-        if !prechecked, let early = self.precheck(cdb, nexus: nexus) { return early }
+        if !prechecked, case .refused(let early) = self.precheck(cdb, nexus: nexus) { return early }
         let result = Result { () throws(SCSIError) -> SCSIResult in try self.dispatch(cdb, data: data, nexus: nexus) }
         switch result {
         case .success(let value): return value
         case .failure(let error): return error.result
         }
+    }
+
+    /// Runs a command whose table entry lets it run on an event loop (`InlineRule.read`) if the
+    /// engine can serve it without waiting; nil, having changed nothing the command's run on the
+    /// thread pool would not change too, when a step would wait (or the engine fails: the
+    /// thread pool's run reports that).
+    public func executeWithoutWaiting(_ cdb: CDB, nexus: String, prechecked: Bool) -> SCSIResult? {
+        guard CommandTable.spec(for: cdb)?.inline == .read else { return nil }
+        if !prechecked {
+            switch self.precheck(cdb, nexus: nexus, waiting: .never) {
+            case .refused(let early): return early
+            case .wouldWait: return nil
+            case .passed: break
+            }
+        }
+        let (lba, blocks) = cdb.extent
+        guard blocks > 0 else { return .good() }
+        let start = MonotonicClock.nanos()
+        // Zeroed first: the holes the engine leaves as they are then read as zeros.
+        var bytes = [UInt8](repeating: 0, count: Int(blocks << Self.blockShift))
+        let served = bytes.withUnsafeMutableBytes { buffer -> Bool in
+            do throws(StrataError) {
+                return try self.pool.readLeavingHoles(self.handle, at: lba << Self.blockShift, into: buffer, waiting: .never) != nil
+            } catch {
+                // The command's run on the thread pool reads again and reports the error.
+                return false
+            }
+        }
+        guard served else { return nil }
+        self.pool.countServed(self.handle, .read, bytes: UInt64(bytes.count), since: start)
+        return .good(bytes)
     }
 
     /// Runs the command's handler from the table.

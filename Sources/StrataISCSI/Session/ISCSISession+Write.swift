@@ -23,16 +23,17 @@ extension ISCSISession {
             return
         }
         let expectedLength = Int(pdu.expectedDataTransferLength)
-        let commandLength: Int
+        let plan: LogicalUnit.DataOutPlan
         switch unit.dataOutLength(cdb, nexus: self.nexus, expectedLength: expectedLength) {
         case .failure(let early):
             self.finishEarly(pdu, result: early.result)
             return
-        case .success(let length):
-            commandLength = length
+        case .success(let value):
+            plan = value
         }
-        let wanted = pdu.writeExpected ? min(commandLength, expectedLength) : 0
-        var command = PendingCommand(pdu, cdb: cdb, wanted: wanted, commandLength: commandLength)
+        let wanted = pdu.writeExpected ? min(plan.length, expectedLength) : 0
+        var command = PendingCommand(pdu, cdb: cdb, wanted: wanted, commandLength: plan.length)
+        command.checkedOnArrival = plan.checked
         if wanted == 0 {
             self.commands[tag] = command
             self.run(tag)
@@ -157,17 +158,15 @@ extension ISCSISession {
         self.commands[tag] = command
         self.running += 1
         self.runningBytes += command.expectedLength
-        let inline =
-            CommandTable.spec(for: command.cdb)?.runsInline(
-                command.cdb, expectedLength: command.expectedLength,
-                writeCache: unit.writeCache.load(ordering: .relaxed)) ?? false
-        // A command that waited for no data was checked by `dataOutLength` just now; one that
-        // waited for its data is checked again, since a reservation or the size may have changed.
+        let inline = CommandTable.spec(for: command.cdb)?.runsInline(expectedLength: command.expectedLength) ?? false
+        // A command that waited for no data was checked by `dataOutLength` just now (unless a
+        // check would have waited there); one that waited for its data is checked again, since a
+        // reservation or the size may have changed.
         self.outbox.append(
             .execute(
                 CommandExecution(
                     tag: tag, unit: unit, cdb: command.cdb, data: command.data, nexus: self.nexus,
-                    prechecked: command.wanted == 0, inline: inline)))
+                    prechecked: command.wanted == 0 && command.checkedOnArrival, inline: inline)))
     }
 
     /// Solicits data for the commands that waited for the buffered total to go down.

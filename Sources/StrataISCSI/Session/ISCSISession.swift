@@ -35,12 +35,19 @@ public struct CommandExecution: Sendable {
     public let nexus: String
     /// `dataOutLength` checked it with nothing in between (a command that waited for no data).
     public let prechecked: Bool
-    /// Its table entry lets it run on the event loop (`InlineRule`).
+    /// Its table entry lets it try the event loop first (`InlineRule`, `runWithoutWaiting`).
     public let inline: Bool
 
-    /// Runs the command on the logical unit (blocking on disk I/O unless it is inline).
+    /// Runs the command on the logical unit; may block on disk I/O (a thread pool's work).
     public func run() -> SCSIResult {
         self.unit.execute(self.cdb, data: self.data, nexus: self.nexus, prechecked: self.prechecked)
+    }
+
+    /// Runs the command if the engine can serve it without waiting (an event loop's work); nil
+    /// when it cannot, and `run` must run it on a thread pool.
+    public func runWithoutWaiting() -> SCSIResult? {
+        guard self.inline else { return nil }
+        return self.unit.executeWithoutWaiting(self.cdb, nexus: self.nexus, prechecked: self.prechecked)
     }
 }
 

@@ -21,6 +21,8 @@ struct PendingCommand: Sendable {
     let wanted: Int
     /// What the CDB itself would transfer out (for the residual).
     let commandLength: Int
+    /// `LogicalUnit.dataOutLength` made every check as the command arrived (`DataOutPlan.checked`).
+    var checkedOnArrival = false
     var data: [UInt8] = []
     /// Unsolicited bytes still to come end here (InitialR2T=No).
     var unsolicitedEnd = 0
