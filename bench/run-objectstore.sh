@@ -25,6 +25,8 @@
 #   BENCH_DIR  scratch directory (default /work/bench-tmp)   SIZE  volume size (default 1G)
 #   BOOT       bytes read in (c) (default 64M)                REPEAT  runs per figure (default 3)
 #   BENCH_SKIP_BUILD  1 uses .build/release/strata as it is (default 0: build it first)
+#   PROFILE_BOOT      1 samples the daemon with `perf record -g` during the first boot-like read
+#                     and prints where its time went (the figure of that run is then not clean)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -160,7 +162,7 @@ export STRATA_POOL=$BENCH_DIR/target
 "$STRATA" pool init --size $((SIZE_BYTES * 2 / MiB + 256))M >/dev/null
 add_remote "$CONTAINER"
 key_of() { /usr/bin/python3 "$ROOT/tests/objectstore/store.py" key-of "$CONTAINER" manifests/vm1/s1 "$1"; }
-first_s=() range_s=() boot_s=() direct_s=()
+first_s=() range_s=() boot_s=() direct_s=() boot_daemon=() boot_servers=() boot_fetched=()
 for run in $(seq 1 "$REPEAT"); do
     start_daemon
     "$STRATA" volume create "first$run" --from r1:vm1@s1 --hydrate off >/dev/null
@@ -176,11 +178,26 @@ print('%.6f' % (time.monotonic() - started))")")
     range_s+=("$(peer range "$CONTAINER" "$(key_of $(((object + 1) % objects)))" 12288 4096)")
 
     "$STRATA" volume create "boot$run" --from r1:vm1@s1 --hydrate off >/dev/null
+    daemon_before=$(awk '{print $14 + $15}' "/proc/$DAEMON/stat") servers_before=$(server_ticks)
+    if [ "${PROFILE_BOOT:-0}" = 1 ] && [ "$run" = 1 ]; then
+        perf record -g -p "$DAEMON" -o "$BENCH_DIR/boot.perf" >/dev/null 2>&1 &
+        PERF=$!
+        sleep 0.5
+    fi
     started=$(date +%s%N)
     fio --name=boot --ioengine=nbd --uri="nbd://127.0.0.1:$PORT/boot$run" --rw=randread --bs=64k --iodepth=8 \
         --size="$SIZE" --io_size="$BOOT_BYTES" --randseed=$((run + 100)) --norandommap \
         --write_iolog="$BENCH_DIR/boot$run.log" >/dev/null 2>&1
     boot_s+=("$(echo "scale=6; ($(date +%s%N) - $started) / 1000000000" | bc)")
+    boot_daemon+=("$(echo "scale=2; ($(awk '{print $14 + $15}' "/proc/$DAEMON/stat") - $daemon_before) / $TICKS" | bc)")
+    boot_servers+=("$(echo "scale=2; ($(server_ticks) - $servers_before) / $TICKS" | bc)")
+    boot_fetched+=("$("$STRATA" volume status "boot$run" --json | json_field bytesFetched)")
+    if [ -n "${PERF:-}" ]; then
+        kill -INT "$PERF"; wait "$PERF" || true; PERF=
+        echo "   where the daemon's time went in boot run 1 (perf record -g, self time by thread, then by symbol):" >&2
+        perf report -i "$BENCH_DIR/boot.perf" --no-children --stdio --sort comm 2>/dev/null | grep -E '^ +[0-9]' | head -8 >&2 || true
+        perf report -i "$BENCH_DIR/boot.perf" --no-children --stdio --sort sym 2>/dev/null | grep -E '^ +[0-9]' | head -25 >&2 || true
+    fi
     stop_daemon
     # The fills stored most of the volume: delete both, or the third run fills the pool.
     "$STRATA" volume delete "first$run" >/dev/null
@@ -192,7 +209,8 @@ print('%.6f' % (time.monotonic() - started))")")
         keys+=("$(key_of "$index")")
     done
     direct_s+=("$(peer fetch "$CONTAINER" 8 "${keys[@]}")")
-    echo "   run $run: first read ${first_s[-1]} s vs ranged GET ${range_s[-1]} s; boot ${boot_s[-1]} s vs ${#keys[@]} objects ${direct_s[-1]} s" >&2
+    echo "   run $run: first read ${first_s[-1]} s vs ranged GET ${range_s[-1]} s; boot ${boot_s[-1]} s vs ${#keys[@]} objects ${direct_s[-1]} s" \
+        "(boot: daemon CPU ${boot_daemon[-1]} s, Swift CPU ${boot_servers[-1]} s, ${boot_fetched[-1]} bytes fetched)" >&2
 done
 first_median=$(printf '%s\n' "${first_s[@]}" | median)
 range_median=$(printf '%s\n' "${range_s[@]}" | median)
@@ -220,4 +238,12 @@ Where the time of (a) goes, CPU seconds per upload of $SIZE (medians; the client
 | Strata push | $(printf '%s\n' "${push_client[@]}" | median) | $(printf '%s\n' "${push_server[@]}" | median) | $push_median |
 | plain client | $(printf '%s\n' "${peer_client[@]}" | median) | $(printf '%s\n' "${peer_server[@]}" | median) | $peer_median |
 | swift upload | $(printf '%s\n' "${cli_client[@]}" | median) | $(printf '%s\n' "${cli_server[@]}" | median) | $cli_median |
+
+Where the time of (c) goes (medians): the daemon's CPU seconds during the read (its fetches, SHA-256
+checks, fills and NBD replies), the Swift servers' CPU seconds, and the bytes the daemon fetched
+against the covering objects' size:
+
+| daemon CPU, s | Swift servers' CPU, s | bytes fetched | covering objects, bytes | wall, s |
+|---|---|---|---|---|
+| $(printf '%s\n' "${boot_daemon[@]}" | median) | $(printf '%s\n' "${boot_servers[@]}" | median) | $(printf '%s\n' "${boot_fetched[@]}" | median) | $((${#keys[@]} * OBJECT)) (last run) | $boot_median |
 EOF
