@@ -3,10 +3,11 @@
 # the release build, and free loopback ports.
 
 # bench_init NAME: BENCH_DIR becomes ${BENCH_DIR:-/work/bench-tmp}/NAME, emptied; every PID
-# added to PIDS is stopped, and BENCH_DIR removed, when the script exits.
+# added to PIDS is stopped, and BENCH_DIR removed (kept with BENCH_KEEP=1, to look at the
+# profiles or logs a script left there), when the script exits.
 bench_init() {
     BENCH_DIR=${BENCH_DIR:-/work/bench-tmp}/$1
-    rm -rf "$BENCH_DIR"
+    [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$BENCH_DIR"
     mkdir -p "$BENCH_DIR"
     PIDS=()
     trap bench_cleanup EXIT
@@ -15,7 +16,7 @@ bench_init() {
 bench_cleanup() {
     for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && wait "$pid" 2>/dev/null || true; done
-    rm -rf "$BENCH_DIR"
+    [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$BENCH_DIR"
 }
 
 # build_strata: a release build of the strata executable; sets STRATA. With BENCH_SKIP_BUILD=1
