@@ -376,7 +376,7 @@ final class JobRunner: Sendable {
         defer { self.transfers.release() }
         let summary = try await self.transport.withConnection(to: self.address) { connection async throws(StrataError) in
             let reader = try await self.open(connection, secret: secret)
-            try await connection.write(Self.line(.receive(volume: self.job.volume)))
+            try await self.write(Self.line(.receive(volume: self.job.volume)), to: connection, reader: reader)
             self.status.withLock { $0.state = "sending" }
             let pipe = BytePipe(capacity: Limits.replicationPipeBytes)
             let sent = await withDiscardingTaskGroup(returning: Result<SendSummary, StrataError>.self) { group in
@@ -417,8 +417,29 @@ final class JobRunner: Sendable {
     private func request(_ request: ReplicationRequest, secret: [UInt8]) async throws(StrataError) -> ReplicationReply {
         try await self.transport.withConnection(to: self.address) { connection async throws(StrataError) in
             let reader = try await self.open(connection, secret: secret)
-            try await connection.write(Self.line(request))
+            try await self.write(Self.line(request), to: connection, reader: reader)
             return try await self.readReply(reader)
+        }
+    }
+
+    /// Writes the request after the authentication answer. A replica that refused the answer
+    /// sends its reason and closes, which can fail this write before the reason is read: then
+    /// the reason, when it arrived, is the error, not the broken connection.
+    private func write(_ bytes: [UInt8], to connection: any TransportConnection, reader: TransportReader)
+        async throws(StrataError)
+    {
+        do throws(StrataError) {
+            try await connection.write(bytes)
+        } catch {
+            do throws(StrataError) {
+                _ = try await self.readReply(reader)
+            } catch let refusal where refusal.code != .io {
+                // The replica's own error (a wrong secret is `.unauthorized`).
+                throw refusal
+            } catch {
+                // No readable reason: the connection broke before it, or the peer sent none.
+            }
+            throw error
         }
     }
 
