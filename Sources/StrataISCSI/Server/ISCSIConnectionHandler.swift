@@ -336,10 +336,17 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         guard !self.pending.isEmpty else { return }
         let batch = self.pending
         self.pending.removeAll(keepingCapacity: true)
-        let batched = batch.filter { CommandTable.spec(for: $0.cdb)?.batches ?? false }
+        var batched: [CommandExecution] = []
+        var items: [[CommandExecution]] = []
+        for execution in batch {
+            if CommandTable.spec(for: execution.cdb)?.batches ?? false {
+                batched.append(execution)
+            } else {
+                items.append([execution])
+            }
+        }
         let lanes = min(batched.count, Self.lanes)
-        var items = (0..<lanes).map { lane in stride(from: lane, to: batched.count, by: lanes).map { batched[$0] } }
-        items += batch.filter { !(CommandTable.spec(for: $0.cdb)?.batches ?? false) }.map { [$0] }
+        items += (0..<lanes).map { lane in stride(from: lane, to: batched.count, by: lanes).map { batched[$0] } }
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         for executions in items {
             let future = self.target.threadPool.runIfActive(eventLoop: context.eventLoop) { executions.map { $0.run() } }
