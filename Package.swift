@@ -239,7 +239,9 @@ let package = Package(
         // Simulations for tests: SimDevice (the pool's disk) and SimNetwork (replication's transport).
         .target(
             name: "StrataTesting",
-            dependencies: ["StrataCore", "StrataReplication", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "StrataCore", "StrataFrontEnd", "StrataReplication", .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(

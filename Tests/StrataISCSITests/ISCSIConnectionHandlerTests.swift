@@ -1,8 +1,10 @@
 // The connection handler as NIO glue, through `EmbeddedChannel`: bytes in, bytes out, with the
 // real framer, login and session. A login to the full feature phase, a NOP-Out ping, where each
 // command runs (a READ of a hole on the event loop, answered in Data-In with status; a WRITE, and
-// a READ the engine cannot serve without waiting, on the thread pool), and a logout that closes
-// the channel: what a client sees of the handler.
+// a READ the engine cannot serve without waiting, on the engine workers), and a logout that
+// closes the channel: what a client sees of the handler. Setting up takes the pool's locks, so
+// each login PDU and each SendTargets listing goes to the workers too; workers that refuse work
+// (a daemon shutting down) close the connection.
 
 import Logging
 import NIOCore
@@ -18,30 +20,36 @@ import Testing
 @Suite("iSCSI connection handler")
 struct ISCSIConnectionHandlerTests {
     let pool: Pool
-    /// Never started: a command sent to the pool comes back at once as a HARDWARE ERROR (the
-    /// pool refuses work), which is how these tests tell where a command ran.
-    let threadPool = NIOThreadPool(numberOfThreads: 1)
+    /// They run each item in place and count it: how these tests tell where work ran.
+    let workers = InPlaceWorkers()
 
     init() throws {
         self.pool = try makeTestUnit().pool
     }
 
     /// A channel with the handler, logged in to `vm1`; the final login response.
-    func loggedIn() throws -> (EmbeddedChannel, PDU) {
+    func loggedIn(discovery: Bool = false) throws -> (EmbeddedChannel, PDU) {
+        let channel = try self.connected(workers: self.workers)
+        // Login: security stage straight to the full feature phase, no CHAP set.
+        try self.write(self.login(discovery: discovery), to: channel)
+        let login = try #require(try self.read(from: channel).first)
+        return (channel, login)
+    }
+
+    func connected(workers: any EngineWorkers) throws -> EmbeddedChannel {
         let target = ISCSITarget(
-            pool: self.pool, directory: nil, threadPool: self.threadPool, registry: ConnectionRegistry(),
+            pool: self.pool, directory: nil, workers: workers, registry: ConnectionRegistry(),
             logger: Logger(label: "test"))
         let channel = EmbeddedChannel(handler: ISCSIConnectionHandler(target: target))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 3260)).wait()
-        // Login: security stage straight to the full feature phase, no CHAP set.
-        try self.write(
-            loginRequest(
-                current: 0, next: 3,
-                keys: [("InitiatorName", "iqn.2026-11.org.example:host"), ("SessionType", "Normal"),
-                       ("TargetName", "iqn.2026-11.org.strata:vm1"), ("AuthMethod", "None")]),
-            to: channel)
-        let login = try #require(try self.read(from: channel).first)
-        return (channel, login)
+        return channel
+    }
+
+    func login(discovery: Bool) -> PDU {
+        loginRequest(
+            current: 0, next: 3,
+            keys: [("InitiatorName", "iqn.2026-11.org.example:host"), ("SessionType", discovery ? "Discovery" : "Normal")]
+                + (discovery ? [] : [("TargetName", "iqn.2026-11.org.strata:vm1")]) + [("AuthMethod", "None")])
     }
 
     static let framing = FramingSettings(maxReceiveDataLength: 1 << 24)
@@ -67,6 +75,7 @@ struct ISCSIConnectionHandlerTests {
         #expect(login.opcode == .loginResponse)
         #expect(login.uint16(at: 36) == 0)  // success
         #expect(login.tsih != 0)
+        #expect(self.workers.items == 1, "the login PDU was handled on the event loop")
         let expected = login.expectedCommandSequenceNumber
 
         // NOP-Out ping, echoed.
@@ -89,8 +98,8 @@ struct ISCSIConnectionHandlerTests {
         #expect(dataIn.first?.data == [UInt8](repeating: 0, count: 512))
         #expect(dataIn.first.map { $0.flags & PDU.Flag.status != 0 } == true)
         #expect(dataIn.first?.expectedCommandSequenceNumber == expected &+ 2)
-        // WRITE(10) of one block as immediate data: never run on the event loop, so it reaches
-        // the (stopped) pool.
+        #expect(self.workers.items == 1, "the READ of a hole left the event loop")
+        // WRITE(10) of one block as immediate data: never run on the event loop.
         let block = (0..<512).map { UInt8(truncatingIfNeeded: $0 * 5) }
         try self.write(
             scsiCommand(tag: 3, sequence: expected &+ 2, cdb: [0x2a, 0, 0, 0, 0, 3, 0, 0, 1, 0], expectedLength: 512,
@@ -98,18 +107,18 @@ struct ISCSIConnectionHandlerTests {
             to: channel)
         let written = try #require(try self.read(from: channel).first)
         #expect(written.opcode == .scsiResponse)
-        #expect(written.status == SCSIStatus.checkCondition.rawValue, "a write ran on the event loop")
+        #expect(written.status == SCSIStatus.good.rawValue)
+        #expect(self.workers.items == 2, "the WRITE ran on the event loop")
         // READ(10) of data the engine cannot serve without waiting (the simulated device cannot
-        // tell what is cached): it goes to the pool too.
-        let unit = try self.pool.handle("vm1")
-        try self.pool.write(unit, at: 4 * 512, block)
+        // tell what is cached): it goes to the workers too, and reads what the WRITE wrote.
         try self.write(
-            scsiCommand(tag: 4, sequence: expected &+ 3, cdb: [0x28, 0, 0, 0, 0, 4, 0, 0, 1, 0], expectedLength: 512,
+            scsiCommand(tag: 4, sequence: expected &+ 3, cdb: [0x28, 0, 0, 0, 0, 3, 0, 0, 1, 0], expectedLength: 512,
                         read: true),
             to: channel)
         let waited = try #require(try self.read(from: channel).first)
-        #expect(waited.opcode == .scsiResponse)
-        #expect(waited.status == SCSIStatus.checkCondition.rawValue, "a read that would wait ran on the event loop")
+        #expect(waited.opcode == .dataIn)
+        #expect(waited.data == block)
+        #expect(self.workers.items == 3, "a read that would wait ran on the event loop")
 
         // Logout: the response, then the channel closes.
         var logout = PDU(.logoutRequest, flags: PDU.Flag.final)
@@ -130,6 +139,36 @@ struct ISCSIConnectionHandlerTests {
         let answer = try self.read(from: channel)
         #expect(answer.map(\.opcode) == [.reject])
         #expect(answer.first?.response == RejectReason.protocolError.rawValue)
+        #expect(!channel.isActive)
+    }
+
+    /// SendTargets in a Discovery session: the target list is fetched on the workers, so a
+    /// volume made after the login is listed at once.
+    @Test func sendTargetsListsOnTheWorkers() throws {
+        let (channel, login) = try self.loggedIn(discovery: true)
+        #expect(login.uint16(at: 36) == 0)
+        try self.pool.createVolume("vm2", size: 1 << 20)
+        var request = PDU(.textRequest, flags: PDU.Flag.final)
+        request.initiatorTaskTag = 8
+        request.targetTransferTag = PDU.reservedTag
+        request.set(login.expectedCommandSequenceNumber, at: 24)
+        request.data = TextKeys([("SendTargets", "All")]).bytes
+        try self.write(request, to: channel)
+        let answer = try #require(try self.read(from: channel).first)
+        #expect(answer.opcode == .textResponse)
+        let names = (TextKeys.parse(answer.data)?.pairs ?? []).filter { $0.0 == "TargetName" }.map(\.1)
+        #expect(names == ["iqn.2026-11.org.strata:vm1", "iqn.2026-11.org.strata:vm2"])
+        #expect(self.workers.items == 2, "login and listing: one work item each")
+    }
+
+    /// Workers that refuse work (the daemon shutting down): the login is not answered and the
+    /// connection closes.
+    @Test func refusedLoginWorkClosesTheConnection() throws {
+        let workers = InPlaceWorkers(stopped: true)
+        let channel = try self.connected(workers: workers)
+        try self.write(self.login(discovery: false), to: channel)
+        #expect(try self.read(from: channel).isEmpty)
+        #expect(workers.items == 1)
         #expect(!channel.isActive)
     }
 }

@@ -59,13 +59,10 @@ enum TLSFixtures {
 
 @Suite struct NBDConnectionHandlerTLSTests {
     let pool: Pool
-    let threadPool = NIOThreadPool(numberOfThreads: 1)
+    let workers = InPlaceWorkers()
 
     init() throws {
-        let device = SimDevice(size: 512 * 4096 + 96 * 4096)
-        try Pool.format(device: device, chunkSize: 4096, metadataPages: 512)
-        self.pool = try Pool(device: device)
-        try self.pool.createVolume("vm1", size: 1 << 20)
+        self.pool = try makeHandlerTestPool()
     }
 
     func server(mode: NBDTLSMode) throws -> EmbeddedChannel {
@@ -74,7 +71,7 @@ enum TLSFixtures {
             privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(TLSFixtures.serverKey.utf8), format: .pem)))
         let tls = NBDTLS(mode: mode, context: try NIOSSLContext(configuration: configuration))
         let handler = NBDConnectionHandler(
-            pool: self.pool, catalog: PoolCatalog(pool: self.pool), threadPool: self.threadPool,
+            pool: self.pool, catalog: PoolCatalog(pool: self.pool), workers: self.workers,
             registry: ConnectionRegistry(), tls: tls, logger: Logger(label: "test"))
         let channel = EmbeddedChannel(handler: handler)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 10809)).wait()

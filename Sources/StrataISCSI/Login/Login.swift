@@ -37,8 +37,8 @@ public protocol LoginEnvironment: Sendable {
 }
 
 /// One connection's login.
-public struct Login {
-    public enum Step: Equatable {
+public struct Login: Sendable {
+    public enum Step: Equatable, Sendable {
         /// Send this response and wait for the next request.
         case respond(PDU)
         /// Send this response (without TSIH yet) and enter the full feature phase.

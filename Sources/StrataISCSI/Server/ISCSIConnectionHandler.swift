@@ -9,9 +9,12 @@
 // completes. Writes never run on the event loop: nothing proves a buffered write cannot wait
 // (ext4 refuses RWF_NOWAIT for buffered writes). READs and WRITEs decoded in one pass go to the
 // pool in at most `lanes` work items, each run in order on one thread, whose results come back
-// in one hop: at depth 32 that saves two thread wake-ups per command (as NBD does). The connection stops reading while the socket is not
-// writable or too many commands (or command bytes) are running; the session bounds the write
-// data it buffers.
+// in one hop: at depth 32 that saves two thread wake-ups per command (as NBD does). Setting up
+// takes the pool's locks too (target lookup, CHAP settings, opening the logical unit; the target
+// list of SendTargets): each login PDU, and each Text Request's target list, is handled on the
+// workers with decoding paused until it returns. The connection stops reading while the socket
+// is not writable or too many commands (or command bytes) are running; the session bounds the
+// write data it buffers.
 
 import Logging
 import NIOCore
@@ -45,6 +48,9 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     var context: ChannelHandlerContext?
     var loginTimer: Scheduled<Void>?
     var reading = false
+    /// A login step or a target listing is running on the workers: nothing more is decoded
+    /// until it returns.
+    var setupRunning = false
     var unit: LogicalUnit?
     /// The full feature phase, from the final login response on.
     var session: ISCSISession?
@@ -131,7 +137,8 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func readMore(context: ChannelHandlerContext) {
-        guard !self.reading, context.channel.isActive, context.channel.isWritable, self.hasRoom else { return }
+        guard !self.reading, !self.setupRunning, context.channel.isActive, context.channel.isWritable, self.hasRoom
+        else { return }
         switch self.phase {
         case .login, .fullFeature:
             self.reading = true
@@ -170,7 +177,7 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             case .login, .fullFeature: break
             default: return
             }
-            guard self.hasRoom else { return }
+            guard self.hasRoom, !self.setupRunning else { return }
             let pdu: PDU
             do {
                 guard let next = try PDUFramer.decode(&self.cumulation, settings: self.framing) else { return }
@@ -180,10 +187,15 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                 return
             }
             switch self.phase {
-            case .login(var login):
-                let step = login.handle(pdu)
-                self.phase = .login(login)
-                self.loginStep(step, login: login, context: context)
+            case .login(let login):
+                self.runLoginStep(login, pdu, context: context)
+            case .fullFeature where pdu.opcode == .textRequest:
+                let target = self.target
+                self.offLoop({ TargetList(target.targetObjects()) }, context: context) { list, context in
+                    self.session?.directory = list
+                    guard let actions = self.session?.receive(pdu) else { return }
+                    self.apply(actions, context: context)
+                }
             case .fullFeature:
                 guard let actions = self.session?.receive(pdu) else { return }
                 self.apply(actions, context: context)
@@ -234,9 +246,57 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         self.flushThenClose(context: context)
     }
 
+    /// Runs `work` on the workers with decoding paused, then `then` on the event loop, then goes
+    /// on decoding. Workers that refuse it (shutting down) close the connection.
+    private func offLoop<T: Sendable>(
+        _ work: @escaping @Sendable () -> T, context: ChannelHandlerContext,
+        then: @escaping (T, ChannelHandlerContext) -> Void
+    ) {
+        self.setupRunning = true
+        let bound = NIOLoopBound((context, then), eventLoop: context.eventLoop)
+        self.target.workers.run(on: context.eventLoop, work).whenComplete { result in
+            let (context, then) = bound.value
+            self.setupRunning = false
+            switch result {
+            case .success(let value):
+                then(value, context)
+            case .failure(let error):
+                self.logger.error("closing iSCSI connection: the engine workers refused work: \(error)")
+                self.shutdown(context: context)
+            }
+            self.process(context: context)
+            context.flush()
+            self.readMore(context: context)
+        }
+    }
+
     // MARK: Login
 
-    private func loginStep(_ step: Login.Step, login: Login, context: ChannelHandlerContext) {
+    /// Handles one login PDU on the workers: the step, and for a final step of a Normal
+    /// session the logical unit it opens.
+    private func runLoginStep(_ login: Login, _ pdu: PDU, context: ChannelHandlerContext) {
+        let target = self.target
+        self.offLoop(
+            { () -> (Login, Login.Step, Result<LogicalUnit, StrataError>?) in
+                var login = login
+                let step = login.handle(pdu)
+                guard case .complete(_, let parameters) = step, login.requestedTSIH == 0,
+                    parameters.sessionType == .normal, let object = login.object
+                else { return (login, step, nil) }
+                return (login, step, Result { () throws(StrataError) in try target.unit(for: object) })
+            }, context: context
+        ) { outcome, context in
+            guard case .login = self.phase else { return }
+            let (login, step, unit) = outcome
+            self.phase = .login(login)
+            self.loginStep(step, login: login, unit: unit, context: context)
+        }
+    }
+
+    /// Carries out a login step; `unit` is the logical unit a completed Normal login opened.
+    private func loginStep(
+        _ step: Login.Step, login: Login, unit: Result<LogicalUnit, StrataError>?, context: ChannelHandlerContext
+    ) {
         switch step {
         case .respond(let pdu):
             self.send(pdu, context: context)
@@ -256,8 +316,8 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                 return
             }
             if parameters.sessionType == .normal {
-                guard let object = login.object else { return }
-                switch Result(catching: { () throws(StrataError) in try self.target.unit(for: object) }) {
+                guard let object = login.object, let unit else { return }
+                switch unit {
                 case .success(let unit):
                     self.unit = unit
                     self.target.registry.attach(context.channel, export: object, volumeID: unit.handle.id)
@@ -275,8 +335,9 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             let tsih = self.target.openSession(nexus: nexus, channel: context.channel)
             self.unit?.nexusJoined(nexus, session: tsih)
             pdu.tsih = tsih
+            // The target list is fetched afresh for each Text Request (`processPDUs`).
             self.session = ISCSISession(
-                parameters: parameters, tsih: tsih, nexus: nexus, unit: self.unit, directory: self.target,
+                parameters: parameters, tsih: tsih, nexus: nexus, unit: self.unit, directory: TargetList([]),
                 portal: Self.portalAddress(context.channel.localAddress),
                 statusSequence: login.statusSequenceNumber, expectedCommand: pdu.expectedCommandSequenceNumber,
                 logger: self.logger)
@@ -349,7 +410,7 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         items += (0..<lanes).map { lane in stride(from: lane, to: batched.count, by: lanes).map { batched[$0] } }
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         for executions in items {
-            let future = self.target.threadPool.runIfActive(eventLoop: context.eventLoop) { executions.map { $0.run() } }
+            let future = self.target.workers.run(on: context.eventLoop) { executions.map { $0.run() } }
             future.whenComplete { outcome in
                 let context = bound.value
                 let results: [SCSIResult]

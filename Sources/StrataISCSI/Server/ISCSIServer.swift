@@ -43,7 +43,7 @@ public final class ISCSIServer: Sendable {
     ) throws(BindError) -> ISCSIServer {
         precondition(!portals.isEmpty, "an iSCSI server needs at least one portal")
         let target = ISCSITarget(
-            pool: pool, directory: directory, threadPool: threadPool, registry: registry, logger: logger, foreign: foreign,
+            pool: pool, directory: directory, workers: threadPool, registry: registry, logger: logger, foreign: foreign,
             settings: settings)
         var listeners: [Listener] = []
         for portal in portals {

@@ -10,9 +10,10 @@ import StrataCore
 import StrataFrontEnd
 import Synchronization
 
-public final class ISCSITarget: Sendable, LoginEnvironment, SendTargetsDirectory {
+public final class ISCSITarget: Sendable, LoginEnvironment {
     public let pool: Pool
-    public let threadPool: NIOThreadPool
+    /// Where commands, login steps and target listings run: never on an event loop.
+    public let workers: any EngineWorkers
     public let registry: ConnectionRegistry
     public let logger: Logger
     /// Where `iscsi-chap.json` lives; nil reads no CHAP settings.
@@ -30,18 +31,18 @@ public final class ISCSITarget: Sendable, LoginEnvironment, SendTargetsDirectory
     private let tables = Mutex(Tables())
 
     public init(
-        pool: Pool, directory: String?, threadPool: NIOThreadPool, registry: ConnectionRegistry, logger: Logger,
+        pool: Pool, directory: String?, workers: any EngineWorkers, registry: ConnectionRegistry, logger: Logger,
         foreign: (any ForeignExports)? = nil, settings: UnitSettings = UnitSettings()
     ) {
         self.pool = pool
         self.directory = directory
-        self.threadPool = threadPool
+        self.workers = workers
         self.registry = registry
         self.logger = logger
         self.units = UnitTable(pool: pool, foreign: foreign, settings: settings)
     }
 
-    // MARK: LoginEnvironment
+    // MARK: LoginEnvironment (called on the engine workers: these take the pool's locks)
 
     /// The pool object `name` names: nil only when the pool has no such volume or snapshot.
     /// - Throws: any other engine error (logged here), which login answers with 0300h.
@@ -56,9 +57,10 @@ public final class ISCSITarget: Sendable, LoginEnvironment, SendTargetsDirectory
             throw error
         }
         // Names compare without regard to case (RFC 3722).
-        return self.pool.targets().first { $0.name.lowercased() == object.lowercased() }?.name
+        return TargetNames.match(object, among: self.pool.targets().map(\.name))
     }
 
+    /// Every pool object served as a target, foreign ones (mirror leg copies) last.
     public func targetObjects() -> [String] {
         self.pool.targets().map(\.name) + (self.units.foreign?.foreignNames() ?? [])
     }

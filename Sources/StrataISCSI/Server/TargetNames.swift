@@ -24,4 +24,29 @@ public enum TargetNames {
         default: return nil
         }
     }
+
+    /// The object among `objects` that `object` names: itself, else the first equal to it without
+    /// regard to case (RFC 3722); nil when none is.
+    public static func match(_ object: String, among objects: [String]) -> String? {
+        if objects.contains(object) { return object }
+        let lowered = object.lowercased()
+        return objects.first { $0.lowercased() == lowered }
+    }
+}
+
+/// The targets as they were when listed: what SendTargets answers from, so that a Text Request
+/// never takes the pool's locks on an event loop (the connection lists them on its engine
+/// workers first).
+public struct TargetList: SendTargetsDirectory {
+    public let objects: [String]
+
+    public init(_ objects: [String]) {
+        self.objects = objects
+    }
+
+    public func targetObjects() -> [String] { self.objects }
+
+    public func object(forTargetName name: String) -> String? {
+        TargetNames.object(for: name).flatMap { TargetNames.match($0, among: self.objects) }
+    }
 }

@@ -72,7 +72,9 @@ public struct ISCSISession {
     public let nexus: String
     /// The logical unit of a Normal session; nil in a Discovery session.
     public let unit: LogicalUnit?
-    let directory: any SendTargetsDirectory
+    /// Where SendTargets looks; the connection sets a `TargetList` it fetched off the event loop
+    /// before it hands over each Text Request.
+    public var directory: any SendTargetsDirectory
     /// `address:port` of the portal this connection came in on (for SendTargets).
     let portal: String
     var logger: Logger

@@ -4,7 +4,9 @@
 // loop); their replies are written as each completes, in any order (proto.md allows it). The
 // exception is a READ the engine can serve without waiting (mapping in memory, data in the page
 // cache, no lock held against it: `Waiting.never`), which the event loop answers at once and
-// flushes with the others decoded in the same pass. A
+// flushes with the others decoded in the same pass. Negotiation options run on the thread pool
+// too, one at a time with the connection paused (they look exports up in the pool, which takes
+// its locks): a handful per connection, so the hop costs nothing a client would notice. A
 // request counts as in flight from decoding until its reply has been written to the socket,
 // and the connection keeps at most `inflightRequestsMax` requests and `inflightBytesMax` bytes
 // in flight; past either, or while the socket is not writable (a client that does not read its
@@ -45,7 +47,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
 
     let pool: Pool
     let catalog: any NBDExportCatalog
-    let threadPool: NIOThreadPool
+    let workers: any EngineWorkers
     let registry: ConnectionRegistry
     let tls: NBDTLS?
     var logger: Logger
@@ -69,16 +71,18 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Replies written on the event loop in this pass, not yet flushed.
     var unflushed = false
     var reading = false
+    /// An option is being handled on the thread pool: nothing more is decoded until it returns.
+    var optionRunning = false
     var handshakeTimer: Scheduled<Void>?
     var context: ChannelHandlerContext?
 
     init(
-        pool: Pool, catalog: any NBDExportCatalog, threadPool: NIOThreadPool, registry: ConnectionRegistry, tls: NBDTLS?,
+        pool: Pool, catalog: any NBDExportCatalog, workers: any EngineWorkers, registry: ConnectionRegistry, tls: NBDTLS?,
         logger: Logger
     ) {
         self.pool = pool
         self.catalog = catalog
-        self.threadPool = threadPool
+        self.workers = workers
         self.registry = registry
         self.tls = tls
         self.negotiation = NBDNegotiation(tls: tls?.mode ?? .off)
@@ -171,7 +175,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         guard !self.reading, context.channel.isActive, context.channel.isWritable else { return }
         switch self.phase {
         case .closed: return
-        case .negotiating where self.negotiationBytesPending >= Self.negotiationBytesMax: return
+        case .negotiating where self.negotiationBytesPending >= Self.negotiationBytesMax || self.optionRunning: return
         case .transmission where !self.canAcceptMore: return
         default: break
         }
@@ -213,12 +217,14 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                     self.phase = .negotiating
                 case .negotiating:
                     // Replies the client is not reading stop the negotiation until it does.
-                    guard context.channel.isWritable, self.negotiationBytesPending < Self.negotiationBytesMax,
+                    guard !self.optionRunning, context.channel.isWritable,
+                        self.negotiationBytesPending < Self.negotiationBytesMax,
                         let option = try NBDWire.decodeOption(&self.cumulation)
                     else {
                         break loop
                     }
                     self.negotiate(option, context: context)
+                    break loop
                 case .transmission(let export):
                     guard self.canAcceptMore, context.channel.isWritable,
                         let request = try NBDWire.decodeRequest(&self.cumulation)
@@ -267,8 +273,36 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
+    /// Handles `option` on the thread pool, then carries out its outcome here; decoding waits.
     private func negotiate(_ option: NBDOptionRequest, context: ChannelHandlerContext) {
-        switch self.negotiation.handle(option, catalog: self.catalog) {
+        self.optionRunning = true
+        let negotiation = self.negotiation
+        let catalog = self.catalog
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        self.workers.run(on: context.eventLoop) { () -> (NBDNegotiation, NBDNegotiation.Outcome) in
+            var negotiation = negotiation
+            let outcome = negotiation.handle(option, catalog: catalog)
+            return (negotiation, outcome)
+        }.whenComplete { result in
+            let context = bound.value
+            self.optionRunning = false
+            guard case .negotiating = self.phase else { return }
+            switch result {
+            case .success(let (negotiation, outcome)):
+                self.negotiation = negotiation
+                self.carryOut(outcome, of: option, context: context)
+                self.process(context: context)
+                self.readMore(context: context)
+            case .failure(let error):
+                self.logger.error("closing NBD connection: option \(option.option) could not run: \(error)")
+                self.phase = .closed
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    private func carryOut(_ outcome: NBDNegotiation.Outcome, of option: NBDOptionRequest, context: ChannelHandlerContext) {
+        switch outcome {
         case .reply(let bytes, let engineError):
             if let engineError { self.logger.error("NBD option \(option.option) failed: \(engineError.message)") }
             let count = bytes.readableBytes
@@ -357,7 +391,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         for lane in 0..<lanes {
             let requests = stride(from: lane, to: batch.count, by: lanes).map { batch[$0] }
             let cost = requests.reduce(0) { $0 + $1.1 }
-            let work = self.threadPool.runIfActive(eventLoop: context.eventLoop) {
+            let work = self.workers.run(on: context.eventLoop) {
                 requests.map { executor.execute($0.0, allocator: allocator) }
             }
             work.whenComplete { result in

@@ -32,7 +32,7 @@ public final class NBDServer: Sendable {
             host: host, port: port, group: group, registry: registry, protocolName: "nbd"
         ) {
             NBDConnectionHandler(
-                pool: pool, catalog: catalog, threadPool: threadPool, registry: registry, tls: tls, logger: logger)
+                pool: pool, catalog: catalog, workers: threadPool, registry: registry, tls: tls, logger: logger)
         }
         return NBDServer(listener: listener, registry: registry)
     }
