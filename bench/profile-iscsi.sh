@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Where the time goes in Strata's iSCSI target at depth 1, the jobs that miss issue 9's 1.2x
-# tgtd: a release `strata serve` with a 1 GiB volume written in full, then (1) libiscsi's
-# iscsi-perf, 4 KiB random reads with one in flight, and (2) qemu-img bench, 4 KiB writes with
-# one in flight, each sampled by `perf record -g` on the daemon for a few seconds. For each: the
+# Where the time goes in Strata's iSCSI target at depth DEPTH (default 1, the jobs that miss
+# issue 9's 1.2x tgtd; 32 for the depth-32 writes): a release `strata serve` with a 1 GiB volume
+# written in full, then (1) libiscsi's iscsi-perf, 4 KiB random reads with DEPTH in flight, and
+# (2) qemu-img bench, 4 KiB writes with DEPTH in flight, each sampled by `perf record -g` on the daemon for a few seconds. For each: the
 # run's figure, the daemon's CPU per request (user + system time from /proc over the run), its
 # samples by thread (NIO-ELT event loops, TP pool threads) and the symbols with the most
 # samples. Markdown on stdout, progress on stderr.
 #
 #   BENCH_DIR  scratch directory (default /work/bench-tmp; not inside the repository)
-#   RUNTIME    seconds of the iscsi-perf run (default 8)    COUNT  qemu-img bench writes (default 60000)
+#   RUNTIME    seconds of the iscsi-perf run (default 8)    COUNT  qemu-img bench writes (default
+#   DEPTH      requests in flight (default 1)                      60000, 300000 past depth 1)
 #   TOP        symbols listed per job (default 12)          BENCH_SKIP_BUILD=1  use .build/release as it is
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,8 @@ done
 source bench/lib.sh
 bench_init profile-iscsi
 RUNTIME=${RUNTIME:-8}
-COUNT=${COUNT:-60000}
+DEPTH=${DEPTH:-1}
+COUNT=${COUNT:-$([ "$DEPTH" = 1 ] && echo 60000 || echo 300000)}
 TOP=${TOP:-12}
 build_strata
 
@@ -54,26 +56,26 @@ report() {
     echo
 }
 
-echo "# iSCSI depth-1 profiles ($(date -u '+%Y-%m-%d %H:%M') UTC, commit $(git rev-parse --short HEAD), load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "# iSCSI depth-$DEPTH profiles ($(date -u '+%Y-%m-%d %H:%M') UTC, commit $(git rev-parse --short HEAD), load $(cut -d' ' -f1-3 /proc/loadavg))"
 echo
 echo "reads: iscsi-perf, ${RUNTIME} s" >&2
 before=$(ticks)
-iscsi-perf -m 1 -b 8 -t "$RUNTIME" -r "$URL" >"$BENCH_DIR/read.out" 2>&1 &
+iscsi-perf -m "$DEPTH" -b 8 -t "$RUNTIME" -r "$URL" >"$BENCH_DIR/read.out" 2>&1 &
 job=$!
 sleep 2
-perf record -g -p "$DAEMON" -o "$BENCH_DIR/read-4k-qd1.perf" -- sleep $((RUNTIME - 4)) >/dev/null 2>&1
+perf record -g -p "$DAEMON" -o "$BENCH_DIR/read-4k-qd$DEPTH.perf" -- sleep $((RUNTIME - 4)) >/dev/null 2>&1
 wait $job
 iops=$(tr '\r' '\n' <"$BENCH_DIR/read.out" | sed -n 's/^ *iops average \([0-9]*\) .*/\1/p' | tail -1)
 [ -n "$iops" ] || { echo "iscsi-perf failed: $(tail -3 "$BENCH_DIR/read.out")" >&2; exit 1; }
-report read-4k-qd1 $((iops * RUNTIME)) "$before" "$iops IOPS (iscsi-perf -m 1 -b 8 -t $RUNTIME -r)"
+report read-4k-qd$DEPTH $((iops * RUNTIME)) "$before" "$iops IOPS (iscsi-perf -m $DEPTH -b 8 -t $RUNTIME -r)"
 
 echo "writes: qemu-img bench, $COUNT requests" >&2
 before=$(ticks)
-qemu-img bench -f raw -t none -c "$COUNT" -d 1 -s 4096 -S 4096 -w "$URL" >"$BENCH_DIR/write.out" 2>&1 &
+qemu-img bench -f raw -t none -c "$COUNT" -d "$DEPTH" -s 4096 -S 4096 -w "$URL" >"$BENCH_DIR/write.out" 2>&1 &
 job=$!
 sleep 1
-perf record -g -p "$DAEMON" -o "$BENCH_DIR/write-4k-qd1.perf" -- sleep 3 >/dev/null 2>&1
+perf record -g -p "$DAEMON" -o "$BENCH_DIR/write-4k-qd$DEPTH.perf" -- sleep 3 >/dev/null 2>&1
 wait $job
 seconds=$(sed -n 's/.*Run completed in \([0-9.]*\) seconds.*/\1/p' "$BENCH_DIR/write.out")
 [ -n "$seconds" ] || { echo "qemu-img bench failed: $(tail -3 "$BENCH_DIR/write.out")" >&2; exit 1; }
-report write-4k-qd1 "$COUNT" "$before" "$(awk "BEGIN {printf \"%.0f\", $COUNT / $seconds}") IOPS (qemu-img bench -c $COUNT -d 1 -s 4096 -S 4096 -w)"
+report write-4k-qd$DEPTH "$COUNT" "$before" "$(awk "BEGIN {printf \"%.0f\", $COUNT / $seconds}") IOPS (qemu-img bench -c $COUNT -d $DEPTH -s 4096 -S 4096 -w)"

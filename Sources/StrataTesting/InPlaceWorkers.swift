@@ -2,7 +2,6 @@
 // each work item runs at once, in place, and is counted, so a test can tell what a handler sent
 // off its event loop. Stopped, they refuse work as a thread pool that is shutting down does.
 
-import NIOCore
 import StrataFrontEnd
 import Synchronization
 
@@ -16,12 +15,11 @@ public final class InPlaceWorkers: EngineWorkers {
     /// Work items handed over so far (refused ones included).
     public var items: Int { self.state.withLock { $0.items } }
 
-    public func run<T: Sendable>(on eventLoop: any EventLoop, _ work: @escaping @Sendable () -> T) -> EventLoopFuture<T> {
+    public func perform(_ work: @escaping @Sendable (_ active: Bool) -> Void) {
         let stopped = self.state.withLock { state in
             state.items += 1
             return state.stopped
         }
-        if stopped { return eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
-        return eventLoop.makeSucceededFuture(work())
+        work(!stopped)
     }
 }

@@ -158,7 +158,7 @@ extension ISCSISession {
         self.commands[tag] = command
         self.running += 1
         self.runningBytes += command.expectedLength
-        let inline = CommandTable.spec(for: command.cdb)?.runsInline(expectedLength: command.expectedLength) ?? false
+        let spec = CommandTable.spec(for: command.cdb)
         // A command that waited for no data was checked by `dataOutLength` just now (unless a
         // check would have waited there); one that waited for its data is checked again, since a
         // reservation or the size may have changed.
@@ -166,7 +166,9 @@ extension ISCSISession {
             .execute(
                 CommandExecution(
                     tag: tag, unit: unit, cdb: command.cdb, data: command.data, nexus: self.nexus,
-                    prechecked: command.wanted == 0 && command.checkedOnArrival, inline: inline)))
+                    prechecked: command.wanted == 0 && command.checkedOnArrival,
+                    inline: spec?.runsInline(expectedLength: command.expectedLength) ?? false,
+                    batches: spec?.batches ?? false, expectedLength: command.expectedLength)))
     }
 
     /// Solicits data for the commands that waited for the buffered total to go down.

@@ -37,6 +37,10 @@ public struct CommandExecution: Sendable {
     public let prechecked: Bool
     /// Its table entry lets it try the event loop first (`InlineRule`, `runWithoutWaiting`).
     public let inline: Bool
+    /// Its table entry lets it share a work item with others of its pass (`CommandSpec.batches`).
+    public let batches: Bool
+    /// The bytes it reads or writes (its Expected Data Transfer Length).
+    public let expectedLength: Int
 
     /// Runs the command on the logical unit; may block on disk I/O (a thread pool's work).
     public func run() -> SCSIResult {
