@@ -83,11 +83,15 @@ final class Log: Sendable {
 }
 
 extension LaneSplitTests {
-    @Test func smallRequestsShareALaneLargeOnesSpread() {
-        #expect(Lanes.count(requests: 32, bytes: 32 * 4096) == 1)
-        #expect(Lanes.count(requests: 8, bytes: 8 << 20) == 4)
-        #expect(Lanes.count(requests: 2, bytes: 2 << 20) == 2)
-        #expect(Lanes.count(requests: 3, bytes: 0) == 1, "requests without data (FLUSH) still get a lane")
-        #expect(Lanes.count(requests: 64, bytes: 64 * 8192) == 2)
+    @Test func smallWritesShareALaneLargeOnesAndReadsSpread() {
+        let write4K = Lanes.weight(bytes: 4096, read: false)
+        #expect(Lanes.count(requests: 32, weight: 32 * write4K) == 1)
+        #expect(Lanes.count(requests: 8, weight: 8 * Lanes.weight(bytes: 1 << 20, read: false)) == 4)
+        #expect(Lanes.count(requests: 2, weight: 2 * Lanes.weight(bytes: 1 << 20, read: false)) == 2)
+        #expect(Lanes.count(requests: 3, weight: 0) == 1, "requests without data (FLUSH) still get a lane")
+        #expect(Lanes.count(requests: 64, weight: 64 * Lanes.weight(bytes: 8192, read: false)) == 2)
+        // Reads that reached the workers would have waited (the disk, most likely): they spread.
+        #expect(Lanes.count(requests: 32, weight: 32 * Lanes.weight(bytes: 4096, read: true)) == 4)
+        #expect(Lanes.count(requests: 2, weight: 2 * Lanes.weight(bytes: 4096, read: true)) == 2)
     }
 }

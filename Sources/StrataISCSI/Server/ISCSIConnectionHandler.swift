@@ -402,16 +402,16 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         self.pending.removeAll(keepingCapacity: true)
         var batched: [CommandExecution] = []
         var items: [[CommandExecution]] = []
-        var bytes = 0
+        var weight = 0
         for execution in batch {
             if execution.batches {
                 batched.append(execution)
-                bytes += execution.expectedLength
+                weight += Lanes.weight(bytes: execution.expectedLength, read: execution.reads)
             } else {
                 items.append([execution])
             }
         }
-        let lanes = Lanes.count(requests: batched.count, bytes: bytes)
+        let lanes = Lanes.count(requests: batched.count, weight: weight)
         let alone = items.count
         items += batched.dealt(into: lanes)
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)

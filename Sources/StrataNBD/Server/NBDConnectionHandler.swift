@@ -389,7 +389,8 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         self.pending.removeAll(keepingCapacity: true)
         let allocator = context.channel.allocator
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        let lanes = Lanes.count(requests: batch.count, bytes: batch.reduce(0) { $0 + $1.1 })
+        let weight = batch.reduce(0) { $0 + Lanes.weight(bytes: $1.1, read: $1.0.type == NBD.Command.read.rawValue) }
+        let lanes = Lanes.count(requests: batch.count, weight: weight)
         let workers: any EngineWorkers = lanes == 1 ? self.serial : self.workers
         for requests in batch.dealt(into: lanes) {
             let cost = requests.reduce(0) { $0 + $1.1 }
