@@ -8,9 +8,8 @@
 // target's thread pool (the engine blocks on disk I/O), and its reply goes out when it
 // completes. Writes never run on the event loop: nothing proves a buffered write cannot wait
 // (ext4 refuses RWF_NOWAIT for buffered writes). READs and WRITEs decoded in one pass go to the
-// pool in a few work items (`Lanes`: one per 256 KiB, at most four), each run in order on one
-// thread, whose results come back in one hop: at depth 32 that saves two thread wake-ups per
-// command (as NBD does). Setting up
+// pool in at most `lanes` work items, each run in order on one thread, whose results come back
+// in one hop: at depth 32 that saves two thread wake-ups per command (as NBD does). Setting up
 // takes the pool's locks too (target lookup, CHAP settings, opening the logical unit; the target
 // list of SendTargets): each login PDU, and each Text Request's target list, is handled on the
 // workers with decoding paused until it returns. The connection stops reading while the socket
@@ -58,13 +57,11 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     var outputClosed = false
     /// Commands of this pass for the thread pool, not sent yet (`dispatchPending`).
     var pending: [CommandExecution] = []
-
-    /// Where a pass of small READs and WRITEs goes: one worker at a time drains them.
-    let serial: SerialWorkers
+    /// Work items the READs and WRITEs of one pass are split into, so they still run in parallel.
+    static let lanes = 4
 
     init(target: ISCSITarget) {
         self.target = target
-        self.serial = SerialWorkers(on: target.workers)
         self.logger = target.logger
         self.phase = .login(Login(environment: target))
     }
@@ -393,33 +390,26 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         self.pending.append(execution)
     }
 
-    /// Sends the pass's commands to the workers: READs and WRITEs in a few work items (`Lanes`;
-    /// a single one joins the connection's `SerialWorkers` queue), each run in order on one thread, every other command in one of its own; each work
-    /// item's results reach the session in one hop.
+    /// Sends the pass's commands to the workers: READs and WRITEs in at most `lanes` work
+    /// items, each run in order on one thread (`CommandSpec.batches`), every other command in
+    /// one of its own; each work item's results reach the session in one hop.
     private func dispatchPending(context: ChannelHandlerContext) {
         guard !self.pending.isEmpty else { return }
         let batch = self.pending
         self.pending.removeAll(keepingCapacity: true)
         var batched: [CommandExecution] = []
         var items: [[CommandExecution]] = []
-        var weight = 0
         for execution in batch {
             if execution.batches {
                 batched.append(execution)
-                weight += Lanes.weight(bytes: execution.expectedLength, read: execution.reads)
             } else {
                 items.append([execution])
             }
         }
-        let lanes = Lanes.count(requests: batched.count, weight: weight)
-        let alone = items.count
-        items += batched.dealt(into: lanes)
+        items += batched.dealt(into: Self.lanes)
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        for (index, executions) in items.enumerated() {
-            // A single lane of small commands joins the connection's queue; a command of its own
-            // (it may run long) or one of several lanes takes a worker of its own.
-            let workers: any EngineWorkers = index >= alone && lanes == 1 ? self.serial : self.target.workers
-            let future = workers.run(on: context.eventLoop) { executions.map { $0.run() } }
+        for executions in items {
+            let future = self.target.workers.run(on: context.eventLoop) { executions.map { $0.run() } }
             future.whenComplete { outcome in
                 let context = bound.value
                 let results: [SCSIResult]

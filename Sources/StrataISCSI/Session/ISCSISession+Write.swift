@@ -168,8 +168,7 @@ extension ISCSISession {
                     tag: tag, unit: unit, cdb: command.cdb, data: command.data, nexus: self.nexus,
                     prechecked: command.wanted == 0 && command.checkedOnArrival,
                     inline: spec?.runsInline(expectedLength: command.expectedLength) ?? false,
-                    batches: spec?.batches ?? false, expectedLength: command.expectedLength,
-                    reads: !(spec?.writes ?? true))))
+                    batches: spec?.batches ?? false)))
     }
 
     /// Solicits data for the commands that waited for the buffered total to go down.

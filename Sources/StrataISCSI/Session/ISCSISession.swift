@@ -39,10 +39,6 @@ public struct CommandExecution: Sendable {
     public let inline: Bool
     /// Its table entry lets it share a work item with others of its pass (`CommandSpec.batches`).
     public let batches: Bool
-    /// The bytes it reads or writes (its Expected Data Transfer Length).
-    public let expectedLength: Int
-    /// It leaves the medium as it is (a READ, not a WRITE).
-    public let reads: Bool
 
     /// Runs the command on the logical unit; may block on disk I/O (a thread pool's work).
     public func run() -> SCSIResult {

@@ -48,8 +48,6 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     let pool: Pool
     let catalog: any NBDExportCatalog
     let workers: any EngineWorkers
-    /// Where a pass of small requests goes: one worker at a time drains them (`SerialWorkers`).
-    let serial: SerialWorkers
     let registry: ConnectionRegistry
     let tls: NBDTLS?
     var logger: Logger
@@ -65,6 +63,8 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     var outputClosed = false
     /// Requests decoded in this pass, with their byte cost, not yet sent to the thread pool.
     var pending: [(NBDRequest, Int)] = []
+    /// Work items a batch is split into, so large requests still run in parallel.
+    static let lanes = 4
     var processAgain = false
     /// The transmission phase's executor, made when an export is chosen.
     var executor: NBDRequestExecutor?
@@ -83,7 +83,6 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         self.pool = pool
         self.catalog = catalog
         self.workers = workers
-        self.serial = SerialWorkers(on: workers)
         self.registry = registry
         self.tls = tls
         self.negotiation = NBDNegotiation(tls: tls?.mode ?? .off)
@@ -379,8 +378,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         self.pending.append((request, cost))
     }
 
-    /// Sends the decoded requests to the workers in a few work items (`Lanes`: one per 256 KiB,
-    /// at most four; a single one joins the connection's `SerialWorkers` queue), each run in
+    /// Sends the decoded requests to the workers in at most `lanes` work items, each run in
     /// order on one thread, whose replies come back in one hop and go out in one flush. At
     /// depth 32 this saves two thread wake-ups per request; at depth 1 it changes nothing.
     private func dispatchPending(context: ChannelHandlerContext) {
@@ -389,12 +387,9 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         self.pending.removeAll(keepingCapacity: true)
         let allocator = context.channel.allocator
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        let weight = batch.reduce(0) { $0 + Lanes.weight(bytes: $1.1, read: $1.0.type == NBD.Command.read.rawValue) }
-        let lanes = Lanes.count(requests: batch.count, weight: weight)
-        let workers: any EngineWorkers = lanes == 1 ? self.serial : self.workers
-        for requests in batch.dealt(into: lanes) {
+        for requests in batch.dealt(into: Self.lanes) {
             let cost = requests.reduce(0) { $0 + $1.1 }
-            let work = workers.run(on: context.eventLoop) {
+            let work = self.workers.run(on: context.eventLoop) {
                 requests.map { executor.execute($0.0, allocator: allocator) }
             }
             work.whenComplete { result in
