@@ -160,7 +160,7 @@ let package = Package(
         .target(
             name: "StrataHTTP",
             dependencies: [
-                "StrataCore", "StrataReplication", "StrataTLS",
+                "StrataCore", "StrataFrontEnd", "StrataReplication", "StrataTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -320,7 +320,7 @@ let package = Package(
         .testTarget(
             name: "StrataHTTPTests",
             dependencies: [
-                "StrataHTTP", "StrataCore",
+                "StrataHTTP", "StrataCore", "StrataTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -7,34 +7,26 @@
 
 import NIOCore
 import NIOHTTP1
-import NIOPosix
 import StrataCore
+import StrataFrontEnd
 
 /// The channel handler of one HTTP connection.
 final class HTTPHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    /// Runs blocking work off the event loop and brings its result back to it.
-    typealias Offload = @Sendable (any EventLoop, @escaping @Sendable () -> HTTPResponse) -> EventLoopFuture<HTTPResponse>
-
     let router: HTTPRouter
     let content: any HTTPContentSource
-    let offload: Offload
+    let workers: any EngineWorkers
     private var head: HTTPRequestHead?
     private var bodyBytes = 0
 
-    /// - Parameter offload: where /metrics and the API run; the server gives its thread pool
-    ///   (`threadPool(_:)`), a test may run them in place.
-    init(router: HTTPRouter, content: any HTTPContentSource, offload: @escaping Offload) {
+    /// - Parameter workers: where /metrics and the API run; the server gives its thread pool, a
+    ///   test workers that run them in place.
+    init(router: HTTPRouter, content: any HTTPContentSource, workers: any EngineWorkers) {
         self.router = router
         self.content = content
-        self.offload = offload
-    }
-
-    /// Work on `threadPool`, its result on the loop (failing when the pool is shutting down).
-    static func threadPool(_ threadPool: NIOThreadPool) -> Offload {
-        { eventLoop, body in threadPool.runIfActive(eventLoop: eventLoop, body) }
+        self.workers = workers
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -67,7 +59,7 @@ final class HTTPHandler: ChannelInboundHandler {
         case .serve(let route):
             let content = self.content
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            self.offload(context.eventLoop) { content.response(for: route) }
+            self.workers.run(on: context.eventLoop) { content.response(for: route) }
                 .whenComplete { result in
                     let (handler, context) = bound.value
                     let response: HTTPResponse

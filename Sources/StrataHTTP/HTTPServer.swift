@@ -96,7 +96,7 @@ public final class HTTPServer: Sendable {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(
-                        HTTPHandler(router: router, content: content, offload: HTTPHandler.threadPool(threadPool)))
+                        HTTPHandler(router: router, content: content, workers: threadPool))
                 }
             }
         let channel = try bootstrap.bind(host: options.host, port: options.port).wait()

@@ -6,6 +6,7 @@ import NIOCore
 import NIOEmbedded
 import NIOHTTP1
 import StrataCore
+import StrataTesting
 import Synchronization
 import Testing
 
@@ -38,9 +39,7 @@ final class FixedContent: HTTPContentSource {
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 10811)).wait()
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
         try channel.pipeline.syncOperations.addHandler(
-            HTTPHandler(router: HTTPRouter(token: token), content: content) { loop, body in
-                loop.makeSucceededFuture(body())
-            })
+            HTTPHandler(router: HTTPRouter(token: token), content: content, workers: InPlaceWorkers()))
         try channel.writeInbound(channel.allocator.buffer(string: request))
         var response = ""
         while var buffer = try channel.readOutbound(as: ByteBuffer.self) {
