@@ -52,6 +52,15 @@ public protocol BaseImage: AnyObject, Sendable {
     /// chunks that are still holes, so the base is read there only once. A power of two and a
     /// multiple of every chunk size.
     var fillUnitBytes: UInt64? { get }
+
+    /// Calls `body` with the `length` bytes at `offset` as `read` gives them. An image that
+    /// already holds them in memory (a remote snapshot's fetched object) lends its own bytes;
+    /// any other reads them into `scratch` (grown as needed) and lends that.
+    /// - Throws: `read`'s errors, and `body`'s.
+    func withBytes<T>(
+        at offset: UInt64, length: Int, scratch: inout [UInt8],
+        _ body: (UnsafeRawBufferPointer) throws(StrataError) -> T
+    ) throws(StrataError) -> T
 }
 
 extension BaseImage {
@@ -59,4 +68,24 @@ extension BaseImage {
 
     /// An image that cannot tell what is cached never reads without waiting.
     public func readIfCached(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Bool { false }
+
+    public func withBytes<T>(
+        at offset: UInt64, length: Int, scratch: inout [UInt8],
+        _ body: (UnsafeRawBufferPointer) throws(StrataError) -> T
+    ) throws(StrataError) -> T {
+        try self.readCopy(at: offset, length: length, scratch: &scratch, body)
+    }
+
+    /// `withBytes` by a copy into `scratch`: what an image without bytes of its own to lend does.
+    public func readCopy<T>(
+        at offset: UInt64, length: Int, scratch: inout [UInt8],
+        _ body: (UnsafeRawBufferPointer) throws(StrataError) -> T
+    ) throws(StrataError) -> T {
+        if scratch.count < length { scratch = [UInt8](repeating: 0, count: length) }
+        return try scratch.withUnsafeMutableBufferPointer { typed throws(StrataError) -> T in
+            let target = UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(typed)[0..<length])
+            try self.read(at: offset, into: target)
+            return try body(UnsafeRawBufferPointer(target))
+        }
+    }
 }

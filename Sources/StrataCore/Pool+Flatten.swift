@@ -151,8 +151,9 @@ extension Pool {
         precondition(unit.nonzeroBitCount == 1 && unit >= self.chunkSize, "a fill unit is a power of two of whole chunks")
         let size = self.meta.withReadLock { self.record(id: id)?.size ?? 0 }
         let end = min(size, base.virtualSize)
-        var contents = [UInt8](repeating: 0, count: Int(unit))
-        var buffer = [UInt8](repeating: 0, count: Int(self.chunkSize))
+        let chunkBytes = Int(self.chunkSize)
+        var scratch: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: chunkBytes)
         var copied: UInt64 = 0
         for start in Set(starts).sorted() where start < end {
             let length = min(unit, end - start)
@@ -165,24 +166,27 @@ extension Pool {
             }
             // Nothing of the unit still reads the base: no need to read (fetch) it.
             guard HydrationPlan.isPending(data: data, holes: holes) else { continue }
-            // The whole unit in one read (one object, fetched whole and verified), then its chunks.
-            try contents.withUnsafeMutableBufferPointer { typed throws(StrataError) in
-                let raw = UnsafeMutableRawBufferPointer(typed)
-                try base.read(at: start, into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<Int(length)]))
-                UnsafeMutableRawBufferPointer(rebasing: raw[Int(length)...]).initializeMemory(as: UInt8.self, repeating: 0)
-            }
-            for extent in data {
-                let first = extent.offset >> self.chunkShift
-                let last = (extent.offset + extent.length - 1) >> self.chunkShift
-                for chunk in first...last {
-                    let inside = Int((chunk << self.chunkShift) - start)
-                    let filled = try self.fillHole(id: id, name: name, chunk: ChunkIndex(chunk), buffer: &buffer) { target in
-                        contents.withUnsafeBytes { raw in
-                            target.copyMemory(
-                                from: UnsafeRawBufferPointer(rebasing: raw[inside..<(inside + Int(self.chunkSize))]))
+            // The whole unit in one read (one object, fetched whole and verified, its bytes
+            // lent as received), then its chunks stored from it without another copy.
+            try base.withBytes(at: start, length: Int(length), scratch: &scratch) { contents throws(StrataError) in
+                for extent in data {
+                    let first = extent.offset >> self.chunkShift
+                    let last = (extent.offset + extent.length - 1) >> self.chunkShift
+                    for chunk in first...last {
+                        let inside = Int((chunk << self.chunkShift) - start)
+                        let filled = try self.fillHole(id: id, name: name, chunk: ChunkIndex(chunk), buffer: &buffer) {
+                            target in
+                            let available = min(chunkBytes, contents.count - inside)
+                            if available == chunkBytes {
+                                return UnsafeRawBufferPointer(rebasing: contents[inside..<(inside + chunkBytes)])
+                            }
+                            // The unit's end (the volume's or the base's) inside this chunk: zeros after it.
+                            target.copyMemory(from: UnsafeRawBufferPointer(rebasing: contents[inside..<(inside + available)]))
+                            UnsafeMutableRawBufferPointer(rebasing: target[available...]).initializeMemory(as: UInt8.self, repeating: 0)
+                            return UnsafeRawBufferPointer(target)
                         }
+                        if filled { copied += self.chunkSize }
                     }
-                    if filled { copied += self.chunkSize }
                 }
             }
         }
@@ -202,15 +206,16 @@ extension Pool {
     ) throws(StrataError) -> Bool {
         try self.fillHole(id: id, name: name, chunk: chunk, buffer: &buffer) { target throws(StrataError) in
             try base.read(at: chunk.rawValue << self.chunkShift, into: target)
+            return UnsafeRawBufferPointer(target)
         }
     }
 
-    /// Under the chunk's lock, if chunk `chunk` of volume `id` is still a hole, has `contents`
-    /// write its bytes into `buffer` and stores them; true when it did. A chunk the volume wrote
-    /// is never overwritten: the volume wins.
+    /// Under the chunk's lock, if chunk `chunk` of volume `id` is still a hole, stores the
+    /// chunk's bytes `contents` gives (written into `buffer`, or lent from elsewhere); true
+    /// when it did. A chunk the volume wrote is never overwritten: the volume wins.
     private func fillHole(
         id: UInt64, name: String, chunk: ChunkIndex, buffer: inout [UInt8],
-        contents: (UnsafeMutableRawBufferPointer) throws(StrataError) -> Void
+        contents: (UnsafeMutableRawBufferPointer) throws(StrataError) -> UnsafeRawBufferPointer
     ) throws(StrataError) -> Bool {
         try self.chunkLocks.withLock(volume: id, chunk: chunk.rawValue) { () throws(StrataError) -> Bool in
             let hole = try self.meta.withReadLock { () throws(StrataError) -> Bool in
@@ -220,11 +225,10 @@ extension Pool {
                 return try self.lookup(record, chunk: chunk).isHole
             }
             guard hole else { return false }
-            try buffer.withUnsafeMutableBufferPointer { raw throws(StrataError) in
-                try contents(UnsafeMutableRawBufferPointer(raw))
-            }
-            try buffer.withUnsafeBufferPointer { raw throws(StrataError) in
-                try self.remap(id: id, name: name, chunk: chunk, contents: UnsafeRawBufferPointer(raw), at: 0)
+            try buffer.withUnsafeMutableBufferPointer { typed throws(StrataError) in
+                let bytes = try contents(UnsafeMutableRawBufferPointer(typed))
+                precondition(bytes.count == Int(self.chunkSize), "a fill stores whole chunks")
+                try self.remap(id: id, name: name, chunk: chunk, contents: bytes, at: 0)
             }
             return true
         }

@@ -167,6 +167,27 @@ public final class RemoteBase: BaseImage {
         }
     }
 
+    /// Lends the fetched object's own bytes when the range lies inside one object that holds
+    /// them all (a fill of a whole object: no copy); otherwise reads into `scratch` as `read` does.
+    public func withBytes<T>(
+        at offset: UInt64, length: Int, scratch: inout [UInt8],
+        _ body: (UnsafeRawBufferPointer) throws(StrataError) -> T
+    ) throws(StrataError) -> T {
+        let objectSize = self.manifest.objectSizeBytes
+        let inside = Int(offset % objectSize)
+        guard length > 0, UInt64(inside + length) <= objectSize, let entry = self.entries[offset / objectSize],
+            UInt64(inside + length) <= entry.bytes
+        else { return try self.readCopy(at: offset, length: length, scratch: &scratch, body) }
+        let object = try self.object(entry)
+        var outcome: Result<T, StrataError>?
+        object.withUnsafeReadableBytes { bytes in
+            outcome = Result { () throws(StrataError) in
+                try body(UnsafeRawBufferPointer(rebasing: bytes[inside..<(inside + length)]))
+            }
+        }
+        return try outcome!.get()
+    }
+
     /// The verified bytes of `entry`'s object, the body as received (not copied again).
     /// - Throws: the store's error or `.corrupt`, both naming the object.
     public func object(_ entry: ManifestEntry) throws(StrataError) -> ByteBuffer {

@@ -163,6 +163,31 @@ func readResult(_ base: RemoteBase, at offset: UInt64) -> Result<[UInt8], Strata
         #expect(base.objects.fetches == 2)
     }
 
+    /// A fill's whole-object read borrows the fetched object's bytes (one GET, no copy into the
+    /// scratch buffer); a range the object cannot cover alone (past the last object's end, or
+    /// across a hole) is read into the scratch buffer as `read` gives it.
+    @Test func withBytesLendsAFetchedObjectAndCopiesOtherwise() async throws {
+        let (manifest, store) = Self.fixture()
+        let base = Self.base(manifest, store)
+        let MiB = Self.MiB
+        let (whole, scratchAfterWhole, tail, hole) = try await onThread {
+            () throws -> ([UInt8], Int, [UInt8], [UInt8]) in
+            var scratch: [UInt8] = []
+            let whole = try base.withBytes(at: 0, length: Int(8 * MiB), scratch: &scratch) { Array($0) }
+            let scratchAfterWhole = scratch.count
+            // Object 2 holds 4 MiB: 6 MiB from its start runs past the volume's end into zeros.
+            let tail = try base.withBytes(at: 16 * MiB, length: Int(6 * MiB), scratch: &scratch) { Array($0) }
+            let hole = try base.withBytes(at: 8 * MiB, length: Int(MiB), scratch: &scratch) { Array($0) }
+            return (whole, scratchAfterWhole, tail, hole)
+        }
+        #expect(whole.count == Int(8 * MiB) && whole.allSatisfy { $0 == 0x11 })
+        #expect(scratchAfterWhole == 0)
+        #expect(tail.count == Int(6 * MiB))
+        #expect(tail[..<Int(4 * MiB)].allSatisfy { $0 == 0x22 } && tail[Int(4 * MiB)...].allSatisfy { $0 == 0 })
+        #expect(hole.count == Int(MiB) && hole.allSatisfy { $0 == 0 })
+        #expect(store.gets.withLock { $0 } == [manifest.objects[0].key: 1, manifest.objects[1].key: 1])
+    }
+
     @Test func aDamagedObjectIsAnErrorNamingItNeverData() async throws {
         let (manifest, store) = Self.fixture()
         let key = manifest.objects[0].key
