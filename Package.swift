@@ -80,7 +80,7 @@ let package = Package(
         .target(
             name: "StrataReplication",
             dependencies: [
-                "StrataCore", "CZlib", "StrataTLS",
+                "StrataCore", "StrataFrontEnd", "CZlib", "StrataTLS",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -120,6 +120,7 @@ let package = Package(
         .target(
             name: "StrataFrontEnd",
             dependencies: [
+                "StrataCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -1,10 +1,12 @@
-// Where a front end runs engine calls that may wait (the pool's locks, tree pages not in memory,
-// disk I/O, a flush): never on an event loop. The daemon gives its thread pool; a test of a
-// handler on `EmbeddedChannel` gives workers that run each item in place and count them, so it
-// can tell what left the event loop.
+// Where the daemon runs engine calls that may wait (the pool's locks, tree pages not in memory,
+// disk I/O, a flush, a stream): never on an event loop, nor on one of the cooperative pool's few
+// threads. Front ends, the control socket, replication and the commit timer all send such work
+// here. The daemon gives its thread pool; a test of a handler on `EmbeddedChannel` gives workers
+// that run each item in place and count them, so it can tell what left the event loop.
 
 import NIOCore
 import NIOPosix
+import StrataCore
 
 /// Runs work that may wait away from the event loops.
 public protocol EngineWorkers: Sendable {
@@ -29,6 +31,28 @@ extension EngineWorkers {
             }
         }
         return promise.futureResult
+    }
+}
+
+extension EngineWorkers {
+    /// Runs `work` on the workers from async code and returns its outcome; once the workers are
+    /// shutting down, an `.io` error without running it.
+    public func result<T: Sendable>(_ work: @escaping @Sendable () throws(StrataError) -> T) async -> Result<T, StrataError> {
+        await withCheckedContinuation { continuation in
+            self.perform { active in
+                guard active else {
+                    continuation.resume(returning: .failure(StrataError(.io, "the daemon is shutting down")))
+                    return
+                }
+                continuation.resume(returning: Result { () throws(StrataError) in try work() })
+            }
+        }
+    }
+
+    /// Runs `work` on the workers from async code.
+    /// - Throws: what `work` throws; `.io` once the workers are shutting down.
+    public func engine<T: Sendable>(_ work: @escaping @Sendable () throws(StrataError) -> T) async throws(StrataError) -> T {
+        try await self.result(work).get()
     }
 }
 

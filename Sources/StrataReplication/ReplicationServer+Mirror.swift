@@ -24,6 +24,7 @@ import Dispatch
 import NIOCore
 import NIOPosix
 import StrataCore
+import StrataFrontEnd
 
 extension ReplicationServer {
     /// Serves one mirror leg's session until the mirror closes it or the connection fails.
@@ -36,7 +37,7 @@ extension ReplicationServer {
             guard let targets = self.targets else {
                 throw StrataError(.unsupported, "mirror leg \(open.volume): this daemon holds no mirror copies")
             }
-            session = try await self.threadPool.engine { () throws(StrataError) in
+            session = try await self.workers.engine { () throws(StrataError) in
                 try targets.open(open, peer: peer) { ender.finish() }
             }
             try await connection.write(ReplicationWire.line(ReplicationReply()))
@@ -114,12 +115,12 @@ extension ReplicationServer {
         inFlight: DispatchGroup, limiter: AsyncLimiter
     ) {
         inFlight.enter()
-        self.threadPool.submit { state in
+        self.workers.perform { active in
             defer {
                 limiter.release()
                 inFlight.leave()
             }
-            if case .active = state {
+            if active {
                 connection.send(session.answers(to: requests))
             } else {
                 let stopping = StrataError(.io, "mirror leg: the daemon is shutting down")

@@ -21,6 +21,7 @@ import Foundation
 import Logging
 import NIOPosix
 import StrataCore
+import StrataFrontEnd
 import Synchronization
 
 /// What a replication client asks.
@@ -107,13 +108,13 @@ enum ReplicationWire {
 /// legs hold their session's connection for as long as they are open, so they have their own
 /// bound (`Limits.mirrorSessionsMax`; one more is refused with the fix) and never take a
 /// replication's turn. The listener admits the sum of both. Engine work (reading state,
-/// applying a stream, pruning) runs on `threadPool`; a stream's bytes reach it through a bounded
+/// applying a stream, pruning) runs on `workers`; a stream's bytes reach it through a bounded
 /// `BytePipe`.
 public final class ReplicationServer: Sendable {
     let listener: any TransportListener
     let secret: [UInt8]
     let pool: Pool
-    let threadPool: NIOThreadPool
+    let workers: any EngineWorkers
     let logger: Logger
     /// The copies this daemon holds for remote mirror legs; nil refuses mirror sessions.
     let targets: MirrorLegTargets?
@@ -126,7 +127,7 @@ public final class ReplicationServer: Sendable {
     let mirrorSessionsMax: Int
 
     private init(
-        listener: any TransportListener, secret: [UInt8], pool: Pool, threadPool: NIOThreadPool, logger: Logger,
+        listener: any TransportListener, secret: [UInt8], pool: Pool, workers: any EngineWorkers, logger: Logger,
         targets: MirrorLegTargets?, mirrorSessionsMax: Int
     ) {
         self.targets = targets
@@ -134,7 +135,7 @@ public final class ReplicationServer: Sendable {
         self.listener = listener
         self.secret = secret
         self.pool = pool
-        self.threadPool = threadPool
+        self.workers = workers
         self.logger = logger
     }
 
@@ -144,14 +145,14 @@ public final class ReplicationServer: Sendable {
     /// - Throws: `.notFound`/`.invalidArgument` for the secret file, `.io` when the port is taken,
     ///   `.corrupt` for an unreadable `mirror-copies.json`.
     public static func bind(
-        _ address: TransportAddress, secretFile: String, pool: Pool, transport: any Transport, threadPool: NIOThreadPool,
+        _ address: TransportAddress, secretFile: String, pool: Pool, transport: any Transport, workers: any EngineWorkers,
         logger: Logger, directory: String? = nil, mirrorSessionsMax: Int = Limits.mirrorSessionsMax
     ) async throws(StrataError) -> ReplicationServer {
         let secret = try ReplicationWire.readSecret(secretFile)
         var targets: MirrorLegTargets?
         if let directory { targets = try MirrorLegTargets(pool: pool, directory: directory) }
         return ReplicationServer(
-            listener: try await transport.listen(on: address), secret: secret, pool: pool, threadPool: threadPool,
+            listener: try await transport.listen(on: address), secret: secret, pool: pool, workers: workers,
             logger: logger, targets: targets, mirrorSessionsMax: mirrorSessionsMax)
     }
 
@@ -228,14 +229,14 @@ public final class ReplicationServer: Sendable {
         let pool = self.pool
         switch request {
         case .state(let volume):
-            return ReplicationReply(state: try await self.threadPool.engine { () throws(StrataError) in try Self.state(pool, volume) })
+            return ReplicationReply(state: try await self.workers.engine { () throws(StrataError) in try Self.state(pool, volume) })
         case .receive(let volume):
             let summary = try await self.receive(volume, reader: reader)
             self.logger.info(
                 "replication: received \(summary.snapshot) from \(peer) (\(summary.streamBytes) stream bytes, resumed at byte \(summary.resumedFrom))")
             return ReplicationReply(received: summary)
         case .prune(let volume, let prefix, let keep):
-            try await self.threadPool.engine { () throws(StrataError) in try Self.prune(pool, volume, prefix: prefix, keep: keep) }
+            try await self.workers.engine { () throws(StrataError) in try Self.prune(pool, volume, prefix: prefix, keep: keep) }
             return ReplicationReply()
         case .mirror:
             preconditionFailure("a mirror session is served by serveMirror")
@@ -251,7 +252,7 @@ public final class ReplicationServer: Sendable {
             group.addTask { await pipe.fill(from: reader) }
             defer { pipe.fail(StrataError(.io, "replication: the receive into \(volume) has ended")) }
             let targets = self.targets
-            return await self.threadPool.result { () throws(StrataError) in
+            return await self.workers.result { () throws(StrataError) in
                 if targets?.holds(volume) == true {
                     throw StrataError(
                         .busy,

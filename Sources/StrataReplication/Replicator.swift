@@ -21,6 +21,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import StrataCore
+import StrataFrontEnd
 import Synchronization
 
 /// A replication job as `replicate start` defines it.
@@ -92,10 +93,10 @@ public final class Replicator: Sendable {
     let pool: Pool
     let directory: String
     let transport: any Transport
-    let threadPool: NIOThreadPool
+    let workers: any EngineWorkers
     let logger: Logger
     let jobs = Mutex<[String: JobRunner]>([:])
-    /// Bounds the streams the jobs send at once (each holds a thread of `threadPool`).
+    /// Bounds the streams the jobs send at once (each holds one of the `workers`).
     let transfers = AsyncLimiter(permits: Limits.replicationTransfersMax)
     /// Jobs to start: `launch` yields them, `run` starts each as a child task.
     let launches: AsyncStream<JobRunner>
@@ -103,12 +104,12 @@ public final class Replicator: Sendable {
 
     /// - Parameters:
     ///   - transport: how to reach replicas.
-    ///   - threadPool: where engine work runs (it blocks: snapshots, flushes, streams).
-    public init(pool: Pool, directory: String, transport: any Transport, threadPool: NIOThreadPool, logger: Logger) {
+    ///   - workers: where engine work runs (it blocks: snapshots, flushes, streams).
+    public init(pool: Pool, directory: String, transport: any Transport, workers: any EngineWorkers, logger: Logger) {
         self.pool = pool
         self.directory = directory
         self.transport = transport
-        self.threadPool = threadPool
+        self.workers = workers
         self.logger = logger
         (self.launches, self.launcher) = AsyncStream.makeStream(of: JobRunner.self)
     }
@@ -182,7 +183,7 @@ public final class Replicator: Sendable {
     private func launch(_ job: ReplicationJob) throws(StrataError) {
         try job.validate()
         let runner = JobRunner(
-            job: job, pool: self.pool, transport: self.transport, threadPool: self.threadPool,
+            job: job, pool: self.pool, transport: self.transport, workers: self.workers,
             transfers: self.transfers, logger: self.logger)
         // Registered and yielded under one lock, so `close` either sees the job or refuses it.
         let launched = self.jobs.withLock { jobs in
@@ -205,7 +206,7 @@ final class JobRunner: Sendable {
     let job: ReplicationJob
     let pool: Pool
     let transport: any Transport
-    let threadPool: NIOThreadPool
+    let workers: any EngineWorkers
     let transfers: AsyncLimiter
     let logger: Logger
     let status: Mutex<ReplicationStatus>
@@ -220,13 +221,13 @@ final class JobRunner: Sendable {
     var address: TransportAddress { TransportAddress(host: self.job.host, port: self.job.port) }
 
     init(
-        job: ReplicationJob, pool: Pool, transport: any Transport, threadPool: NIOThreadPool, transfers: AsyncLimiter,
+        job: ReplicationJob, pool: Pool, transport: any Transport, workers: any EngineWorkers, transfers: AsyncLimiter,
         logger: Logger
     ) {
         self.job = job
         self.pool = pool
         self.transport = transport
-        self.threadPool = threadPool
+        self.workers = workers
         self.transfers = transfers
         self.logger = logger
         var status = ReplicationStatus(volume: job.volume, peer: "\(job.host):\(job.port)")
@@ -301,7 +302,7 @@ final class JobRunner: Sendable {
         var replica = try await self.replicaState(secret: secret)
         let replicaGUIDs = Set(replica.snapshots.map(\.guid))
         let (pool, volume) = (self.pool, self.job.volume)
-        try await self.threadPool.engine { () throws(StrataError) in
+        try await self.workers.engine { () throws(StrataError) in
             let ours = try pool.listSnapshots(of: volume).filter { $0.name.hasPrefix(Replicator.snapshotPrefix) }
             if ours.last.map({ replicaGUIDs.contains($0.guid) }) ?? true {
                 try pool.createSnapshot(volume, Self.snapshotName())
@@ -314,7 +315,7 @@ final class JobRunner: Sendable {
             replica = try await self.replicaState(secret: secret)
         }
         let held = Set(replica.snapshots.map(\.guid))
-        let all = try await self.threadPool.engine { () throws(StrataError) in try pool.listSnapshots(of: volume) }
+        let all = try await self.workers.engine { () throws(StrataError) in try pool.listSnapshots(of: volume) }
         if let last = all.last(where: { held.contains($0.guid) }) {
             let nanos = Int64((ISO8601DateFormatter.strata.date(from: last.createdAt)?.timeIntervalSince1970 ?? 0) * 1e9)
             self.status.withLock {
@@ -336,7 +337,7 @@ final class JobRunner: Sendable {
     /// Sends the next stream the replica needs; false when it holds the newest snapshot.
     private func sendNext(replica: ReplicaState, secret: [UInt8]) async throws(StrataError) -> Bool {
         let (pool, volume) = (self.pool, self.job.volume)
-        let all = try await self.threadPool.engine { () throws(StrataError) in try pool.listSnapshots(of: volume) }
+        let all = try await self.workers.engine { () throws(StrataError) in try pool.listSnapshots(of: volume) }
         guard let newest = all.last(where: { $0.name.hasPrefix(Replicator.snapshotPrefix) }) else { return false }
         let held = Set(replica.snapshots.map(\.guid))
         if held.contains(newest.guid) { return false }
@@ -381,7 +382,7 @@ final class JobRunner: Sendable {
             let pipe = BytePipe(capacity: Limits.replicationPipeBytes)
             let sent = await withDiscardingTaskGroup(returning: Result<SendSummary, StrataError>.self) { group in
                 group.addTask { try? await pipe.drain(to: connection, rateBytesPerSecond: self.job.rateBytesPerSecond) }
-                return await self.threadPool.result { () throws(StrataError) in
+                return await self.workers.result { () throws(StrataError) in
                     do throws(StrataError) {
                         let summary = try StreamSender.send(pool: self.pool, request, to: pipe) { done, total in
                             self.status.withLock {
@@ -408,7 +409,7 @@ final class JobRunner: Sendable {
     private func prune(secret: [UInt8]) async throws(StrataError) {
         let (pool, volume, keep) = (self.pool, self.job.volume, self.job.keep)
         _ = try await self.request(.prune(volume: volume, prefix: Replicator.snapshotPrefix, keep: keep), secret: secret)
-        try await self.threadPool.engine { () throws(StrataError) in
+        try await self.workers.engine { () throws(StrataError) in
             try ReplicationServer.prune(pool, volume, prefix: Replicator.snapshotPrefix, keep: keep)
         }
     }

@@ -28,7 +28,7 @@ public final class ControlServer: Sendable {
     }
 
     public static func start(
-        directory: String, service: PoolService, group: any EventLoopGroup, threadPool: NIOThreadPool, logger: Logger
+        directory: String, service: PoolService, group: any EventLoopGroup, workers: any EngineWorkers, logger: Logger
     ) throws -> ControlServer {
         let path = directory + "/" + Self.socketName
         let connections = OpenChannels()
@@ -38,7 +38,7 @@ public final class ControlServer: Sendable {
                 connections.insert(channel)
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        ControlConnectionHandler(service: service, threadPool: threadPool, logger: logger))
+                        ControlConnectionHandler(service: service, workers: workers, logger: logger))
                 }
             }
         let channel = try bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).wait()
@@ -75,14 +75,14 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     typealias OutboundOut = ByteBuffer
 
     let service: PoolService
-    let threadPool: NIOThreadPool
+    let workers: any EngineWorkers
     let logger: Logger
     var buffer = ByteBuffer()
     var started = false
 
-    init(service: PoolService, threadPool: NIOThreadPool, logger: Logger) {
+    init(service: PoolService, workers: any EngineWorkers, logger: Logger) {
         self.service = service
-        self.threadPool = threadPool
+        self.workers = workers
         self.logger = logger
     }
 
@@ -112,8 +112,8 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         let channel = context.channel
         let service = self.service
         let logger = self.logger
-        self.threadPool.submit { state in
-            guard case .active = state else {
+        self.workers.perform { active in
+            guard active else {
                 channel.close(promise: nil)
                 return
             }

@@ -102,7 +102,7 @@ struct LifecycleService: Service {
 struct CommitService: Service {
     let pool: Pool
     let interval: Duration
-    let threadPool: NIOThreadPool
+    let workers: any EngineWorkers
     let logger: Logger
 
     func run() async throws {
@@ -112,9 +112,7 @@ struct CommitService: Service {
             } catch {
                 break  // graceful shutdown or cancellation
             }
-            let commit = try await self.threadPool.runIfActive {
-                Result { () throws(StrataError) in try self.pool.commitIfNeeded() }
-            }
+            let commit = await self.workers.result { () throws(StrataError) in try self.pool.commitIfNeeded() }
             if case .failure(let error) = commit {
                 self.logger.error("\(error.message)")
                 try? await gracefulShutdown()
@@ -122,6 +120,6 @@ struct CommitService: Service {
             }
         }
         // Commits (syncs) on the thread pool: never on the cooperative pool.
-        try await self.threadPool.runIfActive { try self.pool.flush() }
+        try await self.workers.engine { () throws(StrataError) in try self.pool.flush() }
     }
 }

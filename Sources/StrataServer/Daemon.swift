@@ -171,7 +171,7 @@ public enum Daemon {
             let registry = ConnectionRegistry()
             let transport = NIOTransport(group: group, tls: transportTLS)
             let replicator = Replicator(
-                pool: pool, directory: options.directory, transport: transport, threadPool: threadPool, logger: logger)
+                pool: pool, directory: options.directory, transport: transport, workers: threadPool, logger: logger)
             replicator.resumeSavedJobs()
             undo.append { replicator.close() }
             // Mirrors open (and recover) their legs before any front end accepts a write; remote
@@ -195,14 +195,14 @@ public enum Daemon {
                 options, pool: pool, group: group, threadPool: threadPool, registry: registry, logger: logger, foreign: mirrors)
             undo.append { iscsi?.shutdownAndWait() }
             let control = try ControlServer.start(
-                directory: options.directory, service: service, group: group, threadPool: threadPool, logger: logger)
+                directory: options.directory, service: service, group: group, workers: threadPool, logger: logger)
             undo.append { control.shutdownAndWait() }
             let replicas: ReplicationServer?
             if let address = options.replication {
                 replicas = try await ReplicationServer.bind(
                     TransportAddress(host: address.host, port: address.port),
                     secretFile: options.replicationSecretFile ?? "", pool: pool, transport: transport,
-                    threadPool: threadPool, logger: logger, directory: options.directory)
+                    workers: threadPool, logger: logger, directory: options.directory)
             } else {
                 replicas = nil
             }
@@ -222,7 +222,7 @@ public enum Daemon {
             let flattens = FlattenResumer(pool: pool, logger: logger)
             return DaemonServices(
                 commit: CommitService(
-                    pool: pool, interval: .milliseconds(Int64(options.commitIntervalSeconds * 1000)), threadPool: threadPool,
+                    pool: pool, interval: .milliseconds(Int64(options.commitIntervalSeconds * 1000)), workers: threadPool,
                     logger: logger),
                 mirrorLinks: LifecycleService(work: { await links.run() }, stop: { links.close() }),
                 mirrors: LifecycleService(

@@ -65,7 +65,7 @@ final class RemoteLegHarness: Sendable {
         self.legThreads = legThreads
         self.server = try await ReplicationServer.bind(
             TransportAddress(host: "legd", port: 0), secretFile: directory + "/secret", pool: legPool,
-            transport: network.transport(host: "legd"), threadPool: legThreads, logger: logger,
+            transport: network.transport(host: "legd"), workers: legThreads, logger: logger,
             directory: directory + "/legd", mirrorSessionsMax: mirrorSessionsMax)
         self.links = MirrorLinks(transport: network.transport(host: "primary"))
         self.mirrors = try MirrorCoordinator.open(pool: pool, directory: directory + "/primary", links: self.links) { _ in }

@@ -82,13 +82,13 @@ import Testing
         let transport = NIOTransport(group: group)
         let server = try await ReplicationServer.bind(
             TransportAddress(host: "127.0.0.1", port: 0), secretFile: directory + "/secret", pool: replica,
-            transport: transport, threadPool: replicaThreads, logger: logger)
+            transport: transport, workers: replicaThreads, logger: logger)
         try source.createVolume("vm", size: 2 << 20)
         let handle = try source.handle("vm")
         var random = SeededRandom(seed: 3)
         try source.write(handle, at: 0, random.bytes(512 << 10))
         let replicator = Replicator(
-            pool: source, directory: directory, transport: transport, threadPool: sourceThreads, logger: logger)
+            pool: source, directory: directory, transport: transport, workers: sourceThreads, logger: logger)
         try await self.whileRunning(server, replicator) {
             try await self.replicate(
                 source: source, replica: replica, server: server, replicator: replicator, threads: sourceThreads,

@@ -53,10 +53,10 @@ final class SimReplication: Sendable {
         self.logs = logs
         self.server = try await ReplicationServer.bind(
             TransportAddress(host: "replica", port: 0), secretFile: directory + "/secret", pool: replica,
-            transport: network.transport(host: "replica"), threadPool: replicaThreads, logger: logs.logger)
+            transport: network.transport(host: "replica"), workers: replicaThreads, logger: logs.logger)
         self.replicator = Replicator(
             pool: source, directory: directory, transport: network.transport(host: "source"),
-            threadPool: sourceThreads, logger: logs.logger)
+            workers: sourceThreads, logger: logs.logger)
     }
 
     func job(_ volume: String, secret: String = "secret", every: Double = 0.1, keep: Int = 2) -> ReplicationJob {

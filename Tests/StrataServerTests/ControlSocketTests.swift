@@ -26,7 +26,7 @@ import Testing
             try? group.syncShutdownGracefully()
         }
         let server = try ControlServer.start(
-            directory: directory, service: PoolService(pool: pool, registry: nil), group: group, threadPool: threadPool,
+            directory: directory, service: PoolService(pool: pool, registry: nil), group: group, workers: threadPool,
             logger: Logger(label: "control-socket-test"))
         defer { server.shutdownAndWait() }
         func send(_ request: ControlRequest) throws(StrataError) -> ControlResult {

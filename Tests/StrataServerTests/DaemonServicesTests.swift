@@ -77,7 +77,7 @@ struct RecordingService: Service {
         threadPool.start()
         // An hour between timer commits: only the shutdown commit can make the write durable.
         let commit = CommitService(
-            pool: pool, interval: .seconds(3600), threadPool: threadPool, logger: Logger(label: "commit-test"))
+            pool: pool, interval: .seconds(3600), workers: threadPool, logger: Logger(label: "commit-test"))
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(services: [.init(service: commit)], logger: Logger(label: "commit-test")))
         try await withThrowingDiscardingTaskGroup { tasks in
