@@ -216,7 +216,9 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                     self.negotiation.clientFlags(flags)
                     self.phase = .negotiating
                 case .negotiating:
-                    // Replies the client is not reading stop the negotiation until it does.
+                    // Replies the client is not reading stop the negotiation until it does; an
+                    // option on the workers (`optionRunning`, set by `negotiate`) stops it until
+                    // its outcome is carried out.
                     guard !self.optionRunning, context.channel.isWritable,
                         self.negotiationBytesPending < Self.negotiationBytesMax,
                         let option = try NBDWire.decodeOption(&self.cumulation)
@@ -224,7 +226,6 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                         break loop
                     }
                     self.negotiate(option, context: context)
-                    break loop
                 case .transmission(let export):
                     guard self.canAcceptMore, context.channel.isWritable,
                         let request = try NBDWire.decodeRequest(&self.cumulation)
