@@ -69,6 +69,34 @@ ratio() { awk "BEGIN { if ($2 > 0) printf \"%.2f\", $1 / $2; else print \"-\" }"
 # fields 14 and 15; the servers measured have no space in their command name).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# run_pair PEER_A URI_A PEER_B URI_B JOB...: as run_jobs for two targets of one server, their
+# runs alternating (A then B, then B then A, ...), so a drift of the machine during the runs
+# (this VM's figures move by 20% from one minute to the next) weighs on both alike instead of
+# on whichever ran last. Stores the medians in RESULT[PEER_A,NAME] and RESULT[PEER_B,NAME].
+run_pair() {
+    local peer_a=$1 uri_a=$2 peer_b=$3 uri_b=$4 spec job rw bs depth iops mibs round
+    shift 4
+    for spec in "$@"; do
+        IFS=: read -r job rw bs depth <<<"$spec"
+        local values_a=() values_b=() order
+        for round in $(seq 1 "$REPEAT"); do
+            if [ $((round % 2)) = 1 ]; then order="a b"; else order="b a"; fi
+            for side in $order; do
+                if [ "$side" = a ]; then
+                    read -r iops mibs < <(fio_job "$uri_a" "$job" "$rw" "$bs" "$depth")
+                    if [ "$bs" = "1M" ]; then values_a+=("$mibs"); else values_a+=("$iops"); fi
+                else
+                    read -r iops mibs < <(fio_job "$uri_b" "$job" "$rw" "$bs" "$depth")
+                    if [ "$bs" = "1M" ]; then values_b+=("$mibs"); else values_b+=("$iops"); fi
+                fi
+            done
+        done
+        RESULT[$peer_a,$job]=$(printf '%s\n' "${values_a[@]}" | median)
+        RESULT[$peer_b,$job]=$(printf '%s\n' "${values_b[@]}" | median)
+        echo "   $job: $peer_a ${RESULT[$peer_a,$job]} (runs: ${values_a[*]}), $peer_b ${RESULT[$peer_b,$job]} (runs: ${values_b[*]})" >&2
+    done
+}
+
 # run_jobs PEER URI JOB...: runs each JOB (NAME:RW:BS:DEPTH) REPEAT times and stores the median
 # in RESULT[PEER,NAME] (MiB/s for 1M blocks, else IOPS). The caller declares RESULT (-A). With
 # SERVER_PID set, also the server's CPU per request in microseconds, median in CPU[PEER,NAME]

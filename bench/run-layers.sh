@@ -7,7 +7,9 @@
 #     whose backing file is that qcow2;
 #   - Strata reads through a 10-layer stack vs a 1-layer stack over the raw base, both holding
 #     the same writes.
-# Reads run before writes on each target, so reads read through the base.
+# Reads run before writes on each target, so reads read through the base. Every server is up
+# for the whole run and the two sides of each comparison alternate run by run (run_pair in
+# bench/lib.sh).
 #
 #   BENCH_DIR  scratch directory (default /work/bench-tmp)    SIZE  base size (default 2G)
 #   RUNTIME    seconds per job (default 6)                    REPEAT  runs per job (default 3)
@@ -42,7 +44,6 @@ export STRATA_POOL=$BENCH_DIR/strata
 PORT=$(free_port)
 "$STRATA" serve --iscsi off --http off --nbd 127.0.0.1:$PORT --create-size 16G --log-level warning &
 PIDS+=($!)
-STRATA_PID=$!
 wait_daemon $PORT
 "$STRATA" volume create raw1 --base "$BENCH_DIR/base.raw" >/dev/null
 "$STRATA" volume create qcow1 --base "$BENCH_DIR/base.qcow2" >/dev/null
@@ -58,37 +59,31 @@ for layer in $(seq 1 10); do
     "$STRATA" layer push stack10 >/dev/null
 done
 "$STRATA" layer push stack1 >/dev/null
-warm "$BENCH_DIR/base.raw"
-echo "== strata over raw" >&2
-run_jobs strata-raw "nbd://127.0.0.1:$PORT/raw1" "${JOBS[@]}"
-warm "$BENCH_DIR/base.qcow2"
-echo "== strata over qcow2" >&2
-run_jobs strata-qcow2 "nbd://127.0.0.1:$PORT/qcow1" "${JOBS[@]}"
-warm "$BENCH_DIR/base.raw"
-echo "== strata 1 and 10 layers" >&2
-run_jobs strata-1layer "nbd://127.0.0.1:$PORT/stack1" "${JOBS[@]:0:2}"
-run_jobs strata-10layer "nbd://127.0.0.1:$PORT/stack10" "${JOBS[@]:0:2}"
-"$STRATA" check >/dev/null
-kill "$STRATA_PID"; wait "$STRATA_PID" || true
 
-# nbdkit's file plugin on the raw image itself (a copy, since the write job writes it).
-PORT=$(free_port)
-nbdkit -f -i 127.0.0.1 -p $PORT file "$BENCH_DIR/nbdkit.raw" &
+# nbdkit's file plugin on the raw image itself (a copy, since the write job writes it), and
+# qemu-nbd on a new qcow2 overlay backed by the qcow2 base, both up beside the daemon.
+NBDKIT_PORT=$(free_port)
+nbdkit -f -i 127.0.0.1 -p $NBDKIT_PORT file "$BENCH_DIR/nbdkit.raw" &
 PIDS+=($!)
-wait_port $PORT
-warm "$BENCH_DIR/nbdkit.raw"
-echo "== nbdkit file" >&2
-run_jobs nbdkit-file "nbd://127.0.0.1:$PORT/" "${JOBS[@]}"
-
-# qemu-nbd on a new qcow2 overlay backed by the qcow2 base.
+wait_port $NBDKIT_PORT
 qemu-img create -q -f qcow2 -b "$BENCH_DIR/base.qcow2" -F qcow2 "$BENCH_DIR/overlay.qcow2"
-PORT=$(free_port)
-qemu-nbd -f qcow2 -b 127.0.0.1 -p $PORT -t --shared=8 "$BENCH_DIR/overlay.qcow2" &
+QEMU_PORT=$(free_port)
+qemu-nbd -f qcow2 -b 127.0.0.1 -p $QEMU_PORT -t --shared=8 "$BENCH_DIR/overlay.qcow2" &
 PIDS+=($!)
-wait_port $PORT
+wait_port $QEMU_PORT
+
+# Each comparison alternates its two sides run by run (run_pair), so the machine's drift over
+# the minutes of the run weighs on both alike.
+warm "$BENCH_DIR/base.raw" "$BENCH_DIR/nbdkit.raw"
+echo "== strata over raw, nbdkit file (runs alternating)" >&2
+run_pair strata-raw "nbd://127.0.0.1:$PORT/raw1" nbdkit-file "nbd://127.0.0.1:$NBDKIT_PORT/" "${JOBS[@]}"
 warm "$BENCH_DIR/base.qcow2"
-echo "== qemu-nbd overlay" >&2
-run_jobs qemu-nbd-overlay "nbd://127.0.0.1:$PORT/" "${JOBS[@]}"
+echo "== strata over qcow2, qemu-nbd overlay (runs alternating)" >&2
+run_pair strata-qcow2 "nbd://127.0.0.1:$PORT/qcow1" qemu-nbd-overlay "nbd://127.0.0.1:$QEMU_PORT/" "${JOBS[@]}"
+warm "$BENCH_DIR/base.raw"
+echo "== strata 1 and 10 layers (runs alternating)" >&2
+run_pair strata-1layer "nbd://127.0.0.1:$PORT/stack1" strata-10layer "nbd://127.0.0.1:$PORT/stack10" "${JOBS[@]:0:2}"
+"$STRATA" check >/dev/null
 
 echo
 echo "| job (unit) | Strata over raw | nbdkit file (raw) | Strata / nbdkit | Strata over qcow2 | qemu-nbd qcow2 overlay | Strata / qemu-nbd |"
