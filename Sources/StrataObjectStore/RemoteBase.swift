@@ -185,7 +185,8 @@ public final class RemoteBase: BaseImage {
                 try body(UnsafeRawBufferPointer(rebasing: bytes[inside..<(inside + length)]))
             }
         }
-        return try outcome!.get()
+        guard let outcome else { preconditionFailure("ByteBuffer.withUnsafeReadableBytes returned without calling its body") }
+        return try outcome.get()
     }
 
     /// The verified bytes of `entry`'s object, the body as received (not copied again).
