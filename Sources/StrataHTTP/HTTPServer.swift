@@ -15,6 +15,7 @@ import NIOPosix
 import NIOSSL
 import StrataTLS
 import StrataCore
+import StrataFrontEnd
 import Synchronization
 
 /// How the HTTP service listens.
@@ -74,7 +75,7 @@ public final class HTTPServer: Sendable {
     ///   bind error (address in use, permission).
     public static func start(
         _ options: HTTPServerOptions, content: any HTTPContentSource, group: any EventLoopGroup,
-        threadPool: NIOThreadPool
+        workers: any EngineWorkers
     ) throws -> HTTPServer {
         try options.validate()
         let token = try options.tokenFile.map { file throws(StrataError) in try BearerToken.load(file: file) }
@@ -96,7 +97,7 @@ public final class HTTPServer: Sendable {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try channel.pipeline.syncOperations.addHandler(
-                        HTTPHandler(router: router, content: content, workers: threadPool))
+                        HTTPHandler(router: router, content: content, workers: workers))
                 }
             }
         let channel = try bootstrap.bind(host: options.host, port: options.port).wait()

@@ -22,7 +22,6 @@
 
 import Dispatch
 import NIOCore
-import NIOPosix
 import StrataCore
 import StrataFrontEnd
 

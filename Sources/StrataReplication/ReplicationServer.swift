@@ -19,7 +19,6 @@
 import Crypto
 import Foundation
 import Logging
-import NIOPosix
 import StrataCore
 import StrataFrontEnd
 import Synchronization

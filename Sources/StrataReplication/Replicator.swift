@@ -19,7 +19,6 @@
 import Foundation
 import Logging
 import NIOCore
-import NIOPosix
 import StrataCore
 import StrataFrontEnd
 import Synchronization

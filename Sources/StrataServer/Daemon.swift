@@ -187,12 +187,12 @@ public enum Daemon {
                 pool: pool, registry: registry, replicator: replicator, mirrors: mirrors, hydrator: hydrator)
             let nbd = try Self.listening("NBD", on: (options.nbdHost, options.nbdPort), option: "--nbd ADDR:PORT") {
                 try NBDServer.start(
-                    host: options.nbdHost, port: options.nbdPort, pool: pool, group: group, threadPool: threadPool,
+                    host: options.nbdHost, port: options.nbdPort, pool: pool, group: group, workers: threadPool,
                     registry: registry, tls: tls, logger: logger, foreign: mirrors)
             }
             undo.append { nbd.shutdownAndWait() }
             let iscsi = try Self.iscsiServer(
-                options, pool: pool, group: group, threadPool: threadPool, registry: registry, logger: logger, foreign: mirrors)
+                options, pool: pool, group: group, workers: threadPool, registry: registry, logger: logger, foreign: mirrors)
             undo.append { iscsi?.shutdownAndWait() }
             let control = try ControlServer.start(
                 directory: options.directory, service: service, group: group, workers: threadPool, logger: logger)
@@ -215,7 +215,7 @@ public enum Daemon {
             let http = try options.http.map { address in
                 try Self.listening("HTTP", on: (address.host, address.port), option: "--http ADDR:PORT, or --http off") {
                     try HTTPServer.start(
-                        address, content: DaemonHTTPContent(service: service), group: group, threadPool: threadPool)
+                        address, content: DaemonHTTPContent(service: service), group: group, workers: threadPool)
                 }
             }
             undo.append { http?.shutdownAndWait() }
@@ -255,13 +255,13 @@ public enum Daemon {
     /// Runs `bind`, turning a bind error into one that names the front end, the address and the fix.
     /// The iSCSI server on every `--iscsi` portal, or nil when iSCSI is off.
     private static func iscsiServer(
-        _ options: DaemonOptions, pool: Pool, group: any EventLoopGroup, threadPool: NIOThreadPool,
+        _ options: DaemonOptions, pool: Pool, group: any EventLoopGroup, workers: any EngineWorkers,
         registry: ConnectionRegistry, logger: Logger, foreign: (any ForeignExports)?
     ) throws(StrataError) -> ISCSIServer? {
         guard !options.iscsi.isEmpty else { return nil }
         do throws(ISCSIServer.BindError) {
             return try ISCSIServer.start(
-                portals: options.iscsi, pool: pool, directory: options.directory, group: group, threadPool: threadPool,
+                portals: options.iscsi, pool: pool, directory: options.directory, group: group, workers: workers,
                 registry: registry, logger: logger, foreign: foreign, settings: options.iscsiUnits)
         } catch {
             throw Self.bindFailure(

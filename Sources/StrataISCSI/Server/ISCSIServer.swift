@@ -38,12 +38,12 @@ public final class ISCSIServer: Sendable {
     /// - Throws: `BindError` naming the portal (address in use, permission).
     public static func start(
         portals: [(host: String, port: Int)], pool: Pool, directory: String?, group: any EventLoopGroup,
-        threadPool: NIOThreadPool, registry: ConnectionRegistry, logger: Logger, foreign: (any ForeignExports)? = nil,
+        workers: any EngineWorkers, registry: ConnectionRegistry, logger: Logger, foreign: (any ForeignExports)? = nil,
         settings: UnitSettings = UnitSettings()
     ) throws(BindError) -> ISCSIServer {
         precondition(!portals.isEmpty, "an iSCSI server needs at least one portal")
         let target = ISCSITarget(
-            pool: pool, directory: directory, workers: threadPool, registry: registry, logger: logger, foreign: foreign,
+            pool: pool, directory: directory, workers: workers, registry: registry, logger: logger, foreign: foreign,
             settings: settings)
         var listeners: [Listener] = []
         for portal in portals {

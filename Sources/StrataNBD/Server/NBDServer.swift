@@ -24,7 +24,7 @@ public final class NBDServer: Sendable {
     /// with STARTTLS.
     /// - Throws: the bind error (address in use, permission).
     public static func start(
-        host: String, port: Int, pool: Pool, group: any EventLoopGroup, threadPool: NIOThreadPool,
+        host: String, port: Int, pool: Pool, group: any EventLoopGroup, workers: any EngineWorkers,
         registry: ConnectionRegistry, tls: NBDTLS? = nil, logger: Logger, foreign: (any ForeignExports)? = nil
     ) throws -> NBDServer {
         let catalog = PoolCatalog(pool: pool, foreign: foreign)
@@ -32,7 +32,7 @@ public final class NBDServer: Sendable {
             host: host, port: port, group: group, registry: registry, protocolName: "nbd"
         ) {
             NBDConnectionHandler(
-                pool: pool, catalog: catalog, workers: threadPool, registry: registry, tls: tls, logger: logger)
+                pool: pool, catalog: catalog, workers: workers, registry: registry, tls: tls, logger: logger)
         }
         return NBDServer(listener: listener, registry: registry)
     }
