@@ -69,31 +69,40 @@ ratio() { awk "BEGIN { if ($2 > 0) printf \"%.2f\", $1 / $2; else print \"-\" }"
 # fields 14 and 15; the servers measured have no space in their command name).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# run_pair PEER_A URI_A PEER_B URI_B JOB...: as run_jobs for two targets of one server, their
-# runs alternating (A then B, then B then A, ...), so a drift of the machine during the runs
-# (this VM's figures move by 20% from one minute to the next) weighs on both alike instead of
-# on whichever ran last. Stores the medians in RESULT[PEER_A,NAME] and RESULT[PEER_B,NAME].
-run_pair() {
-    local peer_a=$1 uri_a=$2 peer_b=$3 uri_b=$4 spec job rw bs depth iops mibs round
-    shift 4
+# run_pair PEER_A URI_A PEER_B URI_B JOB...: run_rotated for two targets.
+run_pair() { run_rotated "$1=$2" "$3=$4" -- "${@:5}"; }
+
+# run_rotated PEER=URI... -- JOB...: as run_jobs for several targets, their runs taking turns
+# in an order that rotates each round (A B C, then B C A, then C A B; for two: A B, then B A),
+# so a drift of the machine during the runs (this VM's figures move by 20% from one minute to
+# the next) weighs on every side alike instead of on whichever ran last. Stores the medians in
+# RESULT[PEER,NAME].
+run_rotated() {
+    local peers=() uris=() spec job rw bs depth iops mibs round turn side
+    while [ "$1" != "--" ]; do
+        peers+=("${1%%=*}")
+        uris+=("${1#*=}")
+        shift
+    done
+    shift
+    local count=${#peers[@]}
     for spec in "$@"; do
         IFS=: read -r job rw bs depth <<<"$spec"
-        local values_a=() values_b=() order
+        local -A values=()
         for round in $(seq 1 "$REPEAT"); do
-            if [ $((round % 2)) = 1 ]; then order="a b"; else order="b a"; fi
-            for side in $order; do
-                if [ "$side" = a ]; then
-                    read -r iops mibs < <(fio_job "$uri_a" "$job" "$rw" "$bs" "$depth")
-                    if [ "$bs" = "1M" ]; then values_a+=("$mibs"); else values_a+=("$iops"); fi
-                else
-                    read -r iops mibs < <(fio_job "$uri_b" "$job" "$rw" "$bs" "$depth")
-                    if [ "$bs" = "1M" ]; then values_b+=("$mibs"); else values_b+=("$iops"); fi
-                fi
+            for turn in $(seq 0 $((count - 1))); do
+                side=$(((round - 1 + turn) % count))
+                read -r iops mibs < <(fio_job "${uris[$side]}" "$job" "$rw" "$bs" "$depth")
+                if [ "$bs" = "1M" ]; then values[$side]+=" $mibs"; else values[$side]+=" $iops"; fi
             done
         done
-        RESULT[$peer_a,$job]=$(printf '%s\n' "${values_a[@]}" | median)
-        RESULT[$peer_b,$job]=$(printf '%s\n' "${values_b[@]}" | median)
-        echo "   $job: $peer_a ${RESULT[$peer_a,$job]} (runs: ${values_a[*]}), $peer_b ${RESULT[$peer_b,$job]} (runs: ${values_b[*]})" >&2
+        local line="   $job:"
+        for side in $(seq 0 $((count - 1))); do
+            # shellcheck disable=SC2086
+            RESULT[${peers[$side]},$job]=$(printf '%s\n' ${values[$side]} | median)
+            line+=" ${peers[$side]} ${RESULT[${peers[$side]},$job]} (runs:${values[$side]})"
+        done
+        echo "$line" >&2
     done
 }
 

@@ -5,6 +5,7 @@
 #   - fio's nbd engine, 4 KiB random writes at depth 32 and 1 MiB sequential writes, on a
 #     volume with a connected local leg (`mirror add --to-pool`), on one with a connected leg on
 #     the second daemon (`mirror add --to 127.0.0.1:PORT`), and on the same volume unmirrored;
+#     each volume written in full first, the three taking turns run by run;
 #   - resync after changing 1% of the volume's chunks (`detach`, writes, `attach`) vs a full
 #     resync (`attach --full`) of the same volume: the daemon's own time of each copy
 #     (`copySeconds` in `mirror status --json`, from the attach to `connected`), and the wall
@@ -61,12 +62,14 @@ JOBS=("randwrite-4k-qd32:randwrite:4k:32" "seqwrite-1M:write:1M:8")
 "$STRATA" mirror add mirrored --to-pool "$(legpool leg1)" --wait >/dev/null
 "$STRATA" volume create remote --size "$SIZE" >/dev/null
 "$STRATA" mirror add remote --to 127.0.0.1:$REPLICATION_PORT --secret-file "$SECRET" --wait >/dev/null
-echo "== no mirror" >&2
-run_jobs plain "$URI/plain" "${JOBS[@]}"
-echo "== connected local leg" >&2
-run_jobs mirrored "$URI/mirrored" "${JOBS[@]}"
-echo "== connected leg on a second daemon (loopback)" >&2
-run_jobs remote "$URI/remote" "${JOBS[@]}"
+# Each volume written in full first, so every run measures the steady state of a written volume
+# (a thin volume's first writes allocate, on both copies, and on this VM touch new pages).
+for volume in plain mirrored remote; do
+    fio --name=fill --ioengine=nbd --uri="$URI/$volume" --rw=write --bs=1M --iodepth=8 --size="$SIZE" >/dev/null 2>&1
+done
+# The three volumes take turns run by run (run_rotated), so the machine's drift weighs on each alike.
+echo "== no mirror, connected local leg, connected leg on a second daemon (loopback), in turn" >&2
+run_rotated plain="$URI/plain" mirrored="$URI/mirrored" remote="$URI/remote" -- "${JOBS[@]}"
 
 echo "== resync: 1% of the chunks vs --full" >&2
 "$STRATA" volume create sync --size "$SIZE" >/dev/null

@@ -10,6 +10,7 @@
 // A volume without a tap pays one relaxed atomic load per change. Taps are for contents only:
 // the control plane (delete, rollback, resize, rename, receive) is guarded by the tap's owner.
 
+import Foundation
 import Synchronization
 
 /// A change to a volume's contents, as a tap sees it.
@@ -86,5 +87,79 @@ extension Pool {
     {
         guard let tap = self.taps.tap(volumeID) else { return try local() }
         try tap.apply(change, local: local)
+    }
+}
+
+// MARK: Deferred acknowledgements
+
+/// What a tap leaves unfinished on a thread inside a `TapScope`: the waits of the changes it
+/// started there, and whatever it holds until they end.
+public protocol TapPending: AnyObject {
+    /// Waits for every change started on this thread and releases what they held.
+    func settle()
+}
+
+/// A front end's batch of requests, run on one thread, whose replies go out only after the
+/// whole batch has run. Inside it a tap may return from `apply` before its copies hold the
+/// change (a mirror's leg still writing it), leaving the wait in the scope; the scope waits for
+/// all of them before `run` returns, so nothing is acknowledged before its copies hold it, and a
+/// lane of eight writes waits for its legs once instead of eight times.
+///
+/// A tap that must see its earlier changes finished (a flush, a change overlapping one still
+/// in flight) settles its own pending work first (`settle(_:)`).
+public final class TapScope {
+    private var pending: [(tap: ObjectIdentifier, work: any TapPending)] = []
+
+    private init() {}
+
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        let result = pthread_key_create(&key, nil)
+        precondition(result == 0, "pthread_key_create failed: \(result)")
+        return key
+    }()
+
+    /// The scope open on this thread, if any.
+    public static var current: TapScope? {
+        guard let pointer = pthread_getspecific(Self.key) else { return nil }
+        return Unmanaged<TapScope>.fromOpaque(pointer).takeUnretainedValue()
+    }
+
+    /// Runs `body` in a scope on this thread (in the one already open, when nested) and waits
+    /// for every change the taps left pending in it before returning.
+    public static func run<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        if Self.current != nil { return try body() }
+        let scope = TapScope()
+        let retained = Unmanaged.passRetained(scope)
+        pthread_setspecific(Self.key, retained.toOpaque())
+        defer {
+            scope.settleAll()
+            pthread_setspecific(Self.key, nil)
+            retained.release()
+        }
+        return try body()
+    }
+
+    /// The pending work of `tap` in this scope, made by `make` the first time.
+    public func pending<P: TapPending>(of tap: AnyObject, make: () -> P) -> P {
+        let id = ObjectIdentifier(tap)
+        if let found = self.pending.first(where: { $0.tap == id }) {
+            guard let work = found.work as? P else { preconditionFailure("a tap's pending work changed its type") }
+            return work
+        }
+        let work = make()
+        self.pending.append((id, work))
+        return work
+    }
+
+    /// Settles the pending work of `tap` on this thread, if any.
+    public static func settle(_ tap: AnyObject) {
+        guard let scope = Self.current else { return }
+        let id = ObjectIdentifier(tap)
+        scope.pending.first(where: { $0.tap == id })?.work.settle()
+    }
+
+    private func settleAll() {
+        for entry in self.pending { entry.work.settle() }
     }
 }

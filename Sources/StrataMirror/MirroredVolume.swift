@@ -39,12 +39,34 @@ final class ChunkStripes: @unchecked Sendable {
 
     /// Holds the stripes of chunks `first...last` (all of them for a long range), in ascending order.
     func withLocks<T, E: Error>(first: UInt64, last: UInt64, _ body: () throws(E) -> T) throws(E) -> T {
-        let all = last - first + 1 >= UInt64(self.count)
-        let indexes =
-            all ? Array(0..<self.count) : Set((first...last).map { Int($0 % UInt64(self.count)) }).sorted()
-        for index in indexes { pthread_mutex_lock(self.mutexes + index) }
-        defer { for index in indexes.reversed() { pthread_mutex_unlock(self.mutexes + index) } }
+        let indexes = self.indexes(first: first, last: last)
+        self.lock(indexes)
+        defer { self.unlock(indexes) }
         return try body()
+    }
+
+    /// The stripes of chunks `first...last`, ascending, each once.
+    func indexes(first: UInt64, last: UInt64) -> [Int] {
+        if last - first + 1 >= UInt64(self.count) { return Array(0..<self.count) }
+        return Set((first...last).map { Int($0 % UInt64(self.count)) }).sorted()
+    }
+
+    /// Takes `indexes` (ascending) in order, waiting for each.
+    func lock(_ indexes: [Int]) {
+        for index in indexes { pthread_mutex_lock(self.mutexes + index) }
+    }
+
+    /// Takes every one of `indexes` without waiting, or none: false when one is held elsewhere.
+    func tryLock(_ indexes: [Int]) -> Bool {
+        for (position, index) in indexes.enumerated() where pthread_mutex_trylock(self.mutexes + index) != 0 {
+            self.unlock(indexes[..<position])
+            return false
+        }
+        return true
+    }
+
+    func unlock<C: BidirectionalCollection<Int>>(_ indexes: C) {
+        for index in indexes.reversed() { pthread_mutex_unlock(self.mutexes + index) }
     }
 }
 
@@ -134,6 +156,12 @@ final class LegRuntime: @unchecked Sendable {
     }
 }
 
+/// A write or zero started on one leg.
+struct LegWrite {
+    let runtime: LegRuntime
+    let call: LegCall.Pending<Void>
+}
+
 /// A volume with mirror legs; installed as the volume's tap.
 public final class MirroredVolume: VolumeTap, @unchecked Sendable {
     let pool: Pool
@@ -178,6 +206,10 @@ public final class MirroredVolume: VolumeTap, @unchecked Sendable {
     // MARK: VolumeTap
 
     public func apply(_ change: VolumeChange, local: () throws(StrataError) -> Void) throws(StrataError) {
+        if let scope = TapScope.current {
+            let deferred = scope.pending(of: self) { DeferredLegWrites(self) }
+            if try deferred.apply(change, local: local) { return }
+        }
         self.quiesce.lockShared()
         defer { self.quiesce.unlock() }
         let (offset, length) = change.range
@@ -194,8 +226,7 @@ public final class MirroredVolume: VolumeTap, @unchecked Sendable {
                 for runtime in targets { self.send(change, to: runtime, payload: &payload) }
                 return
             }
-            // A change the engine will refuse for its range (past the end) must not reach a leg.
-            guard offset + length <= (try self.pool.size(of: self.handle)) else { return try local() }
+            guard try self.fitsVolume(change) else { return try local() }
             try self.applyInParallel(change, to: targets, local: local)
         }
     }
@@ -207,23 +238,49 @@ public final class MirroredVolume: VolumeTap, @unchecked Sendable {
     private func applyInParallel(
         _ change: VolumeChange, to targets: [LegRuntime], local: () throws(StrataError) -> Void
     ) throws(StrataError) {
+        self.finish(try self.startInParallel(change, to: targets, local: local))
+    }
+
+    /// Starts the legs' halves of a write or zero, then runs the engine's own, and returns the
+    /// legs' calls to wait for. When the engine refuses, waits for them at once and throws.
+    func startInParallel(
+        _ change: VolumeChange, to targets: [LegRuntime], local: () throws(StrataError) -> Void
+    ) throws(StrataError) -> [LegWrite] {
         var data: [UInt8] = []
         if case .write(_, let bytes) = change { data = Array(bytes) }
-        let calls = targets.map { runtime in (runtime, runtime.start(change, data: data)) }
-        var refused: StrataError?
-        do throws(StrataError) { try local() } catch { refused = error }
-        for (runtime, call) in calls {
-            do throws(StrataError) { try call.wait() } catch { self.fail(runtime, error) }
-            if let refused, runtime.state.receivesWrites {
+        let calls = targets.map { runtime in LegWrite(runtime: runtime, call: runtime.start(change, data: data)) }
+        do throws(StrataError) {
+            try local()
+        } catch {
+            self.finish(calls, refused: error)
+            throw error
+        }
+        return calls
+    }
+
+    /// Waits for each leg call within its deadline; one that fails or is late degrades its leg,
+    /// as does the engine's refusal of a change the leg took.
+    func finish(_ calls: [LegWrite], refused: StrataError? = nil) {
+        for write in calls {
+            do throws(StrataError) { try write.call.wait() } catch { self.fail(write.runtime, error) }
+            if let refused, write.runtime.state.receivesWrites {
                 self.fail(
-                    runtime,
+                    write.runtime,
                     StrataError(.io, "the volume refused a change its leg took (\(refused.message)); the leg resyncs it"))
             }
         }
-        if let refused { throw refused }
+    }
+
+    /// Whether `change` lies inside the volume: one the engine will refuse (past the end) must
+    /// not reach a leg.
+    func fitsVolume(_ change: VolumeChange) throws(StrataError) -> Bool {
+        let (offset, length) = change.range
+        return offset + length <= (try self.pool.size(of: self.handle))
     }
 
     public func flushed() {
+        // This thread's own writes still in flight on the legs come first.
+        TapScope.settle(self)
         for runtime in self.legs where runtime.state.receivesWrites {
             do throws(StrataError) {
                 try runtime.call { leg throws(StrataError) in try leg.flush() }

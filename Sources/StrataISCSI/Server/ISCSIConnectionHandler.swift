@@ -409,7 +409,10 @@ final class ISCSIConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         items += batched.dealt(into: Self.lanes)
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         for executions in items {
-            let future = self.target.workers.run(on: context.eventLoop) { executions.map { $0.run() } }
+            let future = self.target.workers.run(on: context.eventLoop) {
+                // Taps (a mirror's legs) may finish the item's writes together, before any status goes out.
+                TapScope.run { executions.map { $0.run() } }
+            }
             future.whenComplete { outcome in
                 let context = bound.value
                 let results: [SCSIResult]

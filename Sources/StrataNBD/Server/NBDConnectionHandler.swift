@@ -391,7 +391,8 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         for requests in batch.dealt(into: Self.lanes) {
             let cost = requests.reduce(0) { $0 + $1.1 }
             let work = self.workers.run(on: context.eventLoop) {
-                requests.map { executor.execute($0.0, allocator: allocator) }
+                // Taps (a mirror's legs) may finish the lane's writes together, before any reply goes out.
+                TapScope.run { requests.map { executor.execute($0.0, allocator: allocator) } }
             }
             work.whenComplete { result in
                 let context = bound.value
