@@ -8,6 +8,10 @@
 // checks the file has not changed, and fails every read when it has); `read` and `allocation`
 // are safe to call from many threads at once.
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One file of a base image's stack, for `strata volume layers`.
 public struct BaseLayer: Codable, Sendable, Equatable {
     /// The file's path as resolved (absolute).
@@ -53,6 +57,12 @@ public protocol BaseImage: AnyObject, Sendable {
     /// multiple of every chunk size.
     var fillUnitBytes: UInt64? { get }
 
+    /// Where the `length` bytes at `offset` lie unchanged in a file the image keeps open (a raw
+    /// image's own bytes): its descriptor, valid while the image is open, and the offset in it,
+    /// so a front end can send them from the file (sendfile) instead of copying them; nil when
+    /// they are not stored so (qcow2 clusters, bytes past the end, a remote snapshot).
+    func fileRange(at offset: UInt64, length: UInt64) -> (descriptor: Int32, offset: UInt64)?
+
     /// Calls `body` with the `length` bytes at `offset` as `read` gives them. An image that
     /// already holds them in memory (a remote snapshot's fetched object) lends its own bytes;
     /// any other reads them into `scratch` (grown as needed) and lends that.
@@ -65,6 +75,8 @@ public protocol BaseImage: AnyObject, Sendable {
 
 extension BaseImage {
     public var fillUnitBytes: UInt64? { nil }
+
+    public func fileRange(at offset: UInt64, length: UInt64) -> (descriptor: Int32, offset: UInt64)? { nil }
 
     /// An image that cannot tell what is cached never reads without waiting.
     public func readIfCached(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) -> Bool { false }
@@ -86,6 +98,40 @@ extension BaseImage {
             let target = UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(typed)[0..<length])
             try self.read(at: offset, into: target)
             return try body(UnsafeRawBufferPointer(target))
+        }
+    }
+}
+
+/// Bytes of a read left in a base image's file (`Pool.readLeavingHolesAndBaseFiles`): the range
+/// of the read's buffer they stand for, and where they are in the file. `descriptor` is the
+/// holder's own: it closes it (`close`) once the bytes are sent.
+public struct BaseFileRange: Sendable {
+    public let range: Range<Int>
+    public let descriptor: Int32
+    public let fileOffset: UInt64
+
+    public init(range: Range<Int>, descriptor: Int32, fileOffset: UInt64) {
+        self.range = range
+        self.descriptor = descriptor
+        self.fileOffset = fileOffset
+    }
+
+    public func close() {
+        _ = Glibc.close(self.descriptor)
+    }
+
+    /// Reads the bytes into `buffer` (as long as `range`) and closes the descriptor.
+    /// - Throws: `.io` naming `what` when the file cannot be read.
+    public func readAndClose(into buffer: UnsafeMutableRawBufferPointer, what: String) throws(StrataError) {
+        defer { self.close() }
+        var done = 0
+        while done < buffer.count {
+            let got = pread(self.descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(self.fileOffset) + off_t(done))
+            if got < 0 && errno == EINTR { continue }
+            guard got > 0 else {
+                throw StrataError(.io, "\(what): cannot read its base file at \(self.fileOffset + UInt64(done)) (\(got < 0 ? "errno \(errno)" : "end of file"))")
+            }
+            done += got
         }
     }
 }

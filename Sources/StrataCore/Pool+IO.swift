@@ -8,6 +8,9 @@
 // whole. Writers of one logical chunk serialize on a striped lock; the volume's gate is held
 // shared for the whole request so snapshot, rollback, resize and delete see no half write.
 
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 
 /// An allocation extent for block status: `mapped` false means a hole that reads as zeros.
@@ -116,12 +119,42 @@ extension Pool {
         try self.read(handle, at: offset, into: buffer, holes: .report, waiting: waiting)
     }
 
+    /// Reads as `readLeavingHoles` does with `.allowed`, except that pieces a base image keeps
+    /// as they are in an open file (a raw base: `BaseImage.fileRange`) are not read either: they
+    /// are returned as `BaseFileRange`s, each with a descriptor of its own (a `dup`) that the
+    /// caller closes once it has sent them (with sendfile: no copy through memory). `buffer`
+    /// holds nothing useful in those ranges.
+    public func readLeavingHolesAndBaseFiles(
+        _ handle: VolumeHandle, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer
+    ) throws(StrataError) -> (holes: [Range<Int>], files: [BaseFileRange]) {
+        var files: [BaseFileRange]? = []
+        do throws(StrataError) {
+            let holes = try self.read(handle, at: offset, into: buffer, holes: .report, waiting: .allowed, files: &files)
+            guard let holes else { preconditionFailure("a read that may wait returned without its result") }
+            return (holes, files ?? [])
+        } catch {
+            for file in files ?? [] { file.close() }
+            throw error
+        }
+    }
+
     private func read(
         _ handle: VolumeHandle, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, holes: HoleReads,
         waiting: Waiting
     ) throws(StrataError) -> [Range<Int>]? {
+        var files: [BaseFileRange]?
+        return try self.read(handle, at: offset, into: buffer, holes: holes, waiting: waiting, files: &files)
+    }
+
+    /// `files`: nil to read every piece; else where the base-file pieces left unread go.
+    private func read(
+        _ handle: VolumeHandle, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, holes: HoleReads,
+        waiting: Waiting, files: inout [BaseFileRange]?
+    ) throws(StrataError) -> [Range<Int>]? {
         try self.withContext("read", handle.name) { () throws(StrataError) -> [Range<Int>]? in
-            guard let result = try self.readUnchecked(handle, at: offset, into: buffer, holes: holes, waiting: waiting)
+            guard
+                let result = try self.readUnchecked(
+                    handle, at: offset, into: buffer, holes: holes, waiting: waiting, files: &files)
             else { return nil }
             // Outside the read's gate and guard: storing what was fetched is a write.
             if !result.fetched.isEmpty {
@@ -167,7 +200,7 @@ extension Pool {
     /// `.never` and a step would wait.
     private func readUnchecked(
         _ handle: VolumeHandle, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer, holes: HoleReads,
-        waiting: Waiting
+        waiting: Waiting, files: inout [BaseFileRange]?
     ) throws(StrataError) -> ReadResult? {
         let gate = self.gates.gate(handle.id)
         guard gate.lockShared(waiting) else { return nil }
@@ -223,6 +256,16 @@ extension Pool {
                 } else {
                     try self.device.read(into: target, at: at)
                 }
+            } else if let base, files != nil, !fills,
+                let file = base.fileRange(at: offset + UInt64(first.start), length: UInt64(stop - first.start))
+            {
+                // Left in the base file for the caller to send from there; the descriptor is
+                // its own, so the base may close while the caller still sends.
+                let descriptor = dup(file.descriptor)
+                guard descriptor >= 0 else {
+                    throw StrataError(.io, "read \(handle.name): cannot duplicate its base file's descriptor (errno \(errno))")
+                }
+                files?.append(BaseFileRange(range: first.start..<stop, descriptor: descriptor, fileOffset: file.offset))
             } else if let base {
                 if waiting == .never {
                     guard base.readIfCached(at: offset + UInt64(first.start), into: target) else { return nil }

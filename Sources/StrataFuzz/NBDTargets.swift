@@ -82,7 +82,7 @@ enum NBDTargets {
             while let request = try NBDWire.decodeRequest(&buffer) {
                 if request.type == NBD.Command.disconnect.rawValue { return }
                 let reply = executor.execute(request, allocator: allocator)
-                FuzzCheck.require(reply.readableBytes >= 16, "NBD reply of \(reply.readableBytes) bytes")
+                FuzzCheck.require(reply.byteCount >= 16, "NBD reply of \(reply.byteCount) bytes")
             }
         } catch {
             return

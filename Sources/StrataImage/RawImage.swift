@@ -36,6 +36,17 @@ final class RawImage: BaseImage {
         self.file.readIfCached(at: offset, into: buffer)
     }
 
+    func fileRange(at offset: UInt64, length: UInt64) -> (descriptor: Int32, offset: UInt64)? {
+        guard offset <= self.file.size, length <= self.file.size - offset else { return nil }
+        // A file cut short since it was opened (a changed base, refused at its next check) would
+        // leave sendfile nothing to send: such a read goes through `read`, which reports it.
+        var status = stat()
+        guard fstat(self.file.descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG,
+            UInt64(max(status.st_size, 0)) >= offset + length
+        else { return nil }
+        return (self.file.descriptor, offset)
+    }
+
     func allocation(at offset: UInt64, length: UInt64) throws(StrataError) -> [MappingExtent] {
         var extents = ExtentList()
         let end = offset + length

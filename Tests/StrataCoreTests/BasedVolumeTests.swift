@@ -384,3 +384,63 @@ extension BasedVolumeTests {
         #expect(!HydrationPlan.isPending(data: [extent(0, 200, false)], holes: [extent(0, 200, false)]))
     }
 }
+
+/// A raw base that says where its bytes lie in its file, as a raw `StrataImage` base does.
+private final class FileRangeBase: BaseImage, @unchecked Sendable {
+    let inner: TestBaseImage
+    let fd: Int32
+    init(_ inner: TestBaseImage) {
+        self.inner = inner
+        self.fd = open(inner.path, O_RDONLY | O_CLOEXEC)
+    }
+    deinit { close(self.fd) }
+    var virtualSize: UInt64 { self.inner.virtualSize }
+    var layers: [BaseLayer] { self.inner.layers }
+    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError) {
+        try self.inner.read(at: offset, into: buffer)
+    }
+    func allocation(at offset: UInt64, length: UInt64) throws(StrataError) -> [MappingExtent] {
+        try self.inner.allocation(at: offset, length: length)
+    }
+    func fileRange(at offset: UInt64, length: UInt64) -> (descriptor: Int32, offset: UInt64)? {
+        offset + length <= self.virtualSize ? (self.fd, offset) : nil
+    }
+}
+
+extension BasedVolumeTests {
+    /// A read that leaves base-file bytes unread returns them as ranges of the read, each with a
+    /// descriptor of its own; those ranges read from the file, with the rest of the buffer, give
+    /// exactly what an ordinary read gives, and the volume's own chunks are never among them.
+    @Test func aReadLeavesTheBaseFilesBytesInTheFile() throws {
+        let scratch = Scratch()
+        var random = SeededRandom(seed: 11)
+        let bytes = random.bytes(256 * 1024)
+        let path = try scratch.file("base.raw", bytes)
+        let (_, pool) = try basedPool()
+        pool.bases.setOpener { source throws(StrataError) in FileRangeBase(try TestBaseImage(path: source.path)) }
+        try pool.createVolume("vm", size: nil, basePath: path)
+        let handle = try pool.handle("vm")
+        for offset in [4096, 65536, 200_000] { try pool.write(handle, at: UInt64(offset), [UInt8](repeating: 0x5a, count: 4096)) }
+        let expected = try pool.read(handle, at: 1000, count: 250_000)
+
+        var buffer = [UInt8](repeating: 0xee, count: 250_000)
+        let found = try buffer.withUnsafeMutableBytes { target in
+            try pool.readLeavingHolesAndBaseFiles(handle, at: 1000, into: target)
+        }
+        #expect(found.holes.isEmpty)
+        #expect(found.files.count == 4, "four runs of base chunks around three written ones")
+        for file in found.files {
+            #expect(file.fileOffset == 1000 + UInt64(file.range.lowerBound))
+            #expect(fcntl(file.descriptor, F_GETFD) >= 0)
+            // The volume's own chunks (4 KiB each here) are read into the buffer, never left.
+            for written in [4096, 65536, 200_000] {
+                #expect(!file.range.overlaps((written - 1000)..<(written - 1000 + 4096)))
+            }
+            try buffer.withUnsafeMutableBytes { target in
+                try file.readAndClose(into: UnsafeMutableRawBufferPointer(rebasing: target[file.range]), what: "test")
+            }
+            #expect(fcntl(file.descriptor, F_GETFD) == -1, "readAndClose closes the descriptor")
+        }
+        #expect(buffer == expected)
+    }
+}

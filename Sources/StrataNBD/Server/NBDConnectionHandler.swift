@@ -29,7 +29,7 @@ import StrataFrontEnd
 final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
     // @unchecked: all state is touched on the channel's event loop only.
     typealias InboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+    typealias OutboundOut = IOData
 
     static let inflightRequestsMax = 64
     static let inflightBytesMax = 64 << 20
@@ -95,7 +95,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         self.registry.add(context.channel, protocolName: "nbd")
         var greeting = context.channel.allocator.buffer(capacity: 18)
         NBDWire.writeGreeting(into: &greeting)
-        context.writeAndFlush(self.wrapOutboundOut(greeting), promise: nil)
+        context.writeAndFlush(self.wrapOutboundOut(.byteBuffer(greeting)), promise: nil)
         self.handshakeTimer = context.eventLoop.scheduleTask(in: .seconds(Self.handshakeSeconds)) { [weak self] in
             guard let self, let context = self.context else { return }
             if case .transmission = self.phase { return }
@@ -244,7 +244,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                     } else {
                         NBDWire.writeSimpleReply(into: &reply, error: .shutdown, cookie: request.cookie)
                     }
-                    context.writeAndFlush(self.wrapOutboundOut(reply), promise: nil)
+                    context.writeAndFlush(self.wrapOutboundOut(.byteBuffer(reply)), promise: nil)
                 case .closed:
                     break loop
                 }
@@ -309,7 +309,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             let count = bytes.readableBytes
             self.negotiationBytesPending += count
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            context.writeAndFlush(self.wrapOutboundOut(bytes)).whenComplete { result in
+            context.writeAndFlush(self.wrapOutboundOut(.byteBuffer(bytes))).whenComplete { result in
                 self.negotiationBytesPending -= count
                 guard case .success = result else { return }
                 let context = bound.value
@@ -317,7 +317,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
                 self.readMore(context: context)
             }
         case .start(let bytes, let export):
-            context.writeAndFlush(self.wrapOutboundOut(bytes), promise: nil)
+            context.writeAndFlush(self.wrapOutboundOut(.byteBuffer(bytes)), promise: nil)
             self.handshakeTimer?.cancel()
             self.phase = .transmission(export)
             self.executor = NBDRequestExecutor(
@@ -331,7 +331,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             if let engineError { self.logger.error("NBD option \(option.option) failed: \(engineError.message)") }
             self.phase = .closed
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            context.writeAndFlush(self.wrapOutboundOut(bytes)).whenComplete { _ in bound.value.close(promise: nil) }
+            context.writeAndFlush(self.wrapOutboundOut(.byteBuffer(bytes))).whenComplete { _ in bound.value.close(promise: nil) }
         }
     }
 
@@ -345,7 +345,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
             context.close(promise: nil)
             return
         }
-        context.writeAndFlush(self.wrapOutboundOut(acknowledgement), promise: nil)
+        context.writeAndFlush(self.wrapOutboundOut(.byteBuffer(acknowledgement)), promise: nil)
         do {
             try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context), position: .first)
         } catch {
@@ -369,7 +369,7 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         // Answered at once when the engine need not wait; its reply goes out with this pass's
         // flush, and a socket that is not writable stops the decoding of more.
         if let reply = self.executor?.executeWithoutWaiting(request, allocator: context.channel.allocator) {
-            context.write(self.wrapOutboundOut(reply), promise: nil)
+            context.write(self.wrapOutboundOut(.byteBuffer(reply)), promise: nil)
             self.unflushed = true
             return
         }
@@ -388,23 +388,30 @@ final class NBDConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
         self.pending.removeAll(keepingCapacity: true)
         let allocator = context.channel.allocator
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        // sendfile writes around TLS, so a TLS connection's replies carry only bytes.
+        let sendingFiles = !self.negotiation.tlsActive
         for requests in batch.dealt(into: Self.lanes) {
             let cost = requests.reduce(0) { $0 + $1.1 }
             let work = self.workers.run(on: context.eventLoop) {
                 // Taps (a mirror's legs) may finish the lane's writes together, before any reply goes out.
-                TapScope.run { requests.map { executor.execute($0.0, allocator: allocator) } }
+                TapScope.run {
+                    requests.map { executor.execute($0.0, allocator: allocator, sendingFiles: sendingFiles) }
+                }
             }
             work.whenComplete { result in
                 let context = bound.value
                 switch result {
                 case .success(let replies):
                     if case .closed = self.phase {
+                        for reply in replies { reply.close() }
                         self.finished(count: requests.count, cost: cost, context: context)
                         return
                     }
-                    for reply in replies.dropLast() { context.write(self.wrapOutboundOut(reply), promise: nil) }
+                    let parts = replies.flatMap(\.parts)
+                    for part in parts.dropLast() { context.write(self.wrapOutboundOut(part), promise: nil) }
                     // The requests leave flight when their replies are on the socket, not when queued.
-                    context.writeAndFlush(self.wrapOutboundOut(replies.last!)).whenComplete { _ in
+                    context.writeAndFlush(self.wrapOutboundOut(parts.last!)).whenComplete { _ in
+                        for reply in replies { reply.close() }
                         self.finished(count: requests.count, cost: cost, context: bound.value)
                     }
                 case .failure(let error):

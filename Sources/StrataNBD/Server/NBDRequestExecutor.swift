@@ -40,18 +40,25 @@ package struct NBDRequestExecutor {
         }
     }
 
-    package func execute(_ request: NBDRequest, allocator: ByteBufferAllocator) -> ByteBuffer {
+    /// The reply to `request`. With `sendingFiles` (a connection without TLS), the bytes of a
+    /// READ that lie unchanged in a raw base image's file stay there: the reply carries them as
+    /// file regions, which the event loop sends with sendfile, so they are never copied through
+    /// this process (a fresh overlay's sequential reads are mostly such bytes).
+    package func execute(_ request: NBDRequest, allocator: ByteBufferAllocator, sendingFiles: Bool = false) -> NBDReply {
         var out = allocator.buffer(capacity: 32)
+        var files: [BaseFileRange]? = sendingFiles ? [] : nil
         do throws(StrataError) {
-            try self.perform(request, into: &out, allocator: allocator)
+            try self.perform(request, into: &out, allocator: allocator, files: &files)
         } catch {
+            for file in files ?? [] { file.close() }
+            files = nil
             if error.code == .io || error.code == .corrupt || error.code == .failed {
                 self.logger.warning("\(error.message)")
             }
             out.clear()
             self.writeError(into: &out, cookie: request.cookie, errno: Self.nbdErrno(error), message: error.message)
         }
-        return out
+        return NBDReply(out, files: files ?? [])
     }
 
     /// The reply to `request` if the engine can give it without waiting (a READ of at most
@@ -64,7 +71,8 @@ package struct NBDRequestExecutor {
         var out = allocator.buffer(capacity: 32)
         let start = MonotonicClock.nanos()
         do throws(StrataError) {
-            guard try self.read(request, into: &out, allocator: allocator, waiting: .never) else { return nil }
+            var files: [BaseFileRange]?
+            guard try self.read(request, into: &out, allocator: allocator, waiting: .never, files: &files) else { return nil }
             self.pool.countServed(self.export.handle, .read, bytes: UInt64(request.length), since: start)
             return out
         } catch {
@@ -105,9 +113,9 @@ package struct NBDRequestExecutor {
         }
     }
 
-    private func perform(_ request: NBDRequest, into out: inout ByteBuffer, allocator: ByteBufferAllocator)
-        throws(StrataError)
-    {
+    private func perform(
+        _ request: NBDRequest, into out: inout ByteBuffer, allocator: ByteBufferAllocator, files: inout [BaseFileRange]?
+    ) throws(StrataError) {
         let handle = self.export.handle
         let flags = request.flags
         guard let command = NBD.Command(rawValue: request.type) else {
@@ -125,7 +133,7 @@ package struct NBDRequestExecutor {
             }
             // Counted once for /metrics however many chunks its reply has.
             _ = try self.pool.counted(self.export.handle, .read, bytes: UInt64(request.length)) { () throws(StrataError) in
-                try self.read(request, into: &out, allocator: allocator, waiting: .allowed)
+                try self.read(request, into: &out, allocator: allocator, waiting: .allowed, files: &files)
             }
         case .write:
             if self.export.readOnly { throw self.readOnly("write") }
@@ -179,9 +187,12 @@ package struct NBDRequestExecutor {
     /// Encodes the reply to a READ. Holes the engine reports are zeros in a simple reply or a
     /// DF read, and OFFSET_HOLE chunks otherwise. With `.never`, false when the engine would
     /// wait, `out` then holding nothing useful.
-    private func read(_ request: NBDRequest, into out: inout ByteBuffer, allocator: ByteBufferAllocator, waiting: Waiting)
-        throws(StrataError) -> Bool
-    {
+    /// With `files` (not nil), bytes left in a base image's file are appended there, their
+    /// ranges as positions in `out`, when the reply carries the data in one piece; else read.
+    private func read(
+        _ request: NBDRequest, into out: inout ByteBuffer, allocator: ByteBufferAllocator, waiting: Waiting,
+        files: inout [BaseFileRange]?
+    ) throws(StrataError) -> Bool {
         let length = Int(request.length)
         if self.structured && length == 0 {
             // Nothing to describe: a content chunk must cover at least one byte.
@@ -202,12 +213,32 @@ package struct NBDRequestExecutor {
         }
         let whole = !self.structured || request.flags.contains(.dontFragment)
         let dataStart = out.writerIndex
+        let start = dataStart - out.readerIndex
         var holes: [Range<Int>]?
         var failure: StrataError?
         out.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { buffer in
             let target = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length])
             do throws(StrataError) {
-                holes = try self.pool.readLeavingHoles(self.export.handle, at: request.offset, into: target, waiting: waiting)
+                if files != nil && waiting == .allowed {
+                    let found = try self.pool.readLeavingHolesAndBaseFiles(self.export.handle, at: request.offset, into: target)
+                    holes = found.holes
+                    if whole || found.holes.isEmpty {
+                        files?.append(
+                            contentsOf: found.files.map {
+                                BaseFileRange(
+                                    range: (start + $0.range.lowerBound)..<(start + $0.range.upperBound),
+                                    descriptor: $0.descriptor, fileOffset: $0.fileOffset)
+                            })
+                    } else {
+                        // Chunks of data between holes: the file's bytes go in them.
+                        for file in found.files {
+                            try file.readAndClose(
+                                into: UnsafeMutableRawBufferPointer(rebasing: target[file.range]), what: "read \(self.export.name)")
+                        }
+                    }
+                } else {
+                    holes = try self.pool.readLeavingHoles(self.export.handle, at: request.offset, into: target, waiting: waiting)
+                }
                 if whole, let holes {
                     for hole in holes {
                         UnsafeMutableRawBufferPointer(rebasing: target[hole]).initializeMemory(as: UInt8.self, repeating: 0)
@@ -268,5 +299,43 @@ package struct NBDRequestExecutor {
             out.writeInteger(UInt32(extent.length))
             out.writeInteger(extent.mapped ? 0 : NBD.stateHole | NBD.stateZero)
         }
+    }
+}
+
+/// A reply as it goes on the socket: its bytes, with the byte ranges a READ left in a base
+/// image's file (`NBDRequestExecutor.execute`) as file regions between them. The regions'
+/// descriptors are the reply's own: close them (`close`) once the reply is written or dropped.
+package struct NBDReply: Sendable {
+    package private(set) var parts: [IOData]
+    private var handles: [NIOFileHandle] = []
+
+    package init(_ bytes: ByteBuffer) {
+        self.parts = [.byteBuffer(bytes)]
+    }
+
+    /// `bytes` with the ranges of `files` (positions in `bytes`, in order) sent from their files.
+    init(_ bytes: ByteBuffer, files: [BaseFileRange]) {
+        self.parts = []
+        var cursor = bytes.readerIndex
+        for file in files {
+            let start = bytes.readerIndex + file.range.lowerBound
+            if start > cursor { self.parts.append(.byteBuffer(bytes.getSlice(at: cursor, length: start - cursor)!)) }
+            let handle = NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: file.descriptor)
+            self.handles.append(handle)
+            let from = Int(file.fileOffset)
+            self.parts.append(.fileRegion(FileRegion(fileHandle: handle, readerIndex: from, endIndex: from + file.range.count)))
+            cursor = bytes.readerIndex + file.range.upperBound
+        }
+        if bytes.writerIndex > cursor {
+            self.parts.append(.byteBuffer(bytes.getSlice(at: cursor, length: bytes.writerIndex - cursor)!))
+        }
+    }
+
+    /// The bytes the reply puts on the socket.
+    package var byteCount: Int { self.parts.reduce(0) { $0 + $1.readableBytes } }
+
+    /// Closes the descriptors of the reply's file regions.
+    package func close() {
+        for handle in self.handles { try? handle.close() }
     }
 }
