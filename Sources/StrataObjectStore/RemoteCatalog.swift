@@ -37,7 +37,7 @@ public struct GCReport: Codable, Sendable, Equatable {
 }
 
 /// Reads and edits a remote's snapshots.
-public struct RemoteCatalog {
+public struct RemoteCatalog: Sendable {
     let store: any ObjectStore
 
     public init(store: any ObjectStore) {

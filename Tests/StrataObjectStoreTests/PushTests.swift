@@ -126,6 +126,24 @@ final class CountingStore: ObjectStore {
         }
     }
 
+    /// The remote's manifests are read while the lease is written: a push of a snapshot the
+    /// remote holds already, and one refused for a name the remote holds with another guid,
+    /// each release the lease they wrote meanwhile.
+    @Test func aPushThatEndsBeforeItsObjectsLeavesNoLease() async throws {
+        let store = CountingStore()
+        let pool = try Self.pool()
+        _ = try await Self.push(pool, store)
+        let leases = { store.objects.withLock { $0.keys.filter { $0.hasPrefix(RemoteLayout.leasePrefix) } } }
+        #expect(leases().isEmpty)
+        let again = try await Self.push(pool, store)
+        #expect(again.upToDate)
+        #expect(leases().isEmpty)
+        // Another pool's vm1@s1 has another guid: refused, by name.
+        await #expect(throws: StrataError.self) { try await Self.push(try Self.pool(), store) }
+        #expect(leases().isEmpty)
+        #expect(store.counts.withLock { $0.puts } == 8, "nothing uploaded after the first push")
+    }
+
     @Test func aFailedPutStopsThePushAndTheNextOneResumes() async throws {
         let pool = try Self.pool()
         let failing = CountingStore(putsBeforeFailure: 3)
