@@ -15,7 +15,7 @@
 #       over the volume, on a fresh `--from --hydrate off` volume vs fetching the objects those
 #       reads cover directly, 8 at a time;
 #   (d) an incremental push after rewriting 1% of the volume in 1 MiB pieces: bytes uploaded vs
-#       the changed objects' size, and time vs the full push.
+#       the changed objects' size, and time vs the full push (REPEAT pushes, each of a new 1%).
 # Each run of (b) and (c) starts a fresh daemon, so no object is cached from an earlier run.
 # Where the time of (a) goes: the CPU seconds of the client (Strata's push, or the plain client)
 # and of the Swift servers during each upload, medians printed under the table. On a machine
@@ -136,24 +136,31 @@ start_daemon() {
 stop_daemon() { kill "$DAEMON"; wait "$DAEMON" || true; }
 
 # (d) incremental push: 1% of the volume rewritten in 1 MiB pieces at random object-aligned
-# offsets plus 1 MiB, so each piece changes one object.
+# offsets plus 1 MiB, so each piece changes one object; REPEAT times, each a new snapshot pushed
+# against the one before (s1, then s2, ...), medians.
 pieces=$((SIZE_BYTES / 100 / MiB))
 [ "$pieces" -ge 1 ] || pieces=1
 objects=$((SIZE_BYTES / OBJECT))
-changed=$(/usr/bin/python3 -c "import random; random.seed(7); print(' '.join(map(str, sorted(random.sample(range($objects), min($pieces, $objects))))))")
-start_daemon
-/usr/bin/python3 -c "
+incr_bytes_runs=() incr_s_runs=()
+for run in $(seq 1 "$REPEAT"); do
+    changed=$(/usr/bin/python3 -c "import random; random.seed($((6 + run))); print(' '.join(map(str, sorted(random.sample(range($objects), min($pieces, $objects))))))")
+    start_daemon
+    /usr/bin/python3 -c "
 import nbd, os
 h = nbd.NBD()
 h.connect_uri('nbd://127.0.0.1:$PORT/vm1')
 for object in map(int, '$changed'.split()):
     h.pwrite(os.urandom($MiB), object * $OBJECT + $MiB)
 h.flush()"
-stop_daemon
-"$STRATA" snapshot create vm1@s2 >/dev/null
-incr=$("$STRATA" push vm1@s2 r1 --json)
-incr_bytes=$(echo "$incr" | json_field bytesUploaded)
-incr_s=$(echo "$incr" | json_field seconds)
+    stop_daemon
+    "$STRATA" snapshot create "vm1@s$((run + 1))" >/dev/null
+    incr=$("$STRATA" push "vm1@s$((run + 1))" r1 --json)
+    incr_bytes_runs+=("$(echo "$incr" | json_field bytesUploaded)")
+    incr_s_runs+=("$(echo "$incr" | json_field seconds)")
+    echo "   incremental push $run: $(echo "$incr" | json_field seconds) s, $(echo "$incr" | json_field bytesUploaded) bytes" >&2
+done
+incr_bytes=$(printf '%s\n' "${incr_bytes_runs[@]}" | median)
+incr_s=$(printf '%s\n' "${incr_s_runs[@]}" | median)
 changed_count=$(echo "$changed" | wc -w)
 changed_bytes=$((changed_count * OBJECT))
 
