@@ -231,9 +231,15 @@ package struct NBDRequestExecutor {
                             })
                     } else {
                         // Chunks of data between holes: the file's bytes go in them.
-                        for file in found.files {
-                            try file.readAndClose(
-                                into: UnsafeMutableRawBufferPointer(rebasing: target[file.range]), what: "read \(self.export.name)")
+                        for (index, file) in found.files.enumerated() {
+                            do throws(StrataError) {
+                                try file.readAndClose(
+                                    into: UnsafeMutableRawBufferPointer(rebasing: target[file.range]),
+                                    what: "read \(self.export.name)")
+                            } catch {
+                                for rest in found.files[(index + 1)...] { rest.close() }
+                                throw error
+                            }
                         }
                     }
                 } else {
