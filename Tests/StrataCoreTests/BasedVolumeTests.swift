@@ -225,25 +225,37 @@ private func baseBytes(_ size: Int, seed: UInt64) -> [UInt8] {
     }
 }
 
-/// A base that asks the engine to fill on read in 16 KiB units, as a remote base does with
-/// its objects; it reads a `TestBaseImage` and counts what reaches it.
-private final class FillingBase: BaseImage {
+/// A `TestBaseImage` with what a real base may add: filling on read in `fillUnitBytes` units, as
+/// a remote base does with its objects, or where its bytes lie in its file (`fileRanges`), as a
+/// raw base says. It counts what reaches it (`inner.reads`).
+private final class WrappedBase: BaseImage {
     let inner: TestBaseImage
-    init(_ inner: TestBaseImage) { self.inner = inner }
+    let fillUnitBytes: UInt64?
+    /// The file's own descriptor for `fileRange`, or -1 when the base gives no ranges.
+    private let fd: Int32
+
+    init(_ inner: TestBaseImage, fillUnitBytes: UInt64? = nil, fileRanges: Bool = false) {
+        self.inner = inner
+        self.fillUnitBytes = fillUnitBytes
+        self.fd = fileRanges ? open(inner.path, O_RDONLY | O_CLOEXEC) : -1
+    }
+    deinit { if self.fd >= 0 { close(self.fd) } }
     var virtualSize: UInt64 { self.inner.virtualSize }
     var layers: [BaseLayer] { self.inner.layers }
-    var fillUnitBytes: UInt64? { 16384 }
     func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError) {
         try self.inner.read(at: offset, into: buffer)
     }
     func allocation(at offset: UInt64, length: UInt64) throws(StrataError) -> [MappingExtent] {
         try self.inner.allocation(at: offset, length: length)
     }
+    func fileRange(at offset: UInt64, length: UInt64) -> (descriptor: Int32, offset: UInt64)? {
+        self.fd >= 0 && offset + length <= self.virtualSize ? (self.fd, offset) : nil
+    }
 }
 
 /// The base the opener made last.
 private final class OpenedBase: Sendable {
-    let base = Mutex<FillingBase?>(nil)
+    let base = Mutex<WrappedBase?>(nil)
 }
 
 extension BasedVolumeTests {
@@ -258,7 +270,7 @@ extension BasedVolumeTests {
         let (_, pool) = try basedPool()
         let opened = OpenedBase()
         pool.bases.setOpener { source throws(StrataError) in
-            let base = FillingBase(try TestBaseImage(path: source.path))
+            let base = WrappedBase(try TestBaseImage(path: source.path), fillUnitBytes: 16384)
             opened.base.withLock { $0 = base }
             return base
         }
@@ -332,7 +344,7 @@ extension BasedVolumeTests {
         let device = SimDevice(size: 2048 * 4096 + 4096 * 4096)
         try Pool.format(device: device, chunkSize: 4096, metadataPages: 2048)
         let pool = try Pool(device: device, readOnly: false, lock: nil, directory: scratch.path)
-        pool.bases.setOpener { source throws(StrataError) in FillingBase(try TestBaseImage(path: source.path)) }
+        pool.bases.setOpener { source throws(StrataError) in WrappedBase(try TestBaseImage(path: source.path), fillUnitBytes: 16384) }
         try pool.createVolume("vm", size: nil, basePath: path)
         var plan = try #require(try pool.hydrationPlan("vm"))
         #expect(plan.unitBytes == 16384)
@@ -356,7 +368,7 @@ extension BasedVolumeTests {
         try pool.flush()
         try pool.close()
         let reopened = try Pool(device: device, readOnly: false, lock: nil, directory: scratch.path)
-        reopened.bases.setOpener { source throws(StrataError) in FillingBase(try TestBaseImage(path: source.path)) }
+        reopened.bases.setOpener { source throws(StrataError) in WrappedBase(try TestBaseImage(path: source.path), fillUnitBytes: 16384) }
         #expect(reopened.volumesFlattening() == ["vm"])
         plan = try #require(try reopened.hydrationPlan("vm"))
         #expect(plan.pending == [6, 7])
@@ -385,28 +397,6 @@ extension BasedVolumeTests {
     }
 }
 
-/// A raw base that says where its bytes lie in its file, as a raw `StrataImage` base does.
-private final class FileRangeBase: BaseImage, @unchecked Sendable {
-    let inner: TestBaseImage
-    let fd: Int32
-    init(_ inner: TestBaseImage) {
-        self.inner = inner
-        self.fd = open(inner.path, O_RDONLY | O_CLOEXEC)
-    }
-    deinit { close(self.fd) }
-    var virtualSize: UInt64 { self.inner.virtualSize }
-    var layers: [BaseLayer] { self.inner.layers }
-    func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError) {
-        try self.inner.read(at: offset, into: buffer)
-    }
-    func allocation(at offset: UInt64, length: UInt64) throws(StrataError) -> [MappingExtent] {
-        try self.inner.allocation(at: offset, length: length)
-    }
-    func fileRange(at offset: UInt64, length: UInt64) -> (descriptor: Int32, offset: UInt64)? {
-        offset + length <= self.virtualSize ? (self.fd, offset) : nil
-    }
-}
-
 extension BasedVolumeTests {
     /// A read that leaves base-file bytes unread returns them as ranges of the read, each with a
     /// descriptor of its own; those ranges read from the file, with the rest of the buffer, give
@@ -417,7 +407,9 @@ extension BasedVolumeTests {
         let bytes = random.bytes(256 * 1024)
         let path = try scratch.file("base.raw", bytes)
         let (_, pool) = try basedPool()
-        pool.bases.setOpener { source throws(StrataError) in FileRangeBase(try TestBaseImage(path: source.path)) }
+        pool.bases.setOpener { source throws(StrataError) in
+            WrappedBase(try TestBaseImage(path: source.path), fileRanges: true)
+        }
         try pool.createVolume("vm", size: nil, basePath: path)
         let handle = try pool.handle("vm")
         for offset in [4096, 65536, 200_000] { try pool.write(handle, at: UInt64(offset), [UInt8](repeating: 0x5a, count: 4096)) }
