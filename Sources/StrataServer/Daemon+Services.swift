@@ -95,7 +95,8 @@ struct LifecycleService: Service {
     }
 }
 
-/// The commit timer: commits every `interval` while anything is dirty; at its turn (after every
+/// The commit timer: commits every `interval` when the metadata changed (`Pool.commitIfNeeded`:
+/// overwrites are left to the kernel's writeback or the next flush); at its turn (after every
 /// front end has drained) it commits a last time, so nothing acknowledged is lost. A failed
 /// commit leaves the pool failed (read-only, reported by every later request) and stops the
 /// timer; the daemon goes on serving reads until it is stopped.

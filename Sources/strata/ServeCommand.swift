@@ -38,7 +38,11 @@ struct ServeCommand: AsyncParsableCommand {
     var logLevel: String = "info"
     @Option(name: .customLong("create-size"), help: "Size of a pool created on first start.")
     var createSize: String = "64G"
-    @Option(name: .customLong("commit-interval"), help: "Seconds between timer commits.")
+    @Option(
+        name: .customLong("commit-interval"),
+        help:
+            "Seconds between timer commits of changed metadata (a flush always commits; overwrites reach the disk with the kernel's writeback or the next flush)."
+    )
     var commitInterval: Double = 1.0
     @Option(help: "Accept replication from peers on ADDR:PORT (needs --replication-secret-file).")
     var replication: String?

@@ -94,8 +94,11 @@ final class RemoteLegHarness: Sendable {
         try await self.threads.runIfActive { try body() }
     }
 
+    /// Adds the leg. The default deadline is long: the whole unit suite runs in parallel on as
+    /// few as 2 cores, and once (seed 1) a leg call waited more than 10 s for its turn there;
+    /// the test of deadlines passes its own.
     func add(
-        secret: String = "secret", timeoutMillis: UInt64 = 10_000, name: String? = nil, volume: String = "vm1"
+        secret: String = "secret", timeoutMillis: UInt64 = 30_000, name: String? = nil, volume: String = "vm1"
     ) async throws -> MirrorLegStatus {
         let request = MirrorRequest.addRemote(
             volume: volume, address: "legd:\(self.server.port)", secretFile: self.directory + "/" + secret, leg: name,
