@@ -75,7 +75,10 @@ run_pair() { run_rotated "$1=$2" "$3=$4" -- "${@:5}"; }
 # run_rotated PEER=URI... -- JOB...: as run_jobs for several targets, their runs taking turns
 # in an order that rotates each round (A B C, then B C A, then C A B; for two: A B, then B A),
 # so a drift of the machine during the runs (this VM's figures move by 20% from one minute to
-# the next) weighs on every side alike instead of on whichever ran last. Stores the medians in
+# the next) weighs on every side alike instead of on whichever ran last. Each run starts after a
+# `sync`, with no dirty page cache left by the run before: a server that leaves its writes to
+# the kernel's writeback (nbdkit's file plugin, qemu-nbd with no FLUSH from fio) otherwise had
+# that writeback done during the next side's run, which paid for it. Stores the medians in
 # RESULT[PEER,NAME].
 run_rotated() {
     local peers=() uris=() spec job rw bs depth iops mibs round turn side
@@ -92,6 +95,7 @@ run_rotated() {
         for round in $(seq 1 "$REPEAT"); do
             for turn in $(seq 0 $((count - 1))); do
                 side=$(((round - 1 + turn) % count))
+                sync
                 read -r iops mibs < <(fio_job "${uris[$side]}" "$job" "$rw" "$bs" "$depth")
                 if [ "$bs" = "1M" ]; then values[$side]+=" $mibs"; else values[$side]+=" $iops"; fi
             done
