@@ -61,7 +61,7 @@ extension Pool {
     /// chunks a volume already owns) are not synced here: like a file system's overwrites, they
     /// reach the disk with the kernel's writeback, and a flush, a FUA write or the next commit
     /// makes them durable at once. Syncing them every second turned a random-write load into
-    /// as much random writeback each second and cost that load about a fifth of its rate.
+    /// as much random writeback each second, which slowed the load (bench/README.md).
     public func commitIfNeeded() throws(StrataError) {
         try self.commitMutex.withLock { () throws(StrataError) in try self.commitLocked(syncingOverwrites: false) }
     }
