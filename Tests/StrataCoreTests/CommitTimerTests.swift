@@ -13,9 +13,7 @@ struct CommitTimerTests {
     private static func bytes(_ value: UInt8) -> [UInt8] { [UInt8](repeating: value, count: Self.block) }
 
     @Test func theTimerCommitsMappingsAndLeavesOverwritesToAFlush() throws {
-        let device = SimDevice(size: 256 * 4096 + 64 * 16384)
-        try Pool.format(device: device, chunkSize: 16384, metadataPages: 256)
-        let pool = try Pool(device: device)
+        let (device, pool) = try SimDevice.formattedPool(metadataPages: 256, dataBytes: 64 * 16384, chunkSize: 16384)
         try pool.createVolume("v", size: 1 << 20)
         let handle = try pool.handle("v")
         try pool.flush()
