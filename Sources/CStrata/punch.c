@@ -1,4 +1,6 @@
-/* Hole punching for freed data chunks: returns space to the filesystem under a thin pool. */
+/* File calls Glibc's Swift module hides behind _GNU_SOURCE: hole punching for freed data chunks
+   (returns space to the filesystem under a thin pool) and O_DIRECT for writes that bypass the
+   page cache. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -11,5 +13,15 @@ int strata_punch_hole(int fd, uint64_t offset, uint64_t length) {
 #else
     (void)fd; (void)offset; (void)length;
     return EOPNOTSUPP;
+#endif
+}
+
+int strata_open_direct(const char *path) {
+#ifdef __linux__
+    return open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+#else
+    (void)path;
+    errno = EOPNOTSUPP;
+    return -1;
 #endif
 }

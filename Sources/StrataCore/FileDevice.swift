@@ -4,6 +4,7 @@
 // event loop.
 
 import CStrata
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -24,6 +25,16 @@ public final class FileDevice: PoolDevice, @unchecked Sendable {
     let fd: Int32
     public let path: String
     public let size: UInt64
+    /// The same file opened with O_DIRECT for `writeUncached`, or -1 (read-only, or a
+    /// filesystem without direct I/O); `directRefused` turns it off after a write it refused.
+    /// fdatasync on `fd` makes its writes durable too: the barrier is per file, not per descriptor.
+    private let directFD: Int32
+    private let directRefused = Atomic<Bool>(false)
+    private let directBytes = Atomic<UInt64>(0)
+    /// Direct I/O's alignment of memory, offset and length: 4 KiB covers every logical block size.
+    static let directAlignment = 4096
+    /// The most one write around the cache copies into aligned memory at once.
+    static let directBounceBytes = 1 << 20
 
     /// Opens an existing pool file.
     /// - Throws: `StrataError` with code `.notFound` or `.io`.
@@ -43,6 +54,7 @@ public final class FileDevice: PoolDevice, @unchecked Sendable {
         self.fd = fd
         self.path = path
         self.size = UInt64(info.st_size)
+        self.directFD = readOnly ? -1 : strata_open_direct(path)
     }
 
     /// Creates a sparse file of `size` bytes; fails if the file exists.
@@ -66,7 +78,10 @@ public final class FileDevice: PoolDevice, @unchecked Sendable {
         return try FileDevice(path: path)
     }
 
-    deinit { Glibc.close(self.fd) }
+    deinit {
+        Glibc.close(self.fd)
+        if self.directFD >= 0 { Glibc.close(self.directFD) }
+    }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(StrataError) {
         var done = 0
@@ -99,6 +114,62 @@ public final class FileDevice: PoolDevice, @unchecked Sendable {
             }
             done += n
         }
+    }
+
+    /// Bytes written around the page cache (O_DIRECT) since the device was opened.
+    public var bytesWrittenUncached: UInt64 { self.directBytes.load(ordering: .relaxed) }
+
+    /// Writes with O_DIRECT when the descriptor, the offset and the length allow it (through
+    /// aligned memory of its own when `bytes` is not aligned), otherwise as `write` does. A
+    /// direct write the filesystem refuses (EINVAL) is written through the cache instead, and
+    /// so is every later one.
+    public func writeUncached(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(StrataError) {
+        let alignment = Self.directAlignment
+        guard self.directFD >= 0, !self.directRefused.load(ordering: .relaxed), !bytes.isEmpty,
+            offset % UInt64(alignment) == 0, bytes.count % alignment == 0
+        else { return try self.write(bytes, at: offset) }
+        if Int(bitPattern: bytes.baseAddress!) % alignment == 0 {
+            let done = try self.writeDirect(bytes, at: offset)
+            if done < bytes.count { try self.write(UnsafeRawBufferPointer(rebasing: bytes[done...]), at: offset + UInt64(done)) }
+            return
+        }
+        let bounce = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: min(bytes.count, Self.directBounceBytes), alignment: alignment)
+        defer { bounce.deallocate() }
+        var done = 0
+        while done < bytes.count {
+            let count = min(bounce.count, bytes.count - done)
+            let piece = UnsafeMutableRawBufferPointer(rebasing: bounce[0..<count])
+            piece.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[done..<(done + count)]))
+            let written = try self.writeDirect(UnsafeRawBufferPointer(piece), at: offset + UInt64(done))
+            done += written
+            if written < count {
+                return try self.write(UnsafeRawBufferPointer(rebasing: bytes[done...]), at: offset + UInt64(done))
+            }
+        }
+    }
+
+    /// pwrite on the O_DIRECT descriptor until all of `bytes` is written or a write stops short
+    /// of alignment; returns the bytes written (all of them unless the rest must go through the
+    /// cache: a refused or short direct write).
+    private func writeDirect(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(StrataError) -> Int {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(self.directFD, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                let code = Glibc.errno
+                if code == EINTR { continue }
+                if code == EINVAL {
+                    self.directRefused.store(true, ordering: .relaxed)
+                    return done
+                }
+                throw StrataError.io("write pool file", self.path, errno: code)
+            }
+            done += n
+            self.directBytes.add(UInt64(n), ordering: .relaxed)
+            if n == 0 || n % Self.directAlignment != 0 { return done }
+        }
+        return done
     }
 
     public func sync() throws(StrataError) {

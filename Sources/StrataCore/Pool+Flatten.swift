@@ -168,29 +168,106 @@ extension Pool {
             guard HydrationPlan.isPending(data: data, holes: holes) else { continue }
             // The whole unit in one read (one object, fetched whole and verified, its bytes
             // lent as received), then its chunks stored from it without another copy.
+            let chunks = Self.holeChunks(data: data, holes: holes, shift: self.chunkShift)
             try base.withBytes(at: start, length: Int(length), scratch: &scratch) { contents throws(StrataError) in
-                for extent in data {
-                    let first = extent.offset >> self.chunkShift
-                    let last = (extent.offset + extent.length - 1) >> self.chunkShift
-                    for chunk in first...last {
-                        let inside = Int((chunk << self.chunkShift) - start)
-                        let filled = try self.fillHole(id: id, name: name, chunk: ChunkIndex(chunk), buffer: &buffer) {
-                            target in
-                            let available = min(chunkBytes, contents.count - inside)
-                            if available == chunkBytes {
-                                return UnsafeRawBufferPointer(rebasing: contents[inside..<(inside + chunkBytes)])
-                            }
-                            // The unit's end (the volume's or the base's) inside this chunk: zeros after it.
-                            target.copyMemory(from: UnsafeRawBufferPointer(rebasing: contents[inside..<(inside + available)]))
-                            UnsafeMutableRawBufferPointer(rebasing: target[available...]).initializeMemory(as: UInt8.self, repeating: 0)
-                            return UnsafeRawBufferPointer(target)
-                        }
-                        if filled { copied += self.chunkSize }
-                    }
-                }
+                copied += try self.storeUnit(id: id, name: name, start: start, contents: contents, chunks: chunks, buffer: &buffer)
             }
         }
         return copied
+    }
+
+    /// The chunks where some `data` extent meets an unmapped extent of `holes` (both ascending,
+    /// chunk-aligned but for the volume's end), ascending.
+    static func holeChunks(data: [MappingExtent], holes: [MappingExtent], shift: UInt64) -> [UInt64] {
+        var chunks: [UInt64] = []
+        HydrationPlan.meetings(data: data, holes: holes) { range in
+            for chunk in (range.lowerBound >> shift)...((range.upperBound - 1) >> shift)
+            where chunks.last.map({ chunk > $0 }) ?? true {
+                chunks.append(chunk)
+            }
+            return true
+        }
+        return chunks
+    }
+
+    /// Stores `chunks` (ascending; holes of volume `id` when the unit at `start` was looked at)
+    /// from `contents`, the unit's bytes. Their bytes go to fresh chunks first, nothing holding
+    /// a lock, each run of neighbours in both the volume and the pool in one write around the
+    /// page cache (`PoolDevice.writeUncached`: a fill stores what a read already served, and a
+    /// cached write's copy was most of a fill's CPU). Then, under each chunk's lock, a chunk
+    /// still a hole is pointed at its fresh copy; one the volume wrote meanwhile keeps its data
+    /// (the volume wins) and the copy is abandoned. Returns the bytes stored.
+    private func storeUnit(
+        id: UInt64, name: String, start: UInt64, contents: UnsafeRawBufferPointer, chunks: [UInt64], buffer: inout [UInt8]
+    ) throws(StrataError) -> UInt64 {
+        let chunkBytes = Int(self.chunkSize)
+        var fresh: [PhysicalChunk] = []
+        fresh.reserveCapacity(chunks.count)
+        // fresh[unmapped...] are this call's: abandoned when it fails.
+        var unmapped = 0
+        var stored: UInt64 = 0
+        do throws(StrataError) {
+            for _ in chunks { fresh.append(try self.allocateData(operation: "fill \(name)")) }
+            var first = 0
+            while first < chunks.count {
+                var next = first + 1
+                while next < chunks.count, chunks[next] == chunks[next - 1] + 1,
+                    fresh[next].rawValue == fresh[next - 1].rawValue + 1
+                {
+                    next += 1
+                }
+                let inside = Int((chunks[first] << self.chunkShift) - start)
+                let whole = min(next - first, (contents.count - inside) / chunkBytes)
+                if whole > 0 {
+                    try self.device.writeUncached(
+                        UnsafeRawBufferPointer(rebasing: contents[inside..<(inside + whole * chunkBytes)]),
+                        at: self.dataOffset(fresh[first]))
+                }
+                if whole < next - first {
+                    // The unit's end (the volume's or the base's) inside its last chunk: zeros after it.
+                    let from = inside + whole * chunkBytes
+                    try buffer.withUnsafeMutableBufferPointer { typed throws(StrataError) in
+                        let target = UnsafeMutableRawBufferPointer(typed)
+                        let available = contents.count - from
+                        target.copyMemory(from: UnsafeRawBufferPointer(rebasing: contents[from...]))
+                        UnsafeMutableRawBufferPointer(rebasing: target[available...]).initializeMemory(as: UInt8.self, repeating: 0)
+                        try self.device.writeUncached(UnsafeRawBufferPointer(target), at: self.dataOffset(fresh[first + whole]))
+                    }
+                }
+                first = next
+            }
+            self.dataWrites.add(1, ordering: .relaxed)
+            while unmapped < chunks.count {
+                let index = unmapped
+                let chunk = ChunkIndex(chunks[index])
+                let mapped = try self.chunkLocks.withLock(volume: id, chunk: chunk.rawValue) { () throws(StrataError) -> Bool in
+                    let hole = try self.meta.withReadLock { () throws(StrataError) -> Bool in
+                        guard let record = self.record(id: id) else {
+                            throw StrataError(.notFound, "fill \(name): the volume was deleted")
+                        }
+                        return try self.lookup(record, chunk: chunk).isHole
+                    }
+                    guard hole else { return false }
+                    // From here `mapFresh` maps the copy or abandons it.
+                    unmapped = index + 1
+                    try self.mapFresh(id: id, name: name, chunk: chunk, fresh: fresh[index])
+                    return true
+                }
+                if mapped {
+                    stored += self.chunkSize
+                } else {
+                    unmapped = index + 1
+                    self.abandon(fresh[index])
+                }
+            }
+        } catch {
+            // Unless the pool failed half way through a mapping, no copy left is referenced.
+            if self.meta.withReadLock({ self.failure == nil }) {
+                for chunk in fresh[unmapped...] { self.abandon(chunk) }
+            }
+            throw error
+        }
+        return stored
     }
 
     /// Has reads hand what they fetched to `deferral` instead of storing it before they return
@@ -212,7 +289,9 @@ extension Pool {
 
     /// Under the chunk's lock, if chunk `chunk` of volume `id` is still a hole, stores the
     /// chunk's bytes `contents` gives (written into `buffer`, or lent from elsewhere); true
-    /// when it did. A chunk the volume wrote is never overwritten: the volume wins.
+    /// when it did. A chunk the volume wrote is never overwritten: the volume wins. The chunk is
+    /// written around the page cache: a fill stores what a read already served (or hydration
+    /// what no read asked for yet), and the cached write's copy was most of a fill's CPU.
     private func fillHole(
         id: UInt64, name: String, chunk: ChunkIndex, buffer: inout [UInt8],
         contents: (UnsafeMutableRawBufferPointer) throws(StrataError) -> UnsafeRawBufferPointer
@@ -228,7 +307,7 @@ extension Pool {
             try buffer.withUnsafeMutableBufferPointer { typed throws(StrataError) in
                 let bytes = try contents(UnsafeMutableRawBufferPointer(typed))
                 precondition(bytes.count == Int(self.chunkSize), "a fill stores whole chunks")
-                try self.remap(id: id, name: name, chunk: chunk, contents: bytes, at: 0)
+                try self.remap(id: id, name: name, chunk: chunk, contents: bytes, at: 0, uncached: true)
             }
             return true
         }

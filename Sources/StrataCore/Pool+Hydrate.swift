@@ -38,17 +38,29 @@ public struct HydrationPlan: Sendable, Equatable {
     /// True when some of the base's `data` extents meet one of the volume's `holes`: the unit
     /// still reads from the base. Both lists are in ascending order and do not overlap themselves.
     public static func isPending(data: [MappingExtent], holes: [MappingExtent]) -> Bool {
+        var pending = false
+        Self.meetings(data: data, holes: holes) { _ in
+            pending = true
+            return false
+        }
+        return pending
+    }
+
+    /// Calls `body` with each range where one of the base's mapped `data` extents meets an
+    /// unmapped extent of `holes` (both ascending, neither overlapping itself), in order, while
+    /// `body` returns true.
+    static func meetings(data: [MappingExtent], holes: [MappingExtent], _ body: (Range<UInt64>) -> Bool) {
         var index = 0
         for extent in data where extent.mapped {
             let end = extent.offset + extent.length
             while index < holes.count, holes[index].offset + holes[index].length <= extent.offset { index += 1 }
             var probe = index
             while probe < holes.count, holes[probe].offset < end {
-                if !holes[probe].mapped { return true }
+                let hole = holes[probe]
+                if !hole.mapped, !body(max(hole.offset, extent.offset)..<min(hole.offset + hole.length, end)) { return }
                 probe += 1
             }
         }
-        return false
     }
 }
 

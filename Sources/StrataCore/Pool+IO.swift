@@ -438,17 +438,30 @@ extension Pool {
 
     /// Writes `contents` at `offset` inside a fresh chunk and points `chunk` at it, releasing
     /// the old one. The rest of the fresh chunk must already hold what it should (zeros).
-    func remap(id: UInt64, name: String, chunk: ChunkIndex, contents: UnsafeRawBufferPointer, at offset: UInt64)
-        throws(StrataError)
-    {
+    /// `uncached` writes around the page cache (`PoolDevice.writeUncached`): bytes a read is
+    /// not expected to want again soon, a chunk stored from a base.
+    func remap(
+        id: UInt64, name: String, chunk: ChunkIndex, contents: UnsafeRawBufferPointer, at offset: UInt64,
+        uncached: Bool = false
+    ) throws(StrataError) {
         let fresh = try self.allocateData(operation: "write \(name)")
         do throws(StrataError) {
-            try self.device.write(contents, at: self.dataOffset(fresh) + offset)
+            if uncached {
+                try self.device.writeUncached(contents, at: self.dataOffset(fresh) + offset)
+            } else {
+                try self.device.write(contents, at: self.dataOffset(fresh) + offset)
+            }
         } catch {
             self.abandon(fresh)
             throw error
         }
         self.dataWrites.add(1, ordering: .relaxed)
+        try self.mapFresh(id: id, name: name, chunk: chunk, fresh: fresh)
+    }
+
+    /// Points `chunk` of volume `id` at `fresh`, a chunk just written that nothing references,
+    /// releasing the old one. When that fails, `fresh` is free again, unless the pool failed.
+    func mapFresh(id: UInt64, name: String, chunk: ChunkIndex, fresh: PhysicalChunk) throws(StrataError) {
         try self.meta.withWriteLock { () throws(StrataError) in
             guard var record = self.record(id: id) else {
                 self.abandonLocked(fresh)

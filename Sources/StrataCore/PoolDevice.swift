@@ -19,6 +19,10 @@ public protocol PoolDevice: AnyObject, Sendable {
     func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool
     /// Writes all of `bytes` at `offset`; not durable until `sync` returns.
     func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(StrataError)
+    /// Writes as `write` does (the same durability: not before `sync`), for bytes unlikely to
+    /// be read again soon, such as a chunk stored from a base as it was fetched: the file device
+    /// writes them around the page cache, which costs the CPU a fraction of a cached write's copy.
+    func writeUncached(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(StrataError)
     /// Makes every completed write durable.
     func sync() throws(StrataError)
     /// Tells the device the range's contents are no longer needed (hole punching).
@@ -31,6 +35,11 @@ public protocol PoolDevice: AnyObject, Sendable {
 extension PoolDevice {
     /// A device that cannot tell what is cached never reads without waiting.
     public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) -> Bool { false }
+
+    /// A device with no cache to bypass writes as it always does.
+    public func writeUncached(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(StrataError) {
+        try self.write(bytes, at: offset)
+    }
 
     func read(count: Int, at offset: UInt64) throws(StrataError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)

@@ -233,6 +233,8 @@ private final class WrappedBase: BaseImage {
     let fillUnitBytes: UInt64?
     /// The file's own descriptor for `fileRange`, or -1 when the base gives no ranges.
     private let fd: Int32
+    /// Runs once, in the first read of a whole fill unit (a fill's), before it reads.
+    let onUnitRead = Mutex<(@Sendable () -> Void)?>(nil)
 
     init(_ inner: TestBaseImage, fillUnitBytes: UInt64? = nil, fileRanges: Bool = false) {
         self.inner = inner
@@ -243,6 +245,7 @@ private final class WrappedBase: BaseImage {
     var virtualSize: UInt64 { self.inner.virtualSize }
     var layers: [BaseLayer] { self.inner.layers }
     func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(StrataError) {
+        if UInt64(buffer.count) == self.fillUnitBytes, let hook = self.onUnitRead.withLock({ $0.take() }) { hook() }
         try self.inner.read(at: offset, into: buffer)
     }
     func allocation(at offset: UInt64, length: UInt64) throws(StrataError) -> [MappingExtent] {
@@ -258,25 +261,39 @@ private final class OpenedBase: Sendable {
     let base = Mutex<WrappedBase?>(nil)
 }
 
+/// Volume "vm" over a 64 KiB base of random bytes that fills on read in 16 KiB units.
+private struct FillingVolume {
+    let scratch = Scratch()
+    let device: SimDevice
+    let pool: Pool
+    let base: WrappedBase
+    let handle: VolumeHandle
+    let bytes: [UInt8]
+
+    init(seed: UInt64) throws {
+        var random = SeededRandom(seed: seed)
+        self.bytes = random.bytes(64 * 1024)
+        let path = try self.scratch.file("base.raw", self.bytes)
+        (self.device, self.pool) = try basedPool()
+        let opened = OpenedBase()
+        self.pool.bases.setOpener { source throws(StrataError) in
+            let base = WrappedBase(try TestBaseImage(path: source.path), fillUnitBytes: 16384)
+            opened.base.withLock { $0 = base }
+            return base
+        }
+        try self.pool.createVolume("vm", size: nil, basePath: path)
+        self.base = try #require(opened.base.withLock { $0 })
+        self.handle = try self.pool.handle("vm")
+    }
+}
+
 extension BasedVolumeTests {
     /// A read through a fill-on-read base stores its whole unit into the volume's holes, never
     /// over a chunk the client wrote; the unit is not read from the base again, its neighbours
     /// still are, and a snapshot's reads fill nothing.
     @Test func aReadStoresItsUnitIntoTheHoles() throws {
-        let scratch = Scratch()
-        var random = SeededRandom(seed: 7)
-        let bytes = random.bytes(64 * 1024)
-        let path = try scratch.file("base.raw", bytes)
-        let (_, pool) = try basedPool()
-        let opened = OpenedBase()
-        pool.bases.setOpener { source throws(StrataError) in
-            let base = WrappedBase(try TestBaseImage(path: source.path), fillUnitBytes: 16384)
-            opened.base.withLock { $0 = base }
-            return base
-        }
-        try pool.createVolume("vm", size: nil, basePath: path)
-        let base = try #require(opened.base.withLock { $0 })
-        let handle = try pool.handle("vm")
+        let volume = try FillingVolume(seed: 7)
+        let (pool, base, handle, bytes) = (volume.pool, volume.base, volume.handle, volume.bytes)
         let written = [UInt8](repeating: 0xaa, count: 4096)
         try pool.write(handle, at: 20480, written)
         try pool.createSnapshot("vm", "before")
@@ -305,6 +322,35 @@ extension BasedVolumeTests {
 }
 
 extension BasedVolumeTests {
+    /// A fill writes its copies before it maps them: a client write that lands on one of the
+    /// unit's holes in between wins, the fill's copy of that chunk is freed, and the other
+    /// chunks are filled.
+    @Test func aWriteDuringAFillWinsAndItsCopyIsFreed() throws {
+        let volume = try FillingVolume(seed: 11)
+        let (device, pool, base, handle, bytes) = (volume.device, volume.pool, volume.base, volume.handle, volume.bytes)
+        let written = [UInt8](repeating: 0x5c, count: 4096)
+        let failure = Mutex<StrataError?>(nil)
+        // The fill looked at the unit (all four chunks holes) and now reads it: the client
+        // writes the unit's third chunk before the fill maps anything.
+        base.onUnitRead.withLock {
+            $0 = {
+                do throws(StrataError) { try pool.write(handle, at: 16384 + 8192, written) } catch { failure.withLock { $0 = error } }
+            }
+        }
+        _ = try pool.read(handle, at: 16384, count: 512)
+        #expect(failure.withLock { $0 } == nil)
+        #expect(base.onUnitRead.withLock { $0 } == nil, "the fill read its unit")
+        var expected = Array(bytes[16384..<32768])
+        expected.replaceSubrange(8192..<12288, with: written)
+        let reads = base.inner.reads.value
+        #expect(try pool.read(handle, at: 16384, count: 16384) == expected)
+        #expect(base.inner.reads.value == reads, "the unit is all local")
+        try pool.flush()
+        // Four chunks: three filled and the client's; the fill's copy of the fourth is free again.
+        #expect(pool.status().dataUsedBytes == 4 * 4096)
+        #expect(Pool.check(device: device).clean)
+    }
+
     /// bases.json written before remote bases existed has no `remote` field: it decodes as a
     /// file base, and a remote descriptor round-trips with its reference and no files to stat.
     @Test func baseTablesWithoutRemoteFieldsStillDecode() throws {

@@ -14,6 +14,10 @@ int strata_crc32c_hardware(void);
 /// Glibc's Swift module does not export fallocate(2), which needs _GNU_SOURCE.
 int strata_punch_hole(int fd, uint64_t offset, uint64_t length);
 
+/// Opens `path` for writing with O_DIRECT (and O_CLOEXEC): a descriptor, or -1 with errno (EINVAL
+/// where the filesystem has no direct I/O, tmpfs for one).
+int strata_open_direct(const char *path);
+
 /// preadv2 with RWF_NOWAIT: the bytes read, or -1 with errno EAGAIN when any of them is not in
 /// the page cache (a short count means only a prefix was); EOPNOTSUPP where unsupported.
 long strata_pread_nowait(int fd, void *bytes, size_t length, uint64_t offset);
