@@ -5,8 +5,9 @@ python's http.client, one connection per worker thread, nothing else.
   objectstore_peer.py put FILE CONTAINER OBJECT_BYTES PARALLEL
         creates CONTAINER, uploads FILE as OBJECT_BYTES objects (keys bench/<index>) with
         PARALLEL PUTs at once; prints the seconds of the uploads
-  objectstore_peer.py range CONTAINER KEY OFFSET LENGTH
-        one ranged GET on an open connection; prints its seconds
+  objectstore_peer.py range CONTAINER KEY OFFSET LENGTH [IDLE]
+        one ranged GET on an open connection, IDLE seconds (default 0) after the connection's
+        last request; prints its seconds
   objectstore_peer.py fetch CONTAINER PARALLEL KEY...
         GETs every KEY whole, PARALLEL at once; prints the seconds
 
@@ -90,9 +91,10 @@ def put(path, container, object_bytes, count):
     print("%.6f" % (time.monotonic() - started))
 
 
-def ranged(container, key, offset, length):
+def ranged(container, key, offset, length, idle=0.0):
     conn = connect()
     call(conn, "HEAD", container)  # the connection is open and authenticated before timing
+    time.sleep(idle)
     started = time.monotonic()
     data = call(conn, "GET", container + "/" + key, headers={"Range": "bytes=%d-%d" % (offset, offset + length - 1)})
     elapsed = time.monotonic() - started
@@ -111,7 +113,7 @@ if __name__ == "__main__":
     if command == "put":
         put(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     elif command == "range":
-        ranged(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+        ranged(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]) if len(sys.argv) > 6 else 0.0)
     elif command == "fetch":
         fetch(sys.argv[2], int(sys.argv[3]), sys.argv[4:])
     else:
