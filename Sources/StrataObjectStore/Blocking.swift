@@ -5,7 +5,8 @@
 // The object-store clients are async (async-http-client on NIO's event loops). A control
 // request that talks to a remote runs its blocking parts (pool reads, hashing) on its own
 // thread and hands each batch of network work to `Blocking.run`, which starts it as a task and
-// waits for its result on a semaphore.
+// waits for its result on a semaphore. A fetch whose bytes readers take as they arrive is
+// started with `start` instead, and its readers wait on the object (ObjectBytes.swift).
 //
 // Why waiting is safe here: the waiting thread is never one of the cooperative pool's threads
 // or an event loop (precondition of every caller: PoolService runs on the thread pool or the
@@ -38,6 +39,13 @@ public enum Blocking {
         done.wait()
         guard let result = outcome.slot.withLock({ $0 }) else { preconditionFailure("the task signals after storing its result") }
         return try result.get()
+    }
+
+    /// Starts `body` and returns without waiting: for network work whose result reaches its
+    /// readers through an object of its own (a remote base's object as it arrives, which
+    /// readers wait on part by part). `body` must end by itself (every request has a deadline).
+    public static func start(_ body: @escaping @Sendable () async -> Void) {
+        Task.detached { await body() }
     }
 
     /// Opens `remote`, runs `body` with its store, and closes the store's connections.

@@ -12,9 +12,10 @@ protocol HTTPObjectStore: ObjectStore {
     var transport: HTTPTransport { get }
     /// Sends one request without a body for `key` (nil: the container), with `headers` added to
     /// the ones the API needs (signature, token), and returns the answer whatever its status.
+    /// With `sink`, a successful answer's body goes to it as it arrives (the reply's is empty).
     func send(
         _ method: HTTPMethod, key: String?, query: [(String, String)], headers: [(String, String)],
-        context: RequestContext
+        sink: (any ObjectSink)?, context: RequestContext
     ) async throws(StrataError) -> HTTPReply
 }
 
@@ -23,20 +24,26 @@ extension HTTPObjectStore {
         let context = self.context("get", key)
         var headers: [(String, String)] = []
         if let range { headers.append(("range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)")) }
-        let reply = try await self.send(.GET, key: key, query: [], headers: headers, context: context)
+        let reply = try await self.send(.GET, key: key, query: [], headers: headers, sink: nil, context: context)
         try reply.requireSuccess(context)
         return reply.body
     }
 
+    public func get(_ key: String, into sink: any ObjectSink) async throws(StrataError) {
+        let context = self.context("get", key)
+        let reply = try await self.send(.GET, key: key, query: [], headers: [], sink: sink, context: context)
+        try reply.requireSuccess(context)
+    }
+
     public func head(_ key: String) async throws(StrataError) -> ObjectInfo? {
         let context = self.context("head", key)
-        let reply = try await self.send(.HEAD, key: key, query: [], headers: [], context: context)
+        let reply = try await self.send(.HEAD, key: key, query: [], headers: [], sink: nil, context: context)
         return try reply.objectInfo(key, context)
     }
 
     public func delete(_ key: String) async throws(StrataError) {
         let context = self.context("delete", key)
-        let reply = try await self.send(.DELETE, key: key, query: [], headers: [], context: context)
+        let reply = try await self.send(.DELETE, key: key, query: [], headers: [], sink: nil, context: context)
         try reply.requireSuccess(context, orMissing: true)
     }
 

@@ -79,9 +79,11 @@ final class HTTPTransport: Sendable {
     /// exponential backoff up to `Limits.objectStoreAttemptsMax` attempts. Any other answer,
     /// success or not, is returned for the caller to judge.
     /// - Throws: the transport error after the last attempt, or the caller's own from `build`.
-    func send(_ context: RequestContext, _ build: () async throws(StrataError) -> HTTPRequestSpec)
-        async throws(StrataError) -> HTTPReply
-    {
+    /// With `sink`, a successful answer's body goes to it as it arrives, each attempt from its
+    /// first byte (the reply's body is then empty); a sink's error ends the request, unretried.
+    func send(
+        _ context: RequestContext, sink: (any ObjectSink)? = nil, _ build: () async throws(StrataError) -> HTTPRequestSpec
+    ) async throws(StrataError) -> HTTPReply {
         do {
             try await self.limiter.acquire()
         } catch {
@@ -95,7 +97,7 @@ final class HTTPTransport: Sendable {
             let spec = try await build()
             url = spec.url
             do {
-                let reply = try await self.execute(spec)
+                let reply = try await self.execute(spec, sink: sink)
                 if reply.status < 500 || attempt == Limits.objectStoreAttemptsMax {
                     if reply.status >= 500 {
                         throw ObjectStoreError.http(context, status: reply.status, detail: reply.detail, attempts: attempt)
@@ -125,11 +127,11 @@ final class HTTPTransport: Sendable {
     /// and handed over once, complete: reading it as an async sequence cost a hop between the
     /// event loop and a task per 64 KiB received (128 for one object), which showed as ~2 ms on
     /// a 256 KiB ranged GET, the wait of a first read.
-    private func execute(_ spec: HTTPRequestSpec) async throws -> HTTPReply {
+    private func execute(_ spec: HTTPRequestSpec, sink: (any ObjectSink)?) async throws -> HTTPReply {
         let request = try HTTPClient.Request(
             url: spec.url, method: spec.method, headers: spec.headers, body: spec.body.map { .byteBuffer($0) })
         return try await self.client.execute(
-            request: request, delegate: ReplyAccumulator(),
+            request: request, delegate: ReplyAccumulator(sink: sink),
             deadline: .now() + .seconds(Limits.objectStoreRequestTimeoutSeconds)
         ).futureResult.get()
     }
@@ -139,7 +141,9 @@ final class HTTPTransport: Sendable {
 /// part for the whole announced `content-length`: an 8 MiB object is then copied once, as it
 /// arrives, where growing a buffer part by part copied it again at every doubling (freed
 /// buffers stay in the heap, so a large realloc copies rather than remaps). A body longer than
-/// `Limits.objectStoreResponseBytesMax`, announced or received, fails the request.
+/// `Limits.objectStoreResponseBytesMax`, announced or received, fails the request. With a sink,
+/// a successful answer's body goes to the sink part by part instead (ObjectBytes.swift: an
+/// object readers use as it arrives), and the sink's error fails the request.
 final class ReplyAccumulator: HTTPClientResponseDelegate, Sendable {
     typealias Response = HTTPReply
 
@@ -156,13 +160,32 @@ final class ReplyAccumulator: HTTPClientResponseDelegate, Sendable {
 
     private let state = Mutex(State())
     private let limit = Limits.objectStoreResponseBytesMax
+    /// Where a successful answer's body goes, if not into the reply.
+    private let sink: (any ObjectSink)?
+    private let sinking = Atomic<Bool>(false)
+
+    init(sink: (any ObjectSink)? = nil) {
+        self.sink = sink
+    }
 
     func didReceiveHead(task: HTTPClient.Task<HTTPReply>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
         self.state.withLock { $0.head = head }
+        if let sink = self.sink, (200..<300).contains(head.status.code) {
+            self.sinking.store(true, ordering: .relaxed)
+            sink.restart()
+        }
         return task.eventLoop.makeSucceededVoidFuture()
     }
 
     func didReceiveBodyPart(task: HTTPClient.Task<HTTPReply>, _ part: ByteBuffer) -> EventLoopFuture<Void> {
+        if let sink = self.sink, self.sinking.load(ordering: .relaxed) {
+            var failure: StrataError?
+            part.withUnsafeReadableBytes { bytes in
+                do throws(StrataError) { try sink.receive(bytes) } catch { failure = error }
+            }
+            if let failure { return task.eventLoop.makeFailedFuture(failure) }
+            return task.eventLoop.makeSucceededVoidFuture()
+        }
         let fits = self.state.withLock { state -> Bool in
             if !state.started {
                 state.started = true
@@ -187,7 +210,8 @@ final class ReplyAccumulator: HTTPClientResponseDelegate, Sendable {
     }
 
     func didFinishRequest(task: HTTPClient.Task<HTTPReply>) throws -> HTTPReply {
-        try self.state.withLock { state in
+        if let sink = self.sink, self.sinking.load(ordering: .relaxed) { try sink.finish() }
+        return try self.state.withLock { state in
             guard let head = state.head else { throw HTTPClientError.remoteConnectionClosed }
             return HTTPReply(status: head.status.code, headers: head.headers, body: state.body)
         }

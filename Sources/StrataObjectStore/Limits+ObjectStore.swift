@@ -60,6 +60,10 @@ extension Limits {
     /// object size, enough for a booting guest's working set of a few regions to be read again
     /// without a request while the engine has not filled it into the volume.
     public static let remoteBaseCachedObjects = 8
+    /// Object buffers kept after their object is dropped, for the next object of the same size
+    /// (ObjectBytes.swift): a fresh 8 MiB buffer per object had the kernel fault in and zero
+    /// its pages, a quarter of the daemon's CPU in the profile of a boot-like read.
+    public static let remoteBaseBuffersKept = remoteBaseCachedObjects
     /// Reads of never-fetched ranges of one remote base in progress at once (counting the new
     /// one) up to which a read is served from a ranged GET of its parts; past it, reads fetch
     /// whole objects. Two: a guest reading one or two requests at a time (a boot's first reads,

@@ -5,8 +5,15 @@
 // `capacity` objects, evicted oldest first; a failed fetch leaves nothing behind, so the next
 // read retries.
 //
-// Invariants: an index is in `fetching` or in `cached`, never both; `cached.count <= capacity`
-// and `order` holds exactly the cached indices. The mutex is never held while fetching.
+// An object that is usable while it arrives (a remote base's `ObjectBytes`) takes the other
+// path, `arriving`: the first reader makes it and starts its fetch without waiting for it, and
+// every reader, that one included, gets the object at once and waits on the object itself for
+// the bytes it needs; when the fetch ends the object moves to the cache, or is dropped if it
+// failed, so the next read fetches it again.
+//
+// Invariants: an index is in `fetching`, in `arriving` or in `cached`, never two of them;
+// `cached.count <= capacity` and `order` holds exactly the cached indices. The mutex is never
+// held while fetching.
 
 import Dispatch
 import StrataCore
@@ -31,6 +38,7 @@ public final class ObjectFetchTable<Object: Sendable>: Sendable {
 
     private struct State {
         var fetching: [UInt64: Flight] = [:]
+        var arriving: [UInt64: Object] = [:]
         var cached: [UInt64: Object] = [:]
         var order: [UInt64] = []
         var fetches = 0
@@ -51,7 +59,7 @@ public final class ObjectFetchTable<Object: Sendable>: Sendable {
 
     /// True when object `index` is cached or being fetched: a reader should join that.
     public func holds(_ index: UInt64) -> Bool {
-        self.state.withLock { $0.cached[index] != nil || $0.fetching[index] != nil }
+        self.state.withLock { $0.cached[index] != nil || $0.fetching[index] != nil || $0.arriving[index] != nil }
     }
 
     /// Indices cached now, oldest first.
@@ -86,16 +94,47 @@ public final class ObjectFetchTable<Object: Sendable>: Sendable {
                 precondition(state.fetching[index] === flight, "only the leader ends its flight")
                 state.fetching[index] = nil
                 guard case .success(let bytes) = result else { return }
-                precondition(state.cached[index] == nil, "an index is fetching or cached, never both")
-                state.cached[index] = bytes
-                state.order.append(index)
-                while state.order.count > self.capacity {
-                    state.cached[state.order.removeFirst()] = nil
-                }
+                self.cache(bytes, at: index, &state)
             }
             let waiters = flight.waiters.load(ordering: .relaxed)
             for _ in 0..<waiters { flight.done.signal() }
             return try result.get()
+        }
+    }
+
+    /// The object at `index` for a reader that can use it while it arrives: the cached one, the
+    /// one arriving, or one `make` makes (under the table's lock: it must not wait), which is
+    /// then handed to `start` to begin its fetch. `start` must not wait for the fetch; the fetch
+    /// calls the closure it is given when it ends, with true when the object is whole and
+    /// checked (it is then cached), false when it failed (it is dropped).
+    public func arriving(
+        _ index: UInt64, make: () -> Object, start: (Object, _ ended: @escaping @Sendable (Bool) -> Void) -> Void
+    ) -> Object {
+        let (object, lead) = self.state.withLock { state -> (Object, Bool) in
+            if let object = state.cached[index] ?? state.arriving[index] { return (object, false) }
+            precondition(state.fetching[index] == nil, "an object is fetched whole or arrives, never both")
+            let object = make()
+            state.arriving[index] = object
+            state.fetches += 1
+            return (object, true)
+        }
+        if lead {
+            start(object) { whole in
+                self.state.withLock { state in
+                    state.arriving[index] = nil
+                    if whole { self.cache(object, at: index, &state) }
+                }
+            }
+        }
+        return object
+    }
+
+    private func cache(_ object: Object, at index: UInt64, _ state: inout State) {
+        precondition(state.cached[index] == nil, "an index is fetching, arriving or cached, never two")
+        state.cached[index] = object
+        state.order.append(index)
+        while state.order.count > self.capacity {
+            state.cached[state.order.removeFirst()] = nil
         }
     }
 }

@@ -50,6 +50,9 @@ public protocol ObjectStore: Sendable {
     func put(_ key: String, body: ByteBuffer, sha256: String) async throws(StrataError)
     /// The object's bytes, or those in `range` (end exclusive).
     func get(_ key: String, range: Range<UInt64>?) async throws(StrataError) -> ByteBuffer
+    /// The whole object's bytes into `sink` as they arrive (each attempt from its first byte).
+    /// - Throws: the store's errors, or the sink's (then the request stops).
+    func get(_ key: String, into sink: any ObjectSink) async throws(StrataError)
     /// The object's size and time, or nil when it does not exist.
     func head(_ key: String) async throws(StrataError) -> ObjectInfo?
     /// Deletes the object; deleting a missing object is not an error.
@@ -61,6 +64,18 @@ public protocol ObjectStore: Sendable {
 }
 
 extension ObjectStore {
+    /// A store that cannot stream hands the sink the whole body at once.
+    public func get(_ key: String, into sink: any ObjectSink) async throws(StrataError) {
+        let body = try await self.get(key, range: nil)
+        sink.restart()
+        var failure: StrataError?
+        body.withUnsafeReadableBytes { bytes in
+            do throws(StrataError) { try sink.receive(bytes) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        try sink.finish()
+    }
+
     /// Every key starting with `prefix`, following pages up to `Limits.objectStoreListPagesMax`.
     public func listAll(prefix: String) async throws(StrataError) -> [ObjectInfo] {
         var result: [ObjectInfo] = []

@@ -15,17 +15,23 @@
 // every whole object; Swift spends ~2.5 ms of CPU per request), and on a 2-core machine the
 // store's CPU is the reads' bottleneck. Otherwise `read` takes each object it covers from the fetch table
 // (ObjectFetchTable.swift: one fetch per object at a time, a bounded cache), which GETs the
-// whole object and checks its length and SHA-256 against the manifest before any byte is used;
-// a mismatch is an error naming the object, never data. A store that cannot be reached fails
-// only reads of objects not cached (and not yet filled into the volume by the engine), with
-// one log line naming the object; the next read tries again.
+// whole object into an `ObjectBytes` (ObjectBytes.swift) that every reader of the object gets
+// at once: each part is checked against its part hash as soon as it is in (an object of a
+// version 1 manifest, against the object's SHA-256 once whole), a read waits only until the
+// parts it covers are checked, and its length must be the manifest's. No byte is used before
+// the SHA-256 that covers it matched: every byte of an object with part hashes is covered by
+// one, so its whole-object hash is not computed again (that would hash every byte twice); a
+// mismatch is an error naming the object (and part), never data. A store that cannot be
+// reached fails only reads of objects not cached (and not yet filled into the volume by the
+// engine), with one log line naming the object; the next read tries again.
 //
 // Opening reads and verifies the manifest; reopening (after a daemon restart) also checks that
 // its bytes hash to the SHA-256 recorded at creation, so a manifest deleted and pushed again
 // under the same name is refused rather than read as the same base.
 //
 // Calls arrive on thread-pool threads (the engine is synchronous); the network work goes
-// through `Blocking.run`, the one bridge (Blocking.swift).
+// through `Blocking` (Blocking.swift): `run` for ranged GETs and the manifest, `start` for a
+// whole object, whose readers wait on the object itself.
 
 import Crypto
 import Foundation
@@ -41,8 +47,8 @@ public final class RemoteBase: BaseImage {
     public let manifest: Manifest
     private let store: any ObjectStore
     private let entries: [UInt64: ManifestEntry]
-    /// Fetched, verified objects; `fetches` counts GETs of objects.
-    public let objects: ObjectFetchTable<ByteBuffer>
+    /// Objects arriving or fetched, checked part by part; `fetches` counts GETs of whole objects.
+    public let objects: ObjectFetchTable<ObjectBytes>
     private let logger = Logger(label: "strata.remote-base")
     private let fetched = Atomic<UInt64>(0)
     private let rangedFetches = Atomic<Int>(0)
@@ -149,12 +155,12 @@ public final class RemoteBase: BaseImage {
                     done += count
                     continue
                 }
-                let object = try self.object(entry)
+                let object = self.object(entry)
                 // The last object may be short; bytes past the volume's end read as zeros.
-                let available = max(0, min(count, object.readableBytes - Int(inside)))
+                let available = max(0, min(count, object.count - Int(inside)))
                 if available > 0 {
-                    object.withUnsafeReadableBytes { source in
-                        target.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[Int(inside)..<(Int(inside) + available)]))
+                    try object.withBytes(Int(inside)..<(Int(inside) + available)) { source throws(StrataError) in
+                        target.copyMemory(from: source)
                     }
                 }
                 if available < count {
@@ -178,32 +184,30 @@ public final class RemoteBase: BaseImage {
         guard length > 0, UInt64(inside + length) <= objectSize, let entry = self.entries[offset / objectSize],
             UInt64(inside + length) <= entry.bytes
         else { return try self.readCopy(at: offset, length: length, scratch: &scratch, body) }
-        let object = try self.object(entry)
-        var outcome: Result<T, StrataError>?
-        object.withUnsafeReadableBytes { bytes in
-            outcome = Result { () throws(StrataError) in
-                try body(UnsafeRawBufferPointer(rebasing: bytes[inside..<(inside + length)]))
-            }
-        }
-        guard let outcome else { preconditionFailure("ByteBuffer.withUnsafeReadableBytes returned without calling its body") }
-        return try outcome.get()
+        return try self.object(entry).withBytes(inside..<(inside + length), body)
     }
 
-    /// The verified bytes of `entry`'s object, the body as received (not copied again).
-    /// - Throws: the store's error or `.corrupt`, both naming the object.
-    public func object(_ entry: ManifestEntry) throws(StrataError) -> ByteBuffer {
-        try self.objects.object(entry.index) { () throws(StrataError) -> ByteBuffer in
+    /// `entry`'s object: cached, arriving, or its fetch started now (one GET of the whole object,
+    /// its bytes checked part by part as they arrive, ObjectBytes.swift). Returns at once; the
+    /// caller waits on the object for the bytes it needs (`ObjectBytes.withBytes`).
+    public func object(_ entry: ManifestEntry) -> ObjectBytes {
+        let label = "read \(self.reference.label) object \(entry.index) (\(entry.key)) on \(self.store.label)"
+        return self.objects.arriving(entry.index) {
+            ObjectBytes(entry, partSize: self.manifest.partSizeBytes, label: label)
+        } start: { object, ended in
             let store = self.store
-            let outcome = Result { () throws(StrataError) -> ByteBuffer in
-                let body = try Blocking.run { () throws(StrataError) in try await store.get(entry.key, range: nil) }
-                try self.verify(body, entry)
-                self.fetched.wrappingAdd(UInt64(body.readableBytes), ordering: .relaxed)
-                return body
+            Blocking.start {
+                do throws(StrataError) {
+                    try await store.get(entry.key, into: object)
+                    self.fetched.wrappingAdd(UInt64(object.count), ordering: .relaxed)
+                    ended(true)
+                } catch {
+                    // Dropped from the table before its readers hear of it: the next read fetches again.
+                    ended(false)
+                    object.fail(with: error)
+                    self.logger.error("read \(self.reference.label) object \(entry.index) (\(entry.key)): \(error.message)")
+                }
             }
-            if case .failure(let error) = outcome {
-                self.logger.error("read \(self.reference.label) object \(entry.index) (\(entry.key)): \(error.message)")
-            }
-            return try outcome.get()
         }
     }
 
@@ -268,24 +272,6 @@ public final class RemoteBase: BaseImage {
                     "\(label) part \(first + number): SHA-256 mismatch (expected=\(expected) actual=\(digest)); the object is damaged: push the snapshot again from a pool that holds it"
                 )
             }
-        }
-    }
-
-    /// Throws unless `body` is exactly the object the manifest names.
-    private func verify(_ body: ByteBuffer, _ entry: ManifestEntry) throws(StrataError) {
-        let label = "read \(self.reference.label) object \(entry.index) (\(entry.key)) on \(self.store.label)"
-        guard UInt64(body.readableBytes) == entry.bytes else {
-            throw StrataError(
-                .corrupt,
-                "\(label): the store returned \(body.readableBytes) bytes, the manifest says \(entry.bytes); the object is damaged: push the snapshot again from a pool that holds it"
-            )
-        }
-        let digest = SigV4Signer.hex(body.withUnsafeReadableBytes { SHA256.hash(data: $0) })
-        guard digest == entry.sha256 else {
-            throw StrataError(
-                .corrupt,
-                "\(label): SHA-256 mismatch (expected=\(entry.sha256) actual=\(digest)); the object is damaged: push the snapshot again from a pool that holds it"
-            )
         }
     }
 }

@@ -69,21 +69,22 @@ public final class S3Store: HTTPObjectStore {
 
     func send(
         _ method: HTTPMethod, key: String?, query: [(String, String)], headers: [(String, String)],
-        context: RequestContext
+        sink: (any ObjectSink)?, context: RequestContext
     ) async throws(StrataError) -> HTTPReply {
-        try await self.send(method, key: key, query: query, extra: headers, context: context)
+        try await self.send(method, key: key, query: query, extra: headers, sink: sink, context: context)
     }
 
     /// Signs and sends one request; a new signature (and date) per attempt.
     private func send(
         _ method: HTTPMethod, key: String?, query: [(String, String)] = [], body: ByteBuffer? = nil,
-        payloadHash: String = SigV4Signer.emptyPayloadHash, extra: [(String, String)] = [], context: RequestContext
+        payloadHash: String = SigV4Signer.emptyPayloadHash, extra: [(String, String)] = [], sink: (any ObjectSink)? = nil,
+        context: RequestContext
     ) async throws(StrataError) -> HTTPReply {
         let path = "/\(self.bucket)" + (key.map { "/\($0)" } ?? "")
         let encodedQuery = query.map { "\(SigV4Signer.encode($0.0, slash: true))=\(SigV4Signer.encode($0.1, slash: true))" }
             .joined(separator: "&")
         let url = self.endpoint.base + SigV4Signer.encode(path, slash: false) + (query.isEmpty ? "" : "?\(encodedQuery)")
-        return try await self.transport.send(context) { () throws(StrataError) in
+        return try await self.transport.send(context, sink: sink) { () throws(StrataError) in
             let amzDate = SigV4Signer.amzDate(Date())
             let signed = [("host", self.endpoint.hostHeader), ("x-amz-date", amzDate), ("x-amz-content-sha256", payloadHash)] + extra
             let authorization = self.signer.authorization(

@@ -100,15 +100,15 @@ public final class SwiftStore: HTTPObjectStore {
 
     func send(
         _ method: HTTPMethod, key: String?, query: [(String, String)], headers: [(String, String)],
-        context: RequestContext
+        sink: (any ObjectSink)?, context: RequestContext
     ) async throws(StrataError) -> HTTPReply {
-        try await self.send(method, key: key, query: query, headers: headers, body: nil, context: context)
+        try await self.send(method, key: key, query: query, headers: headers, body: nil, sink: sink, context: context)
     }
 
     /// Sends one request with the session's token; on 401 logs in again once and repeats it.
     private func send(
         _ method: HTTPMethod, key: String?, query: [(String, String)] = [], headers extra: [(String, String)] = [],
-        body: ByteBuffer? = nil, context: RequestContext
+        body: ByteBuffer? = nil, sink: (any ObjectSink)? = nil, context: RequestContext
     ) async throws(StrataError) -> HTTPReply {
         var path = "/" + SigV4Signer.encode(self.container, slash: true)
         if let key { path += "/" + SigV4Signer.encode(key, slash: false) }
@@ -116,7 +116,7 @@ public final class SwiftStore: HTTPObjectStore {
             .joined(separator: "&")
         for attempt in 1...2 {
             let (storageURL, token) = try await self.login()
-            let reply = try await self.transport.send(context) { () throws(StrataError) in
+            let reply = try await self.transport.send(context, sink: sink) { () throws(StrataError) in
                 var headers = HTTPHeaders(extra)
                 headers.add(name: "x-auth-token", value: token)
                 let url = storageURL + path + (query.isEmpty ? "" : "?\(encodedQuery)")
