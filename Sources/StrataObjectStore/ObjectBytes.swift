@@ -1,5 +1,5 @@
 // One object of a remote base as it arrives (docs/OBJECTSTORE.md "Lazy reads"): its body lands
-// in one page-aligned buffer of the object's size, and each part the manifest has a SHA-256 for
+// in one page-aligned buffer of the object's size, taken when the body starts, and each part the manifest has a SHA-256 for
 // (256 KiB as pushed; the whole object for a version 1 manifest) is checked as soon as all of
 // it is in. Readers wait only for the parts they need, so a read of an object being fetched is
 // served once its own bytes are in and checked, not when the last byte of 8 MiB is; a fill
@@ -31,7 +31,10 @@ public protocol ObjectSink: Sendable {
 public final class ObjectBytes: ObjectSink, @unchecked Sendable {
     /// The object's size (the manifest's).
     public let count: Int
-    private let memory: UnsafeMutableRawBufferPointer
+    /// Taken when the first attempt's body starts (`restart`), not when a reader makes the
+    /// object: objects waiting for a request slot hold no memory. Set by the writer before it
+    /// publishes any byte under `condition`, so a reader sees it once `verified` > 0.
+    private var memory: UnsafeMutableRawBufferPointer?
     /// Where each check ends and the SHA-256 it expects, in order; `part` names it in errors.
     private let checks: [(end: Int, sha256: String, part: Int?)]
     /// What errors call the object: `read REMOTE:VOL@SNAP object N (KEY) on STORE`.
@@ -51,7 +54,6 @@ public final class ObjectBytes: ObjectSink, @unchecked Sendable {
         let count = Int(entry.bytes)
         self.count = count
         self.label = label
-        self.memory = ObjectBuffers.take(max(count, 1))
         if let parts = entry.parts, let partSize, partSize > 0 {
             self.checks = parts.enumerated().map { number, sha256 in
                 (end: min((number + 1) * Int(partSize), count), sha256: sha256, part: number)
@@ -61,9 +63,12 @@ public final class ObjectBytes: ObjectSink, @unchecked Sendable {
         }
     }
 
-    deinit { ObjectBuffers.give(self.memory) }
+    deinit {
+        if let memory = self.memory { ObjectBuffers.give(memory) }
+    }
 
     public func restart() {
+        if self.memory == nil { self.memory = ObjectBuffers.take(max(self.count, 1)) }
         self.received = 0
         self.nextCheck = self.checks.firstIndex { $0.end > self.checked } ?? self.checks.count
     }
@@ -73,18 +78,19 @@ public final class ObjectBytes: ObjectSink, @unchecked Sendable {
             throw self.fail(
                 "the store returned more than the \(self.count) bytes the manifest says; the object is damaged: push the snapshot again from a pool that holds it")
         }
+        guard let memory = self.memory else { preconditionFailure("a body's bytes arrive after its attempt restarts") }
         // Bytes an earlier attempt already checked may be in a reader's hands: never rewritten.
         let from = max(self.received, self.checked)
         let end = self.received + bytes.count
         if from < end {
-            UnsafeMutableRawBufferPointer(rebasing: self.memory[from..<end])
+            UnsafeMutableRawBufferPointer(rebasing: memory[from..<end])
                 .copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[(from - self.received)...]))
         }
         self.received = end
         while self.nextCheck < self.checks.count, self.checks[self.nextCheck].end <= self.received {
             let check = self.checks[self.nextCheck]
             let start = self.nextCheck == 0 ? 0 : self.checks[self.nextCheck - 1].end
-            let digest = SigV4Signer.hex(SHA256.hash(data: UnsafeRawBufferPointer(rebasing: self.memory[start..<check.end])))
+            let digest = SigV4Signer.hex(SHA256.hash(data: UnsafeRawBufferPointer(rebasing: memory[start..<check.end])))
             guard digest == check.sha256 else {
                 let what = check.part.map { " part \($0)" } ?? ""
                 throw self.fail(
@@ -131,12 +137,14 @@ public final class ObjectBytes: ObjectSink, @unchecked Sendable {
         _ range: Range<Int>, _ body: (UnsafeRawBufferPointer) throws(StrataError) -> T
     ) throws(StrataError) -> T {
         precondition(range.lowerBound >= 0 && range.upperBound <= self.count, "a read inside the object")
-        let failure = self.condition.withLock { () -> StrataError? in
+        let (failure, memory) = self.condition.withLock { () -> (StrataError?, UnsafeMutableRawBufferPointer?) in
             while self.verified < range.upperBound && self.failure == nil { self.condition.wait() }
-            return self.verified >= range.upperBound ? nil : self.failure
+            return (self.verified >= range.upperBound ? nil : self.failure, self.memory)
         }
         if let failure { throw failure }
-        return try body(UnsafeRawBufferPointer(rebasing: self.memory[range]))
+        // An empty range needs no bytes (and may come before any arrived).
+        guard let memory, !range.isEmpty else { return try body(UnsafeRawBufferPointer(start: nil, count: 0)) }
+        return try body(UnsafeRawBufferPointer(rebasing: memory[range]))
     }
 }
 
